@@ -1,0 +1,44 @@
+//! Command-line types (clap derive). One file per subcommand; nothing here reads files or
+//! the environment.
+
+pub mod prune;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Prune, migrate, audit and certify the media storage of a Mastodon server whose media
+/// lives in S3-compatible object storage or in public/system.
+///
+/// Reads Mastodon's own .env.production (the process environment overrides it).
+///
+/// Exit codes: 0 success, 1 finished but some items failed (listed), 2 usage or
+/// configuration error, 3 fatal (database, credentials or bucket unreachable),
+/// 130 interrupted (safe to re-run).
+#[derive(Debug, Parser)]
+#[command(name = "mastomedia", version, propagate_version = true)]
+pub struct Cli {
+    /// Mastodon's env file.
+    #[arg(long, global = true, value_name = "FILE", default_value = ".env.production")]
+    pub env_file: PathBuf,
+
+    /// More detail on stderr (-v info about each batch, -vv debug).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    /// Only errors and the final summary; no progress.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+
+    /// The job to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Delete cached copies of remote media older than the retention window, then clear
+    /// their file columns exactly as tootctl does, so Mastodon re-fetches them on demand.
+    Prune(prune::Args),
+}

@@ -1,0 +1,70 @@
+//! `mastomedia prune`.
+
+use std::num::NonZeroU32;
+
+/// Arguments of `prune`.
+///
+/// Examples:
+///
+///   mastomedia --env-file /home/mastodon/live/.env.production prune --dry-run
+///
+///   mastomedia prune --days 14 --preview-cards --rate 200
+///
+///   mastomedia prune --no-media --prune-profiles --days 90 --dry-run
+#[derive(Debug, Clone, clap::Args)]
+#[command(verbatim_doc_comment)]
+pub struct Args {
+    /// Retention in days. Default: the instance's "media cache retention period", else 7.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub days: Option<u32>,
+
+    /// Select and size everything, change nothing (no delete request, no row update).
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Delete batches in flight at once.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub concurrency: u32,
+
+    /// Most storage requests per second (unlimited when not set).
+    #[arg(long, value_name = "REQUESTS_PER_SECOND")]
+    pub rate: Option<NonZeroU32>,
+
+    /// Also remove avatars and headers of remote accounts not webfingered or updated
+    /// within the window (accounts with follows, or that posted since, are kept).
+    #[arg(long, conflicts_with = "remove_headers")]
+    pub prune_profiles: bool,
+
+    /// Also remove headers (only) of such remote accounts.
+    #[arg(long)]
+    pub remove_headers: bool,
+
+    /// With --prune-profiles/--remove-headers: include accounts that follow or are
+    /// followed by anyone.
+    #[arg(long)]
+    pub include_follows: bool,
+
+    /// Also remove preview card images older than --preview-cards-days.
+    #[arg(long)]
+    pub preview_cards: bool,
+
+    /// Preview card retention in days (strictly older than the cutoff are removed).
+    #[arg(long, default_value_t = 180, value_parser = clap::value_parser!(u32).range(1..))]
+    pub preview_cards_days: u32,
+
+    /// Allow --preview-cards-days below 14 (cards are re-fetched only after two weeks).
+    #[arg(long)]
+    pub force: bool,
+
+    /// Keep media of posts a local account bookmarked, favourited, boosted, replied to or quoted.
+    #[arg(long)]
+    pub keep_interacted: bool,
+
+    /// Skip the media attachments pass (run only the profile / preview card passes).
+    #[arg(long)]
+    pub no_media: bool,
+
+    /// Print the summary as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}

@@ -1,0 +1,108 @@
+//! Subcommands: each wires config, inventory, plan, pool, store, mastodon and report
+//! together. One file per subcommand, each exporting `run`.
+
+pub mod prune;
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, ConfigError, StorageConfig};
+use crate::report::ExitCode;
+use crate::store::fs::FsStore;
+use crate::store::s3::S3Store;
+use crate::store::{Limiter, Store};
+
+/// A command's failure with the exit code it maps to. The message is meant for the admin:
+/// it says what to fix.
+#[derive(Debug)]
+pub struct CommandError {
+    /// Exit code (2 usage/config, 3 fatal).
+    pub code: ExitCode,
+    /// What went wrong, with context.
+    pub error: anyhow::Error,
+}
+
+impl CommandError {
+    /// A usage or configuration error (exit 2).
+    pub fn usage(error: impl Into<anyhow::Error>) -> Self {
+        Self {
+            code: ExitCode::Usage,
+            error: error.into(),
+        }
+    }
+
+    /// A fatal error (exit 3).
+    pub fn fatal(error: impl Into<anyhow::Error>) -> Self {
+        Self {
+            code: ExitCode::Fatal,
+            error: error.into(),
+        }
+    }
+}
+
+impl From<ConfigError> for CommandError {
+    fn from(e: ConfigError) -> Self {
+        Self::usage(e)
+    }
+}
+
+/// Loads the configuration, mapping errors to exit code 2.
+pub fn load_config(env_file: &std::path::Path) -> Result<Config, CommandError> {
+    Ok(Config::load(env_file)?)
+}
+
+/// Runs `f` with the store the configuration names (S3 or filesystem), built with `limiter`.
+/// Generic so each backend gets a monomorphised pipeline, no dynamic dispatch.
+pub trait WithStore<T> {
+    /// Runs with the concrete store.
+    fn run<S: Store>(self, store: Arc<S>) -> impl std::future::Future<Output = T> + Send;
+}
+
+/// Builds the store of `cfg` and hands it to `job`.
+pub async fn with_store<T, J: WithStore<T>>(cfg: &Config, limiter: Limiter, job: J) -> T {
+    match &cfg.storage {
+        StorageConfig::S3(s3) => job.run(Arc::new(S3Store::new(s3, limiter))).await,
+        StorageConfig::Filesystem(fs) => {
+            job.run(Arc::new(FsStore::new(fs.root.clone(), limiter)))
+                .await
+        }
+    }
+}
+
+/// A token cancelled on Ctrl-C or SIGTERM. The first signal stops intake (in-flight work
+/// finishes); a second one exits at once with 130.
+pub fn interrupt_token() -> CancellationToken {
+    let token = CancellationToken::new();
+    let t = token.clone();
+    tokio::spawn(async move {
+        let mut count = 0;
+        loop {
+            wait_signal().await;
+            count += 1;
+            if count == 1 {
+                eprintln!("interrupted: finishing the work in flight, then stopping (press Ctrl-C again to abort at once)");
+                t.cancel();
+            } else {
+                std::process::exit(ExitCode::Interrupted as i32);
+            }
+        }
+    });
+    token
+}
+
+async fn wait_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

@@ -1,0 +1,237 @@
+//! `mastomedia prune`: the nightly job.
+//!
+//! Order of work: config → database (schema, advisory lock, retention setting) → store
+//! check → UPDATE privilege check on every column we may clear → passes (media, then
+//! profiles, then preview cards), each through the pool and its dry-run gate → summary.
+//! Nothing is deleted before every check has passed.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::anyhow;
+use chrono::{SecondsFormat, Utc};
+use tokio_util::sync::CancellationToken;
+
+use super::{interrupt_token, load_config, with_store, CommandError, WithStore};
+use crate::cli::prune::Args;
+use crate::config::{Config, StorageConfig};
+use crate::inventory::Selection;
+use crate::mastodon::{Db, DbError};
+use crate::plan::layout::KeyPrefix;
+use crate::plan::prune::{
+    cutoff, effective_days, DaysSource, DEFAULT_PREVIEW_CARD_DAYS, MIN_PREVIEW_CARD_DAYS,
+};
+use crate::pool::{run_pass, Gate, PassError, PassOptions};
+use crate::report::{ExitCode, PassReport, Progress, ProgressMode, PruneReport};
+use crate::store::{Limiter, Store};
+
+/// Runs `prune` and returns the exit code. Prints the summary (stdout) itself.
+pub async fn run(env_file: &std::path::Path, args: Args, quiet: bool) -> Result<ExitCode, CommandError> {
+    validate(&args)?;
+    let cfg = load_config(env_file)?;
+    let db = Db::connect(&cfg.database, 4).await.map_err(db_error)?;
+    tracing::info!(
+        database = %cfg.database.display,
+        schema_migration = db.schema().migration_version.as_deref().unwrap_or("?"),
+        "connected to Mastodon's database"
+    );
+    let _lock = db.lock("prune").await.map_err(db_error)?;
+    let setting = db.media_retention_days().await.map_err(db_error)?;
+    let (days, source) = effective_days(args.days, setting);
+    let now = Utc::now();
+    let plan = Plan::new(&args, days, now);
+    for sel in &plan.selections {
+        let table = sel.table();
+        let cols = crate::mastodon::update_columns(db.schema(), table, &sel.clear_groups());
+        db.check_update_privilege(table.name(), &cols)
+            .await
+            .map_err(db_error)?;
+    }
+    let limiter = Limiter::new(args.rate, (args.concurrency as usize) * 2);
+    let job = PruneJob {
+        cfg: &cfg,
+        db: &db,
+        args: &args,
+        plan: &plan,
+        days,
+        source,
+        quiet,
+        cancel: interrupt_token(),
+    };
+    let report = with_store(&cfg, limiter, job).await?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("report serialises")
+        );
+    } else {
+        print!("{}", report.human());
+    }
+    Ok(report.exit_code())
+}
+
+fn validate(args: &Args) -> Result<(), CommandError> {
+    if args.include_follows && !(args.prune_profiles || args.remove_headers) {
+        return Err(CommandError::usage(anyhow!(
+            "--include-follows needs --prune-profiles or --remove-headers"
+        )));
+    }
+    if args.no_media && !(args.prune_profiles || args.remove_headers || args.preview_cards) {
+        return Err(CommandError::usage(anyhow!(
+            "--no-media leaves nothing to do: add --prune-profiles, --remove-headers or --preview-cards"
+        )));
+    }
+    if args.preview_cards && args.preview_cards_days < MIN_PREVIEW_CARD_DAYS && !args.force {
+        return Err(CommandError::usage(anyhow!(
+            "--preview-cards-days {} is below {MIN_PREVIEW_CARD_DAYS}: Mastodon re-fetches a card only when its link is shared again after two weeks, so cards would stay image-less. Use --force to do it anyway (default {DEFAULT_PREVIEW_CARD_DAYS})",
+            args.preview_cards_days
+        )));
+    }
+    Ok(())
+}
+
+fn db_error(e: DbError) -> CommandError {
+    CommandError::fatal(e)
+}
+
+/// The passes to run, in order.
+struct Plan {
+    selections: Vec<Selection>,
+    media_cutoff: chrono::DateTime<Utc>,
+    card_cutoff: Option<chrono::DateTime<Utc>>,
+}
+
+impl Plan {
+    fn new(args: &Args, days: u32, now: chrono::DateTime<Utc>) -> Self {
+        let media_cutoff = cutoff(now, days);
+        let mut selections = Vec::new();
+        if !args.no_media {
+            selections.push(Selection::Media {
+                cutoff: media_cutoff,
+                keep_interacted: args.keep_interacted,
+            });
+        }
+        if args.prune_profiles || args.remove_headers {
+            selections.push(Selection::Profiles {
+                cutoff: media_cutoff,
+                headers_only: args.remove_headers,
+                include_follows: args.include_follows,
+            });
+        }
+        let card_cutoff = args
+            .preview_cards
+            .then(|| cutoff(now, args.preview_cards_days));
+        if let Some(c) = card_cutoff {
+            selections.push(Selection::PreviewCards { cutoff: c });
+        }
+        Self {
+            selections,
+            media_cutoff,
+            card_cutoff,
+        }
+    }
+}
+
+struct PruneJob<'a> {
+    cfg: &'a Config,
+    db: &'a Db,
+    args: &'a Args,
+    plan: &'a Plan,
+    days: u32,
+    source: DaysSource,
+    quiet: bool,
+    cancel: CancellationToken,
+}
+
+fn rfc3339(t: chrono::DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+impl WithStore<Result<PruneReport, CommandError>> for PruneJob<'_> {
+    async fn run<S: Store>(self, store: Arc<S>) -> Result<PruneReport, CommandError> {
+        let started = Instant::now();
+        store
+            .check()
+            .await
+            .map_err(|e| CommandError::fatal(anyhow!(e)).with_context("checking the storage before any change"))?;
+        let key_prefix = match &self.cfg.storage {
+            StorageConfig::S3(s3) => s3.key_prefix.clone(),
+            StorageConfig::Filesystem(_) => KeyPrefix::default(),
+        };
+        let opts = PassOptions {
+            concurrency: self.args.concurrency as usize,
+            key_prefix,
+            ..PassOptions::default()
+        };
+        let gate = Gate::new(self.args.dry_run);
+        let mut report = PruneReport {
+            dry_run: self.args.dry_run,
+            days: self.days,
+            days_source: serde_json::to_value(self.source)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default(),
+            cutoff: rfc3339(self.plan.media_cutoff),
+            preview_cards_cutoff: self.plan.card_cutoff.map(rfc3339),
+            storage: store.describe(),
+            ..PruneReport::default()
+        };
+        tracing::info!(
+            days = self.days,
+            source = %self.source,
+            cutoff = %report.cutoff,
+            storage = %report.storage,
+            dry_run = self.args.dry_run,
+            "prune starting"
+        );
+        let mode = ProgressMode::detect(self.quiet);
+        for sel in &self.plan.selections {
+            if self.cancel.is_cancelled() {
+                break;
+            }
+            let name = match sel {
+                Selection::Media { .. } => "media",
+                Selection::Profiles { .. } => "profiles",
+                Selection::PreviewCards { .. } => "preview_cards",
+            };
+            let total = sel.count(self.db).await.map_err(db_error)?;
+            let progress = Progress::start(&format!("prune {name}"), total.max(0) as u64, mode);
+            let pass = PassReport {
+                pass: name,
+                rows_selected: total.max(0) as u64,
+                ..PassReport::default()
+            };
+            let result = run_pass(
+                self.db,
+                store.clone(),
+                gate,
+                sel,
+                &opts,
+                &progress,
+                &self.cancel,
+                pass,
+            )
+            .await;
+            progress.finish();
+            match result {
+                Ok(p) => report.passes.push(p),
+                Err(PassError::Db(e)) => return Err(db_error(e)),
+                Err(PassError::Store(e)) => {
+                    report.fatal = Some(format!("{e} (the rows of the failed batch were left untouched)"));
+                    break;
+                }
+            }
+        }
+        report.interrupted = self.cancel.is_cancelled();
+        report.requests = store.limiter().counts();
+        report.elapsed_seconds = started.elapsed().as_secs_f64();
+        Ok(report)
+    }
+}
+
+impl CommandError {
+    fn with_context(mut self, ctx: &'static str) -> Self {
+        self.error = self.error.context(ctx);
+        self
+    }
+}

@@ -1,0 +1,580 @@
+//! Configuration: Mastodon's `.env.production`, overridden by the process environment,
+//! validated into one [`Config`].
+//!
+//! Owns: reading the env file (dotenv syntax, as Mastodon's Ruby dotenv reads it), the
+//! defaults Mastodon applies (`mastodon-storage.md` §5), and the redaction of secrets.
+//! Must not: be read by anything but `commands/`, open connections, or print secrets.
+
+mod secret;
+
+pub use secret::Secret;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgSslMode};
+
+use crate::plan::layout::KeyPrefix;
+
+/// A configuration problem: the message names the variable (or file) and says what to fix.
+/// Maps to exit code 2.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The env file could not be read.
+    #[error("cannot read env file {path}: {source}. Pass --env-file with the path of Mastodon's .env.production (e.g. /home/mastodon/live/.env.production)")]
+    EnvFileUnreadable {
+        /// The path tried.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A line of the env file does not parse.
+    #[error("{path}: {detail}. Fix that line: each line must be KEY=value, `export KEY=value` or a # comment")]
+    EnvFileSyntax {
+        /// The env file.
+        path: PathBuf,
+        /// What the parser said (with the line).
+        detail: String,
+    },
+    /// A required variable is missing.
+    #[error("{var} is not set: {fix}")]
+    Missing {
+        /// The variable name.
+        var: &'static str,
+        /// What to do.
+        fix: String,
+    },
+    /// A variable has a value we cannot use.
+    #[error("{var}={value:?} is invalid: {fix}")]
+    Invalid {
+        /// The variable name.
+        var: &'static str,
+        /// The offending value (never a secret).
+        value: String,
+        /// What to do.
+        fix: String,
+    },
+    /// The configured storage is one mastomedia does not support.
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+/// Where Mastodon's media lives.
+#[derive(Debug, Clone)]
+pub enum StorageConfig {
+    /// `S3_ENABLED=true`.
+    S3(S3Config),
+    /// Local files below `PAPERCLIP_ROOT_PATH`.
+    Filesystem(FsConfig),
+}
+
+/// The S3 settings of `.env.production` (§5.2), with Mastodon's defaults applied.
+#[derive(Debug, Clone)]
+pub struct S3Config {
+    /// `S3_BUCKET`.
+    pub bucket: String,
+    /// `S3_REGION` (default `us-east-1`): the signing region.
+    pub region: String,
+    /// `S3_ENDPOINT`: the API endpoint URL; `None` for AWS itself.
+    pub endpoint: Option<String>,
+    /// Path-style addressing: on whenever `S3_ENDPOINT` is set unless
+    /// `S3_OVERRIDE_PATH_STYLE=true`; forced on for dotted bucket names over HTTPS.
+    pub force_path_style: bool,
+    /// `S3_PROTOCOL` (default `https`): scheme of public URLs only.
+    pub protocol: String,
+    /// `S3_HOSTNAME` (default `s3-<region>.amazonaws.com`): host of public URLs only.
+    pub hostname: String,
+    /// `S3_ALIAS_HOST` (or legacy `S3_CLOUDFRONT_HOST`): public host, possibly with a path.
+    pub alias_host: Option<String>,
+    /// `S3_PERMISSION` (default `public-read`); `None` when set but empty (send no ACL).
+    pub permission: Option<String>,
+    /// `S3_BATCH_DELETE_LIMIT` (default 1000, at most 1000): keys per `DeleteObjects`.
+    pub batch_delete_limit: usize,
+    /// `S3_KEY_PREFIX` (4.3+), normalised.
+    pub key_prefix: KeyPrefix,
+    /// `AWS_ACCESS_KEY_ID`.
+    pub access_key_id: String,
+    /// `AWS_SECRET_ACCESS_KEY`.
+    pub secret_access_key: Secret<String>,
+    /// `S3_OPEN_TIMEOUT` (default 5 s): connect timeout.
+    pub open_timeout: Duration,
+    /// `S3_READ_TIMEOUT` (default 5 s), raised to at least 120 s as Mastodon's batch delete does.
+    pub read_timeout: Duration,
+    /// `S3_RETRY_LIMIT`: SDK attempts per request (we use at least 3).
+    pub max_attempts: u32,
+}
+
+/// Filesystem storage (§5.3).
+#[derive(Debug, Clone)]
+pub struct FsConfig {
+    /// `PAPERCLIP_ROOT_PATH` (default `<dir of the env file>/public/system`), normalised.
+    pub root: PathBuf,
+}
+
+/// Connection settings for Mastodon's PostgreSQL database (§5.4).
+#[derive(Clone)]
+pub struct DatabaseConfig {
+    /// Full connection options (may hold the password).
+    pub options: PgConnectOptions,
+    /// `postgres://user@host:port/db`, safe to log.
+    pub display: String,
+}
+
+impl std::fmt::Debug for DatabaseConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseConfig")
+            .field("display", &self.display)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The validated configuration every command starts from.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The env file that was read.
+    pub env_file: PathBuf,
+    /// Mastodon's database.
+    pub database: DatabaseConfig,
+    /// Mastodon's media storage.
+    pub storage: StorageConfig,
+}
+
+/// Variables whose values are never printed.
+pub const SECRET_VARS: &[&str] = &[
+    "AWS_SECRET_ACCESS_KEY",
+    "DB_PASS",
+    "DATABASE_URL",
+    "REPLICA_DATABASE_URL",
+    "SECRET_KEY_BASE",
+    "OTP_SECRET",
+    "LINODE_TOKEN",
+    "SMTP_PASSWORD",
+    "VAPID_PRIVATE_KEY",
+    "ACTIVE_RECORD_ENCRYPTION_PRIMARY_KEY",
+];
+
+/// Raw variables: the env file's pairs overridden by the process environment.
+#[derive(Debug, Default, Clone)]
+pub struct Vars(HashMap<String, String>);
+
+impl Vars {
+    /// Reads `path` (dotenv syntax) and overlays `process_env`. Errors: unreadable file,
+    /// a line that does not parse (with its line number).
+    pub fn load(
+        path: &Path,
+        process_env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| {
+            ConfigError::EnvFileUnreadable {
+                path: path.to_owned(),
+                source,
+            }
+        })?;
+        let mut map = HashMap::new();
+        // dotenvy reports the failing line's content in its error; point at it by number too.
+        for item in dotenvy::from_read_iter(text.as_bytes()) {
+            match item {
+                Ok((k, v)) => {
+                    map.insert(k, v);
+                }
+                Err(e) => {
+                    return Err(ConfigError::EnvFileSyntax {
+                        path: path.to_owned(),
+                        detail: redact_parse_error(&e.to_string()),
+                    });
+                }
+            }
+        }
+        map.extend(process_env);
+        Ok(Self(map))
+    }
+
+    /// Builds from explicit pairs (tests, or an environment-only setup).
+    pub fn from_pairs<I, K, V>(pairs: I) -> Self
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<String>,
+        V: Into<String>,
+    {
+        Self(
+            pairs
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        )
+    }
+
+    /// The value of `var`, `None` when unset. An empty value is returned as `Some("")`.
+    pub fn raw(&self, var: &str) -> Option<&str> {
+        self.0.get(var).map(String::as_str)
+    }
+
+    /// The value with surrounding whitespace trimmed, `None` when unset or blank.
+    pub fn get(&self, var: &str) -> Option<&str> {
+        self.raw(var).map(str::trim).filter(|v| !v.is_empty())
+    }
+
+    fn flag(&self, var: &str) -> bool {
+        self.get(var) == Some("true")
+    }
+
+    fn number<T: FromStr>(&self, var: &'static str, fix: &str) -> Result<Option<T>, ConfigError> {
+        match self.get(var) {
+            None => Ok(None),
+            Some(v) => v.parse().map(Some).map_err(|_| ConfigError::Invalid {
+                var,
+                value: v.to_owned(),
+                fix: fix.to_owned(),
+            }),
+        }
+    }
+}
+
+/// dotenvy echoes the offending line; that line may hold a secret, so keep only the position.
+fn redact_parse_error(msg: &str) -> String {
+    if let Some(i) = msg.find("at index") {
+        format!("line does not parse ({})", &msg[i..])
+    } else if SECRET_VARS.iter().any(|s| msg.contains(s)) || msg.contains('=') {
+        "a line does not parse".to_owned()
+    } else {
+        msg.to_owned()
+    }
+}
+
+impl Config {
+    /// Reads the env file and the process environment into a validated `Config`.
+    pub fn load(env_file: &Path) -> Result<Self, ConfigError> {
+        let vars = Vars::load(env_file, std::env::vars())?;
+        Self::from_vars(env_file, &vars)
+    }
+
+    /// Validates `vars` (already merged) into a `Config`. `env_file` locates the default
+    /// `public/system` root.
+    pub fn from_vars(env_file: &Path, vars: &Vars) -> Result<Self, ConfigError> {
+        let database = database_config(vars)?;
+        let storage = if vars.get("S3_ENABLED").is_some() && !vars.flag("S3_ENABLED") {
+            if vars.get("S3_ENABLED") != Some("false") {
+                return Err(ConfigError::Invalid {
+                    var: "S3_ENABLED",
+                    value: vars.get("S3_ENABLED").unwrap_or("").to_owned(),
+                    fix: "Mastodon only recognises exactly `true`; set S3_ENABLED=true for object storage or remove it for local files".into(),
+                });
+            }
+            filesystem_config(env_file, vars)?
+        } else if vars.flag("S3_ENABLED") {
+            StorageConfig::S3(s3_config(vars)?)
+        } else if vars.flag("SWIFT_ENABLED") {
+            return Err(ConfigError::Unsupported(
+                "SWIFT_ENABLED=true: OpenStack Swift storage is not supported by mastomedia; use tootctl media remove".into(),
+            ));
+        } else if vars.get("AZURE_ENABLED") == Some("true") {
+            return Err(ConfigError::Unsupported(
+                "AZURE_ENABLED=true: Azure Blob storage is not supported by mastomedia".into(),
+            ));
+        } else {
+            filesystem_config(env_file, vars)?
+        };
+        Ok(Self {
+            env_file: env_file.to_owned(),
+            database,
+            storage,
+        })
+    }
+}
+
+fn database_config(vars: &Vars) -> Result<DatabaseConfig, ConfigError> {
+    let mut options = if let Some(url) = vars.get("DATABASE_URL") {
+        PgConnectOptions::from_str(url).map_err(|_| ConfigError::Invalid {
+            var: "DATABASE_URL",
+            value: "[redacted]".into(),
+            fix: "expected postgres://user:password@host:port/database".into(),
+        })?
+    } else {
+        let host = vars.get("DB_HOST").unwrap_or("localhost");
+        let port: u16 = vars
+            .number("DB_PORT", "use the TCP port of PostgreSQL, e.g. 5432")?
+            .unwrap_or(5432);
+        let mut o = PgConnectOptions::new_without_pgpass()
+            .host(host)
+            .port(port)
+            .username(vars.get("DB_USER").unwrap_or("mastodon"))
+            .database(vars.get("DB_NAME").unwrap_or("mastodon_production"));
+        if let Some(pass) = vars.raw("DB_PASS").filter(|p| !p.is_empty()) {
+            o = o.password(pass);
+        }
+        let mode = vars.get("DB_SSLMODE").unwrap_or("prefer");
+        let ssl = PgSslMode::from_str(mode).map_err(|_| ConfigError::Invalid {
+            var: "DB_SSLMODE",
+            value: mode.to_owned(),
+            fix: "use one of disable, allow, prefer, require, verify-ca, verify-full".into(),
+        })?;
+        o.ssl_mode(ssl)
+    };
+    if vars.get("PREPARED_STATEMENTS") == Some("false") {
+        options = options.statement_cache_capacity(0);
+    }
+    options = options.application_name("mastomedia");
+    let host = options.get_host().to_owned();
+    let display = format!(
+        "postgres://{}@{}:{}/{}",
+        options.get_username(),
+        host,
+        options.get_port(),
+        options.get_database().unwrap_or("")
+    );
+    Ok(DatabaseConfig { options, display })
+}
+
+fn s3_config(vars: &Vars) -> Result<S3Config, ConfigError> {
+    let bucket = vars
+        .get("S3_BUCKET")
+        .ok_or_else(|| ConfigError::Missing {
+            var: "S3_BUCKET",
+            fix: "set it to the bucket that holds Mastodon's media (S3_ENABLED=true needs it)"
+                .into(),
+        })?
+        .to_owned();
+    if bucket.len() < 3
+        || bucket.len() > 63
+        || !bucket
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
+    {
+        return Err(ConfigError::Invalid {
+            var: "S3_BUCKET",
+            value: bucket,
+            fix: "a bucket name has 3–63 characters of a-z, 0-9, '.' and '-'".into(),
+        });
+    }
+    let region = vars.get("S3_REGION").unwrap_or("us-east-1").to_owned();
+    let endpoint = match vars.get("S3_ENDPOINT") {
+        None => None,
+        Some(e) => {
+            let ok = (e.starts_with("https://") || e.starts_with("http://"))
+                && e.split("://").nth(1).is_some_and(|h| !h.is_empty());
+            if !ok {
+                return Err(ConfigError::Invalid {
+                    var: "S3_ENDPOINT",
+                    value: e.to_owned(),
+                    fix: "give the full API URL with scheme, e.g. https://us-east-1.linodeobjects.com"
+                        .into(),
+                });
+            }
+            Some(e.trim_end_matches('/').to_owned())
+        }
+    };
+    let dotted_https =
+        bucket.contains('.') && endpoint.as_deref().is_none_or(|e| e.starts_with("https://"));
+    let force_path_style =
+        (endpoint.is_some() && !vars.flag("S3_OVERRIDE_PATH_STYLE")) || dotted_https;
+    let access_key_id = vars
+        .get("AWS_ACCESS_KEY_ID")
+        .ok_or_else(|| ConfigError::Missing {
+            var: "AWS_ACCESS_KEY_ID",
+            fix: "set the access key of the bucket's credentials".into(),
+        })?
+        .to_owned();
+    let secret = vars
+        .get("AWS_SECRET_ACCESS_KEY")
+        .ok_or_else(|| ConfigError::Missing {
+            var: "AWS_SECRET_ACCESS_KEY",
+            fix: "set the secret key of the bucket's credentials".into(),
+        })?
+        .to_owned();
+    let permission = match vars.raw("S3_PERMISSION") {
+        None => Some("public-read".to_owned()),
+        Some(v) if v.trim().is_empty() => None,
+        Some(v) => {
+            let v = v.trim();
+            const ACLS: &[&str] = &[
+                "private",
+                "public-read",
+                "public-read-write",
+                "authenticated-read",
+                "aws-exec-read",
+                "bucket-owner-read",
+                "bucket-owner-full-control",
+            ];
+            if !ACLS.contains(&v) {
+                return Err(ConfigError::Invalid {
+                    var: "S3_PERMISSION",
+                    value: v.to_owned(),
+                    fix: "use a canned ACL such as public-read, or leave it empty to send no ACL"
+                        .into(),
+                });
+            }
+            Some(v.to_owned())
+        }
+    };
+    let batch_delete_limit: usize = vars
+        .number("S3_BATCH_DELETE_LIMIT", "use a number of keys from 1 to 1000")?
+        .unwrap_or(1000);
+    if !(1..=1000).contains(&batch_delete_limit) {
+        return Err(ConfigError::Invalid {
+            var: "S3_BATCH_DELETE_LIMIT",
+            value: batch_delete_limit.to_string(),
+            fix: "S3 accepts 1 to 1000 keys per DeleteObjects request".into(),
+        });
+    }
+    let secs = |var: &'static str, default: u64| -> Result<Duration, ConfigError> {
+        Ok(Duration::from_secs(
+            vars.number(var, "use a whole number of seconds")?
+                .unwrap_or(default),
+        ))
+    };
+    let open_timeout = secs("S3_OPEN_TIMEOUT", 5)?;
+    let read_timeout = secs("S3_READ_TIMEOUT", 5)?.max(Duration::from_secs(120));
+    let retry_limit: u32 = vars
+        .number("S3_RETRY_LIMIT", "use a whole number of retries, e.g. 3")?
+        .unwrap_or(0);
+    let hostname = vars
+        .get("S3_HOSTNAME")
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("s3-{region}.amazonaws.com"));
+    Ok(S3Config {
+        bucket,
+        region,
+        endpoint,
+        force_path_style,
+        protocol: vars.get("S3_PROTOCOL").unwrap_or("https").to_owned(),
+        hostname,
+        alias_host: vars
+            .get("S3_ALIAS_HOST")
+            .or_else(|| vars.get("S3_CLOUDFRONT_HOST"))
+            .map(str::to_owned),
+        permission,
+        batch_delete_limit,
+        key_prefix: KeyPrefix::new(vars.get("S3_KEY_PREFIX")),
+        access_key_id,
+        secret_access_key: Secret::new(secret),
+        open_timeout,
+        read_timeout,
+        max_attempts: (retry_limit + 1).max(5),
+    })
+}
+
+fn filesystem_config(env_file: &Path, vars: &Vars) -> Result<StorageConfig, ConfigError> {
+    let rails_root = env_file
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    let root = match vars.get("PAPERCLIP_ROOT_PATH") {
+        Some(v) => PathBuf::from(v.replace(":rails_root", &rails_root.to_string_lossy())),
+        None => rails_root.join("public").join("system"),
+    };
+    let root = root.canonicalize().map_err(|e| ConfigError::Invalid {
+        var: "PAPERCLIP_ROOT_PATH",
+        value: root.display().to_string(),
+        fix: format!(
+            "the media folder cannot be opened ({e}); set PAPERCLIP_ROOT_PATH to Mastodon's public/system folder, or S3_ENABLED=true for object storage"
+        ),
+    })?;
+    Ok(StorageConfig::Filesystem(FsConfig { root }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s3_vars(extra: &[(&str, &str)]) -> Vars {
+        let mut v = vec![
+            ("S3_ENABLED", "true"),
+            ("S3_BUCKET", "files-example"),
+            ("AWS_ACCESS_KEY_ID", "AK"),
+            ("AWS_SECRET_ACCESS_KEY", "very-secret"),
+        ];
+        v.extend_from_slice(extra);
+        Vars::from_pairs(v)
+    }
+
+    fn s3(vars: &Vars) -> S3Config {
+        match Config::from_vars(Path::new("/nonexistent/.env"), vars)
+            .unwrap()
+            .storage
+        {
+            StorageConfig::S3(s) => s,
+            StorageConfig::Filesystem(_) => panic!("expected S3"),
+        }
+    }
+
+    #[test]
+    fn s3_defaults_follow_mastodon() {
+        let c = s3(&s3_vars(&[]));
+        assert_eq!(c.region, "us-east-1");
+        assert_eq!(c.permission.as_deref(), Some("public-read"));
+        assert_eq!(c.batch_delete_limit, 1000);
+        assert!(!c.force_path_style, "AWS without endpoint is virtual-host style");
+        assert_eq!(c.hostname, "s3-us-east-1.amazonaws.com");
+        assert!(!format!("{c:?}").contains("very-secret"));
+    }
+
+    #[test]
+    fn endpoint_implies_path_style_unless_overridden() {
+        let c = s3(&s3_vars(&[("S3_ENDPOINT", "https://us-east-1.linodeobjects.com/")]));
+        assert!(c.force_path_style);
+        assert_eq!(c.endpoint.as_deref(), Some("https://us-east-1.linodeobjects.com"));
+        let c = s3(&s3_vars(&[
+            ("S3_ENDPOINT", "https://x.example"),
+            ("S3_OVERRIDE_PATH_STYLE", "true"),
+        ]));
+        assert!(!c.force_path_style);
+    }
+
+    #[test]
+    fn empty_permission_means_no_acl() {
+        let c = s3(&s3_vars(&[("S3_PERMISSION", "")]));
+        assert_eq!(c.permission, None);
+    }
+
+    #[test]
+    fn invalid_values_name_the_variable() {
+        let cases = [
+            ("S3_BATCH_DELETE_LIMIT", "5000"),
+            ("S3_BATCH_DELETE_LIMIT", "many"),
+            ("S3_ENDPOINT", "linodeobjects.com"),
+            ("S3_PERMISSION", "publicread"),
+            ("S3_BUCKET", "Bad_Bucket"),
+        ];
+        for (var, value) in cases {
+            let err = Config::from_vars(Path::new(".env"), &s3_vars(&[(var, value)]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(var), "{err}");
+        }
+        let err = Config::from_vars(
+            Path::new(".env"),
+            &Vars::from_pairs([("S3_ENABLED", "true")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("S3_BUCKET"), "{err}");
+    }
+
+    #[test]
+    fn database_url_wins_and_is_redacted() {
+        let mut vars = s3_vars(&[
+            ("DATABASE_URL", "postgres://u:pw-secret@db.example:6543/m"),
+            ("DB_HOST", "other"),
+        ]);
+        let c = Config::from_vars(Path::new(".env"), &vars).unwrap();
+        assert_eq!(c.database.display, "postgres://u@db.example:6543/m");
+        assert!(!format!("{c:?}").contains("pw-secret"));
+        vars.0.remove("DATABASE_URL");
+        vars.0.insert("DB_PASS".into(), "pw2".into());
+        let c = Config::from_vars(Path::new(".env"), &vars).unwrap();
+        assert_eq!(c.database.display, "postgres://mastodon@other:5432/mastodon_production");
+    }
+
+    #[test]
+    fn swift_is_refused() {
+        let err = Config::from_vars(
+            Path::new(".env"),
+            &Vars::from_pairs([("SWIFT_ENABLED", "true")]),
+        )
+        .unwrap_err();
+        assert!(matches!(err, ConfigError::Unsupported(_)));
+    }
+}

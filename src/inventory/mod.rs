@@ -1,0 +1,360 @@
+//! Read-only streams of candidate rows from Mastodon's database.
+//!
+//! Owns: the selection SQL of each prune pass (tootctl's rules, `mastodon-storage.md`
+//! §7.1–7.3) and keyset pagination by primary key, so memory does not grow with the
+//! number of rows. Must not: write anything.
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use sqlx::Row as _;
+
+use crate::mastodon::{Db, DbError, RowTable};
+use crate::plan::layout::Attachment;
+
+/// Which rows a pass selects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selection {
+    /// Cached remote media (`tootctl media remove`): `remote_url <> ''`, a file or a
+    /// thumbnail still stored, `created_at <= cutoff` (inclusive). Also selects remote rows
+    /// whose file is gone but whose thumbnail is not (tootctl leaks those).
+    Media {
+        /// Inclusive cutoff.
+        cutoff: DateTime<Utc>,
+        /// Keep media of posts a local account bookmarked, favourited, boosted, replied
+        /// to or quoted (`--keep-interacted`).
+        keep_interacted: bool,
+    },
+    /// Remote profiles (`--prune-profiles` / `--remove-headers`): `domain IS NOT NULL`,
+    /// `last_webfingered_at <= cutoff AND updated_at <= cutoff`, no follow in either
+    /// direction unless `include_follows`, and no post since the cutoff.
+    Profiles {
+        /// Inclusive cutoff.
+        cutoff: DateTime<Utc>,
+        /// Headers only (`--remove-headers`).
+        headers_only: bool,
+        /// Also accounts with follows (`--include-follows`).
+        include_follows: bool,
+    },
+    /// Preview card images (`tootctl preview_cards remove`): a non-blank image and
+    /// `updated_at < cutoff` (strict).
+    PreviewCards {
+        /// Strict cutoff.
+        cutoff: DateTime<Utc>,
+    },
+}
+
+/// One stored attachment of a candidate row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CandidateFile {
+    /// Which slot.
+    pub attachment: Attachment,
+    /// `<att>_file_name` (non-blank).
+    pub file_name: String,
+    /// `<att>_content_type`.
+    pub content_type: Option<String>,
+    /// `<att>_storage_schema_version` (`None`: NULL or no such column).
+    pub storage_schema_version: Option<i32>,
+    /// `<att>_file_size` as the database has it (0 when NULL), bytes.
+    pub db_size: i64,
+}
+
+/// One candidate row: its stored files and the file names the clear must still find.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CandidateRow {
+    /// The table.
+    pub table: RowTable,
+    /// Primary key.
+    pub id: i64,
+    /// Media only: attached to a status or scheduled status (comes back via the media proxy).
+    pub attached_to_status: bool,
+    /// Non-blank attachments, whose keys are deleted.
+    pub files: Vec<CandidateFile>,
+    /// `<att>_file_name` per clear group of the selection, as selected.
+    pub expected_names: Vec<Option<String>>,
+}
+
+/// The Paperclip snowflake id of a moment: Unix milliseconds shifted left 16 bits (§2).
+pub fn snowflake_at(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis() << 16
+}
+
+struct Spec {
+    table: RowTable,
+    alias: &'static str,
+    groups: Vec<(Attachment, &'static str)>,
+    filter: String,
+    /// Whether `$3` (a snowflake bound) is used by the filter.
+    bound: Option<i64>,
+    attached: &'static str,
+}
+
+impl Selection {
+    /// The attachment column groups a row of this selection is cleared on, in the order of
+    /// [`CandidateRow::expected_names`].
+    pub fn clear_groups(&self) -> Vec<&'static str> {
+        self.spec_groups().iter().map(|(_, c)| *c).collect()
+    }
+
+    /// The table written by this selection.
+    pub fn table(&self) -> RowTable {
+        match self {
+            Selection::Media { .. } => RowTable::MediaAttachments,
+            Selection::Profiles { .. } => RowTable::Accounts,
+            Selection::PreviewCards { .. } => RowTable::PreviewCards,
+        }
+    }
+
+    fn cutoff(&self) -> DateTime<Utc> {
+        match self {
+            Selection::Media { cutoff, .. }
+            | Selection::Profiles { cutoff, .. }
+            | Selection::PreviewCards { cutoff } => *cutoff,
+        }
+    }
+
+    fn spec_groups(&self) -> Vec<(Attachment, &'static str)> {
+        match self {
+            Selection::Media { .. } => vec![
+                (Attachment::MediaFile, "file"),
+                (Attachment::MediaThumbnail, "thumbnail"),
+            ],
+            Selection::Profiles {
+                headers_only: true, ..
+            } => vec![(Attachment::Header, "header")],
+            Selection::Profiles { .. } => {
+                vec![(Attachment::Avatar, "avatar"), (Attachment::Header, "header")]
+            }
+            Selection::PreviewCards { .. } => vec![(Attachment::PreviewCardImage, "image")],
+        }
+    }
+
+    fn spec(&self, db: &Db) -> Spec {
+        let schema = db.schema();
+        let groups = self.spec_groups();
+        let any_stored = |alias: &str| {
+            let parts: Vec<String> = groups
+                .iter()
+                .map(|(_, c)| format!("NULLIF({alias}.{c}_file_name, '') IS NOT NULL"))
+                .collect();
+            format!("({})", parts.join(" OR "))
+        };
+        match self {
+            Selection::Media {
+                cutoff,
+                keep_interacted,
+            } => {
+                // The primary key is the only cheap time filter: a superset bound one day
+                // past the cutoff, then the exact created_at test (§2.1).
+                let bound = snowflake_at(*cutoff + chrono::Duration::days(1));
+                let mut filter = format!(
+                    "m.remote_url <> '' AND m.created_at <= $2 AND m.id < $3 AND {}",
+                    any_stored("m")
+                );
+                if *keep_interacted {
+                    filter.push_str(&interacted_filter(schema.quotes()));
+                }
+                Spec {
+                    table: RowTable::MediaAttachments,
+                    alias: "m",
+                    groups,
+                    filter,
+                    bound: Some(bound),
+                    attached: "(m.status_id IS NOT NULL OR m.scheduled_status_id IS NOT NULL)",
+                }
+            }
+            Selection::Profiles {
+                cutoff,
+                include_follows,
+                ..
+            } => {
+                let mut filter = format!(
+                    "a.domain IS NOT NULL AND a.last_webfingered_at <= $2 AND a.updated_at <= $2 AND {} \
+                     AND NOT EXISTS (SELECT 1 FROM statuses s WHERE s.account_id = a.id AND s.id >= $3)",
+                    any_stored("a")
+                );
+                if !include_follows {
+                    filter.push_str(
+                        " AND NOT EXISTS (SELECT 1 FROM follows f WHERE f.account_id = a.id) \
+                         AND NOT EXISTS (SELECT 1 FROM follows f WHERE f.target_account_id = a.id)",
+                    );
+                }
+                Spec {
+                    table: RowTable::Accounts,
+                    alias: "a",
+                    groups,
+                    filter,
+                    bound: Some(snowflake_at(*cutoff)),
+                    attached: "FALSE",
+                }
+            }
+            Selection::PreviewCards { .. } => {
+                let filter = format!("c.updated_at < $2 AND {}", any_stored("c"));
+                Spec {
+                    table: RowTable::PreviewCards,
+                    alias: "c",
+                    groups,
+                    filter,
+                    bound: None,
+                    attached: "FALSE",
+                }
+            }
+        }
+    }
+
+    /// How many rows the selection matches now (for progress and ETA). One scan.
+    pub async fn count(&self, db: &Db) -> Result<i64, DbError> {
+        let spec = self.spec(db);
+        // $1 (the keyset position) is not used by the count; keep parameter numbers equal.
+        let sql = format!(
+            "SELECT count(*) FROM {} {} WHERE $1::bigint IS NOT NULL AND {}",
+            spec.table.name(),
+            spec.alias,
+            spec.filter
+        );
+        let mut q = sqlx::query_scalar::<_, i64>(&sql)
+            .bind(0_i64)
+            .bind(naive(self.cutoff()));
+        if let Some(b) = spec.bound {
+            q = q.bind(b);
+        }
+        q.fetch_one(db.pool())
+            .await
+            .map_err(|e| DbError::query("counting candidates", e))
+    }
+
+    /// A keyset-paginated cursor over the selection, `page_size` rows per query.
+    pub fn cursor(&self, db: &Db, page_size: i64) -> Cursor {
+        let spec = self.spec(db);
+        let schema = db.schema();
+        let table = spec.table.name();
+        let a = spec.alias;
+        let mut cols = vec![format!("{a}.id"), format!("{} AS attached", spec.attached)];
+        for (_, c) in &spec.groups {
+            cols.push(format!("{a}.{c}_file_name"));
+            cols.push(format!("{a}.{c}_content_type"));
+            cols.push(format!("COALESCE({a}.{c}_file_size, 0)::bigint"));
+            cols.push(format!(
+                "{}::integer",
+                schema.column_or_null(a, table, &format!("{c}_storage_schema_version"), "integer")
+            ));
+        }
+        let sql = format!(
+            "SELECT {} FROM {table} {a} WHERE {a}.id > $1 AND {} ORDER BY {a}.id LIMIT {page_size}",
+            cols.join(", "),
+            spec.filter
+        );
+        Cursor {
+            db: db.clone(),
+            sql,
+            cutoff: naive(self.cutoff()),
+            bound: spec.bound,
+            table: spec.table,
+            groups: spec.groups,
+            last_id: i64::MIN,
+            done: false,
+        }
+    }
+}
+
+/// `--keep-interacted`: media of a status that a local account favourited, bookmarked
+/// (bookmarks are always local), reblogged or replied to, or a quote with a local side.
+fn interacted_filter(quotes: bool) -> String {
+    let local = "(s.local = TRUE OR s.uri IS NULL)";
+    let mut f = format!(
+        " AND NOT (m.status_id IS NOT NULL AND (\
+         EXISTS (SELECT 1 FROM bookmarks b WHERE b.status_id = m.status_id) \
+         OR EXISTS (SELECT 1 FROM favourites fv JOIN accounts fa ON fa.id = fv.account_id \
+                    WHERE fv.status_id = m.status_id AND fa.domain IS NULL) \
+         OR EXISTS (SELECT 1 FROM statuses s WHERE s.reblog_of_id = m.status_id AND {local}) \
+         OR EXISTS (SELECT 1 FROM statuses s WHERE s.in_reply_to_id = m.status_id AND {local})"
+    );
+    if quotes {
+        f.push_str(&format!(
+            " OR EXISTS (SELECT 1 FROM quotes q JOIN statuses s ON s.id = q.status_id \
+                         WHERE q.quoted_status_id = m.status_id AND {local}) \
+             OR EXISTS (SELECT 1 FROM quotes q JOIN statuses s ON s.id = q.quoted_status_id \
+                         WHERE q.status_id = m.status_id AND {local})"
+        ));
+    }
+    f.push_str("))");
+    f
+}
+
+fn naive(t: DateTime<Utc>) -> NaiveDateTime {
+    // Mastodon stores UTC in `timestamp without time zone`: bind the UTC wall time so the
+    // comparison never depends on the server's TimeZone setting.
+    t.naive_utc()
+}
+
+/// Keyset-paginated reader of one selection.
+pub struct Cursor {
+    db: Db,
+    sql: String,
+    cutoff: NaiveDateTime,
+    bound: Option<i64>,
+    table: RowTable,
+    groups: Vec<(Attachment, &'static str)>,
+    last_id: i64,
+    done: bool,
+}
+
+impl Cursor {
+    /// The next page of rows in id order; empty when the selection is exhausted.
+    pub async fn next_page(&mut self) -> Result<Vec<CandidateRow>, DbError> {
+        if self.done {
+            return Ok(Vec::new());
+        }
+        let mut q = sqlx::query(&self.sql).bind(self.last_id).bind(self.cutoff);
+        if let Some(b) = self.bound {
+            q = q.bind(b);
+        }
+        let rows = q
+            .fetch_all(self.db.pool())
+            .await
+            .map_err(|e| DbError::query(&format!("selecting {} candidates", self.table.name()), e))?;
+        if rows.is_empty() {
+            self.done = true;
+        }
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let id: i64 = r.get(0);
+            self.last_id = id;
+            let mut files = Vec::new();
+            let mut expected = Vec::new();
+            for (g, (att, _)) in self.groups.iter().enumerate() {
+                let base = 2 + g * 4;
+                let name: Option<String> = r.get(base);
+                expected.push(name.clone());
+                if let Some(n) = name.filter(|n| !n.is_empty()) {
+                    files.push(CandidateFile {
+                        attachment: *att,
+                        file_name: n,
+                        content_type: r.get(base + 1),
+                        db_size: r.get(base + 2),
+                        storage_schema_version: r.get(base + 3),
+                    });
+                }
+            }
+            out.push(CandidateRow {
+                table: self.table,
+                id,
+                attached_to_status: r.get(1),
+                files,
+                expected_names: expected,
+            });
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snowflake_matches_the_documented_value() {
+        let t = DateTime::parse_from_rfc3339("2024-01-01T00:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(snowflake_at(t), 111677748019200000);
+    }
+}

@@ -1,0 +1,42 @@
+//! The `mastomedia` binary: parse arguments, set up logging, run the command, map the
+//! outcome to an exit code (0, 1, 2, 3, 130; see the README).
+
+use clap::Parser;
+use mastomedia::cli::{Cli, Command};
+use mastomedia::commands;
+use tracing_subscriber::EnvFilter;
+
+fn main() {
+    let cli = Cli::parse();
+    let default_level = match (cli.quiet, cli.verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        (false, _) => "debug",
+    };
+    let filter = EnvFilter::try_from_env("MASTOMEDIA_LOG")
+        .unwrap_or_else(|_| EnvFilter::new(format!("mastomedia={default_level},warn")));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let code = runtime.block_on(async {
+        let result = match cli.command {
+            Command::Prune(args) => commands::prune::run(&cli.env_file, args, cli.quiet).await,
+        };
+        match result {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("error: {:#}", e.error);
+                e.code
+            }
+        }
+    });
+    std::process::exit(code as i32);
+}

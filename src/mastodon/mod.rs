@@ -1,0 +1,233 @@
+//! Mastodon's PostgreSQL database: connection, schema introspection, the advisory lock,
+//! the media retention setting, privilege checks and the documented column updates.
+//!
+//! Must not: run DDL or migrations, write any table or column beyond the attachment
+//! columns Mastodon itself clears (`mastodon-storage.md` §7.1–7.3) and `updated_at`, or
+//! write settings.
+
+pub mod schema;
+mod update;
+
+pub use schema::Schema;
+pub use update::{update_columns, ClearRequest, RowTable};
+
+use std::time::Duration;
+
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::{Postgres, Row as _};
+
+use crate::config::DatabaseConfig;
+
+/// A database failure, with what we were doing. All are fatal for a run (exit 3).
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// The server cannot be reached or refused the login.
+    #[error("cannot connect to Mastodon's database at {target}: {source}. Check DB_HOST/DB_PORT/DB_USER/DB_PASS/DB_NAME or DATABASE_URL")]
+    Connect {
+        /// The redacted target.
+        target: String,
+        /// Driver error.
+        source: sqlx::Error,
+    },
+    /// A query failed.
+    #[error("database error while {what}: {source}")]
+    Query {
+        /// What we were doing.
+        what: String,
+        /// Driver error.
+        source: sqlx::Error,
+    },
+    /// Core columns are missing: not a Mastodon database we support.
+    #[error("not a supported Mastodon database (4.2–4.6): missing {0}. Check DB_NAME / DATABASE_URL")]
+    NotMastodon(String),
+    /// The database user lacks UPDATE on columns we must clear.
+    #[error("database user {user} may not update {columns}: nothing was deleted. Run as Mastodon's own database user, or GRANT UPDATE ON {table} TO {user}")]
+    NoUpdatePrivilege {
+        /// `current_user`.
+        user: String,
+        /// The table.
+        table: String,
+        /// The columns lacking the privilege.
+        columns: String,
+    },
+    /// Another run holds the advisory lock.
+    #[error("another mastomedia {0} is running against this database (advisory lock held); try again when it has finished")]
+    Locked(String),
+}
+
+impl DbError {
+    pub(crate) fn query(what: &str, source: sqlx::Error) -> Self {
+        DbError::Query {
+            what: what.to_owned(),
+            source,
+        }
+    }
+}
+
+/// A connection pool to Mastodon's database plus its introspected schema.
+#[derive(Debug, Clone)]
+pub struct Db {
+    pool: PgPool,
+    schema: Schema,
+}
+
+/// Holds a session-level advisory lock for as long as it lives (the dedicated connection is
+/// closed on drop, which releases the lock).
+#[derive(Debug)]
+pub struct RunLock {
+    _conn: PoolConnection<Postgres>,
+}
+
+impl Db {
+    /// Connects (at most `max_connections`) and introspects the schema.
+    pub async fn connect(cfg: &DatabaseConfig, max_connections: u32) -> Result<Self, DbError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections.max(2))
+            .acquire_timeout(Duration::from_secs(15))
+            .connect_with(cfg.options.clone())
+            .await
+            .map_err(|source| DbError::Connect {
+                target: cfg.display.clone(),
+                source,
+            })?;
+        let schema = Schema::load(&pool).await?;
+        Ok(Self { pool, schema })
+    }
+
+    /// The pool, for inventory queries.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// The introspected schema.
+    pub fn schema(&self) -> &Schema {
+        &self.schema
+    }
+
+    /// Takes the advisory lock for `job` (e.g. `prune`) without waiting. Two runs of the same
+    /// job against the same database never overlap. Errors: [`DbError::Locked`].
+    pub async fn lock(&self, job: &str) -> Result<RunLock, DbError> {
+        let mut conn = self
+            .pool
+            .acquire()
+            .await
+            .map_err(|e| DbError::query("taking a connection for the advisory lock", e))?;
+        let key = advisory_key(job);
+        let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(key)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(|e| DbError::query("taking the advisory lock", e))?;
+        if !got {
+            return Err(DbError::Locked(job.to_owned()));
+        }
+        // Detach: the lock lives with this session; dropping closes the connection.
+        Ok(RunLock {
+            _conn: conn,
+        })
+    }
+
+    /// The instance's `media_cache_retention_period` in days, `None` when unset, empty or
+    /// not a positive integer (§8.3). Read-only.
+    pub async fn media_retention_days(&self) -> Result<Option<i64>, DbError> {
+        if !self.schema.has("settings", "var") {
+            return Ok(None);
+        }
+        let filter = if self.schema.settings_thing_type() {
+            " AND thing_type IS NULL"
+        } else {
+            ""
+        };
+        let sql = format!(
+            "SELECT value FROM settings WHERE var = 'media_cache_retention_period'{filter} ORDER BY id LIMIT 1"
+        );
+        let value: Option<Option<String>> = sqlx::query_scalar(&sql)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| DbError::query("reading the media cache retention setting", e))?;
+        Ok(value.flatten().as_deref().and_then(parse_retention_yaml))
+    }
+
+    /// Checks that `current_user` may UPDATE every column in `columns` of `table`. Call
+    /// before deleting anything. Errors: [`DbError::NoUpdatePrivilege`].
+    pub async fn check_update_privilege(
+        &self,
+        table: &str,
+        columns: &[String],
+    ) -> Result<(), DbError> {
+        let rows = sqlx::query(
+            "SELECT current_user::text AS u, c AS col, has_column_privilege($1, c, 'UPDATE') AS ok \
+             FROM unnest($2::text[]) AS c",
+        )
+        .bind(table)
+        .bind(columns)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| DbError::query("checking UPDATE privileges", e))?;
+        let mut user = String::new();
+        let mut missing = Vec::new();
+        for r in rows {
+            user = r.get("u");
+            if !r.get::<bool, _>("ok") {
+                missing.push(r.get::<String, _>("col"));
+            }
+        }
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(DbError::NoUpdatePrivilege {
+                user,
+                table: table.to_owned(),
+                columns: format!("{table}({})", missing.join(", ")),
+            })
+        }
+    }
+}
+
+fn advisory_key(job: &str) -> i64 {
+    // FNV-1a over "mastomedia:<job>": stable across runs and versions.
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in format!("mastomedia:{job}").bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    h as i64
+}
+
+/// Parses Mastodon's YAML-serialised setting value leniently: strips `---`, `...` and
+/// whitespace, reads an integer; `None` for anything else or ≤ 0 (§8.3).
+pub fn parse_retention_yaml(value: &str) -> Option<i64> {
+    let v = value.trim();
+    let v = v.strip_prefix("---").unwrap_or(v).trim();
+    let v = v.strip_suffix("...").unwrap_or(v).trim();
+    v.parse::<i64>().ok().filter(|d| *d > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retention_yaml_values() {
+        let cases = [
+            ("--- 30\n", Some(30)),
+            ("--- 7\n...\n", Some(7)),
+            ("--- ''\n", None),
+            ("--- 0\n", None),
+            ("--- -3\n", None),
+            ("--- '14'\n", None),
+            ("", None),
+            ("--- thirty\n", None),
+        ];
+        for (v, want) in cases {
+            assert_eq!(parse_retention_yaml(v), want, "{v:?}");
+        }
+    }
+
+    #[test]
+    fn advisory_keys_differ_per_job() {
+        assert_ne!(advisory_key("prune"), advisory_key("orphans"));
+        assert_eq!(advisory_key("prune"), advisory_key("prune"));
+    }
+}

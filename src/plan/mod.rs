@@ -1,0 +1,5 @@
+//! Pure decisions: the key layout ([`layout`]) and the prune policy ([`prune`]). Nothing
+//! here touches tokio, sqlx or the AWS SDK; everything is table-tested inline.
+
+pub mod layout;
+pub mod prune;

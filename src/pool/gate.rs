@@ -1,0 +1,64 @@
+//! The one dry-run gate. Every destructive action of every command (object deletes, row
+//! clears) is a method of [`Gate`]; with `dry_run` set they report what would happen from
+//! the same selection and sizes, and send nothing that changes anything.
+
+use chrono::NaiveDateTime;
+
+use crate::mastodon::{ClearRequest, Db, DbError};
+use crate::plan::layout::ObjectKey;
+use crate::store::{DeleteOutcome, Store};
+
+/// Lets destructive actions through, or (dry run) answers as if they had succeeded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Gate {
+    dry_run: bool,
+}
+
+impl Gate {
+    /// `dry_run`: change nothing at all.
+    pub fn new(dry_run: bool) -> Self {
+        Self { dry_run }
+    }
+
+    /// Whether this is a dry run.
+    pub fn is_dry_run(self) -> bool {
+        self.dry_run
+    }
+
+    /// Deletes exactly `keys`. In a dry run, answers `Deleted` for keys that exist
+    /// (`sizes[i]` is `Some`) and `AlreadyGone` for the others, without a request.
+    pub async fn delete<S: Store>(
+        self,
+        store: &S,
+        keys: &[ObjectKey],
+        sizes: &[Option<u64>],
+    ) -> Vec<DeleteOutcome> {
+        if self.dry_run {
+            return sizes
+                .iter()
+                .map(|s| {
+                    if s.is_some() {
+                        DeleteOutcome::Deleted
+                    } else {
+                        DeleteOutcome::AlreadyGone
+                    }
+                })
+                .collect();
+        }
+        store.delete_many(keys).await
+    }
+
+    /// Clears the rows of `req`. In a dry run, returns every row id as if cleared, without
+    /// a statement.
+    pub async fn clear(
+        self,
+        db: &Db,
+        req: &ClearRequest,
+        now: NaiveDateTime,
+    ) -> Result<Vec<i64>, DbError> {
+        if self.dry_run {
+            return Ok(req.rows.iter().map(|(id, _)| *id).collect());
+        }
+        db.clear(req, now).await
+    }
+}

@@ -1,0 +1,323 @@
+//! The staged worker pool and **the one dry-run gate**.
+//!
+//! A prune pass runs as overlapping stages joined by bounded queues, so memory stays flat
+//! whatever the number of rows:
+//!
+//! ```text
+//! rows (keyset pages) → chunks of ≤ batch-limit keys → [stat sizes → delete → retry]×concurrency → row clears
+//! ```
+//!
+//! Invariants: a row is cleared only when every one of its keys is confirmed gone (deleted
+//! or already missing); a row with a failed key is left as it was and counted. Every delete
+//! and every row update goes through [`Gate`]; with `dry_run` nothing is sent that changes
+//! anything. Cancelling stops intake; chunks already in flight finish, with their updates.
+
+mod gate;
+
+pub use gate::Gate;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use futures::stream::{self, StreamExt};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::inventory::{CandidateRow, Selection};
+use crate::mastodon::{ClearRequest, Db, DbError};
+use crate::plan::layout::{KeyPrefix, ObjectKey};
+use crate::plan::prune::row_keys;
+use crate::report::{Failure, PassReport, Progress};
+use crate::store::{DeleteOutcome, Store, StoreError};
+
+/// Settings of one pass.
+#[derive(Debug, Clone)]
+pub struct PassOptions {
+    /// Delete chunks in flight at once.
+    pub concurrency: usize,
+    /// `S3_KEY_PREFIX`.
+    pub key_prefix: KeyPrefix,
+    /// Rows per database page.
+    pub page_size: i64,
+    /// Attempts per key for retryable per-key failures (SlowDown, InternalError).
+    pub key_attempts: u32,
+    /// First backoff between key retries (full jitter, doubling).
+    pub retry_base: Duration,
+}
+
+impl Default for PassOptions {
+    fn default() -> Self {
+        Self {
+            concurrency: 4,
+            key_prefix: KeyPrefix::default(),
+            page_size: 1000,
+            key_attempts: 4,
+            retry_base: Duration::from_millis(500),
+        }
+    }
+}
+
+/// Why a pass stopped early.
+#[derive(Debug, thiserror::Error)]
+pub enum PassError {
+    /// The database failed (fatal).
+    #[error(transparent)]
+    Db(#[from] DbError),
+    /// The store failed in a way no other request can avoid (fatal).
+    #[error("{0}")]
+    Store(StoreError),
+}
+
+/// A chunk: rows whose keys together fit in one batch delete.
+struct Chunk {
+    rows: Vec<(CandidateRow, Vec<ObjectKey>)>,
+}
+
+/// What happened to one row of a chunk.
+struct RowResult {
+    row: CandidateRow,
+    gone: bool,
+    deleted: u64,
+    already_gone: u64,
+    failed: Vec<(ObjectKey, StoreError)>,
+    bytes: u64,
+}
+
+/// Runs one prune pass of `selection` and returns its report. `cancel` stops intake.
+/// Errors: fatal database or storage errors ([`PassError`]); the report up to then is lost
+/// only in the sense that the caller reports the error instead.
+pub async fn run_pass<S: Store>(
+    db: &Db,
+    store: Arc<S>,
+    gate: Gate,
+    selection: &Selection,
+    opts: &PassOptions,
+    progress: &Progress,
+    cancel: &CancellationToken,
+    mut report: PassReport,
+) -> Result<PassReport, PassError> {
+    let batch_limit = store.batch_limit().max(1);
+    let (chunk_tx, mut chunk_rx) = mpsc::channel::<Chunk>(opts.concurrency.max(1));
+    let fatal = CancellationToken::new();
+
+    // Stage 1: read pages and cut them into chunks of at most `batch_limit` keys.
+    let producer = {
+        let db = db.clone();
+        let mut cursor = selection.cursor(&db, opts.page_size);
+        let cancel = cancel.clone();
+        let fatal = fatal.clone();
+        let prefix = opts.key_prefix.clone();
+        tokio::spawn(async move {
+            let mut chunk = Chunk { rows: Vec::new() };
+            let mut keys_in_chunk = 0usize;
+            loop {
+                if cancel.is_cancelled() || fatal.is_cancelled() {
+                    break;
+                }
+                let page = cursor.next_page().await?;
+                if page.is_empty() {
+                    break;
+                }
+                for row in page {
+                    let keys = row_keys(&row, &prefix);
+                    if keys_in_chunk + keys.len() > batch_limit && !chunk.rows.is_empty() {
+                        let full = std::mem::replace(&mut chunk, Chunk { rows: Vec::new() });
+                        if chunk_tx.send(full).await.is_err() {
+                            return Ok::<(), DbError>(());
+                        }
+                        keys_in_chunk = 0;
+                    }
+                    keys_in_chunk += keys.len();
+                    chunk.rows.push((row, keys));
+                }
+            }
+            if !chunk.rows.is_empty() {
+                let _ = chunk_tx.send(chunk).await;
+            }
+            Ok(())
+        })
+    };
+
+    // Stage 2: size and delete chunks, `concurrency` at a time.
+    let chunks = stream::poll_fn(move |cx| chunk_rx.poll_recv(cx));
+    let mut results = chunks
+        .map(|chunk| process_chunk(store.as_ref(), gate, chunk, opts, &fatal))
+        .buffer_unordered(opts.concurrency.max(1));
+
+    // Stage 3: clear rows whose objects are all gone, one statement per chunk.
+    let mut fatal_error: Option<StoreError> = None;
+    while let Some(outcome) = results.next().await {
+        let rows = match outcome {
+            Ok(rows) => rows,
+            Err(e) => {
+                fatal.cancel();
+                fatal_error.get_or_insert(e);
+                continue;
+            }
+        };
+        let mut to_clear = Vec::new();
+        let (mut bytes, mut failed_rows) = (0u64, 0u64);
+        for r in &rows {
+            report.objects_deleted += r.deleted;
+            report.objects_already_gone += r.already_gone;
+            report.objects_failed += r.failed.len() as u64;
+            if r.gone {
+                to_clear.push(r);
+            } else {
+                failed_rows += 1;
+                report.rows_failed += 1;
+                for (key, err) in &r.failed {
+                    report.push_failure(Failure {
+                        table: r.row.table,
+                        id: r.row.id,
+                        key: Some(key.to_string()),
+                        code: err.code().to_owned(),
+                        message: err.to_string(),
+                    });
+                }
+            }
+        }
+        if !to_clear.is_empty() {
+            let req = ClearRequest {
+                table: selection.table(),
+                attachments: selection.clear_groups(),
+                rows: to_clear
+                    .iter()
+                    .map(|r| (r.row.id, r.row.expected_names.clone()))
+                    .collect(),
+            };
+            let cleared = gate.clear(db, &req, Utc::now().naive_utc()).await?;
+            let cleared: std::collections::HashSet<i64> = cleared.into_iter().collect();
+            for r in to_clear {
+                if cleared.contains(&r.row.id) {
+                    report.rows_cleared += 1;
+                    report.bytes_freed += r.bytes;
+                    bytes += r.bytes;
+                    report.db_bytes += r.row.files.iter().map(|f| f.db_size.max(0) as u64).sum::<u64>();
+                    if r.row.attached_to_status {
+                        report.rows_attached_to_statuses += 1;
+                    }
+                } else {
+                    report.rows_changed += 1;
+                    report.bytes_freed += r.bytes;
+                    bytes += r.bytes;
+                }
+            }
+        }
+        progress.add(rows.len() as u64, failed_rows, bytes);
+    }
+    drop(results);
+    match producer.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(PassError::Db(e)),
+        Err(join) => {
+            return Err(PassError::Db(DbError::Query {
+                what: format!("reading candidates (task failed: {join})"),
+                source: sqlx::Error::WorkerCrashed,
+            }));
+        }
+    }
+    if let Some(e) = fatal_error {
+        return Err(PassError::Store(e));
+    }
+    Ok(report)
+}
+
+/// Sizes, deletes and retries one chunk. Returns a fatal store error (bad credentials,
+/// missing bucket) instead of per-row results when nothing else could work either.
+async fn process_chunk<S: Store>(
+    store: &S,
+    gate: Gate,
+    chunk: Chunk,
+    opts: &PassOptions,
+    fatal: &CancellationToken,
+) -> Result<Vec<RowResult>, StoreError> {
+    let keys: Vec<ObjectKey> = chunk
+        .rows
+        .iter()
+        .flat_map(|(_, k)| k.iter().cloned())
+        .collect();
+    if fatal.is_cancelled() {
+        return Err(StoreError::Transport("run stopped by an earlier fatal error".into()));
+    }
+    // Sizes from the store itself (D6); the same in a dry run.
+    let sizes = match store.stat_many(&keys).await {
+        Ok(s) => s,
+        Err(e) if e.is_fatal() => return Err(e),
+        Err(e) => {
+            // Cannot size: treat every key as failed for this run, touch nothing.
+            return Ok(chunk
+                .rows
+                .into_iter()
+                .map(|(row, keys)| RowResult {
+                    row,
+                    gone: false,
+                    deleted: 0,
+                    already_gone: 0,
+                    failed: keys.into_iter().map(|k| (k, e.clone())).collect(),
+                    bytes: 0,
+                })
+                .collect());
+        }
+    };
+    let mut outcomes = gate.delete(store, &keys, &sizes).await;
+    // Item-level retries of retryable per-key failures, full jitter, doubling.
+    for attempt in 1..opts.key_attempts {
+        let retry: Vec<usize> = outcomes
+            .iter()
+            .enumerate()
+            .filter(|(_, o)| matches!(o, DeleteOutcome::Failed(e) if e.is_retryable()))
+            .map(|(i, _)| i)
+            .collect();
+        if retry.is_empty() {
+            break;
+        }
+        let cap = opts.retry_base.saturating_mul(1 << (attempt - 1).min(6));
+        let wait = cap.mul_f64(fastrand::f64());
+        tracing::debug!(keys = retry.len(), ?wait, "retrying failed deletes");
+        tokio::time::sleep(wait).await;
+        let again: Vec<ObjectKey> = retry.iter().map(|&i| keys[i].clone()).collect();
+        let sizes_again: Vec<Option<u64>> = retry.iter().map(|&i| sizes[i]).collect();
+        let redo = gate.delete(store, &again, &sizes_again).await;
+        for (i, o) in retry.into_iter().zip(redo) {
+            outcomes[i] = o;
+        }
+    }
+    if let Some(DeleteOutcome::Failed(e)) = outcomes
+        .iter()
+        .find(|o| matches!(o, DeleteOutcome::Failed(e) if e.is_fatal()))
+    {
+        return Err(e.clone());
+    }
+    let mut i = 0;
+    let mut out = Vec::with_capacity(chunk.rows.len());
+    for (row, row_keys) in chunk.rows {
+        let mut r = RowResult {
+            row,
+            gone: true,
+            deleted: 0,
+            already_gone: 0,
+            failed: Vec::new(),
+            bytes: 0,
+        };
+        for key in row_keys {
+            match &outcomes[i] {
+                DeleteOutcome::Deleted if sizes[i].is_some() => {
+                    r.deleted += 1;
+                    r.bytes += sizes[i].unwrap_or(0);
+                }
+                // Deleted but not listed a moment ago: it was not there (S3 answers
+                // success for missing keys).
+                DeleteOutcome::Deleted | DeleteOutcome::AlreadyGone => r.already_gone += 1,
+                DeleteOutcome::Failed(e) => {
+                    r.gone = false;
+                    r.failed.push((key, e.clone()));
+                }
+            }
+            i += 1;
+        }
+        out.push(r);
+    }
+    Ok(out)
+}

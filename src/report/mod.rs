@@ -1,0 +1,231 @@
+//! Reporting: progress on stderr (a bar on a terminal, a periodic status line under cron),
+//! the final summary (human text or `--json` on stdout), and exit codes.
+//!
+//! Must not: print progress to stdout, or print secrets.
+
+mod progress;
+
+pub use progress::{Progress, ProgressMode};
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use humansize::{format_size, BINARY};
+use serde::Serialize;
+
+use crate::mastodon::RowTable;
+
+/// Process exit codes, documented in the README.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitCode {
+    /// Everything selected was handled.
+    Success = 0,
+    /// Finished, but some items failed (listed in the report).
+    ItemsFailed = 1,
+    /// Usage or configuration error; nothing was changed.
+    Usage = 2,
+    /// Fatal: database, credentials or bucket unreachable; the run stopped.
+    Fatal = 3,
+    /// Interrupted (Ctrl-C / SIGTERM); in-flight work was finished, safe to re-run.
+    Interrupted = 130,
+}
+
+/// One key (or row) that could not be handled.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Failure {
+    /// The table of the row.
+    pub table: RowTable,
+    /// The row id; the row was left untouched.
+    pub id: i64,
+    /// The key that failed, if the failure was a delete.
+    pub key: Option<String>,
+    /// Error code (`AccessDenied`, `SlowDown`, ...).
+    pub code: String,
+    /// Message.
+    pub message: String,
+}
+
+/// Most failures kept in a report; beyond that they are only counted.
+pub const MAX_LISTED_FAILURES: usize = 10_000;
+
+/// The outcome of one prune pass (media, profiles or preview cards). Byte counts are bytes.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PassReport {
+    /// `media`, `profiles` or `preview_cards`.
+    pub pass: &'static str,
+    /// Rows matching the selection when the pass started.
+    pub rows_selected: u64,
+    /// Rows whose objects are all gone and whose columns were cleared (or would be, in a dry run).
+    pub rows_cleared: u64,
+    /// Rows left untouched because a key could not be deleted.
+    pub rows_failed: u64,
+    /// Rows that changed during the run (re-fetched by Mastodon) and were left alone.
+    pub rows_changed: u64,
+    /// Cleared media rows still attached to a status (Mastodon re-fetches them on view).
+    pub rows_attached_to_statuses: u64,
+    /// Objects deleted (or that would be).
+    pub objects_deleted: u64,
+    /// Objects that were already missing.
+    pub objects_already_gone: u64,
+    /// Objects whose delete failed.
+    pub objects_failed: u64,
+    /// Bytes of the deleted objects as the store listed them (D6).
+    pub bytes_freed: u64,
+    /// What the database's `*_file_size` columns claim for the cleared rows (tootctl's figure).
+    pub db_bytes: u64,
+    /// Failed items, at most [`MAX_LISTED_FAILURES`].
+    pub failures: Vec<Failure>,
+}
+
+impl PassReport {
+    /// Adds a failure, keeping at most [`MAX_LISTED_FAILURES`].
+    pub fn push_failure(&mut self, f: Failure) {
+        if self.failures.len() < MAX_LISTED_FAILURES {
+            self.failures.push(f);
+        }
+    }
+}
+
+/// The whole prune run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PruneReport {
+    /// Nothing was changed.
+    pub dry_run: bool,
+    /// Retention in days for media (and profiles).
+    pub days: u32,
+    /// Where `days` came from (`flag`, `instance_setting`, `default`).
+    pub days_source: String,
+    /// Media cutoff, RFC 3339 UTC.
+    pub cutoff: String,
+    /// Preview card cutoff when that pass ran.
+    pub preview_cards_cutoff: Option<String>,
+    /// The store (`s3://bucket at endpoint` or `file:///root`).
+    pub storage: String,
+    /// Requests sent to the store, per operation.
+    pub requests: BTreeMap<&'static str, u64>,
+    /// The passes that ran.
+    pub passes: Vec<PassReport>,
+    /// Set when Ctrl-C stopped intake.
+    pub interrupted: bool,
+    /// Set when a fatal storage error stopped the run.
+    pub fatal: Option<String>,
+    /// Wall time, seconds.
+    pub elapsed_seconds: f64,
+}
+
+impl PruneReport {
+    /// The exit code this report calls for.
+    pub fn exit_code(&self) -> ExitCode {
+        if self.fatal.is_some() {
+            ExitCode::Fatal
+        } else if self.interrupted {
+            ExitCode::Interrupted
+        } else if self.passes.iter().any(|p| p.rows_failed > 0 || p.objects_failed > 0) {
+            ExitCode::ItemsFailed
+        } else {
+            ExitCode::Success
+        }
+    }
+
+    /// The human summary (stdout).
+    pub fn human(&self) -> String {
+        let mut s = String::new();
+        let verb = if self.dry_run { "would be " } else { "" };
+        let _ = writeln!(
+            s,
+            "mastomedia prune{}: {} days ({}), cutoff {}",
+            if self.dry_run { " (dry run: nothing changed)" } else { "" },
+            self.days,
+            self.days_source,
+            self.cutoff
+        );
+        if let Some(c) = &self.preview_cards_cutoff {
+            let _ = writeln!(s, "preview cards cutoff {c}");
+        }
+        let _ = writeln!(s, "storage: {}", self.storage);
+        for p in &self.passes {
+            let _ = writeln!(
+                s,
+                "{:<14} rows: {} selected, {} {verb}cleared, {} failed, {} changed during run",
+                p.pass, p.rows_selected, p.rows_cleared, p.rows_failed, p.rows_changed
+            );
+            let _ = writeln!(
+                s,
+                "{:<14} objects: {} {verb}deleted, {} already gone, {} failed; {} {verb}freed (database says {})",
+                "",
+                p.objects_deleted,
+                p.objects_already_gone,
+                p.objects_failed,
+                format_size(p.bytes_freed, BINARY),
+                format_size(p.db_bytes, BINARY)
+            );
+            if p.pass == "media" && p.rows_attached_to_statuses > 0 {
+                let _ = writeln!(
+                    s,
+                    "{:<14} {} cleared rows belong to posts: Mastodon re-fetches them through the media proxy when viewed",
+                    "", p.rows_attached_to_statuses
+                );
+            }
+            if p.pass == "profiles" && p.rows_cleared > 0 {
+                let _ = writeln!(
+                    s,
+                    "{:<14} pruned avatars/headers show the default image until the account is refreshed",
+                    ""
+                );
+            }
+            for f in &p.failures {
+                let _ = writeln!(
+                    s,
+                    "  FAILED {} {} {}: {} {}",
+                    f.table.name(),
+                    f.id,
+                    f.key.as_deref().unwrap_or("-"),
+                    f.code,
+                    f.message
+                );
+            }
+            let unlisted = p.objects_failed.saturating_sub(p.failures.len() as u64);
+            if unlisted > 0 {
+                let _ = writeln!(s, "  ... and {unlisted} more failures not listed");
+            }
+        }
+        let total: u64 = self.requests.values().sum();
+        let _ = writeln!(
+            s,
+            "requests: {total} ({})",
+            self.requests
+                .iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        if self.interrupted {
+            let _ = writeln!(s, "interrupted: in-flight work was finished; run again to continue");
+        }
+        if let Some(f) = &self.fatal {
+            let _ = writeln!(s, "stopped: {f}");
+        }
+        let _ = writeln!(s, "elapsed: {:.1}s", self.elapsed_seconds);
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_follow_the_worst_outcome() {
+        let mut r = PruneReport::default();
+        assert_eq!(r.exit_code(), ExitCode::Success);
+        r.passes.push(PassReport {
+            rows_failed: 1,
+            ..Default::default()
+        });
+        assert_eq!(r.exit_code(), ExitCode::ItemsFailed);
+        r.interrupted = true;
+        assert_eq!(r.exit_code(), ExitCode::Interrupted);
+        r.fatal = Some("x".into());
+        assert_eq!(r.exit_code(), ExitCode::Fatal);
+    }
+}

@@ -1,0 +1,158 @@
+//! The filesystem backend: keys are paths below `PAPERCLIP_ROOT_PATH`.
+//!
+//! Deletes remove the file, count `ENOENT` as already gone (D2), then remove parent folders
+//! that became empty, never the root itself and never a folder that still holds anything
+//! (D5). Keys with `..`, empty segments or a leading slash are refused.
+
+use std::io::ErrorKind;
+use std::path::{Component, Path, PathBuf};
+
+use futures::stream::{self, StreamExt};
+
+use super::{DeleteOutcome, Limiter, Store, StoreError};
+use crate::plan::layout::ObjectKey;
+
+/// Media stored as files below a root folder.
+#[derive(Debug)]
+pub struct FsStore {
+    root: PathBuf,
+    limiter: Limiter,
+}
+
+impl FsStore {
+    /// `root` must be the normalised `PAPERCLIP_ROOT_PATH` (symlinks resolved).
+    pub fn new(root: PathBuf, limiter: Limiter) -> Self {
+        Self { root, limiter }
+    }
+
+    /// The path of `key`, or an error when the key would leave the root.
+    pub fn path_of(&self, key: &ObjectKey) -> Result<PathBuf, StoreError> {
+        let rel = Path::new(key.as_str());
+        let safe = !key.as_str().is_empty()
+            && !key.as_str().contains("//")
+            && rel.components().all(|c| matches!(c, Component::Normal(_)));
+        if !safe {
+            return Err(StoreError::Other {
+                code: "InvalidKey".into(),
+                message: format!("refusing key {key:?}: it would leave the storage root"),
+            });
+        }
+        Ok(self.root.join(rel))
+    }
+
+    async fn delete_one(&self, key: &ObjectKey) -> DeleteOutcome {
+        let path = match self.path_of(key) {
+            Ok(p) => p,
+            Err(e) => return DeleteOutcome::Failed(e),
+        };
+        let outcome = {
+            let _permit = self.limiter.acquire("unlink").await;
+            match tokio::fs::remove_file(&path).await {
+                Ok(()) => DeleteOutcome::Deleted,
+                Err(e) if e.kind() == ErrorKind::NotFound => DeleteOutcome::AlreadyGone,
+                Err(e) => return DeleteOutcome::Failed(io_error(&path, &e)),
+            }
+        };
+        self.remove_empty_parents(&path).await;
+        outcome
+    }
+
+    async fn stat_one(&self, key: &ObjectKey) -> Result<Option<u64>, StoreError> {
+        let path = self.path_of(key)?;
+        let _permit = self.limiter.acquire("stat").await;
+        match tokio::fs::metadata(&path).await {
+            Ok(m) if m.is_file() => Ok(Some(m.len())),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_error(&path, &e)),
+        }
+    }
+
+    /// Removes `path`'s parent folders while they are empty, stopping below the root.
+    async fn remove_empty_parents(&self, path: &Path) {
+        let mut dir = path.parent();
+        while let Some(d) = dir {
+            if d == self.root || !d.starts_with(&self.root) {
+                break;
+            }
+            let _permit = self.limiter.acquire("rmdir").await;
+            // remove_dir fails on a folder that is not empty: that is where we stop.
+            if tokio::fs::remove_dir(d).await.is_err() {
+                break;
+            }
+            dir = d.parent();
+        }
+    }
+}
+
+fn io_error(path: &Path, e: &std::io::Error) -> StoreError {
+    match e.kind() {
+        ErrorKind::PermissionDenied => StoreError::AccessDenied {
+            code: "EACCES".into(),
+            detail: format!("{}: {e}", path.display()),
+        },
+        ErrorKind::NotFound => StoreError::NotFound,
+        kind => StoreError::Other {
+            code: format!("{kind:?}"),
+            message: format!("{}: {e}", path.display()),
+        },
+    }
+}
+
+impl Store for FsStore {
+    fn describe(&self) -> String {
+        format!("file://{}", self.root.display())
+    }
+
+    fn batch_limit(&self) -> usize {
+        1000
+    }
+
+    fn limiter(&self) -> &Limiter {
+        &self.limiter
+    }
+
+    async fn check(&self) -> Result<(), StoreError> {
+        let _permit = self.limiter.acquire("stat").await;
+        match tokio::fs::metadata(&self.root).await {
+            Ok(m) if m.is_dir() => Ok(()),
+            Ok(_) => Err(StoreError::NoSuchBucket(format!(
+                "{} (not a folder)",
+                self.root.display()
+            ))),
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                Err(StoreError::NoSuchBucket(self.root.display().to_string()))
+            }
+            Err(e) => Err(io_error(&self.root, &e)),
+        }
+    }
+
+    async fn stat_many(&self, keys: &[ObjectKey]) -> Result<Vec<Option<u64>>, StoreError> {
+        let futs: Vec<_> = keys.iter().map(|k| self.stat_one(k)).collect();
+        let results: Vec<Result<Option<u64>, StoreError>> =
+            stream::iter(futs).buffered(16).collect().await;
+        results.into_iter().collect()
+    }
+
+    async fn delete_many(&self, keys: &[ObjectKey]) -> Vec<DeleteOutcome> {
+        let futs: Vec<_> = keys.iter().map(|k| self.delete_one(k)).collect();
+        stream::iter(futs).buffered(16).collect().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_keys_that_escape_the_root() {
+        let s = FsStore::new(PathBuf::from("/srv/system"), Limiter::new(None, 1));
+        for bad in ["../etc/passwd", "/etc/passwd", "a/../../b", "a//b", ""] {
+            assert!(s.path_of(&ObjectKey::new(bad)).is_err(), "{bad}");
+        }
+        assert_eq!(
+            s.path_of(&ObjectKey::new("cache/a b/c+d.png")).unwrap(),
+            PathBuf::from("/srv/system/cache/a b/c+d.png")
+        );
+    }
+}

@@ -1,0 +1,169 @@
+//! Object storage: the small [`Store`] trait and its two backends, S3 ([`s3::S3Store`], the
+//! only file that imports aws-sdk-s3) and the local filesystem ([`fs::FsStore`]), plus the
+//! request limiter ([`limited::Limiter`]) both use.
+//!
+//! Owns: requests, their classification into semantic errors, request counting.
+//! Must not: know about Mastodon (rows, attachments), decide what to delete, or bypass the
+//! pool's dry-run gate (only `pool` calls [`Store::delete_many`]).
+
+pub mod fs;
+pub mod limited;
+pub mod s3;
+
+use std::future::Future;
+
+use crate::plan::layout::ObjectKey;
+
+pub use limited::{Limiter, RequestCounts};
+
+/// A storage failure, classified so callers can decide: retry, count as failed, or stop.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum StoreError {
+    /// The bucket (or storage root) does not exist.
+    #[error("bucket or storage root {0} does not exist: check S3_BUCKET / S3_ENDPOINT (or PAPERCLIP_ROOT_PATH)")]
+    NoSuchBucket(String),
+    /// The credentials were rejected (unknown key id, bad signature).
+    #[error("credentials rejected ({code}): check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY ({detail})")]
+    InvalidCredentials {
+        /// Provider error code.
+        code: String,
+        /// Where and how.
+        detail: String,
+    },
+    /// The request was understood but not allowed.
+    #[error("access denied ({code}): {detail}")]
+    AccessDenied {
+        /// Provider error code.
+        code: String,
+        /// Where and how.
+        detail: String,
+    },
+    /// The provider asks us to slow down (503 SlowDown, 429) and retries ran out.
+    #[error("throttled by the provider ({code}): {detail}")]
+    Throttled {
+        /// Provider error code.
+        code: String,
+        /// Where and how.
+        detail: String,
+    },
+    /// The provider does not implement the operation (e.g. multi-object delete).
+    #[error("not supported by the provider ({code}): {detail}")]
+    Unsupported {
+        /// Provider error code.
+        code: String,
+        /// Where and how.
+        detail: String,
+    },
+    /// The object does not exist.
+    #[error("no such object")]
+    NotFound,
+    /// Network trouble: connect failure, timeout, broken response.
+    #[error("cannot reach the storage: {0}")]
+    Transport(String),
+    /// Any other provider or filesystem error.
+    #[error("{code}: {message}")]
+    Other {
+        /// Provider error code or I/O error kind.
+        code: String,
+        /// Message.
+        message: String,
+    },
+}
+
+impl StoreError {
+    /// A short machine-readable code (`AccessDenied`, `SlowDown`, `ENOENT`-style kinds).
+    pub fn code(&self) -> &str {
+        match self {
+            StoreError::NoSuchBucket(_) => "NoSuchBucket",
+            StoreError::InvalidCredentials { code, .. }
+            | StoreError::AccessDenied { code, .. }
+            | StoreError::Throttled { code, .. }
+            | StoreError::Unsupported { code, .. }
+            | StoreError::Other { code, .. } => code,
+            StoreError::NotFound => "NoSuchKey",
+            StoreError::Transport(_) => "Transport",
+        }
+    }
+
+    /// Whether trying the same request again later may succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            StoreError::Throttled { .. } | StoreError::Transport(_) => true,
+            StoreError::Other { code, .. } => matches!(
+                code.as_str(),
+                "InternalError" | "ServiceUnavailable" | "SlowDown" | "RequestTimeout" | "OperationAborted"
+            ),
+            _ => false,
+        }
+    }
+
+    /// Whether the whole run must stop (nothing else can work either).
+    pub fn is_fatal(&self) -> bool {
+        matches!(
+            self,
+            StoreError::NoSuchBucket(_) | StoreError::InvalidCredentials { .. }
+        )
+    }
+
+    /// Builds the semantic variant for a provider error code.
+    pub fn from_code(code: &str, detail: String) -> Self {
+        let code_s = code.to_owned();
+        match code {
+            "NoSuchKey" | "NotFound" => StoreError::NotFound,
+            "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "InvalidToken" | "ExpiredToken" => {
+                StoreError::InvalidCredentials { code: code_s, detail }
+            }
+            "AccessDenied" | "AllAccessDisabled" | "AccountProblem" => {
+                StoreError::AccessDenied { code: code_s, detail }
+            }
+            "SlowDown" | "TooManyRequests" | "Throttling" | "RequestLimitExceeded" => {
+                StoreError::Throttled { code: code_s, detail }
+            }
+            "NotImplemented" | "XNotImplemented" => StoreError::Unsupported { code: code_s, detail },
+            _ => StoreError::Other {
+                code: code_s,
+                message: detail,
+            },
+        }
+    }
+}
+
+/// What happened to one key of a delete request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeleteOutcome {
+    /// The store confirmed the delete.
+    Deleted,
+    /// The object was already missing (404, `NoSuchKey`, `ENOENT`): counts as gone (D2).
+    AlreadyGone,
+    /// The delete failed; the object may still exist.
+    Failed(StoreError),
+}
+
+/// The storage interface the pipeline needs. Implementations count their requests in a
+/// [`Limiter`] and honour its rate and concurrency limits.
+pub trait Store: Send + Sync + 'static {
+    /// `s3://bucket (endpoint, addressing)` or `file:///root`, for messages.
+    fn describe(&self) -> String;
+
+    /// Most keys one [`Store::delete_many`] call takes (`S3_BATCH_DELETE_LIMIT` on S3).
+    fn batch_limit(&self) -> usize;
+
+    /// The limiter (request counts, rate).
+    fn limiter(&self) -> &Limiter;
+
+    /// Proves the bucket (or root) exists and the credentials can list it. Errors are
+    /// fatal for a run: [`StoreError::NoSuchBucket`], [`StoreError::InvalidCredentials`],
+    /// [`StoreError::AccessDenied`], [`StoreError::Transport`].
+    fn check(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The size in bytes of each key, `None` when the object does not exist, in the order
+    /// given. S3 lists each distinct parent "partition" prefix once; the filesystem stats.
+    fn stat_many(
+        &self,
+        keys: &[ObjectKey],
+    ) -> impl Future<Output = Result<Vec<Option<u64>>, StoreError>> + Send;
+
+    /// Deletes exactly these keys (at most [`Store::batch_limit`]), one outcome per key in
+    /// the order given. Never deletes a prefix. Only the pool's dry-run gate calls this.
+    fn delete_many(&self, keys: &[ObjectKey]) -> impl Future<Output = Vec<DeleteOutcome>> + Send;
+}

@@ -1,0 +1,356 @@
+//! The S3 backend on aws-sdk-s3 (the only module that imports it).
+//!
+//! Set up for S3-compatible providers, not only AWS (`provider-quirks.md`): custom endpoint,
+//! path-style addressing, checksums only when required (H1/H2), `Content-MD5` on
+//! `DeleteObjects` (D4), the SDK's adaptive retry with jittered backoff for `SlowDown`
+//! (T1), connect and per-attempt timeouts, and a fallback to single `DeleteObject`
+//! requests where the provider has no multi-object delete (D4).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use aws_credential_types::Credentials;
+use aws_sdk_s3::config::retry::RetryConfig;
+use aws_sdk_s3::config::timeout::TimeoutConfig;
+use aws_sdk_s3::config::{
+    BehaviorVersion, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::types::{Delete, ObjectIdentifier};
+use aws_sdk_s3::Client;
+use aws_smithy_http_client::tls;
+use base64::Engine;
+use futures::stream::{self, StreamExt};
+use md5::{Digest, Md5};
+
+use super::{DeleteOutcome, Limiter, Store, StoreError};
+use crate::config::S3Config;
+use crate::plan::layout::ObjectKey;
+
+/// An S3 bucket reached through aws-sdk-s3.
+pub struct S3Store {
+    client: Client,
+    bucket: String,
+    endpoint: String,
+    path_style: bool,
+    batch_limit: usize,
+    limiter: Limiter,
+    multi_delete_unsupported: AtomicBool,
+}
+
+impl std::fmt::Debug for S3Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe())
+    }
+}
+
+impl S3Store {
+    /// Builds the client from the validated configuration. No request is sent.
+    pub fn new(cfg: &S3Config, limiter: Limiter) -> Self {
+        let http = aws_smithy_http_client::Builder::new()
+            .tls_provider(tls::Provider::Rustls(
+                tls::rustls_provider::CryptoMode::Ring,
+            ))
+            .build_https();
+        let creds = Credentials::new(
+            cfg.access_key_id.clone(),
+            cfg.secret_access_key.expose().clone(),
+            None,
+            None,
+            "mastomedia-env-file",
+        );
+        let mut b = aws_sdk_s3::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .http_client(http)
+            .region(Region::new(cfg.region.clone()))
+            .credentials_provider(creds)
+            .force_path_style(cfg.force_path_style)
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+            .retry_config(
+                RetryConfig::adaptive()
+                    .with_max_attempts(cfg.max_attempts)
+                    .with_initial_backoff(Duration::from_millis(200))
+                    .with_max_backoff(Duration::from_secs(20)),
+            )
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(cfg.open_timeout)
+                    .operation_attempt_timeout(cfg.read_timeout)
+                    .build(),
+            );
+        if let Some(e) = &cfg.endpoint {
+            b = b.endpoint_url(e.clone());
+        }
+        let endpoint = cfg
+            .endpoint
+            .clone()
+            .unwrap_or_else(|| format!("https://s3.{}.amazonaws.com", cfg.region));
+        Self {
+            client: Client::from_conf(b.build()),
+            bucket: cfg.bucket.clone(),
+            endpoint,
+            path_style: cfg.force_path_style,
+            batch_limit: cfg.batch_delete_limit,
+            limiter,
+            multi_delete_unsupported: AtomicBool::new(false),
+        }
+    }
+
+    fn classify<E, R>(&self, op: &str, err: SdkError<E, R>) -> StoreError
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+        R: std::fmt::Debug + HttpStatus,
+    {
+        let status = err.raw_response().map(HttpStatus::status);
+        let code = err.code().map(str::to_owned);
+        let detail = format!(
+            "{op} on {} (HTTP {}): {}",
+            self.describe(),
+            status.map_or_else(|| "-".to_owned(), |s| s.to_string()),
+            err.message().unwrap_or("no message")
+        );
+        match (&err, code.as_deref(), status) {
+            (SdkError::TimeoutError(_), _, _) => StoreError::Transport(format!("{op}: timed out")),
+            (SdkError::DispatchFailure(d), _, _) => {
+                StoreError::Transport(format!("{op} to {}: {d:?}", self.endpoint))
+            }
+            (_, Some("NoSuchBucket"), _) => StoreError::NoSuchBucket(self.bucket.clone()),
+            (_, Some(c), _) => StoreError::from_code(c, detail),
+            // HEAD responses carry no body, so no code: map the status.
+            (_, None, Some(404)) => StoreError::NotFound,
+            (_, None, Some(403)) => StoreError::AccessDenied {
+                code: "AccessDenied".into(),
+                detail,
+            },
+            (_, None, Some(503)) | (_, None, Some(429)) => StoreError::Throttled {
+                code: "SlowDown".into(),
+                detail,
+            },
+            (_, None, Some(501)) => StoreError::Unsupported {
+                code: "NotImplemented".into(),
+                detail,
+            },
+            (SdkError::ResponseError(_), _, _) => {
+                StoreError::Transport(format!("{op}: malformed response: {detail}"))
+            }
+            _ => StoreError::Other {
+                code: "Unknown".into(),
+                message: format!("{detail}: {}", aws_sdk_s3::error::DisplayErrorContext(&err)),
+            },
+        }
+    }
+
+    async fn delete_batch(&self, keys: &[ObjectKey]) -> Result<Vec<DeleteOutcome>, StoreError> {
+        let objects = keys
+            .iter()
+            .map(|k| {
+                ObjectIdentifier::builder()
+                    .key(k.as_str())
+                    .build()
+                    .expect("key is set")
+            })
+            .collect();
+        let delete = Delete::builder()
+            .set_objects(Some(objects))
+            .quiet(true)
+            .build()
+            .expect("objects are set");
+        let _permit = self.limiter.acquire("DeleteObjects").await;
+        let out = self
+            .client
+            .delete_objects()
+            .bucket(&self.bucket)
+            .delete(delete)
+            .customize()
+            .mutate_request(add_content_md5)
+            .send()
+            .await
+            .map_err(|e| self.classify("DeleteObjects", e))?;
+        // Quiet mode lists only failures; everything not listed was deleted (D1).
+        let mut failed: HashMap<&str, StoreError> = HashMap::new();
+        for e in out.errors() {
+            let Some(key) = e.key() else { continue };
+            let code = e.code().unwrap_or("InternalError");
+            let err = StoreError::from_code(
+                code,
+                format!("DeleteObjects: {}", e.message().unwrap_or("no message")),
+            );
+            failed.insert(key, err);
+        }
+        Ok(keys
+            .iter()
+            .map(|k| match failed.remove(k.as_str()) {
+                None => DeleteOutcome::Deleted,
+                Some(StoreError::NotFound) => DeleteOutcome::AlreadyGone,
+                Some(err) => DeleteOutcome::Failed(err),
+            })
+            .collect())
+    }
+
+    async fn delete_one(&self, key: &ObjectKey) -> DeleteOutcome {
+        let _permit = self.limiter.acquire("DeleteObject").await;
+        match self
+            .client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key.as_str())
+            .send()
+            .await
+        {
+            Ok(_) => DeleteOutcome::Deleted,
+            Err(e) => match self.classify("DeleteObject", e) {
+                StoreError::NotFound => DeleteOutcome::AlreadyGone,
+                err => DeleteOutcome::Failed(err),
+            },
+        }
+    }
+
+    /// Every `(key, size)` below `prefix`, all pages.
+    async fn list_prefix(&self, prefix: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        let mut token: Option<String> = None;
+        let mut out = Vec::new();
+        loop {
+            let _permit = self.limiter.acquire("ListObjectsV2").await;
+            let page = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .prefix(prefix)
+                .set_continuation_token(token.take())
+                .send()
+                .await
+                .map_err(|e| self.classify("ListObjectsV2", e))?;
+            for o in page.contents() {
+                if let Some(k) = o.key() {
+                    out.push((k.to_owned(), o.size().unwrap_or(0).max(0) as u64));
+                }
+            }
+            match page.next_continuation_token() {
+                Some(t) if page.is_truncated() == Some(true) => token = Some(t.to_owned()),
+                _ => return Ok(out),
+            }
+        }
+    }
+}
+
+/// Adds `Content-MD5` to a `DeleteObjects` request: MinIO and others insist on it (D4).
+fn add_content_md5(req: &mut aws_smithy_runtime_api::http::Request) {
+    if let Some(body) = req.body().bytes() {
+        let digest = Md5::digest(body);
+        let value = base64::engine::general_purpose::STANDARD.encode(digest);
+        req.headers_mut().insert("Content-MD5", value);
+    }
+}
+
+/// Status of a raw HTTP response, whatever the SDK's response type.
+pub trait HttpStatus {
+    /// The HTTP status code.
+    fn status(&self) -> u16;
+}
+
+impl HttpStatus for aws_smithy_runtime_api::http::Response {
+    fn status(&self) -> u16 {
+        self.status().as_u16()
+    }
+}
+
+/// The "partition directory" a key's styles share: the key without its last two segments
+/// (`<style>/<file>`), with a trailing slash. Listing it returns every style of the row.
+fn partition_prefix(key: &str) -> &str {
+    let mut cut = key.len();
+    for _ in 0..2 {
+        match key[..cut].rfind('/') {
+            Some(i) => cut = i,
+            None => return "",
+        }
+    }
+    &key[..=cut]
+}
+
+impl Store for S3Store {
+    fn describe(&self) -> String {
+        format!(
+            "s3://{} at {} ({} addressing)",
+            self.bucket,
+            self.endpoint,
+            if self.path_style {
+                "path-style"
+            } else {
+                "virtual-host"
+            }
+        )
+    }
+
+    fn batch_limit(&self) -> usize {
+        self.batch_limit
+    }
+
+    fn limiter(&self) -> &Limiter {
+        &self.limiter
+    }
+
+    async fn check(&self) -> Result<(), StoreError> {
+        let _permit = self.limiter.acquire("ListObjectsV2").await;
+        self.client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .max_keys(1)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| self.classify("ListObjectsV2", e))
+    }
+
+    async fn stat_many(&self, keys: &[ObjectKey]) -> Result<Vec<Option<u64>>, StoreError> {
+        let mut prefixes: BTreeMap<&str, ()> = BTreeMap::new();
+        for k in keys {
+            prefixes.insert(partition_prefix(k.as_str()), ());
+        }
+        let futs: Vec<_> = prefixes.keys().map(|p| self.list_prefix(p)).collect();
+        let listings: Vec<Result<Vec<(String, u64)>, StoreError>> =
+            stream::iter(futs).buffer_unordered(4).collect().await;
+        let mut sizes: HashMap<String, u64> = HashMap::new();
+        for l in listings {
+            sizes.extend(l?);
+        }
+        Ok(keys.iter().map(|k| sizes.get(k.as_str()).copied()).collect())
+    }
+
+    async fn delete_many(&self, keys: &[ObjectKey]) -> Vec<DeleteOutcome> {
+        if keys.is_empty() {
+            return Vec::new();
+        }
+        if !self.multi_delete_unsupported.load(Ordering::Relaxed) {
+            match self.delete_batch(keys).await {
+                Ok(outcomes) => return outcomes,
+                Err(StoreError::Unsupported { .. }) => {
+                    tracing::warn!(
+                        "{} does not support DeleteObjects (multi-object delete); falling back to one DeleteObject per key",
+                        self.describe()
+                    );
+                    self.multi_delete_unsupported.store(true, Ordering::Relaxed);
+                }
+                Err(err) => return keys.iter().map(|_| DeleteOutcome::Failed(err.clone())).collect(),
+            }
+        }
+        let futs: Vec<_> = keys.iter().map(|k| self.delete_one(k)).collect();
+        stream::iter(futs).buffered(8).collect().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::partition_prefix;
+
+    #[test]
+    fn partition_prefix_drops_style_and_file() {
+        assert_eq!(
+            partition_prefix("cache/media_attachments/files/109/345/678/901/234/567/original/a.png"),
+            "cache/media_attachments/files/109/345/678/901/234/567/"
+        );
+        assert_eq!(partition_prefix("a/b"), "");
+        assert_eq!(partition_prefix("x/a/b"), "x/");
+    }
+}
