@@ -19,7 +19,12 @@ use clap::{Parser, Subcommand};
 #[command(name = "mastomedia", version, propagate_version = true)]
 pub struct Cli {
     /// Mastodon's env file.
-    #[arg(long, global = true, value_name = "FILE", default_value = ".env.production")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "FILE",
+        default_value = ".env.production"
+    )]
     pub env_file: PathBuf,
 
     /// More detail on stderr (-v info about each batch, -vv debug).

@@ -81,7 +81,9 @@ pub fn interrupt_token() -> CancellationToken {
             wait_signal().await;
             count += 1;
             if count == 1 {
-                eprintln!("interrupted: finishing the work in flight, then stopping (press Ctrl-C again to abort at once)");
+                eprintln!(
+                    "interrupted: finishing the work in flight, then stopping (press Ctrl-C again to abort at once)"
+                );
                 t.cancel();
             } else {
                 std::process::exit(ExitCode::Interrupted as i32);
@@ -94,7 +96,7 @@ pub fn interrupt_token() -> CancellationToken {
 async fn wait_signal() {
     #[cfg(unix)]
     {
-        use tokio::signal::unix::{signal, SignalKind};
+        use tokio::signal::unix::{SignalKind, signal};
         let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}

@@ -12,21 +12,25 @@ use anyhow::anyhow;
 use chrono::{SecondsFormat, Utc};
 use tokio_util::sync::CancellationToken;
 
-use super::{interrupt_token, load_config, with_store, CommandError, WithStore};
+use super::{CommandError, WithStore, interrupt_token, load_config, with_store};
 use crate::cli::prune::Args;
 use crate::config::{Config, StorageConfig};
 use crate::inventory::Selection;
 use crate::mastodon::{Db, DbError};
 use crate::plan::layout::KeyPrefix;
 use crate::plan::prune::{
-    cutoff, effective_days, DaysSource, DEFAULT_PREVIEW_CARD_DAYS, MIN_PREVIEW_CARD_DAYS,
+    DEFAULT_PREVIEW_CARD_DAYS, DaysSource, MIN_PREVIEW_CARD_DAYS, cutoff, effective_days,
 };
-use crate::pool::{run_pass, Gate, PassError, PassOptions};
+use crate::pool::{Gate, PassError, PassOptions, run_pass};
 use crate::report::{ExitCode, PassReport, Progress, ProgressMode, PruneReport};
 use crate::store::{Limiter, Store};
 
 /// Runs `prune` and returns the exit code. Prints the summary (stdout) itself.
-pub async fn run(env_file: &std::path::Path, args: Args, quiet: bool) -> Result<ExitCode, CommandError> {
+pub async fn run(
+    env_file: &std::path::Path,
+    args: Args,
+    quiet: bool,
+) -> Result<ExitCode, CommandError> {
     validate(&args)?;
     let cfg = load_config(env_file)?;
     let db = Db::connect(&cfg.database, 4).await.map_err(db_error)?;
@@ -150,10 +154,9 @@ fn rfc3339(t: chrono::DateTime<Utc>) -> String {
 impl WithStore<Result<PruneReport, CommandError>> for PruneJob<'_> {
     async fn run<S: Store>(self, store: Arc<S>) -> Result<PruneReport, CommandError> {
         let started = Instant::now();
-        store
-            .check()
-            .await
-            .map_err(|e| CommandError::fatal(anyhow!(e)).with_context("checking the storage before any change"))?;
+        store.check().await.map_err(|e| {
+            CommandError::fatal(anyhow!(e)).with_context("checking the storage before any change")
+        })?;
         let key_prefix = match &self.cfg.storage {
             StorageConfig::S3(s3) => s3.key_prefix.clone(),
             StorageConfig::Filesystem(_) => KeyPrefix::default(),
@@ -161,9 +164,9 @@ impl WithStore<Result<PruneReport, CommandError>> for PruneJob<'_> {
         let opts = PassOptions {
             concurrency: self.args.concurrency as usize,
             key_prefix,
+            gate: Gate::new(self.args.dry_run),
             ..PassOptions::default()
         };
-        let gate = Gate::new(self.args.dry_run);
         let mut report = PruneReport {
             dry_run: self.args.dry_run,
             days: self.days,
@@ -204,7 +207,6 @@ impl WithStore<Result<PruneReport, CommandError>> for PruneJob<'_> {
             let result = run_pass(
                 self.db,
                 store.clone(),
-                gate,
                 sel,
                 &opts,
                 &progress,
@@ -217,7 +219,9 @@ impl WithStore<Result<PruneReport, CommandError>> for PruneJob<'_> {
                 Ok(p) => report.passes.push(p),
                 Err(PassError::Db(e)) => return Err(db_error(e)),
                 Err(PassError::Store(e)) => {
-                    report.fatal = Some(format!("{e} (the rows of the failed batch were left untouched)"));
+                    report.fatal = Some(format!(
+                        "{e} (the rows of the failed batch were left untouched)"
+                    ));
                     break;
                 }
             }

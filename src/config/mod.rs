@@ -23,7 +23,9 @@ use crate::plan::layout::KeyPrefix;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The env file could not be read.
-    #[error("cannot read env file {path}: {source}. Pass --env-file with the path of Mastodon's .env.production (e.g. /home/mastodon/live/.env.production)")]
+    #[error(
+        "cannot read env file {path}: {source}. Pass --env-file with the path of Mastodon's .env.production (e.g. /home/mastodon/live/.env.production)"
+    )]
     EnvFileUnreadable {
         /// The path tried.
         path: PathBuf,
@@ -31,7 +33,9 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// A line of the env file does not parse.
-    #[error("{path}: {detail}. Fix that line: each line must be KEY=value, `export KEY=value` or a # comment")]
+    #[error(
+        "{path}: {detail}. Fix that line: each line must be KEY=value, `export KEY=value` or a # comment"
+    )]
     EnvFileSyntax {
         /// The env file.
         path: PathBuf,
@@ -63,6 +67,7 @@ pub enum ConfigError {
 
 /// Where Mastodon's media lives.
 #[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)] // built once per run; boxing buys nothing
 pub enum StorageConfig {
     /// `S3_ENABLED=true`.
     S3(S3Config),
@@ -166,12 +171,11 @@ impl Vars {
         path: &Path,
         process_env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| {
-            ConfigError::EnvFileUnreadable {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::EnvFileUnreadable {
                 path: path.to_owned(),
                 source,
-            }
-        })?;
+            })?;
         let mut map = HashMap::new();
         // dotenvy reports the failing line's content in its error; point at it by number too.
         for item in dotenvy::from_read_iter(text.as_bytes()) {
@@ -365,8 +369,10 @@ fn s3_config(vars: &Vars) -> Result<S3Config, ConfigError> {
             Some(e.trim_end_matches('/').to_owned())
         }
     };
-    let dotted_https =
-        bucket.contains('.') && endpoint.as_deref().is_none_or(|e| e.starts_with("https://"));
+    let dotted_https = bucket.contains('.')
+        && endpoint
+            .as_deref()
+            .is_none_or(|e| e.starts_with("https://"));
     let force_path_style =
         (endpoint.is_some() && !vars.flag("S3_OVERRIDE_PATH_STYLE")) || dotted_https;
     let access_key_id = vars
@@ -409,7 +415,10 @@ fn s3_config(vars: &Vars) -> Result<S3Config, ConfigError> {
         }
     };
     let batch_delete_limit: usize = vars
-        .number("S3_BATCH_DELETE_LIMIT", "use a number of keys from 1 to 1000")?
+        .number(
+            "S3_BATCH_DELETE_LIMIT",
+            "use a number of keys from 1 to 1000",
+        )?
         .unwrap_or(1000);
     if !(1..=1000).contains(&batch_delete_limit) {
         return Err(ConfigError::Invalid {
@@ -506,16 +515,25 @@ mod tests {
         assert_eq!(c.region, "us-east-1");
         assert_eq!(c.permission.as_deref(), Some("public-read"));
         assert_eq!(c.batch_delete_limit, 1000);
-        assert!(!c.force_path_style, "AWS without endpoint is virtual-host style");
+        assert!(
+            !c.force_path_style,
+            "AWS without endpoint is virtual-host style"
+        );
         assert_eq!(c.hostname, "s3-us-east-1.amazonaws.com");
         assert!(!format!("{c:?}").contains("very-secret"));
     }
 
     #[test]
     fn endpoint_implies_path_style_unless_overridden() {
-        let c = s3(&s3_vars(&[("S3_ENDPOINT", "https://us-east-1.linodeobjects.com/")]));
+        let c = s3(&s3_vars(&[(
+            "S3_ENDPOINT",
+            "https://us-east-1.linodeobjects.com/",
+        )]));
         assert!(c.force_path_style);
-        assert_eq!(c.endpoint.as_deref(), Some("https://us-east-1.linodeobjects.com"));
+        assert_eq!(
+            c.endpoint.as_deref(),
+            Some("https://us-east-1.linodeobjects.com")
+        );
         let c = s3(&s3_vars(&[
             ("S3_ENDPOINT", "https://x.example"),
             ("S3_OVERRIDE_PATH_STYLE", "true"),
@@ -565,7 +583,10 @@ mod tests {
         vars.0.remove("DATABASE_URL");
         vars.0.insert("DB_PASS".into(), "pw2".into());
         let c = Config::from_vars(Path::new(".env"), &vars).unwrap();
-        assert_eq!(c.database.display, "postgres://mastodon@other:5432/mastodon_production");
+        assert_eq!(
+            c.database.display,
+            "postgres://mastodon@other:5432/mastodon_production"
+        );
     }
 
     #[test]

@@ -121,7 +121,10 @@ impl Selection {
                 headers_only: true, ..
             } => vec![(Attachment::Header, "header")],
             Selection::Profiles { .. } => {
-                vec![(Attachment::Avatar, "avatar"), (Attachment::Header, "header")]
+                vec![
+                    (Attachment::Avatar, "avatar"),
+                    (Attachment::Header, "header"),
+                ]
             }
             Selection::PreviewCards { .. } => vec![(Attachment::PreviewCardImage, "image")],
         }
@@ -307,10 +310,9 @@ impl Cursor {
         if let Some(b) = self.bound {
             q = q.bind(b);
         }
-        let rows = q
-            .fetch_all(self.db.pool())
-            .await
-            .map_err(|e| DbError::query(&format!("selecting {} candidates", self.table.name()), e))?;
+        let rows = q.fetch_all(self.db.pool()).await.map_err(|e| {
+            DbError::query(&format!("selecting {} candidates", self.table.name()), e)
+        })?;
         if rows.is_empty() {
             self.done = true;
         }

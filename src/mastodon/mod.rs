@@ -9,7 +9,7 @@ pub mod schema;
 mod update;
 
 pub use schema::Schema;
-pub use update::{update_columns, ClearRequest, RowTable};
+pub use update::{ClearRequest, RowTable, update_columns};
 
 use std::time::Duration;
 
@@ -23,7 +23,9 @@ use crate::config::DatabaseConfig;
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
     /// The server cannot be reached or refused the login.
-    #[error("cannot connect to Mastodon's database at {target}: {source}. Check DB_HOST/DB_PORT/DB_USER/DB_PASS/DB_NAME or DATABASE_URL")]
+    #[error(
+        "cannot connect to Mastodon's database at {target}: {source}. Check DB_HOST/DB_PORT/DB_USER/DB_PASS/DB_NAME or DATABASE_URL"
+    )]
     Connect {
         /// The redacted target.
         target: String,
@@ -39,10 +41,14 @@ pub enum DbError {
         source: sqlx::Error,
     },
     /// Core columns are missing: not a Mastodon database we support.
-    #[error("not a supported Mastodon database (4.2–4.6): missing {0}. Check DB_NAME / DATABASE_URL")]
+    #[error(
+        "not a supported Mastodon database (4.2–4.6): missing {0}. Check DB_NAME / DATABASE_URL"
+    )]
     NotMastodon(String),
     /// The database user lacks UPDATE on columns we must clear.
-    #[error("database user {user} may not update {columns}: nothing was deleted. Run as Mastodon's own database user, or GRANT UPDATE ON {table} TO {user}")]
+    #[error(
+        "database user {user} may not update {columns}: nothing was deleted. Run as Mastodon's own database user, or GRANT UPDATE ON {table} TO {user}"
+    )]
     NoUpdatePrivilege {
         /// `current_user`.
         user: String,
@@ -52,7 +58,9 @@ pub enum DbError {
         columns: String,
     },
     /// Another run holds the advisory lock.
-    #[error("another mastomedia {0} is running against this database (advisory lock held); try again when it has finished")]
+    #[error(
+        "another mastomedia {0} is running against this database (advisory lock held); try again when it has finished"
+    )]
     Locked(String),
 }
 
@@ -123,9 +131,7 @@ impl Db {
             return Err(DbError::Locked(job.to_owned()));
         }
         // Detach: the lock lives with this session; dropping closes the connection.
-        Ok(RunLock {
-            _conn: conn,
-        })
+        Ok(RunLock { _conn: conn })
     }
 
     /// The instance's `media_cache_retention_period` in days, `None` when unset, empty or

@@ -66,11 +66,13 @@ impl Schema {
         let migration_version = if columns.is_empty() {
             None
         } else {
-            sqlx::query_scalar::<_, Option<String>>("SELECT max(version)::text FROM schema_migrations")
-                .fetch_one(pool)
-                .await
-                .ok()
-                .flatten()
+            sqlx::query_scalar::<_, Option<String>>(
+                "SELECT max(version)::text FROM schema_migrations",
+            )
+            .fetch_one(pool)
+            .await
+            .ok()
+            .flatten()
         };
         let schema = Self {
             columns,
@@ -91,7 +93,10 @@ impl Schema {
     pub fn from_columns<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Self {
         let mut columns: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         for (t, c) in pairs {
-            columns.entry(t.to_owned()).or_default().insert(c.to_owned());
+            columns
+                .entry(t.to_owned())
+                .or_default()
+                .insert(c.to_owned());
         }
         Self {
             columns,
@@ -137,11 +142,18 @@ impl Schema {
     /// `<att>_file_name`, `_content_type`, `_file_size`, `_fingerprint`, `_created_at`,
     /// `_updated_at` (§8.1). Storage schema version and `*_remote_url` are never among them.
     pub fn attachment_columns(&self, table: &str, att: &str) -> Vec<String> {
-        ["file_name", "content_type", "file_size", "fingerprint", "created_at", "updated_at"]
-            .iter()
-            .map(|s| format!("{att}_{s}"))
-            .filter(|c| self.has(table, c))
-            .collect()
+        [
+            "file_name",
+            "content_type",
+            "file_size",
+            "fingerprint",
+            "created_at",
+            "updated_at",
+        ]
+        .iter()
+        .map(|s| format!("{att}_{s}"))
+        .filter(|c| self.has(table, c))
+        .collect()
     }
 }
 
@@ -161,11 +173,21 @@ mod tests {
         ]);
         assert_eq!(
             s.attachment_columns("media_attachments", "file"),
-            ["file_file_name", "file_content_type", "file_file_size", "file_updated_at"]
+            [
+                "file_file_name",
+                "file_content_type",
+                "file_file_size",
+                "file_updated_at"
+            ]
         );
         assert!(!s.thumbnail_schema_version());
         assert_eq!(
-            s.column_or_null("m", "media_attachments", "thumbnail_storage_schema_version", "int"),
+            s.column_or_null(
+                "m",
+                "media_attachments",
+                "thumbnail_storage_schema_version",
+                "int"
+            ),
             "NULL::int"
         );
     }

@@ -86,7 +86,9 @@ impl Db {
             .map(|c| format!("{c} = NULL"))
             .chain(std::iter::once("updated_at = $1".to_owned()))
             .collect();
-        let names: Vec<String> = (0..req.attachments.len()).map(|i| format!("n{i}")).collect();
+        let names: Vec<String> = (0..req.attachments.len())
+            .map(|i| format!("n{i}"))
+            .collect();
         let unnest_args: Vec<String> = (0..req.attachments.len())
             .map(|i| format!("${}::text[]", i + 3))
             .collect();

@@ -501,7 +501,11 @@ mod tests {
             content_type: Some("image/png"),
             ..media("5555555555555555.png", "", Some(1), true)
         };
-        assert_eq!(keys(&still_avatar).len(), 1, "a PNG header has no static style");
+        assert_eq!(
+            keys(&still_avatar).len(),
+            1,
+            "a PNG header has no static style"
+        );
     }
 
     #[test]
@@ -591,8 +595,14 @@ mod tests {
     #[test]
     fn style_names_without_extension() {
         assert_eq!(style_file_name("abc", style("small", None)), "abc");
-        assert_eq!(style_file_name("abc", style("small", Some("png"))), "abc.png");
-        assert_eq!(style_file_name("a.b.gif", style("static", Some("png"))), "a.b.png");
+        assert_eq!(
+            style_file_name("abc", style("small", Some("png"))),
+            "abc.png"
+        );
+        assert_eq!(
+            style_file_name("a.b.gif", style("static", Some("png"))),
+            "a.b.png"
+        );
         assert_eq!(style_file_name("a.b.gif", ORIGINAL), "a.b.gif");
     }
 }

@@ -60,7 +60,10 @@ pub const MIN_PREVIEW_CARD_DAYS: u32 = 14;
 pub fn effective_days(flag: Option<u32>, setting: Option<i64>) -> (u32, DaysSource) {
     match (flag, setting) {
         (Some(d), _) => (d, DaysSource::Flag),
-        (None, Some(s)) if s > 0 => (u32::try_from(s).unwrap_or(u32::MAX), DaysSource::InstanceSetting),
+        (None, Some(s)) if s > 0 => (
+            u32::try_from(s).unwrap_or(u32::MAX),
+            DaysSource::InstanceSetting,
+        ),
         _ => (DEFAULT_MEDIA_DAYS, DaysSource::Default),
     }
 }
@@ -80,7 +83,10 @@ mod tests {
     #[test]
     fn days_precedence() {
         assert_eq!(effective_days(Some(3), Some(30)), (3, DaysSource::Flag));
-        assert_eq!(effective_days(None, Some(30)), (30, DaysSource::InstanceSetting));
+        assert_eq!(
+            effective_days(None, Some(30)),
+            (30, DaysSource::InstanceSetting)
+        );
         assert_eq!(effective_days(None, None), (7, DaysSource::Default));
         assert_eq!(effective_days(None, Some(0)), (7, DaysSource::Default));
     }

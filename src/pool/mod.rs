@@ -44,6 +44,8 @@ pub struct PassOptions {
     pub key_attempts: u32,
     /// First backoff between key retries (full jitter, doubling).
     pub retry_base: Duration,
+    /// The dry-run gate every delete and row update passes through.
+    pub gate: Gate,
 }
 
 impl Default for PassOptions {
@@ -54,6 +56,7 @@ impl Default for PassOptions {
             page_size: 1000,
             key_attempts: 4,
             retry_base: Duration::from_millis(500),
+            gate: Gate::new(true),
         }
     }
 }
@@ -90,13 +93,13 @@ struct RowResult {
 pub async fn run_pass<S: Store>(
     db: &Db,
     store: Arc<S>,
-    gate: Gate,
     selection: &Selection,
     opts: &PassOptions,
     progress: &Progress,
     cancel: &CancellationToken,
     mut report: PassReport,
 ) -> Result<PassReport, PassError> {
+    let gate = opts.gate;
     let batch_limit = store.batch_limit().max(1);
     let (chunk_tx, mut chunk_rx) = mpsc::channel::<Chunk>(opts.concurrency.max(1));
     let fatal = CancellationToken::new();
@@ -194,7 +197,12 @@ pub async fn run_pass<S: Store>(
                     report.rows_cleared += 1;
                     report.bytes_freed += r.bytes;
                     bytes += r.bytes;
-                    report.db_bytes += r.row.files.iter().map(|f| f.db_size.max(0) as u64).sum::<u64>();
+                    report.db_bytes += r
+                        .row
+                        .files
+                        .iter()
+                        .map(|f| f.db_size.max(0) as u64)
+                        .sum::<u64>();
                     if r.row.attached_to_status {
                         report.rows_attached_to_statuses += 1;
                     }
@@ -239,7 +247,9 @@ async fn process_chunk<S: Store>(
         .flat_map(|(_, k)| k.iter().cloned())
         .collect();
     if fatal.is_cancelled() {
-        return Err(StoreError::Transport("run stopped by an earlier fatal error".into()));
+        return Err(StoreError::Transport(
+            "run stopped by an earlier fatal error".into(),
+        ));
     }
     // Sizes from the store itself (D6); the same in a dry run.
     let sizes = match store.stat_many(&keys).await {

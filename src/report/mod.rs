@@ -10,7 +10,7 @@ pub use progress::{Progress, ProgressMode};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use humansize::{format_size, BINARY};
+use humansize::{BINARY, format_size};
 use serde::Serialize;
 
 use crate::mastodon::RowTable;
@@ -120,7 +120,11 @@ impl PruneReport {
             ExitCode::Fatal
         } else if self.interrupted {
             ExitCode::Interrupted
-        } else if self.passes.iter().any(|p| p.rows_failed > 0 || p.objects_failed > 0) {
+        } else if self
+            .passes
+            .iter()
+            .any(|p| p.rows_failed > 0 || p.objects_failed > 0)
+        {
             ExitCode::ItemsFailed
         } else {
             ExitCode::Success
@@ -134,7 +138,11 @@ impl PruneReport {
         let _ = writeln!(
             s,
             "mastomedia prune{}: {} days ({}), cutoff {}",
-            if self.dry_run { " (dry run: nothing changed)" } else { "" },
+            if self.dry_run {
+                " (dry run: nothing changed)"
+            } else {
+                ""
+            },
             self.days,
             self.days_source,
             self.cutoff
@@ -200,7 +208,10 @@ impl PruneReport {
                 .join(", ")
         );
         if self.interrupted {
-            let _ = writeln!(s, "interrupted: in-flight work was finished; run again to continue");
+            let _ = writeln!(
+                s,
+                "interrupted: in-flight work was finished; run again to continue"
+            );
         }
         if let Some(f) = &self.fatal {
             let _ = writeln!(s, "stopped: {f}");

@@ -1,11 +1,11 @@
 //! Progress on stderr: an indicatif bar (rows, bytes, ETA) when stderr is a terminal, a
 //! one-line status every interval otherwise (cron mails), nothing with `-q`.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use humansize::{format_size, BINARY};
+use humansize::{BINARY, format_size};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// How progress is shown.
@@ -128,7 +128,12 @@ impl Progress {
             t.abort();
             eprintln!(
                 "{}",
-                status_line(&self.label, self.total, &self.counters, self.started.elapsed())
+                status_line(
+                    &self.label,
+                    self.total,
+                    &self.counters,
+                    self.started.elapsed()
+                )
             );
         }
     }
@@ -148,7 +153,7 @@ fn status_line(label: &str, total: u64, c: &Counters, elapsed: Duration) -> Stri
     let failed = c.failed.load(Ordering::Relaxed);
     let secs = elapsed.as_secs_f64().max(0.001);
     let rate = rows as f64 / secs;
-    let pct = if total > 0 { rows * 100 / total } else { 100 };
+    let pct = (rows * 100).checked_div(total).unwrap_or(100);
     let eta = if rate > 0.0 && total > rows {
         format!("{}s", ((total - rows) as f64 / rate).round())
     } else {

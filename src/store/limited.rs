@@ -64,7 +64,10 @@ impl Limiter {
 
     /// A copy of the request counts so far.
     pub fn counts(&self) -> RequestCounts {
-        self.counts.lock().expect("request counter poisoned").clone()
+        self.counts
+            .lock()
+            .expect("request counter poisoned")
+            .clone()
     }
 
     /// Total requests so far.
@@ -94,6 +97,10 @@ mod tests {
         let second = tokio::time::timeout(Duration::from_millis(50), l.acquire("b")).await;
         assert!(second.is_err(), "a second request waited for the first");
         drop(p);
-        assert!(tokio::time::timeout(Duration::from_millis(50), l.acquire("b")).await.is_ok());
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), l.acquire("b"))
+                .await
+                .is_ok()
+        );
     }
 }

@@ -20,10 +20,14 @@ pub use limited::{Limiter, RequestCounts};
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum StoreError {
     /// The bucket (or storage root) does not exist.
-    #[error("bucket or storage root {0} does not exist: check S3_BUCKET / S3_ENDPOINT (or PAPERCLIP_ROOT_PATH)")]
+    #[error(
+        "bucket or storage root {0} does not exist: check S3_BUCKET / S3_ENDPOINT (or PAPERCLIP_ROOT_PATH)"
+    )]
     NoSuchBucket(String),
     /// The credentials were rejected (unknown key id, bad signature).
-    #[error("credentials rejected ({code}): check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY ({detail})")]
+    #[error(
+        "credentials rejected ({code}): check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY ({detail})"
+    )]
     InvalidCredentials {
         /// Provider error code.
         code: String,
@@ -91,7 +95,11 @@ impl StoreError {
             StoreError::Throttled { .. } | StoreError::Transport(_) => true,
             StoreError::Other { code, .. } => matches!(
                 code.as_str(),
-                "InternalError" | "ServiceUnavailable" | "SlowDown" | "RequestTimeout" | "OperationAborted"
+                "InternalError"
+                    | "ServiceUnavailable"
+                    | "SlowDown"
+                    | "RequestTimeout"
+                    | "OperationAborted"
             ),
             _ => false,
         }
@@ -111,15 +119,25 @@ impl StoreError {
         match code {
             "NoSuchKey" | "NotFound" => StoreError::NotFound,
             "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "InvalidToken" | "ExpiredToken" => {
-                StoreError::InvalidCredentials { code: code_s, detail }
+                StoreError::InvalidCredentials {
+                    code: code_s,
+                    detail,
+                }
             }
-            "AccessDenied" | "AllAccessDisabled" | "AccountProblem" => {
-                StoreError::AccessDenied { code: code_s, detail }
-            }
+            "AccessDenied" | "AllAccessDisabled" | "AccountProblem" => StoreError::AccessDenied {
+                code: code_s,
+                detail,
+            },
             "SlowDown" | "TooManyRequests" | "Throttling" | "RequestLimitExceeded" => {
-                StoreError::Throttled { code: code_s, detail }
+                StoreError::Throttled {
+                    code: code_s,
+                    detail,
+                }
             }
-            "NotImplemented" | "XNotImplemented" => StoreError::Unsupported { code: code_s, detail },
+            "NotImplemented" | "XNotImplemented" => StoreError::Unsupported {
+                code: code_s,
+                detail,
+            },
             _ => StoreError::Other {
                 code: code_s,
                 message: detail,

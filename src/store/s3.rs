@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use aws_credential_types::Credentials;
+use aws_sdk_s3::Client;
 use aws_sdk_s3::config::retry::RetryConfig;
 use aws_sdk_s3::config::timeout::TimeoutConfig;
 use aws_sdk_s3::config::{
@@ -18,7 +19,6 @@ use aws_sdk_s3::config::{
 };
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::types::{Delete, ObjectIdentifier};
-use aws_sdk_s3::Client;
 use aws_smithy_http_client::tls;
 use base64::Engine;
 use futures::stream::{self, StreamExt};
@@ -315,7 +315,10 @@ impl Store for S3Store {
         for l in listings {
             sizes.extend(l?);
         }
-        Ok(keys.iter().map(|k| sizes.get(k.as_str()).copied()).collect())
+        Ok(keys
+            .iter()
+            .map(|k| sizes.get(k.as_str()).copied())
+            .collect())
     }
 
     async fn delete_many(&self, keys: &[ObjectKey]) -> Vec<DeleteOutcome> {
@@ -332,7 +335,12 @@ impl Store for S3Store {
                     );
                     self.multi_delete_unsupported.store(true, Ordering::Relaxed);
                 }
-                Err(err) => return keys.iter().map(|_| DeleteOutcome::Failed(err.clone())).collect(),
+                Err(err) => {
+                    return keys
+                        .iter()
+                        .map(|_| DeleteOutcome::Failed(err.clone()))
+                        .collect();
+                }
             }
         }
         let futs: Vec<_> = keys.iter().map(|k| self.delete_one(k)).collect();
@@ -347,7 +355,9 @@ mod tests {
     #[test]
     fn partition_prefix_drops_style_and_file() {
         assert_eq!(
-            partition_prefix("cache/media_attachments/files/109/345/678/901/234/567/original/a.png"),
+            partition_prefix(
+                "cache/media_attachments/files/109/345/678/901/234/567/original/a.png"
+            ),
             "cache/media_attachments/files/109/345/678/901/234/567/"
         );
         assert_eq!(partition_prefix("a/b"), "");

@@ -1,0 +1,5 @@
+//! The one integration-test binary. Every test talks to real components: PostgreSQL and
+//! the S3 server started by `tests/it/support` (see `scripts/services.sh`).
+
+mod prune;
+mod support;

@@ -1,0 +1,410 @@
+//! Test harness: real PostgreSQL (a fresh database per test, loaded from our Mastodon
+//! schema fixtures) and a real S3 server on loopback (moto behind the fault-injecting,
+//! SigV4-checking proxy of `tests/support/s3server.py`), plus helpers to seed rows and
+//! objects and to run the `mastomedia` binary.
+//!
+//! A missing service makes the test FAIL with a message saying how to start it; nothing
+//! is skipped.
+
+#![allow(dead_code)]
+
+pub mod seed;
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, Executor, PgPool};
+
+/// Credentials the proxy accepts.
+pub const ACCESS_KEY: &str = "mastomedia-test";
+/// Secret of [`ACCESS_KEY`].
+pub const SECRET_KEY: &str = "mastomedia-test-secret";
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A name unique to this process and call: `<prefix>-<pid>-<n>`.
+pub fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn admin_url() -> String {
+    std::env::var("MASTOMEDIA_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// Which schema fixture to load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mastodon {
+    /// `tests/fixtures/mastodon-4.2.sql`.
+    V4_2,
+    /// `tests/fixtures/mastodon-4.6.sql`.
+    V4_6,
+}
+
+/// A scratch database with Mastodon's schema.
+pub struct TestDb {
+    /// Database name.
+    pub name: String,
+    /// Pool connected to it (as the superuser).
+    pub pool: PgPool,
+    /// Connection URL for an env file.
+    pub url: String,
+}
+
+impl TestDb {
+    /// Creates a fresh database from the fixture, with its `TimeZone` set to `time_zone`
+    /// (tests use a non-UTC zone: the cutoff must not shift with it).
+    pub async fn new(version: Mastodon, time_zone: &str) -> Self {
+        let admin_url = admin_url();
+        let admin = PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect(&admin_url)
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "PostgreSQL is required at {admin_url} ({e}). Start it with `bash scripts/services.sh` \
+                     or set MASTOMEDIA_TEST_DATABASE_URL"
+                )
+            });
+        let name = unique("mmtest").replace('-', "_");
+        admin
+            .execute(format!("CREATE DATABASE {name}").as_str())
+            .await
+            .expect("create test database");
+        admin
+            .execute(format!("ALTER DATABASE {name} SET timezone TO '{time_zone}'").as_str())
+            .await
+            .expect("set time zone");
+        admin.close().await;
+        let opts: PgConnectOptions = admin_url.parse().expect("admin url");
+        let opts = opts.database(&name);
+        let url = opts.to_url_lossy().to_string();
+        let pool = PgPoolOptions::new()
+            .max_connections(4)
+            .connect_with(opts)
+            .await
+            .expect("connect to test database");
+        let fixture = match version {
+            Mastodon::V4_2 => "mastodon-4.2.sql",
+            Mastodon::V4_6 => "mastodon-4.6.sql",
+        };
+        let sql = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures")
+                .join(fixture),
+        )
+        .expect("read fixture");
+        sqlx::raw_sql(&sql)
+            .execute(&pool)
+            .await
+            .unwrap_or_else(|e| panic!("load {fixture}: {e}"));
+        Self { name, pool, url }
+    }
+
+    /// Drops the database (call at the end of a passing test).
+    pub async fn drop_db(self) {
+        self.pool.close().await;
+        if let Ok(admin) = PgPoolOptions::new()
+            .max_connections(1)
+            .connect(&admin_url())
+            .await
+        {
+            let _ = admin
+                .execute(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name).as_str())
+                .await;
+        }
+    }
+
+    /// A canonical text dump of every row of `table`, ordered by id, for "nothing
+    /// changed" assertions.
+    pub async fn dump(&self, table: &str) -> Vec<String> {
+        sqlx::query_scalar::<_, String>(&format!(
+            "SELECT row_to_json(t)::text FROM {table} t ORDER BY id"
+        ))
+        .fetch_all(&self.pool)
+        .await
+        .expect("dump table")
+    }
+}
+
+/// The shared S3 server of this test process.
+pub struct S3Server {
+    /// Proxy endpoint (SigV4 checked, faults injectable): what the tool talks to.
+    pub proxy: String,
+    /// moto itself (no checks): for seeding and inspecting.
+    pub moto: String,
+    _child: Mutex<Child>,
+}
+
+/// Starts (once per process) `tests/support/s3server.py` with the venv's python. The
+/// server exits when this process ends (it watches its stdin).
+pub fn s3() -> &'static S3Server {
+    static SERVER: OnceLock<S3Server> = OnceLock::new();
+    SERVER.get_or_init(|| {
+        let python = std::env::var("MASTOMEDIA_TEST_PYTHON").unwrap_or_else(|_| {
+            format!(
+                "{}/.cache/mastomedia/venv/bin/python",
+                std::env::var("HOME").unwrap_or_default()
+            )
+        });
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/s3server.py");
+        let mut child = Command::new(&python)
+            .arg(&script)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "the S3 test server needs {python} with moto ({e}). Run `bash scripts/services.sh` \
+                     or set MASTOMEDIA_TEST_PYTHON"
+                )
+            });
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read server banner");
+        let v: serde_json::Value = serde_json::from_str(line.trim()).unwrap_or_else(|e| {
+            panic!("the S3 test server did not start (banner {line:?}: {e}); is moto installed in {python}?")
+        });
+        S3Server {
+            proxy: v["proxy"].as_str().expect("proxy url").to_owned(),
+            moto: v["moto"].as_str().expect("moto url").to_owned(),
+            _child: Mutex::new(child),
+        }
+    })
+}
+
+/// An S3 client for seeding and inspecting, straight to moto (or via the proxy).
+pub fn s3_client(endpoint: &str) -> aws_sdk_s3::Client {
+    let conf = aws_sdk_s3::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .http_client(
+            aws_smithy_http_client::Builder::new()
+                .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
+                    aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
+                ))
+                .build_https(),
+        )
+        .region(Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .force_path_style(true)
+        .credentials_provider(Credentials::new(ACCESS_KEY, SECRET_KEY, None, None, "test"))
+        .build();
+    aws_sdk_s3::Client::from_conf(conf)
+}
+
+/// A fresh bucket on the shared server.
+pub struct TestBucket {
+    /// Bucket name.
+    pub name: String,
+    /// Client straight to moto.
+    pub client: aws_sdk_s3::Client,
+}
+
+impl TestBucket {
+    /// Creates a uniquely named bucket.
+    pub async fn new() -> Self {
+        let server = s3();
+        let name = unique("mm").to_lowercase();
+        let client = s3_client(&server.moto);
+        client
+            .create_bucket()
+            .bucket(&name)
+            .send()
+            .await
+            .expect("create bucket");
+        Self { name, client }
+    }
+
+    /// Puts `body` at `key`.
+    pub async fn put(&self, key: &str, body: &[u8]) {
+        self.client
+            .put_object()
+            .bucket(&self.name)
+            .key(key)
+            .body(body.to_vec().into())
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("put {key}: {e:?}"));
+    }
+
+    /// Every key in the bucket.
+    pub async fn keys(&self) -> BTreeSet<String> {
+        let mut out = BTreeSet::new();
+        let mut token = None;
+        loop {
+            let page = self
+                .client
+                .list_objects_v2()
+                .bucket(&self.name)
+                .set_continuation_token(token)
+                .send()
+                .await
+                .expect("list");
+            for o in page.contents() {
+                out.insert(o.key().unwrap_or_default().to_owned());
+            }
+            match page.next_continuation_token() {
+                Some(t) => token = Some(t.to_owned()),
+                None => return out,
+            }
+        }
+    }
+
+    /// Sets the proxy's fault configuration for this bucket.
+    pub fn faults(&self, config: serde_json::Value) {
+        let (status, body) = http(
+            &s3().proxy,
+            "PUT",
+            &format!("/__faults/{}", self.name),
+            Some(&config.to_string()),
+        );
+        assert_eq!(status, 200, "set faults: {body}");
+    }
+
+    /// The proxy's request statistics for this bucket.
+    pub fn stats(&self) -> serde_json::Value {
+        let (status, body) = http(&s3().proxy, "GET", &format!("/__stats/{}", self.name), None);
+        assert_eq!(status, 200, "stats: {body}");
+        serde_json::from_str(&body).expect("stats json")
+    }
+
+    /// Resets the proxy's request statistics for this bucket.
+    pub fn reset_stats(&self) {
+        let (status, _) = http(
+            &s3().proxy,
+            "DELETE",
+            &format!("/__stats/{}", self.name),
+            None,
+        );
+        assert_eq!(status, 200);
+    }
+}
+
+/// A minimal HTTP/1.1 request to the proxy's control API.
+pub fn http(base: &str, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+    let host = base.trim_start_matches("http://");
+    let mut s = TcpStream::connect(host).expect("connect to control API");
+    let body = body.unwrap_or("");
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("write request");
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).expect("read response");
+    let status = resp
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|x| x.1)
+        .unwrap_or("")
+        .to_owned();
+    (status, body)
+}
+
+/// A scratch folder under the system temp dir.
+pub fn temp_dir(prefix: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(unique(prefix));
+    std::fs::create_dir_all(&d).expect("create temp dir");
+    d
+}
+
+/// Writes an env file for an S3-backed instance and returns its path.
+pub fn s3_env_file(db: &TestDb, bucket: &str, extra: &[(&str, &str)]) -> PathBuf {
+    let dir = temp_dir("env");
+    let mut text = format!(
+        "# written by the test harness\nLOCAL_DOMAIN=example.social\nDATABASE_URL={}\nS3_ENABLED=true\nS3_BUCKET={bucket}\n\
+         S3_REGION=us-east-1\nS3_ENDPOINT={}\nS3_PROTOCOL=http\nAWS_ACCESS_KEY_ID={ACCESS_KEY}\nAWS_SECRET_ACCESS_KEY={SECRET_KEY}\n",
+        db.url,
+        s3().proxy
+    );
+    for (k, v) in extra {
+        text.push_str(&format!("{k}={v}\n"));
+    }
+    let path = dir.join(".env.production");
+    std::fs::write(&path, text).expect("write env file");
+    path
+}
+
+/// Writes an env file for a filesystem instance rooted at `root`.
+pub fn fs_env_file(db: &TestDb, root: &Path) -> PathBuf {
+    let dir = temp_dir("env");
+    let text = format!(
+        "DATABASE_URL={}\nPAPERCLIP_ROOT_PATH={}\n",
+        db.url,
+        root.display()
+    );
+    let path = dir.join(".env.production");
+    std::fs::write(&path, text).expect("write env file");
+    path
+}
+
+/// The result of one run of the binary.
+#[derive(Debug)]
+pub struct Run {
+    /// Exit code (-1 when killed by a signal).
+    pub code: i32,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+impl Run {
+    /// Parses stdout as JSON (`--json` runs).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
+                self.stdout, self.stderr
+            )
+        })
+    }
+}
+
+/// Runs `mastomedia` with `args` and a clean environment (only PATH and HOME kept, so the
+/// developer's own variables cannot leak in).
+pub fn mastomedia(args: &[&str]) -> Run {
+    mastomedia_env(args, &[])
+}
+
+/// Like [`mastomedia`], with extra environment variables.
+pub fn mastomedia_env(args: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mastomedia"));
+    cmd.args(args).env_clear();
+    for k in ["PATH", "HOME"] {
+        if let Ok(v) = std::env::var(k) {
+            cmd.env(k, v);
+        }
+    }
+    cmd.env("MASTOMEDIA_STATUS_INTERVAL", "3600");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run mastomedia");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}

@@ -1,0 +1,941 @@
+#!/usr/bin/env python3
+"""Local S3 test server for mastomedia: moto plus a fault-injecting, SigV4-checking proxy.
+
+Run with the venv python from scripts/services.sh ($MASTOMEDIA_TEST_PYTHON):
+
+    $MASTOMEDIA_TEST_PYTHON tests/support/s3server.py [--port-file F] [--no-stdin-watch]
+
+It starts moto's S3 server in-process (127.0.0.1, free port) and a reverse proxy in front
+of it (127.0.0.1, free port), prints one JSON line to stdout
+
+    {"moto": "http://127.0.0.1:P1", "proxy": "http://127.0.0.1:P2"}
+
+and serves until its stdin reaches EOF (the test harness holds the pipe), or until killed
+with --no-stdin-watch. Point clients at "proxy", path-style.
+
+Proxy behaviour (everything per bucket = first path segment):
+  * every S3 request must carry a valid AWS SigV4 signature (header or presigned query);
+    credentials: mastomedia-test / mastomedia-test-secret, plus S3SERVER_CREDENTIALS
+    ("ak:sk,ak2:sk2"). Errors: AccessDenied (no auth), InvalidAccessKeyId,
+    SignatureDoesNotMatch (403), XAmzContentSHA256Mismatch (400).
+  * DeleteObjects honours Quiet (moto ignores it) and refuses more than 1000 keys
+    (MalformedXML), like S3.
+  * control API (no auth):
+      PUT    /__faults/<bucket>   JSON config (see FAULT_FIELDS), replaces the old one
+      GET    /__faults/<bucket>   current config and remaining counters
+      DELETE /__faults/<bucket>   clear
+      GET    /__stats/<bucket>    {"ops": {...}, "mutating": N, "total": N, ...}
+      DELETE /__stats/<bucket>    reset
+      POST   /__reset             clear all faults and stats (moto state: POST /moto-api/reset)
+      GET    /__health            {"ok": true}
+    /moto-api/... is forwarded to moto without a signature check.
+
+Only the standard library and what moto installs are used.
+"""
+
+import argparse
+import base64
+import calendar
+import hashlib
+import hmac
+import http.client
+import json
+import logging
+import os
+import re
+import sys
+import threading
+import time
+import traceback
+import uuid
+import xml.etree.ElementTree as ET
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import unquote
+
+DEFAULT_CREDENTIALS = {"mastomedia-test": "mastomedia-test-secret"}
+S3_NS = "http://s3.amazonaws.com/doc/2006-03-01/"
+MAX_DELETE_KEYS = 1000
+
+FAULT_FIELDS = {
+    # key -> S3 error code; "*" matches every key. Applies to DeleteObjects (per-key
+    # <Error>) and to DeleteObject (whole request fails with that code).
+    "delete_errors": dict,
+    # each key's injected error happens only the first N times it is requested
+    "delete_errors_times": int,
+    # {"count": N, "ops": [...]}: first N requests of those ops (all ops if empty) -> 503 SlowDown
+    "slowdown": dict,
+    # DeleteObjects without / with a wrong Content-MD5 -> 400 MissingContentMD5 / InvalidDigest
+    "require_content_md5": bool,
+    # DeleteObjects -> 501 NotImplemented
+    "multi_delete_not_implemented": bool,
+    # unsigned GET/HEAD requests are forwarded instead of answering AccessDenied
+    "allow_anonymous": bool,
+}
+
+ERROR_STATUS = {
+    "AccessDenied": 403,
+    "InvalidAccessKeyId": 403,
+    "SignatureDoesNotMatch": 403,
+    "InternalError": 500,
+    "SlowDown": 503,
+    "ServiceUnavailable": 503,
+    "NoSuchKey": 404,
+    "NoSuchBucket": 404,
+    "NotImplemented": 501,
+    "MethodNotAllowed": 405,
+}
+
+HOP_BY_HOP = {
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "trailers",
+    "transfer-encoding",
+    "upgrade",
+}
+
+UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+HEXDIGITS = frozenset(b"0123456789abcdefABCDEF")
+
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def xml_escape(s):
+    return (
+        s.replace("&", "&amp;")
+        .replace("<", "&lt;")
+        .replace(">", "&gt;")
+        .replace('"', "&quot;")
+        .replace("\r", "&#13;")
+    )
+
+
+def error_xml(code, message):
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>'
+        f"<Error><Code>{xml_escape(code)}</Code><Message>{xml_escape(message)}</Message>"
+        f"<RequestId>{uuid.uuid4().hex[:16].upper()}</RequestId></Error>"
+    ).encode()
+
+
+def local_name(tag):
+    return tag.rsplit("}", 1)[-1]
+
+
+def normalize_encoded(raw, keep_slash):
+    """Percent-encode every byte that is not unreserved and not already a %XX escape."""
+    data = raw.encode("latin-1", "surrogateescape") if isinstance(raw, str) else raw
+    out = []
+    i = 0
+    n = len(data)
+    while i < n:
+        c = data[i]
+        if c == 0x25 and i + 2 < n and data[i + 1] in HEXDIGITS and data[i + 2] in HEXDIGITS:
+            out.append(data[i : i + 3].decode("ascii"))
+            i += 3
+            continue
+        if c in UNRESERVED or (keep_slash and c == 0x2F):
+            out.append(chr(c))
+        else:
+            out.append("%%%02X" % c)
+        i += 1
+    return "".join(out)
+
+
+def split_query(query):
+    """Raw query string -> list of (raw key, raw value) as sent."""
+    pairs = []
+    for part in query.split("&"):
+        if part == "":
+            continue
+        k, _, v = part.partition("=")
+        pairs.append((k, v))
+    return pairs
+
+
+def canonical_query(pairs, exclude=()):
+    items = []
+    for k, v in pairs:
+        if k in exclude:
+            continue
+        items.append((normalize_encoded(k, False), normalize_encoded(v, False)))
+    items.sort()
+    return "&".join(f"{k}={v}" for k, v in items)
+
+
+def hmac_sha256(key, msg):
+    return hmac.new(key, msg.encode("utf-8"), hashlib.sha256).digest()
+
+
+def signing_key(secret, date, region, service):
+    k = hmac_sha256(("AWS4" + secret).encode("utf-8"), date)
+    k = hmac_sha256(k, region)
+    k = hmac_sha256(k, service)
+    return hmac_sha256(k, "aws4_request")
+
+
+def load_credentials():
+    creds = dict(DEFAULT_CREDENTIALS)
+    extra = os.environ.get("S3SERVER_CREDENTIALS", "")
+    for item in extra.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        ak, sep, sk = item.partition(":")
+        if sep:
+            creds[ak.strip()] = sk.strip()
+    return creds
+
+
+class S3Error(Exception):
+    def __init__(self, status, code, message, headers=None):
+        super().__init__(code)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = headers or []
+
+
+def classify(method, bucket, key, params, headers):
+    """Operation name from method, path and query parameter names."""
+    q = {unquote(k): unquote(v) for k, v in params}
+    if not bucket:
+        return "ListBuckets" if method == "GET" else "Other"
+    if key == "":
+        if method == "GET":
+            if q.get("list-type") == "2":
+                return "ListObjectsV2"
+            if "versions" in q:
+                return "ListObjectVersions"
+            if "uploads" in q:
+                return "ListMultipartUploads"
+            if "acl" in q:
+                return "GetBucketAcl"
+            subresources = {
+                "location", "versioning", "policy", "cors", "lifecycle", "tagging",
+                "website", "logging", "notification", "replication", "encryption",
+                "object-lock", "ownershipControls", "publicAccessBlock", "accelerate",
+                "requestPayment", "analytics", "inventory", "metrics", "intelligent-tiering",
+                "policyStatus",
+            }
+            if subresources & q.keys():
+                return "Other"
+            return "ListObjects"
+        if method == "HEAD":
+            return "HeadBucket"
+        if method == "POST" and "delete" in q:
+            return "DeleteObjects"
+        if method == "PUT":
+            if "acl" in q:
+                return "PutBucketAcl"
+            return "CreateBucket" if not q else "Other"
+        if method == "DELETE":
+            return "DeleteBucket" if not q else "Other"
+        return "Other"
+    # object-level
+    if method == "GET":
+        if "acl" in q:
+            return "GetObjectAcl"
+        if "uploadId" in q:
+            return "ListParts"
+        if "tagging" in q or "attributes" in q or "retention" in q or "legal-hold" in q:
+            return "Other"
+        return "GetObject"
+    if method == "HEAD":
+        return "HeadObject"
+    if method == "PUT":
+        if "acl" in q:
+            return "PutObjectAcl"
+        if "partNumber" in q and "uploadId" in q:
+            return "UploadPart"
+        if q:
+            return "Other"
+        if headers.get("x-amz-copy-source") is not None:
+            return "CopyObject"
+        return "PutObject"
+    if method == "POST":
+        if "uploads" in q:
+            return "CreateMultipartUpload"
+        if "uploadId" in q:
+            return "CompleteMultipartUpload"
+        if "delete" in q:
+            return "DeleteObjects"
+        return "Other"
+    if method == "DELETE":
+        if "uploadId" in q:
+            return "AbortMultipartUpload"
+        if q and "versionId" not in q:
+            return "Other"
+        return "DeleteObject"
+    return "Other"
+
+
+# --------------------------------------------------------------------------- state
+
+
+class BucketState:
+    def __init__(self):
+        self.config = {}
+        self.slowdown_left = 0
+        self.delete_error_counts = {}
+        self.reset_stats()
+
+    def reset_stats(self):
+        self.ops = {}
+        self.total = 0
+        self.mutating = 0
+        self.injected = 0
+        self.auth_failures = 0
+        self.delete_objects_keys = 0
+        self.max_delete_objects_keys = 0
+
+
+class State:
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.buckets = {}
+
+    def bucket(self, name):
+        b = self.buckets.get(name)
+        if b is None:
+            b = self.buckets[name] = BucketState()
+        return b
+
+
+def validate_config(cfg):
+    if not isinstance(cfg, dict):
+        raise ValueError("config must be a JSON object")
+    for k, v in cfg.items():
+        if k not in FAULT_FIELDS:
+            raise ValueError(f"unknown field {k!r}; known: {sorted(FAULT_FIELDS)}")
+        t = FAULT_FIELDS[k]
+        if v is None:
+            continue
+        if t is int and (isinstance(v, bool) or not isinstance(v, int) or v < 0):
+            raise ValueError(f"{k} must be a non-negative integer")
+        if t is bool and not isinstance(v, bool):
+            raise ValueError(f"{k} must be true or false")
+        if t is dict and not isinstance(v, dict):
+            raise ValueError(f"{k} must be an object")
+    de = cfg.get("delete_errors") or {}
+    for key, code in de.items():
+        if not isinstance(code, str) or not code:
+            raise ValueError(f"delete_errors[{key!r}] must be an S3 error code string")
+    sd = cfg.get("slowdown")
+    if sd is not None:
+        unknown = set(sd) - {"count", "ops"}
+        if unknown:
+            raise ValueError(f"unknown slowdown fields {sorted(unknown)}")
+        count = sd.get("count", 0)
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise ValueError("slowdown.count must be a non-negative integer")
+        ops = sd.get("ops") or []
+        if not isinstance(ops, list) or not all(isinstance(o, str) for o in ops):
+            raise ValueError("slowdown.ops must be a list of operation names")
+
+
+# --------------------------------------------------------------------------- proxy
+
+
+class ProxyServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 256
+
+    def __init__(self, addr, moto_addr, credentials):
+        super().__init__(addr, ProxyHandler)
+        self.moto_addr = moto_addr
+        self.credentials = credentials
+        self.state = State()
+        self.verbose = bool(os.environ.get("S3SERVER_VERBOSE"))
+
+
+class ProxyHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "mastomedia-s3server/1"
+
+    def version_string(self):
+        return self.server_version
+    timeout = 600
+
+    # ---------------------------------------------------------------- plumbing
+
+    def log_message(self, fmt, *args):
+        if self.server.verbose:
+            sys.stderr.write("s3server: %s %s\n" % (self.address_string(), fmt % args))
+
+    def do_GET(self):
+        self.handle_any()
+
+    do_HEAD = do_PUT = do_POST = do_DELETE = do_OPTIONS = do_PATCH = do_GET
+
+    def read_body(self):
+        te = (self.headers.get("Transfer-Encoding") or "").lower()
+        if "chunked" in te:
+            chunks = []
+            while True:
+                line = self.rfile.readline(65537)
+                if not line:
+                    raise S3Error(400, "IncompleteBody", "chunked body ended early")
+                size_s = line.split(b";", 1)[0].strip()
+                try:
+                    size = int(size_s, 16)
+                except ValueError:
+                    raise S3Error(400, "InvalidRequest", "bad chunk size")
+                if size == 0:
+                    # trailers until an empty line
+                    while True:
+                        t = self.rfile.readline(65537)
+                        if not t or t in (b"\r\n", b"\n"):
+                            break
+                    break
+                data = self.rfile.read(size)
+                if len(data) != size:
+                    raise S3Error(400, "IncompleteBody", "chunked body ended early")
+                chunks.append(data)
+                self.rfile.readline(65537)  # CRLF after the chunk
+            return b"".join(chunks)
+        cl = self.headers.get("Content-Length")
+        if cl:
+            n = int(cl)
+            data = self.rfile.read(n)
+            if len(data) != n:
+                raise S3Error(400, "IncompleteBody", "body shorter than Content-Length")
+            return data
+        return b""
+
+    def send_raw(self, status, headers, body, reason=None, head=False):
+        self.send_response(status, reason)
+        have_len = False
+        for k, v in headers:
+            lk = k.lower()
+            if lk in HOP_BY_HOP or lk in ("server", "date"):
+                continue
+            if lk == "content-length":
+                if head:
+                    have_len = True
+                    self.send_header(k, v)
+                continue
+            self.send_header(k, v)
+        if not head and status not in (204, 304) and not (100 <= status < 200):
+            self.send_header("Content-Length", str(len(body)))
+        elif head and not have_len and status not in (204, 304):
+            self.send_header("Content-Length", "0")
+        self.end_headers()
+        if body and not head and status not in (204, 304):
+            self.wfile.write(body)
+
+    def send_error_xml(self, status, code, message, extra_headers=()):
+        body = error_xml(code, message)
+        headers = [("Content-Type", "application/xml")] + list(extra_headers)
+        self.send_raw(status, headers, body, head=self.command == "HEAD")
+
+    def send_json(self, status, obj):
+        body = (json.dumps(obj, sort_keys=True) + "\n").encode()
+        self.send_raw(status, [("Content-Type", "application/json")], body,
+                      head=self.command == "HEAD")
+
+    def moto_conn(self, fresh=False):
+        conn = getattr(self, "_moto_conn", None)
+        if conn is None or fresh:
+            if conn is not None:
+                conn.close()
+            host, port = self.server.moto_addr
+            conn = http.client.HTTPConnection(host, port, timeout=600)
+            self._moto_conn = conn
+        return conn
+
+    def forward(self, method, target, headers, body):
+        """Send a request to moto; return (status, reason, headers, body)."""
+        # http.client needs an ASCII request target
+        if any(ord(c) > 127 for c in target):
+            target = "".join(
+                c if ord(c) < 128 else "".join("%%%02X" % b for b in c.encode("latin-1"))
+                for c in target
+            )
+        for attempt in (0, 1):
+            conn = self.moto_conn(fresh=attempt > 0)
+            try:
+                conn.putrequest(method, target, skip_host=True, skip_accept_encoding=True)
+                for k, v in headers:
+                    lk = k.lower()
+                    if lk in HOP_BY_HOP or lk in ("content-length", "expect"):
+                        continue
+                    conn.putheader(k, v)
+                if body or method in ("PUT", "POST", "PATCH"):
+                    conn.putheader("Content-Length", str(len(body)))
+                conn.endheaders(body if body else None)
+                resp = conn.getresponse()
+                data = resp.read()
+                result = (resp.status, resp.reason, resp.getheaders(), data)
+                if resp.will_close:
+                    conn.close()
+                return result
+            except (http.client.RemoteDisconnected, http.client.BadStatusLine,
+                    ConnectionError, BrokenPipeError) as e:
+                conn.close()
+                self._moto_conn = None
+                if attempt == 1:
+                    raise S3Error(502, "InternalError", f"moto unreachable: {e}")
+        raise AssertionError("unreachable")
+
+    def handle_any(self):
+        self._body_done = False
+        try:
+            self._handle()
+        except S3Error as e:
+            # keep the connection alive when the request body was consumed
+            if not self._body_done:
+                self.close_connection = True
+            try:
+                self.send_error_xml(e.status, e.code, e.message, e.headers)
+            except Exception:
+                pass
+        except (ConnectionError, BrokenPipeError):
+            self.close_connection = True
+        except Exception as e:  # a bug in the proxy: report it loudly
+            traceback.print_exc()
+            self.close_connection = True
+            try:
+                self.send_error_xml(500, "InternalError", f"s3server proxy error: {e!r}")
+            except Exception:
+                pass
+
+    # ---------------------------------------------------------------- dispatch
+
+    def _handle(self):
+        target = self.path
+        if target.startswith("http://") or target.startswith("https://"):
+            target = "/" + target.split("://", 1)[1].partition("/")[2]
+        raw_path, _, raw_query = target.partition("?")
+        if raw_path.startswith("/__"):
+            self.read_body_for_control()
+            return
+        if raw_path == "/moto-api" or raw_path.startswith("/moto-api/"):
+            body = self.read_body()
+            st, reason, hdrs, data = self.forward(self.command, target, self.headers.items(), body)
+            self.send_raw(st, hdrs, data, reason, head=self.command == "HEAD")
+            return
+
+        body = self.read_body()
+        self._body_done = True
+        segs = raw_path.lstrip("/").split("/", 1)
+        bucket = unquote(segs[0])
+        key = unquote(segs[1]) if len(segs) > 1 else ""
+        params = split_query(raw_query)
+        op = classify(self.command, bucket, key, params, self.headers)
+        st = self.server.state
+        with st.lock:
+            b = st.bucket(bucket)
+            b.ops[op] = b.ops.get(op, 0) + 1
+            b.total += 1
+            if self.command in ("PUT", "POST", "DELETE"):
+                b.mutating += 1
+            cfg = b.config
+
+        try:
+            self.check_auth(raw_path, params, body, cfg)
+        except S3Error:
+            with st.lock:
+                b.auth_failures += 1
+            raise
+
+        # --- injected faults
+        if cfg:
+            if op == "DeleteObjects" and cfg.get("multi_delete_not_implemented"):
+                self.injected(b)
+                raise S3Error(501, "NotImplemented",
+                              "A header you provided implies functionality that is not implemented")
+            sd = cfg.get("slowdown")
+            if sd:
+                ops = sd.get("ops") or []
+                with st.lock:
+                    hit = b.slowdown_left > 0 and (not ops or op in ops)
+                    if hit:
+                        b.slowdown_left -= 1
+                        b.injected += 1
+                if hit:
+                    raise S3Error(503, "SlowDown", "Please reduce your request rate.",
+                                  [("Retry-After", "0")])
+            if op == "DeleteObject" and cfg.get("delete_errors"):
+                code = self.take_delete_error(b, cfg, key)
+                if code:
+                    raise S3Error(ERROR_STATUS.get(code, 400), code, "injected")
+
+        if op == "DeleteObjects":
+            self.delete_objects(b, cfg, target, body)
+            return
+
+        st_, reason, hdrs, data = self.forward(self.command, target, self.headers.items(), body)
+        self.send_raw(st_, hdrs, data, reason, head=self.command == "HEAD")
+
+    def injected(self, b):
+        with self.server.state.lock:
+            b.injected += 1
+
+    def take_delete_error(self, b, cfg, key):
+        errors = cfg.get("delete_errors") or {}
+        code = errors.get(key) or errors.get("*")
+        if not code:
+            return None
+        times = cfg.get("delete_errors_times")
+        with self.server.state.lock:
+            n = b.delete_error_counts.get(key, 0)
+            if times is not None and n >= times:
+                return None
+            b.delete_error_counts[key] = n + 1
+            b.injected += 1
+        return code
+
+    # ---------------------------------------------------------------- DeleteObjects
+
+    def delete_objects(self, b, cfg, target, body):
+        if cfg.get("require_content_md5"):
+            md5 = self.headers.get("Content-MD5")
+            if md5 is None:
+                self.injected(b)
+                raise S3Error(400, "MissingContentMD5",
+                              "Missing required header for this request: Content-MD5")
+            want = base64.b64encode(hashlib.md5(body).digest()).decode()
+            if md5.strip() != want:
+                self.injected(b)
+                raise S3Error(400, "InvalidDigest",
+                              "The Content-MD5 you specified was invalid.")
+        try:
+            root = ET.fromstring(body)
+        except ET.ParseError:
+            raise S3Error(400, "MalformedXML", "The XML you provided was not well-formed "
+                          "or did not validate against our published schema")
+        if local_name(root.tag) != "Delete":
+            raise S3Error(400, "MalformedXML", "root element must be Delete")
+        quiet = False
+        objects = []
+        for child in root:
+            name = local_name(child.tag)
+            if name == "Quiet":
+                quiet = (child.text or "").strip().lower() == "true"
+            elif name == "Object":
+                fields = {local_name(c.tag): (c.text or "") for c in child}
+                if "Key" not in fields:
+                    raise S3Error(400, "MalformedXML", "Object without Key")
+                objects.append(fields)
+        if not objects or len(objects) > MAX_DELETE_KEYS:
+            raise S3Error(400, "MalformedXML",
+                          f"DeleteObjects needs 1 to {MAX_DELETE_KEYS} keys, got {len(objects)}")
+        with self.server.state.lock:
+            b.delete_objects_keys += len(objects)
+            b.max_delete_objects_keys = max(b.max_delete_objects_keys, len(objects))
+
+        injected = []
+        remaining = []
+        for obj in objects:
+            code = self.take_delete_error(b, cfg, obj["Key"]) if cfg.get("delete_errors") else None
+            if code:
+                injected.append((obj, code))
+            else:
+                remaining.append(obj)
+
+        deleted_elems = []
+        error_elems = []
+        if remaining:
+            headers = list(self.headers.items())
+            fwd_body = body
+            if injected:
+                parts = [f'<?xml version="1.0" encoding="UTF-8"?><Delete xmlns="{S3_NS}">',
+                         f"<Quiet>{'true' if quiet else 'false'}</Quiet>"]
+                for obj in remaining:
+                    parts.append("<Object>")
+                    for k, v in obj.items():
+                        parts.append(f"<{k}>{xml_escape(v)}</{k}>")
+                    parts.append("</Object>")
+                parts.append("</Delete>")
+                fwd_body = "".join(parts).encode("utf-8")
+                new_headers = []
+                for k, v in headers:
+                    lk = k.lower()
+                    if lk.startswith("x-amz-checksum-") or lk == "x-amz-sdk-checksum-algorithm":
+                        continue
+                    if lk == "content-md5":
+                        v = base64.b64encode(hashlib.md5(fwd_body).digest()).decode()
+                    new_headers.append((k, v))
+                headers = new_headers
+            st, reason, hdrs, data = self.forward("POST", target, headers, fwd_body)
+            if st != 200:
+                self.send_raw(st, hdrs, data, reason)
+                return
+            try:
+                resp_root = ET.fromstring(data)
+            except ET.ParseError:
+                raise S3Error(500, "InternalError", "moto returned unparsable DeleteResult")
+            for child in resp_root:
+                name = local_name(child.tag)
+                if name == "Deleted":
+                    deleted_elems.append(child)
+                elif name == "Error":
+                    error_elems.append(child)
+
+        out = [f'<?xml version="1.0" encoding="UTF-8"?>\n<DeleteResult xmlns="{S3_NS}">']
+        if not quiet:
+            for el in deleted_elems:
+                out.append(serialize(el))
+        for el in error_elems:
+            out.append(serialize(el))
+        for obj, code in injected:
+            out.append("<Error><Key>%s</Key>" % xml_escape(obj["Key"]))
+            if obj.get("VersionId"):
+                out.append("<VersionId>%s</VersionId>" % xml_escape(obj["VersionId"]))
+            out.append("<Code>%s</Code><Message>injected</Message></Error>" % xml_escape(code))
+        out.append("</DeleteResult>")
+        self.send_raw(200, [("Content-Type", "application/xml")], "".join(out).encode("utf-8"))
+
+    # ---------------------------------------------------------------- SigV4
+
+    def check_auth(self, raw_path, params, body, cfg):
+        headers = self.headers
+        auth = headers.get("Authorization")
+        qnames = {k for k, _ in params}
+        if auth is None and "X-Amz-Algorithm" in qnames:
+            return self.check_presigned(raw_path, params)
+        if auth is None:
+            if cfg.get("allow_anonymous") and self.command in ("GET", "HEAD"):
+                return
+            raise S3Error(403, "AccessDenied", "Access Denied (request is not signed)")
+        m = re.match(r"\s*AWS4-HMAC-SHA256\s+(.*)$", auth, re.S)
+        if not m:
+            raise S3Error(403, "AccessDenied", "only AWS4-HMAC-SHA256 authorization is supported")
+        fields = {}
+        for part in m.group(1).split(","):
+            k, sep, v = part.strip().partition("=")
+            if sep:
+                fields[k.strip()] = v.strip()
+        try:
+            credential = fields["Credential"]
+            signed_headers = fields["SignedHeaders"]
+            signature = fields["Signature"]
+            ak, date, region, service, term = credential.split("/")
+        except (KeyError, ValueError):
+            raise S3Error(400, "AuthorizationHeaderMalformed",
+                          "The authorization header is malformed")
+        secret = self.server.credentials.get(ak)
+        if secret is None:
+            raise S3Error(403, "InvalidAccessKeyId",
+                          "The AWS Access Key Id you provided does not exist in our records.")
+        amz_date = headers.get("x-amz-date")
+        if amz_date is None:
+            raise S3Error(403, "AccessDenied",
+                          "AWS authentication requires a valid Date or x-amz-date header")
+        payload_hash = headers.get("x-amz-content-sha256")
+        if payload_hash is None:
+            raise S3Error(400, "InvalidRequest",
+                          "Missing required header for this request: x-amz-content-sha256")
+        if re.fullmatch(r"[0-9a-fA-F]{64}", payload_hash):
+            if hashlib.sha256(body).hexdigest() != payload_hash.lower():
+                raise S3Error(400, "XAmzContentSHA256Mismatch",
+                              "The provided 'x-amz-content-sha256' header does not match "
+                              "what was computed.")
+        canonical_q = canonical_query(params)
+        self.verify(raw_path, canonical_q, signed_headers, payload_hash, amz_date,
+                    f"{date}/{region}/{service}/{term}", secret, date, region, service,
+                    signature)
+
+    def check_presigned(self, raw_path, params):
+        q = {}
+        for k, v in params:
+            q.setdefault(unquote(k), unquote(v))
+        if q.get("X-Amz-Algorithm") != "AWS4-HMAC-SHA256":
+            raise S3Error(400, "AuthorizationQueryParametersError",
+                          "X-Amz-Algorithm only supports \"AWS4-HMAC-SHA256\"")
+        try:
+            ak, date, region, service, term = q["X-Amz-Credential"].split("/")
+            amz_date = q["X-Amz-Date"]
+            signed_headers = q["X-Amz-SignedHeaders"]
+            signature = q["X-Amz-Signature"]
+            expires = int(q.get("X-Amz-Expires", "604800"))
+        except (KeyError, ValueError):
+            raise S3Error(400, "AuthorizationQueryParametersError",
+                          "Query-string authentication requires the X-Amz-* parameters")
+        secret = self.server.credentials.get(ak)
+        if secret is None:
+            raise S3Error(403, "InvalidAccessKeyId",
+                          "The AWS Access Key Id you provided does not exist in our records.")
+        try:
+            t0 = calendar.timegm(time.strptime(amz_date, "%Y%m%dT%H%M%SZ"))
+        except ValueError:
+            raise S3Error(400, "AuthorizationQueryParametersError", "bad X-Amz-Date")
+        if time.time() > t0 + expires:
+            raise S3Error(403, "AccessDenied", "Request has expired")
+        payload_hash = self.headers.get("x-amz-content-sha256") or "UNSIGNED-PAYLOAD"
+        canonical_q = canonical_query(params, exclude=("X-Amz-Signature",))
+        self.verify(raw_path, canonical_q, signed_headers, payload_hash, amz_date,
+                    f"{date}/{region}/{service}/{term}", secret, date, region, service,
+                    signature)
+
+    def verify(self, raw_path, canonical_q, signed_headers, payload_hash, amz_date, scope,
+               secret, date, region, service, signature):
+        names = [h.strip().lower() for h in signed_headers.split(";") if h.strip()]
+        canon_headers = []
+        for name in names:
+            values = self.headers.get_all(name) or []
+            value = ",".join(re.sub(r"[ \t]+", " ", v.strip(" \t")) for v in values)
+            canon_headers.append(f"{name}:{value}\n")
+        canonical_uri = normalize_encoded(raw_path or "/", True)
+        canonical_request = "\n".join([
+            self.command,
+            canonical_uri,
+            canonical_q,
+            "".join(canon_headers),
+            ";".join(names),
+            payload_hash,
+        ])
+        string_to_sign = "\n".join([
+            "AWS4-HMAC-SHA256",
+            amz_date,
+            scope,
+            # header values were decoded as latin-1: encoding back gives the bytes as sent
+            hashlib.sha256(canonical_request.encode("latin-1", "replace")).hexdigest(),
+        ])
+        key = signing_key(secret, date, region, service)
+        want = hmac.new(key, string_to_sign.encode("utf-8"), hashlib.sha256).hexdigest()
+        if not hmac.compare_digest(want, signature.strip().lower()):
+            if self.server.verbose:
+                sys.stderr.write("s3server: signature mismatch; canonical request:\n"
+                                 + canonical_request + "\n")
+            raise S3Error(403, "SignatureDoesNotMatch",
+                          "The request signature we calculated does not match the signature "
+                          "you provided. Check your key and signing method.")
+
+    # ---------------------------------------------------------------- control API
+
+    def read_body_for_control(self):
+        body = self.read_body()
+        path = self.path.partition("?")[0]
+        st = self.server.state
+        m = re.fullmatch(r"/__(faults|stats)/([^/]+)", path)
+        if path == "/__health" and self.command in ("GET", "HEAD"):
+            return self.send_json(200, {"ok": True})
+        if path == "/__reset" and self.command == "POST":
+            with st.lock:
+                st.buckets.clear()
+            return self.send_json(200, {"ok": True})
+        if not m:
+            return self.send_json(404, {"error": f"unknown control path {path}"})
+        kind, bucket = m.group(1), unquote(m.group(2))
+        if kind == "faults":
+            if self.command == "PUT":
+                try:
+                    cfg = json.loads(body or b"{}")
+                    validate_config(cfg)
+                except (ValueError, UnicodeDecodeError) as e:
+                    return self.send_json(400, {"error": str(e)})
+                cfg = {k: v for k, v in cfg.items() if v is not None}
+                with st.lock:
+                    b = st.bucket(bucket)
+                    b.config = cfg
+                    b.slowdown_left = (cfg.get("slowdown") or {}).get("count", 0)
+                    b.delete_error_counts = {}
+                return self.send_json(200, {"bucket": bucket, "config": cfg})
+            if self.command == "DELETE":
+                with st.lock:
+                    b = st.bucket(bucket)
+                    b.config = {}
+                    b.slowdown_left = 0
+                    b.delete_error_counts = {}
+                return self.send_json(200, {"bucket": bucket, "config": {}})
+            if self.command == "GET":
+                with st.lock:
+                    b = st.bucket(bucket)
+                    out = {"bucket": bucket, "config": b.config,
+                           "slowdown_left": b.slowdown_left,
+                           "delete_error_counts": dict(b.delete_error_counts)}
+                return self.send_json(200, out)
+        else:
+            if self.command == "GET":
+                with st.lock:
+                    b = st.bucket(bucket)
+                    out = {"ops": dict(b.ops), "mutating": b.mutating, "total": b.total,
+                           "injected": b.injected, "auth_failures": b.auth_failures,
+                           "delete_objects_keys": b.delete_objects_keys,
+                           "max_delete_objects_keys": b.max_delete_objects_keys}
+                return self.send_json(200, out)
+            if self.command == "DELETE":
+                with st.lock:
+                    st.bucket(bucket).reset_stats()
+                return self.send_json(200, {"ok": True})
+        return self.send_json(405, {"error": f"{self.command} not allowed on {path}"})
+
+
+def serialize(el):
+    name = local_name(el.tag)
+    children = list(el)
+    if children:
+        inner = "".join(serialize(c) for c in children)
+    else:
+        inner = xml_escape(el.text or "")
+    return f"<{name}>{inner}</{name}>"
+
+
+# --------------------------------------------------------------------------- main
+
+
+def watch_stdin():
+    try:
+        while os.read(0, 65536):
+            pass
+    except OSError:
+        pass
+    os._exit(0)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    ap.add_argument("--port-file", help="also write the JSON line to this file")
+    ap.add_argument("--no-stdin-watch", action="store_true",
+                    help="do not exit at EOF on stdin (run until killed)")
+    ap.add_argument("--moto-port", type=int, default=0)
+    ap.add_argument("--proxy-port", type=int, default=0)
+    args = ap.parse_args()
+
+    verbose = bool(os.environ.get("S3SERVER_VERBOSE"))
+    logging.basicConfig(stream=sys.stderr, level=logging.WARNING)
+    if not verbose:
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)
+
+    from moto.server import ThreadedMotoServer
+
+    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=args.moto_port, verbose=False)
+    moto.start()
+    moto_host, moto_port = moto.get_host_and_port()
+
+    proxy = ProxyServer(("127.0.0.1", args.proxy_port), (moto_host, moto_port),
+                        load_credentials())
+    proxy_port = proxy.server_address[1]
+
+    info = json.dumps({"moto": f"http://127.0.0.1:{moto_port}",
+                       "proxy": f"http://127.0.0.1:{proxy_port}"})
+    if args.port_file:
+        tmp = args.port_file + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(info + "\n")
+        os.replace(tmp, args.port_file)
+    sys.stdout.write(info + "\n")
+    sys.stdout.flush()
+    # nothing else may reach stdout
+    sys.stdout = sys.stderr
+
+    if not args.no_stdin_watch:
+        threading.Thread(target=watch_stdin, name="stdin-watch", daemon=True).start()
+    try:
+        proxy.serve_forever(poll_interval=0.5)
+    except KeyboardInterrupt:
+        pass
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()
