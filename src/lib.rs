@@ -25,6 +25,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod inventory;
+pub mod journal;
 pub mod mastodon;
 pub mod plan;
 pub mod pool;

@@ -2,4 +2,5 @@
 //! here touches tokio, sqlx or the AWS SDK; everything is table-tested inline.
 
 pub mod layout;
+pub mod parse;
 pub mod prune;

@@ -123,6 +123,10 @@ pub async fn run_pass<S: Store>(
                     break;
                 }
                 for row in page {
+                    if cancel.is_cancelled() || fatal.is_cancelled() {
+                        // Stop intake at once: rows not yet handed to a worker stay as they are.
+                        return Ok(());
+                    }
                     let keys = row_keys(&row, &prefix);
                     if keys_in_chunk + keys.len() > batch_limit && !chunk.rows.is_empty() {
                         let full = std::mem::replace(&mut chunk, Chunk { rows: Vec::new() });
@@ -135,7 +139,7 @@ pub async fn run_pass<S: Store>(
                     chunk.rows.push((row, keys));
                 }
             }
-            if !chunk.rows.is_empty() {
+            if !chunk.rows.is_empty() && !cancel.is_cancelled() && !fatal.is_cancelled() {
                 let _ = chunk_tx.send(chunk).await;
             }
             Ok(())

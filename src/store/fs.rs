@@ -9,7 +9,7 @@ use std::path::{Component, Path, PathBuf};
 
 use futures::stream::{self, StreamExt};
 
-use super::{DeleteOutcome, Limiter, Store, StoreError};
+use super::{DeleteOutcome, Limiter, ListPage, ObjectMeta, Store, StoreError};
 use crate::plan::layout::ObjectKey;
 
 /// Media stored as files below a root folder.
@@ -85,6 +85,68 @@ impl FsStore {
     }
 }
 
+/// Lists below `prefix` on disk, S3-style: the prefix is a key prefix (it may end inside a
+/// file name); keys use `/`; results are sorted bytewise like S3. Symlinks are not followed.
+fn list_blocking(
+    root: &Path,
+    prefix: &str,
+    delimiter: bool,
+    start_after: Option<&str>,
+) -> Result<ListPage, StoreError> {
+    // Start at the deepest folder the prefix names completely.
+    let dir_part = match prefix.rfind('/') {
+        Some(i) => &prefix[..=i],
+        None => "",
+    };
+    let start = root.join(dir_part);
+    let mut page = ListPage::default();
+    let mut stack = vec![(start, dir_part.to_owned())];
+    let mut prefixes = std::collections::BTreeSet::new();
+    while let Some((dir, rel)) = stack.pop() {
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == ErrorKind::NotFound => continue,
+            Err(e) => return Err(io_error(&dir, &e)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(|e| io_error(&dir, &e))?;
+            let Ok(name) = entry.file_name().into_string() else {
+                tracing::warn!("skipping a file name that is not UTF-8 in {}", dir.display());
+                continue;
+            };
+            let key = format!("{rel}{name}");
+            let ft = entry.file_type().map_err(|e| io_error(&entry.path(), &e))?;
+            if ft.is_dir() {
+                let sub = format!("{key}/");
+                if !(sub.starts_with(prefix) || prefix.starts_with(&sub)) {
+                    continue;
+                }
+                if delimiter && sub.starts_with(prefix) {
+                    prefixes.insert(sub);
+                } else {
+                    stack.push((entry.path(), sub));
+                }
+            } else if ft.is_file() && key.starts_with(prefix) {
+                if start_after.is_some_and(|s| key.as_str() <= s) {
+                    continue;
+                }
+                let meta = entry.metadata().map_err(|e| io_error(&entry.path(), &e))?;
+                page.objects.push(ObjectMeta {
+                    key: ObjectKey::new(key),
+                    size: meta.len(),
+                    last_modified: meta.modified().ok().map(chrono::DateTime::<chrono::Utc>::from),
+                });
+            }
+        }
+    }
+    page.objects.sort_by(|a, b| a.key.cmp(&b.key));
+    page.common_prefixes = prefixes
+        .into_iter()
+        .filter(|p| start_after.is_none_or(|s| p.as_str() > s))
+        .collect();
+    Ok(page)
+}
+
 fn io_error(path: &Path, e: &std::io::Error) -> StoreError {
     match e.kind() {
         ErrorKind::PermissionDenied => StoreError::AccessDenied {
@@ -132,6 +194,26 @@ impl Store for FsStore {
         let results: Vec<Result<Option<u64>, StoreError>> =
             stream::iter(futs).buffered(16).collect().await;
         results.into_iter().collect()
+    }
+
+    async fn list_page(
+        &self,
+        prefix: &str,
+        delimiter: bool,
+        start_after: Option<&str>,
+        continuation: Option<String>,
+    ) -> Result<ListPage, StoreError> {
+        // The filesystem answers in one page; a continuation token means "done".
+        if continuation.is_some() {
+            return Ok(ListPage::default());
+        }
+        let _permit = self.limiter.acquire("readdir").await;
+        let root = self.root.clone();
+        let prefix = prefix.to_owned();
+        let start_after = start_after.map(str::to_owned);
+        tokio::task::spawn_blocking(move || list_blocking(&root, &prefix, delimiter, start_after.as_deref()))
+            .await
+            .map_err(|e| StoreError::Transport(format!("listing task failed: {e}")))?
     }
 
     async fn delete_many(&self, keys: &[ObjectKey]) -> Vec<DeleteOutcome> {

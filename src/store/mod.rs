@@ -146,6 +146,52 @@ impl StoreError {
     }
 }
 
+/// One object as a listing returns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectMeta {
+    /// The key, decoded (never percent-encoded).
+    pub key: ObjectKey,
+    /// Size in bytes.
+    pub size: u64,
+    /// Last modification time (S3 `LastModified`, file mtime).
+    pub last_modified: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// One page of a listing below a prefix.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ListPage {
+    /// Objects of this page, in key order.
+    pub objects: Vec<ObjectMeta>,
+    /// With a `/` delimiter: the "sub-folders" (each ending with `/`), in order.
+    pub common_prefixes: Vec<String>,
+    /// Continuation token for the next page; `None` on the last page.
+    pub next: Option<String>,
+}
+
+/// An old version or delete marker of a versioned bucket (S3 only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionMeta {
+    /// The key.
+    pub key: ObjectKey,
+    /// Size in bytes (0 for delete markers).
+    pub size: u64,
+    /// Whether this is the current version.
+    pub is_latest: bool,
+    /// Whether this is a delete marker.
+    pub delete_marker: bool,
+}
+
+/// An unfinished multipart upload (S3 only): billed until aborted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadMeta {
+    /// The key being uploaded.
+    pub key: ObjectKey,
+    /// Upload id.
+    pub upload_id: String,
+    /// When it was started.
+    pub initiated: Option<chrono::DateTime<chrono::Utc>>,
+}
+
 /// What happened to one key of a delete request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeleteOutcome {
@@ -180,6 +226,18 @@ pub trait Store: Send + Sync + 'static {
         &self,
         keys: &[ObjectKey],
     ) -> impl Future<Output = Result<Vec<Option<u64>>, StoreError>> + Send;
+
+    /// One page of the objects below `prefix` (`""` = everything), in key order, starting
+    /// after `start_after` when given (first page only) or from the `continuation` token of
+    /// the previous page. With `delimiter`, keys containing a further `/` are rolled up
+    /// into [`ListPage::common_prefixes`]. At most about 1000 objects per page.
+    fn list_page(
+        &self,
+        prefix: &str,
+        delimiter: bool,
+        start_after: Option<&str>,
+        continuation: Option<String>,
+    ) -> impl Future<Output = Result<ListPage, StoreError>> + Send;
 
     /// Deletes exactly these keys (at most [`Store::batch_limit`]), one outcome per key in
     /// the order given. Never deletes a prefix. Only the pool's dry-run gate calls this.

@@ -24,7 +24,7 @@ use base64::Engine;
 use futures::stream::{self, StreamExt};
 use md5::{Digest, Md5};
 
-use super::{DeleteOutcome, Limiter, Store, StoreError};
+use super::{DeleteOutcome, Limiter, ListPage, ObjectMeta, Store, StoreError};
 use crate::config::S3Config;
 use crate::plan::layout::ObjectKey;
 
@@ -319,6 +319,61 @@ impl Store for S3Store {
             .iter()
             .map(|k| sizes.get(k.as_str()).copied())
             .collect())
+    }
+
+    async fn list_page(
+        &self,
+        prefix: &str,
+        delimiter: bool,
+        start_after: Option<&str>,
+        continuation: Option<String>,
+    ) -> Result<ListPage, StoreError> {
+        let _permit = self.limiter.acquire("ListObjectsV2").await;
+        let mut req = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .set_continuation_token(continuation.clone());
+        if delimiter {
+            req = req.delimiter("/");
+        }
+        if continuation.is_none() {
+            if let Some(s) = start_after {
+                req = req.start_after(s);
+            }
+        }
+        let page = req
+            .send()
+            .await
+            .map_err(|e| self.classify("ListObjectsV2", e))?;
+        let objects = page
+            .contents()
+            .iter()
+            .filter_map(|o| {
+                Some(ObjectMeta {
+                    key: ObjectKey::new(o.key()?),
+                    size: o.size().unwrap_or(0).max(0) as u64,
+                    last_modified: o
+                        .last_modified()
+                        .and_then(|t| chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos())),
+                })
+            })
+            .collect();
+        let common_prefixes = page
+            .common_prefixes()
+            .iter()
+            .filter_map(|p| p.prefix().map(str::to_owned))
+            .collect();
+        let next = match page.next_continuation_token() {
+            Some(t) if page.is_truncated() == Some(true) => Some(t.to_owned()),
+            _ => None,
+        };
+        Ok(ListPage {
+            objects,
+            common_prefixes,
+            next,
+        })
     }
 
     async fn delete_many(&self, keys: &[ObjectKey]) -> Vec<DeleteOutcome> {
