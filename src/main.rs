@@ -29,6 +29,7 @@ fn main() {
     let code = runtime.block_on(async {
         let result = match cli.command {
             Command::Prune(args) => commands::prune::run(&cli.env_file, args, cli.quiet).await,
+            Command::Migrate(args) => commands::migrate::run(&cli.env_file, args, cli.quiet).await,
         };
         match result {
             Ok(code) => code,

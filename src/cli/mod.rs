@@ -1,6 +1,7 @@
 //! Command-line types (clap derive). One file per subcommand; nothing here reads files or
 //! the environment.
 
+pub mod migrate;
 pub mod prune;
 
 use std::path::PathBuf;
@@ -46,4 +47,7 @@ pub enum Command {
     /// Delete cached copies of remote media older than the retention window, then clear
     /// their file columns exactly as tootctl does, so Mastodon re-fetches them on demand.
     Prune(prune::Args),
+    /// Copy public/system (or another provider's bucket) into the bucket, with the ACL,
+    /// Content-Type and Cache-Control Mastodon writes; resumable; --verify, --repair.
+    Migrate(migrate::Args),
 }

@@ -1,6 +1,7 @@
 //! Subcommands: each wires config, inventory, plan, pool, store, mastodon and report
 //! together. One file per subcommand, each exporting `run`.
 
+pub mod migrate;
 pub mod prune;
 
 use std::sync::Arc;

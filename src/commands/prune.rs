@@ -23,7 +23,7 @@ use crate::plan::prune::{
 };
 use crate::pool::{Gate, PassError, PassOptions, run_pass};
 use crate::report::{ExitCode, PassReport, Progress, ProgressMode, PruneReport};
-use crate::store::{Limiter, Store};
+use crate::store::{Limiter, Store, StoreError};
 
 /// Runs `prune` and returns the exit code. Prints the summary (stdout) itself.
 pub async fn run(
@@ -154,9 +154,6 @@ fn rfc3339(t: chrono::DateTime<Utc>) -> String {
 impl WithStore<Result<PruneReport, CommandError>> for PruneJob<'_> {
     async fn run<S: Store>(self, store: Arc<S>) -> Result<PruneReport, CommandError> {
         let started = Instant::now();
-        store.check().await.map_err(|e| {
-            CommandError::fatal(anyhow!(e)).with_context("checking the storage before any change")
-        })?;
         let key_prefix = match &self.cfg.storage {
             StorageConfig::S3(s3) => s3.key_prefix.clone(),
             StorageConfig::Filesystem(_) => KeyPrefix::default(),
@@ -167,6 +164,9 @@ impl WithStore<Result<PruneReport, CommandError>> for PruneJob<'_> {
             gate: Gate::new(self.args.dry_run),
             ..PassOptions::default()
         };
+        check_store(store.as_ref(), &opts).await.map_err(|e| {
+            CommandError::fatal(anyhow!(e)).with_context("checking the storage before any change")
+        })?;
         let mut report = PruneReport {
             dry_run: self.args.dry_run,
             days: self.days,
@@ -230,6 +230,26 @@ impl WithStore<Result<PruneReport, CommandError>> for PruneJob<'_> {
         report.requests = store.limiter().counts();
         report.elapsed_seconds = started.elapsed().as_secs_f64();
         Ok(report)
+    }
+}
+
+/// Checks the store before any change. A retryable failure (SlowDown storm, network
+/// trouble) that outlasts the SDK's own attempts is tried again on the pool's item-level
+/// schedule (`key_attempts`, full jitter from `retry_base`) before the run gives up (T1);
+/// anything else (credentials, missing bucket) fails at once.
+async fn check_store<S: Store>(store: &S, opts: &PassOptions) -> Result<(), StoreError> {
+    let mut attempt = 1;
+    loop {
+        match store.check().await {
+            Err(e) if e.is_retryable() && attempt < opts.key_attempts => {
+                let cap = opts.retry_base.saturating_mul(1 << (attempt - 1).min(6));
+                let wait = cap.mul_f64(fastrand::f64());
+                tracing::warn!(error = %e, ?wait, "storage check failed; retrying");
+                tokio::time::sleep(wait).await;
+                attempt += 1;
+            }
+            result => return result,
+        }
     }
 }
 

@@ -250,8 +250,14 @@ fn redact_parse_error(msg: &str) -> String {
 impl Config {
     /// Reads the env file and the process environment into a validated `Config`.
     pub fn load(env_file: &Path) -> Result<Self, ConfigError> {
+        Self::load_with_vars(env_file).map(|(c, _)| c)
+    }
+
+    /// Like [`Config::load`], also returning the merged raw variables.
+    pub fn load_with_vars(env_file: &Path) -> Result<(Self, Vars), ConfigError> {
         let vars = Vars::load(env_file, std::env::vars())?;
-        Self::from_vars(env_file, &vars)
+        let cfg = Self::from_vars(env_file, &vars)?;
+        Ok((cfg, vars))
     }
 
     /// Validates `vars` (already merged) into a `Config`. `env_file` locates the default
@@ -464,16 +470,22 @@ fn s3_config(vars: &Vars) -> Result<S3Config, ConfigError> {
     })
 }
 
-fn filesystem_config(env_file: &Path, vars: &Vars) -> Result<StorageConfig, ConfigError> {
+/// Where Mastodon keeps local media: `PAPERCLIP_ROOT_PATH` (`:rails_root` replaced by the
+/// env file's folder), else `public/system` beside the env file. Not resolved or checked.
+pub fn media_root(env_file: &Path, vars: &Vars) -> PathBuf {
     let rails_root = env_file
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."));
-    let root = match vars.get("PAPERCLIP_ROOT_PATH") {
+    match vars.get("PAPERCLIP_ROOT_PATH") {
         Some(v) => PathBuf::from(v.replace(":rails_root", &rails_root.to_string_lossy())),
         None => rails_root.join("public").join("system"),
-    };
+    }
+}
+
+fn filesystem_config(env_file: &Path, vars: &Vars) -> Result<StorageConfig, ConfigError> {
+    let root = media_root(env_file, vars);
     let root = root.canonicalize().map_err(|e| ConfigError::Invalid {
         var: "PAPERCLIP_ROOT_PATH",
         value: root.display().to_string(),

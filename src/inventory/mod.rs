@@ -4,6 +4,8 @@
 //! §7.1–7.3) and keyset pagination by primary key, so memory does not grow with the
 //! number of rows. Must not: write anything.
 
+pub mod source;
+
 use chrono::{DateTime, NaiveDateTime, Utc};
 use sqlx::Row as _;
 

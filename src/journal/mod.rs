@@ -6,10 +6,14 @@
 //! Must not: share tables with Mastodon, or be written outside the pool's gate for
 //! anything that would hide a destructive action.
 
+pub mod migrate;
+
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 
 /// A journal failure.
 #[derive(Debug, thiserror::Error)]
@@ -55,7 +59,13 @@ pub fn state_dir() -> PathBuf {
 pub fn default_path(job: &str, target: &str) -> PathBuf {
     let safe: String = target
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect();
     state_dir().join(format!("{job}-{safe}.sqlite"))
 }
@@ -127,6 +137,9 @@ mod tests {
     #[test]
     fn default_paths_are_safe_file_names() {
         let p = default_path("migrate", "s3://media.example/x y");
-        assert!(p.to_string_lossy().ends_with("migrate-s3___media.example_x_y.sqlite"));
+        assert!(
+            p.to_string_lossy()
+                .ends_with("migrate-s3___media.example_x_y.sqlite")
+        );
     }
 }

@@ -6,6 +6,7 @@
 //! write settings.
 
 pub mod schema;
+mod suspended;
 mod update;
 
 pub use schema::Schema;
@@ -191,8 +192,10 @@ impl Db {
     }
 }
 
-fn advisory_key(job: &str) -> i64 {
-    // FNV-1a over "mastomedia:<job>": stable across runs and versions.
+/// The key of the session-level advisory lock [`Db::lock`] takes for `job` (e.g. `prune`):
+/// FNV-1a over `mastomedia:<job>`, stable across runs and versions, so an operator (or a
+/// test) can check or hold it with `pg_try_advisory_lock(<key>)`.
+pub fn advisory_key(job: &str) -> i64 {
     let mut h: u64 = 0xcbf29ce484222325;
     for b in format!("mastomedia:{job}").bytes() {
         h ^= u64::from(b);

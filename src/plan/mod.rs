@@ -1,6 +1,7 @@
 //! Pure decisions: the key layout ([`layout`]) and the prune policy ([`prune`]). Nothing
 //! here touches tokio, sqlx or the AWS SDK; everything is table-tested inline.
 
+pub mod headers;
 pub mod layout;
 pub mod parse;
 pub mod prune;

@@ -91,11 +91,13 @@ pub fn parse_key<'a>(key: &'a str, prefix: &KeyPrefix) -> Result<ParsedKey<'a>, 
     let segs: Vec<&str> = rest.split('/').collect();
     // class, attachment, 3..=6 groups, style, file
     if segs.len() < 7 || segs.len() > 10 {
-        return Err(if segs.len() >= 2 && attachment_of(segs[0], segs[1]).is_none() {
-            Unrecognised::UnknownClass
-        } else {
-            Unrecognised::BadShape
-        });
+        return Err(
+            if segs.len() >= 2 && attachment_of(segs[0], segs[1]).is_none() {
+                Unrecognised::UnknownClass
+            } else {
+                Unrecognised::BadShape
+            },
+        );
     }
     let attachment = attachment_of(segs[0], segs[1]).ok_or(Unrecognised::UnknownClass)?;
     let groups = &segs[2..segs.len() - 2];
@@ -129,7 +131,7 @@ pub fn attachment_of(class: &str, segment: &str) -> Option<Attachment> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::layout::{id_partition, StoredAttachment};
+    use crate::plan::layout::{StoredAttachment, id_partition};
 
     #[test]
     fn parses_what_layout_writes() {
@@ -156,7 +158,8 @@ mod tests {
                     site_upload_var: Some("thumbnail"),
                 };
                 for key in a.keys(&prefix) {
-                    let p = parse_key(key.as_str(), &prefix).unwrap_or_else(|e| panic!("{key}: {e:?}"));
+                    let p =
+                        parse_key(key.as_str(), &prefix).unwrap_or_else(|e| panic!("{key}: {e:?}"));
                     assert_eq!(p.attachment, att);
                     assert_eq!(p.cache, a.cached(), "{key}");
                     assert_eq!(p.partition, id_partition(id).replace('/', ""));
@@ -177,17 +180,35 @@ mod tests {
             ("robots.txt", Unrecognised::BadShape),
             ("media_attachments/", Unrecognised::DirectoryMarker),
             ("", Unrecognised::DirectoryMarker),
-            ("cache/media_attachments/files/109/original/x.png", Unrecognised::BadShape),
-            ("media_attachments/files/10a/345/678/original/x.png", Unrecognised::BadShape),
-            ("statuses/files/000/000/001/original/x.png", Unrecognised::UnknownClass),
-            ("cache/cache/media_attachments/files/000/000/001/original/x.png", Unrecognised::UnknownClass),
-            ("media_attachments/files/000/000/001/original/", Unrecognised::DirectoryMarker),
+            (
+                "cache/media_attachments/files/109/original/x.png",
+                Unrecognised::BadShape,
+            ),
+            (
+                "media_attachments/files/10a/345/678/original/x.png",
+                Unrecognised::BadShape,
+            ),
+            (
+                "statuses/files/000/000/001/original/x.png",
+                Unrecognised::UnknownClass,
+            ),
+            (
+                "cache/cache/media_attachments/files/000/000/001/original/x.png",
+                Unrecognised::UnknownClass,
+            ),
+            (
+                "media_attachments/files/000/000/001/original/",
+                Unrecognised::DirectoryMarker,
+            ),
         ];
         for (key, want) in cases {
             assert_eq!(parse_key(key, &none), Err(want), "{key}");
         }
         assert_eq!(
-            parse_key("other/cache/preview_cards/images/000/004/242/original/c.jpg", &KeyPrefix::new(Some("social"))),
+            parse_key(
+                "other/cache/preview_cards/images/000/004/242/original/c.jpg",
+                &KeyPrefix::new(Some("social"))
+            ),
             Err(Unrecognised::OutsidePrefix)
         );
     }

@@ -48,6 +48,16 @@ impl Gate {
         store.delete_many(keys).await
     }
 
+    /// Any other mutating action (an upload, an ACL or metadata repair): runs `action`, or
+    /// in a dry run returns `dry()` without running it.
+    pub async fn mutate<T, F: std::future::Future<Output = T>>(
+        self,
+        action: F,
+        dry: impl FnOnce() -> T,
+    ) -> T {
+        if self.dry_run { dry() } else { action.await }
+    }
+
     /// Clears the rows of `req`. In a dry run, returns every row id as if cleared, without
     /// a statement.
     pub async fn clear(

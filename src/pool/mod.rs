@@ -12,8 +12,10 @@
 //! and every row update goes through [`Gate`]; with `dry_run` nothing is sent that changes
 //! anything. Cancelling stops intake; chunks already in flight finish, with their updates.
 
+mod bounded;
 mod gate;
 
+pub use bounded::bounded;
 pub use gate::Gate;
 
 use std::sync::Arc;
@@ -148,9 +150,13 @@ pub async fn run_pass<S: Store>(
 
     // Stage 2: size and delete chunks, `concurrency` at a time.
     let chunks = stream::poll_fn(move |cx| chunk_rx.poll_recv(cx));
-    let mut results = chunks
-        .map(|chunk| process_chunk(store.as_ref(), gate, chunk, opts, &fatal))
-        .buffer_unordered(opts.concurrency.max(1));
+    // Intake is stopped by the producer (Ctrl-C) or a fatal error; chunks already sent finish.
+    let mut results = std::pin::pin!(bounded(
+        chunks,
+        opts.concurrency,
+        CancellationToken::new(),
+        |chunk| process_chunk(store.as_ref(), gate, chunk, opts, &fatal),
+    ));
 
     // Stage 3: clear rows whose objects are all gone, one statement per chunk.
     let mut fatal_error: Option<StoreError> = None;
@@ -219,7 +225,6 @@ pub async fn run_pass<S: Store>(
         }
         progress.add(rows.len() as u64, failed_rows, bytes);
     }
-    drop(results);
     match producer.await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => return Err(PassError::Db(e)),

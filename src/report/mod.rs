@@ -3,6 +3,7 @@
 //!
 //! Must not: print progress to stdout, or print secrets.
 
+pub mod migrate;
 mod progress;
 
 pub use progress::{Progress, ProgressMode};

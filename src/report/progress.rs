@@ -49,6 +49,8 @@ struct Counters {
 #[derive(Debug)]
 pub struct Progress {
     label: String,
+    unit: String,
+    bytes_verb: String,
     total: u64,
     counters: Arc<Counters>,
     bar: Option<ProgressBar>,
@@ -59,6 +61,18 @@ pub struct Progress {
 impl Progress {
     /// Starts showing progress for `label` (e.g. `prune media`) over `total` rows.
     pub fn start(label: &str, total: u64, mode: ProgressMode) -> Self {
+        Self::start_unit(label, total, "rows", "freed", mode)
+    }
+
+    /// Like [`Progress::start`] with the unit counted (`rows`, `files`) and the verb for
+    /// the byte counter (`freed`, `copied`).
+    pub fn start_unit(
+        label: &str,
+        total: u64,
+        unit: &str,
+        bytes_verb: &str,
+        mode: ProgressMode,
+    ) -> Self {
         let counters = Arc::new(Counters::default());
         let started = Instant::now();
         let (bar, ticker) = match mode {
@@ -66,7 +80,7 @@ impl Progress {
                 let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
                 bar.set_style(
                     ProgressStyle::with_template(
-                        "{prefix} [{bar:30}] {pos}/{len} rows {msg} {per_sec} ETA {eta}",
+                        &format!("{{prefix}} [{{bar:30}}] {{pos}}/{{len}} {unit} {{msg}} {{per_sec}} ETA {{eta}}"),
                     )
                     .expect("valid template")
                     .progress_chars("=> "),
@@ -78,12 +92,16 @@ impl Progress {
             ProgressMode::Status(every) => {
                 let c = counters.clone();
                 let label = label.to_owned();
+                let (unit, verb) = (unit.to_owned(), bytes_verb.to_owned());
                 let handle = tokio::spawn(async move {
                     let mut tick = tokio::time::interval(every);
                     tick.tick().await;
                     loop {
                         tick.tick().await;
-                        eprintln!("{}", status_line(&label, total, &c, started.elapsed()));
+                        eprintln!(
+                            "{}",
+                            status_line(&label, total, &c, started.elapsed(), &unit, &verb)
+                        );
                     }
                 });
                 (None, Some(handle))
@@ -92,6 +110,8 @@ impl Progress {
         };
         Self {
             label: label.to_owned(),
+            unit: unit.to_owned(),
+            bytes_verb: bytes_verb.to_owned(),
             total,
             counters,
             bar,
@@ -107,7 +127,7 @@ impl Progress {
         let b = self.counters.bytes.fetch_add(bytes, Ordering::Relaxed) + bytes;
         if let Some(bar) = &self.bar {
             bar.inc(rows);
-            bar.set_message(format!("{} freed", format_size(b, BINARY)));
+            bar.set_message(format!("{} {}", format_size(b, BINARY), self.bytes_verb));
         }
     }
 
@@ -132,7 +152,9 @@ impl Progress {
                     &self.label,
                     self.total,
                     &self.counters,
-                    self.started.elapsed()
+                    self.started.elapsed(),
+                    &self.unit,
+                    &self.bytes_verb
                 )
             );
         }
@@ -147,7 +169,14 @@ impl Drop for Progress {
     }
 }
 
-fn status_line(label: &str, total: u64, c: &Counters, elapsed: Duration) -> String {
+fn status_line(
+    label: &str,
+    total: u64,
+    c: &Counters,
+    elapsed: Duration,
+    unit: &str,
+    verb: &str,
+) -> String {
     let rows = c.rows.load(Ordering::Relaxed);
     let bytes = c.bytes.load(Ordering::Relaxed);
     let failed = c.failed.load(Ordering::Relaxed);
@@ -160,7 +189,7 @@ fn status_line(label: &str, total: u64, c: &Counters, elapsed: Duration) -> Stri
         "-".to_owned()
     };
     format!(
-        "{label}: {rows}/{total} rows ({pct}%), {failed} failed, {} freed, {rate:.0} rows/s, ETA {eta}",
+        "{label}: {rows}/{total} {unit} ({pct}%), {failed} failed, {} {verb}, {rate:.0} {unit}/s, ETA {eta}",
         format_size(bytes, BINARY)
     )
 }

@@ -111,7 +111,10 @@ fn list_blocking(
         for entry in entries {
             let entry = entry.map_err(|e| io_error(&dir, &e))?;
             let Ok(name) = entry.file_name().into_string() else {
-                tracing::warn!("skipping a file name that is not UTF-8 in {}", dir.display());
+                tracing::warn!(
+                    "skipping a file name that is not UTF-8 in {}",
+                    dir.display()
+                );
                 continue;
             };
             let key = format!("{rel}{name}");
@@ -134,7 +137,10 @@ fn list_blocking(
                 page.objects.push(ObjectMeta {
                     key: ObjectKey::new(key),
                     size: meta.len(),
-                    last_modified: meta.modified().ok().map(chrono::DateTime::<chrono::Utc>::from),
+                    last_modified: meta
+                        .modified()
+                        .ok()
+                        .map(chrono::DateTime::<chrono::Utc>::from),
                 });
             }
         }
@@ -211,9 +217,11 @@ impl Store for FsStore {
         let root = self.root.clone();
         let prefix = prefix.to_owned();
         let start_after = start_after.map(str::to_owned);
-        tokio::task::spawn_blocking(move || list_blocking(&root, &prefix, delimiter, start_after.as_deref()))
-            .await
-            .map_err(|e| StoreError::Transport(format!("listing task failed: {e}")))?
+        tokio::task::spawn_blocking(move || {
+            list_blocking(&root, &prefix, delimiter, start_after.as_deref())
+        })
+        .await
+        .map_err(|e| StoreError::Transport(format!("listing task failed: {e}")))?
     }
 
     async fn delete_many(&self, keys: &[ObjectKey]) -> Vec<DeleteOutcome> {

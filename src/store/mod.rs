@@ -192,6 +192,46 @@ pub struct UploadMeta {
     pub initiated: Option<chrono::DateTime<chrono::Utc>>,
 }
 
+/// Where a version or multipart-upload listing resumes (S3 `key-marker` plus
+/// `version-id-marker` / `upload-id-marker`): after every entry of `key` when `id` is
+/// `None`, else after that version (upload) of `key`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListMarker {
+    /// The key marker.
+    pub key: String,
+    /// The version id (upload id) marker.
+    pub id: Option<String>,
+}
+
+/// One page of `ListObjectVersions` below a prefix (S3 only): versions and delete markers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VersionPage {
+    /// Versions and delete markers of this page.
+    pub versions: Vec<VersionMeta>,
+    /// With a `/` delimiter: the "sub-folders" (each ending with `/`), in order.
+    pub common_prefixes: Vec<String>,
+    /// Where the next page starts; `None` on the last page.
+    pub next: Option<ListMarker>,
+}
+
+/// One page of `ListMultipartUploads` below a prefix (S3 only).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UploadPage {
+    /// Unfinished uploads of this page.
+    pub uploads: Vec<UploadMeta>,
+    /// Where the next page starts; `None` on the last page.
+    pub next: Option<ListMarker>,
+}
+
+fn unsupported_listing(what: &str, store: String) -> StoreError {
+    StoreError::Unsupported {
+        code: "NotImplemented".into(),
+        detail: format!(
+            "{what} on {store}: only S3 buckets have object versions and multipart uploads"
+        ),
+    }
+}
+
 /// What happened to one key of a delete request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeleteOutcome {
@@ -242,4 +282,44 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes exactly these keys (at most [`Store::batch_limit`]), one outcome per key in
     /// the order given. Never deletes a prefix. Only the pool's dry-run gate calls this.
     fn delete_many(&self, keys: &[ObjectKey]) -> impl Future<Output = Vec<DeleteOutcome>> + Send;
+
+    /// One page of object versions and delete markers below `prefix` (S3
+    /// `ListObjectVersions`), resuming at `marker`; with `delimiter`, deeper keys are
+    /// rolled up into [`VersionPage::common_prefixes`]. Default (filesystem):
+    /// [`StoreError::Unsupported`].
+    fn list_versions_page(
+        &self,
+        prefix: &str,
+        delimiter: bool,
+        marker: Option<ListMarker>,
+    ) -> impl Future<Output = Result<VersionPage, StoreError>> + Send {
+        let _ = (prefix, delimiter, marker);
+        let err = unsupported_listing("ListObjectVersions", self.describe());
+        async move { Err(err) }
+    }
+
+    /// One page of unfinished multipart uploads below `prefix` (S3
+    /// `ListMultipartUploads`), resuming at `marker`. Default: [`StoreError::Unsupported`].
+    fn list_uploads_page(
+        &self,
+        prefix: &str,
+        marker: Option<ListMarker>,
+    ) -> impl Future<Output = Result<UploadPage, StoreError>> + Send {
+        let _ = (prefix, marker);
+        let err = unsupported_listing("ListMultipartUploads", self.describe());
+        async move { Err(err) }
+    }
+
+    /// `(parts, bytes)` already uploaded to an unfinished multipart upload (S3 `ListParts`,
+    /// all pages): what the provider bills until the upload is aborted. Default:
+    /// [`StoreError::Unsupported`].
+    fn upload_parts(
+        &self,
+        key: &str,
+        upload_id: &str,
+    ) -> impl Future<Output = Result<(u64, u64), StoreError>> + Send {
+        let _ = (key, upload_id);
+        let err = unsupported_listing("ListParts", self.describe());
+        async move { Err(err) }
+    }
 }

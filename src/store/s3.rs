@@ -6,6 +6,10 @@
 //! (T1), connect and per-attempt timeouts, and a fallback to single `DeleteObject`
 //! requests where the provider has no multi-object delete (D4).
 
+mod transfer;
+
+pub use transfer::{Body, HeadMeta, ObjectHeaders, encode_copy_source, part_size};
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -338,10 +342,8 @@ impl Store for S3Store {
         if delimiter {
             req = req.delimiter("/");
         }
-        if continuation.is_none() {
-            if let Some(s) = start_after {
-                req = req.start_after(s);
-            }
+        if let (None, Some(s)) = (&continuation, start_after) {
+            req = req.start_after(s);
         }
         let page = req
             .send()
@@ -400,6 +402,157 @@ impl Store for S3Store {
         }
         let futs: Vec<_> = keys.iter().map(|k| self.delete_one(k)).collect();
         stream::iter(futs).buffered(8).collect().await
+    }
+
+    async fn list_versions_page(
+        &self,
+        prefix: &str,
+        delimiter: bool,
+        marker: Option<super::ListMarker>,
+    ) -> Result<super::VersionPage, StoreError> {
+        self.versions_page(prefix, delimiter, marker).await
+    }
+
+    async fn list_uploads_page(
+        &self,
+        prefix: &str,
+        marker: Option<super::ListMarker>,
+    ) -> Result<super::UploadPage, StoreError> {
+        self.uploads_page(prefix, marker).await
+    }
+
+    async fn upload_parts(&self, key: &str, upload_id: &str) -> Result<(u64, u64), StoreError> {
+        self.parts_of(key, upload_id).await
+    }
+}
+
+/// Versions and unfinished uploads, for `du --versions` (U2): read-only listings.
+impl S3Store {
+    async fn versions_page(
+        &self,
+        prefix: &str,
+        delimiter: bool,
+        marker: Option<super::ListMarker>,
+    ) -> Result<super::VersionPage, StoreError> {
+        let _permit = self.limiter.acquire("ListObjectVersions").await;
+        let (key_marker, id_marker) = marker.map_or((None, None), |m| (Some(m.key), m.id));
+        let mut req = self
+            .client
+            .list_object_versions()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .set_key_marker(key_marker)
+            .set_version_id_marker(id_marker);
+        if delimiter {
+            req = req.delimiter("/");
+        }
+        let page = req
+            .send()
+            .await
+            .map_err(|e| self.classify("ListObjectVersions", e))?;
+        let mut versions: Vec<super::VersionMeta> = page
+            .versions()
+            .iter()
+            .filter_map(|v| {
+                Some(super::VersionMeta {
+                    key: ObjectKey::new(v.key()?),
+                    size: v.size().unwrap_or(0).max(0) as u64,
+                    is_latest: v.is_latest().unwrap_or(false),
+                    delete_marker: false,
+                })
+            })
+            .collect();
+        versions.extend(page.delete_markers().iter().filter_map(|d| {
+            Some(super::VersionMeta {
+                key: ObjectKey::new(d.key()?),
+                size: 0,
+                is_latest: d.is_latest().unwrap_or(false),
+                delete_marker: true,
+            })
+        }));
+        let common_prefixes = page
+            .common_prefixes()
+            .iter()
+            .filter_map(|p| p.prefix().map(str::to_owned))
+            .collect();
+        let next = match (page.is_truncated(), page.next_key_marker()) {
+            (Some(true), Some(k)) => Some(super::ListMarker {
+                key: k.to_owned(),
+                id: page.next_version_id_marker().map(str::to_owned),
+            }),
+            _ => None,
+        };
+        Ok(super::VersionPage {
+            versions,
+            common_prefixes,
+            next,
+        })
+    }
+
+    async fn uploads_page(
+        &self,
+        prefix: &str,
+        marker: Option<super::ListMarker>,
+    ) -> Result<super::UploadPage, StoreError> {
+        let _permit = self.limiter.acquire("ListMultipartUploads").await;
+        let (key_marker, id_marker) = marker.map_or((None, None), |m| (Some(m.key), m.id));
+        let page = self
+            .client
+            .list_multipart_uploads()
+            .bucket(&self.bucket)
+            .prefix(prefix)
+            .set_key_marker(key_marker)
+            .set_upload_id_marker(id_marker)
+            .send()
+            .await
+            .map_err(|e| self.classify("ListMultipartUploads", e))?;
+        let uploads = page
+            .uploads()
+            .iter()
+            .filter_map(|u| {
+                Some(super::UploadMeta {
+                    key: ObjectKey::new(u.key()?),
+                    upload_id: u.upload_id()?.to_owned(),
+                    initiated: u
+                        .initiated()
+                        .and_then(|t| chrono::DateTime::from_timestamp(t.secs(), t.subsec_nanos())),
+                })
+            })
+            .collect();
+        let next = match (page.is_truncated(), page.next_key_marker()) {
+            (Some(true), Some(k)) => Some(super::ListMarker {
+                key: k.to_owned(),
+                id: page.next_upload_id_marker().map(str::to_owned),
+            }),
+            _ => None,
+        };
+        Ok(super::UploadPage { uploads, next })
+    }
+
+    async fn parts_of(&self, key: &str, upload_id: &str) -> Result<(u64, u64), StoreError> {
+        let (mut parts, mut bytes) = (0u64, 0u64);
+        let mut marker: Option<String> = None;
+        loop {
+            let _permit = self.limiter.acquire("ListParts").await;
+            let page = self
+                .client
+                .list_parts()
+                .bucket(&self.bucket)
+                .key(key)
+                .upload_id(upload_id)
+                .set_part_number_marker(marker.take())
+                .send()
+                .await
+                .map_err(|e| self.classify("ListParts", e))?;
+            for p in page.parts() {
+                parts += 1;
+                bytes += p.size().unwrap_or(0).max(0) as u64;
+            }
+            match page.next_part_number_marker() {
+                Some(m) if page.is_truncated() == Some(true) => marker = Some(m.to_owned()),
+                _ => return Ok((parts, bytes)),
+            }
+        }
     }
 }
 

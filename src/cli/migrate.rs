@@ -1,0 +1,77 @@
+//! `mastomedia migrate`.
+
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+
+/// Arguments of `migrate`.
+///
+/// Copies public/system (or another provider's bucket) into the bucket of the env file,
+/// with the ACL, Content-Type and Cache-Control Mastodon itself would have written.
+/// Resumable: a journal records every file copied, so a re-run (after a crash, or as the
+/// catch-up pass before switching Mastodon over) uploads only what is new or changed.
+///
+/// Examples:
+///
+///   mastomedia --env-file .env.production migrate --dry-run
+///
+///   mastomedia migrate --from /home/mastodon/live/public/system --skip-cache
+///
+///   mastomedia migrate --from-env /home/mastodon/old.env.production --rate 100
+///
+///   mastomedia migrate --verify
+///
+///   mastomedia migrate --repair --dry-run
+#[derive(Debug, Clone, clap::Args)]
+#[command(verbatim_doc_comment)]
+pub struct Args {
+    /// Source folder (default: PAPERCLIP_ROOT_PATH, else public/system beside the env file).
+    #[arg(long, value_name = "DIR", conflicts_with = "from_env")]
+    pub from: Option<PathBuf>,
+
+    /// Source bucket: the one described by another Mastodon env file (provider to provider).
+    #[arg(long, value_name = "OLD_ENV")]
+    pub from_env: Option<PathBuf>,
+
+    /// List what would be copied (and its size), upload nothing, write no journal entry.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// Leave out cache/ (remote copies Mastodon re-fetches on demand; often most of the bytes).
+    #[arg(long)]
+    pub skip_cache: bool,
+
+    /// Uploads in flight at once.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=128))]
+    pub concurrency: u32,
+
+    /// Most storage requests per second (unlimited when not set).
+    #[arg(long, value_name = "REQUESTS_PER_SECOND")]
+    pub rate: Option<NonZeroU32>,
+
+    /// The journal file (default: under ~/.local/state/mastomedia, one per target bucket).
+    #[arg(long, value_name = "PATH")]
+    pub journal: Option<PathBuf>,
+
+    /// Files above this size (bytes) go as multipart uploads with equal parts.
+    #[arg(long, default_value_t = 8 * 1024 * 1024, value_name = "BYTES")]
+    pub multipart_threshold: u64,
+
+    /// After copying, HEAD every migrated object and compare size (and MD5 where the ETag is one).
+    #[arg(long)]
+    pub verify: bool,
+
+    /// Instead of copying: fix Content-Type, Cache-Control and ACL of the objects already in
+    /// the bucket (installs copied with another tool). Private objects stay private unless
+    /// --repair-acl is given; backups and imports always stay private.
+    #[arg(long, conflicts_with_all = ["from", "from_env", "skip_cache"])]
+    pub repair: bool,
+
+    /// With --repair: also make private media objects public-read (S3_PERMISSION), except
+    /// backups, imports and media of suspended accounts (checked in the database).
+    #[arg(long, requires = "repair")]
+    pub repair_acl: bool,
+
+    /// Print the summary as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}

@@ -1,0 +1,663 @@
+//! `mastomedia migrate`: copy `public/system` (or another provider's bucket) into the
+//! bucket of the env file, resumably, with Mastodon's headers; `--verify`; `--repair`.
+//!
+//! Order: target config and bucket check → journal → source enumeration → plan (journal
+//! diff) → uploads through the pool's bounded executor and the dry-run gate, journalled in
+//! batches → optional verification → summary. A provider that rejects ACLs stops the run
+//! at the first upload with the setting to change (A1).
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::anyhow;
+use futures::stream::{self, StreamExt};
+use md5::{Digest, Md5};
+use tokio::io::AsyncReadExt;
+use tokio_util::sync::CancellationToken;
+
+use super::{CommandError, interrupt_token};
+use crate::cli::migrate::Args;
+use crate::config::{Config, S3Config, StorageConfig, media_root};
+use crate::inventory::source::{SourceFile, list_bucket, walk_dir};
+use crate::journal::migrate::{FileRecord, FileState};
+use crate::journal::{Journal, default_path};
+use crate::mastodon::Db;
+use crate::plan::headers::{CACHE_CONTROL, acl_for, content_type};
+use crate::plan::parse::parse_key;
+use crate::pool::{Gate, bounded};
+use crate::report::migrate::MigrateReport;
+use crate::report::{ExitCode, Progress, ProgressMode};
+use crate::store::s3::{Body, ObjectHeaders, S3Store};
+use crate::store::{Limiter, Store, StoreError};
+
+/// Journal writes are grouped in transactions of this many files.
+const JOURNAL_BATCH: usize = 200;
+
+/// Runs `migrate` and returns the exit code; prints the summary itself.
+pub async fn run(env_file: &Path, args: Args, quiet: bool) -> Result<ExitCode, CommandError> {
+    let started = Instant::now();
+    let (cfg, vars) = Config::load_with_vars(env_file)?;
+    let StorageConfig::S3(target_cfg) = &cfg.storage else {
+        return Err(CommandError::usage(anyhow!(
+            "migrate copies into the bucket of {}: set S3_ENABLED=true, S3_BUCKET, S3_ENDPOINT, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY there (the source is --from DIR or --from-env OLD_ENV)",
+            env_file.display()
+        )));
+    };
+    let target = S3Store::new(
+        target_cfg,
+        Limiter::new(args.rate, args.concurrency as usize * 2),
+    );
+    target
+        .check()
+        .await
+        .map_err(|e| CommandError::fatal(anyhow!("target bucket: {e}")))?;
+    let target_id = format!(
+        "{}/{}",
+        target_cfg.endpoint.as_deref().unwrap_or("aws"),
+        target_cfg.bucket
+    );
+    let journal_path = args
+        .journal
+        .clone()
+        .unwrap_or_else(|| default_path("migrate", &target_id));
+    let journal = Journal::open(&journal_path)
+        .await
+        .map_err(CommandError::usage)?;
+    let mut report = MigrateReport {
+        dry_run: args.dry_run,
+        target: target.describe(),
+        journal: journal_path.display().to_string(),
+        ..MigrateReport::default()
+    };
+    let gate = Gate::new(args.dry_run);
+    let cancel = interrupt_token();
+    let mode = ProgressMode::detect(quiet);
+
+    if args.repair {
+        report.source = report.target.clone();
+        repair(
+            &cfg,
+            target_cfg,
+            &target,
+            &args,
+            gate,
+            &cancel,
+            mode,
+            &mut report,
+        )
+        .await?;
+    } else {
+        let source = Source::open(env_file, &vars, &args).await?;
+        report.source = source.describe();
+        let files = source.files(&mut report).await?;
+        let ctx = Copy {
+            target: &target,
+            target_cfg,
+            source: &source,
+            gate,
+            threshold: args.multipart_threshold,
+        };
+        copy_all(
+            &ctx,
+            &journal,
+            &target_id,
+            files,
+            &args,
+            &cancel,
+            mode,
+            &mut report,
+        )
+        .await?;
+        if args.verify && !args.dry_run && report.fatal.is_none() {
+            verify(&ctx, &journal, &target_id, &args, &mut report).await?;
+        }
+    }
+    report.interrupted = cancel.is_cancelled();
+    report.requests = target.limiter().counts();
+    report.elapsed_seconds = started.elapsed().as_secs_f64();
+    let secs = report.elapsed_seconds.max(0.001);
+    report.files_per_second = report.files_uploaded as f64 / secs;
+    report.mib_per_second = report.bytes_uploaded as f64 / 1048576.0 / secs;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("report serialises")
+        );
+    } else {
+        print!("{}", report.human());
+    }
+    Ok(report.exit_code())
+}
+
+/// Where files come from.
+enum Source {
+    Dir(PathBuf),
+    Bucket(Box<S3Store>, Box<S3Config>),
+}
+
+impl Source {
+    async fn open(
+        env_file: &Path,
+        vars: &crate::config::Vars,
+        args: &Args,
+    ) -> Result<Self, CommandError> {
+        if let Some(old_env) = &args.from_env {
+            let old = Config::load(old_env)?;
+            let StorageConfig::S3(old_cfg) = old.storage else {
+                return Err(CommandError::usage(anyhow!(
+                    "--from-env {}: that env file has no bucket (S3_ENABLED is not true); for local files use --from DIR",
+                    old_env.display()
+                )));
+            };
+            let store = S3Store::new(
+                &old_cfg,
+                Limiter::new(args.rate, args.concurrency as usize * 2),
+            );
+            store
+                .check()
+                .await
+                .map_err(|e| CommandError::fatal(anyhow!("source bucket: {e}")))?;
+            return Ok(Source::Bucket(Box::new(store), Box::new(old_cfg)));
+        }
+        let dir = args
+            .from
+            .clone()
+            .unwrap_or_else(|| media_root(env_file, vars));
+        let dir = dir.canonicalize().map_err(|e| {
+            CommandError::usage(anyhow!(
+                "source folder {} cannot be opened ({e}): pass --from with Mastodon's public/system folder",
+                dir.display()
+            ))
+        })?;
+        if !dir.is_dir() {
+            return Err(CommandError::usage(anyhow!(
+                "source {} is not a folder: pass --from DIR",
+                dir.display()
+            )));
+        }
+        Ok(Source::Dir(dir))
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Source::Dir(d) => format!("file://{}", d.display()),
+            Source::Bucket(s, _) => s.describe(),
+        }
+    }
+
+    async fn files(&self, report: &mut MigrateReport) -> Result<Vec<SourceFile>, CommandError> {
+        match self {
+            Source::Dir(dir) => {
+                let dir = dir.clone();
+                let (files, skipped) = tokio::task::spawn_blocking(move || walk_dir(&dir))
+                    .await
+                    .map_err(|e| CommandError::fatal(anyhow!("walking the source: {e}")))?
+                    .map_err(|e| CommandError::usage(anyhow!("source: {e}")))?;
+                for s in skipped {
+                    if s.failed {
+                        report.fail(&s.key, "Unreadable", s.reason);
+                    } else {
+                        tracing::warn!("skipping {}: {}", s.key, s.reason);
+                        report.symlinks_skipped += 1;
+                    }
+                }
+                Ok(files)
+            }
+            Source::Bucket(store, cfg) => list_bucket(store.as_ref(), &cfg.key_prefix)
+                .await
+                .map_err(|e| CommandError::fatal(anyhow!("listing the source bucket: {e}"))),
+        }
+    }
+}
+
+struct Copy<'a> {
+    target: &'a S3Store,
+    target_cfg: &'a S3Config,
+    source: &'a Source,
+    gate: Gate,
+    threshold: u64,
+}
+
+impl Copy<'_> {
+    fn headers(&self, key: &str, head: &[u8]) -> ObjectHeaders {
+        ObjectHeaders {
+            content_type: content_type(key, head),
+            cache_control: CACHE_CONTROL.to_owned(),
+            acl: acl_for(key, self.target_cfg.permission.as_deref()),
+        }
+    }
+
+    async fn upload(&self, f: &SourceFile) -> Result<(), StoreError> {
+        let target_key = self.target_cfg.key_prefix.apply(f.key.clone());
+        let (body, head) = match (self.source, &f.path, &f.source_key) {
+            (Source::Dir(_), Some(path), _) => {
+                let head = read_head(path).await?;
+                (Body::File(path, f.size), head)
+            }
+            (Source::Bucket(store, _), _, Some(src_key)) => {
+                (Body::Object(store.as_ref(), src_key, f.size), Vec::new())
+            }
+            _ => unreachable!("source files carry their path or source key"),
+        };
+        let headers = self.headers(&f.key, &head);
+        self.gate
+            .mutate(
+                self.target
+                    .upload(target_key.as_str(), body, &headers, self.threshold),
+                || Ok(()),
+            )
+            .await
+    }
+}
+
+async fn read_head(path: &Path) -> Result<Vec<u8>, StoreError> {
+    let mut file = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| io_failure(path, &e))?;
+    let mut buf = vec![0u8; 64];
+    let mut n = 0;
+    while n < buf.len() {
+        let read = file
+            .read(&mut buf[n..])
+            .await
+            .map_err(|e| io_failure(path, &e))?;
+        if read == 0 {
+            break;
+        }
+        n += read;
+    }
+    buf.truncate(n);
+    Ok(buf)
+}
+
+fn io_failure(path: &Path, e: &std::io::Error) -> StoreError {
+    StoreError::Other {
+        code: if e.kind() == std::io::ErrorKind::PermissionDenied {
+            "EACCES".into()
+        } else {
+            format!("{:?}", e.kind())
+        },
+        message: format!("{}: {e}", path.display()),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn copy_all(
+    ctx: &Copy<'_>,
+    journal: &Journal,
+    target_id: &str,
+    files: Vec<SourceFile>,
+    args: &Args,
+    cancel: &CancellationToken,
+    mode: ProgressMode,
+    report: &mut MigrateReport,
+) -> Result<(), CommandError> {
+    let known = journal
+        .migrate_files(target_id)
+        .await
+        .map_err(CommandError::fatal)?;
+    let mut seen: HashSet<&str> = HashSet::new();
+    let mut todo = Vec::new();
+    for f in &files {
+        if args.skip_cache && f.key.starts_with("cache/") {
+            report.files_skipped_cache += 1;
+            continue;
+        }
+        seen.insert(f.key.as_str());
+        report.files_total += 1;
+        report.bytes_total += f.size;
+        match known.get(&f.key) {
+            Some(r)
+                if r.size == f.size && r.version == f.version && r.state != FileState::Mismatch =>
+            {
+                report.files_unchanged += 1;
+            }
+            _ => todo.push(f),
+        }
+    }
+    report.deleted_at_source = known
+        .keys()
+        .filter(|k| !(seen.contains(k.as_str()) || (args.skip_cache && k.starts_with("cache/"))))
+        .count() as u64;
+
+    let progress = Progress::start_unit("migrate", todo.len() as u64, "files", "copied", mode);
+    let stop = cancel.child_token();
+    let mut results = std::pin::pin!(bounded(
+        stream::iter(todo),
+        args.concurrency as usize,
+        stop.clone(),
+        |f: &SourceFile| async move { (f, ctx.upload(f).await) },
+    ));
+    let mut batch: Vec<FileRecord> = Vec::new();
+    while let Some((f, result)) = results.next().await {
+        match result {
+            Ok(()) => {
+                report.files_uploaded += 1;
+                report.bytes_uploaded += f.size;
+                progress.add(1, 0, f.size);
+                if !args.dry_run {
+                    batch.push(FileRecord {
+                        key: f.key.clone(),
+                        size: f.size,
+                        version: f.version.clone(),
+                        state: FileState::Uploaded,
+                    });
+                }
+            }
+            Err(e) if e.code() == "AccessControlListNotSupported" || e.is_fatal() => {
+                stop.cancel();
+                report.fatal.get_or_insert_with(|| fatal_message(&e));
+                progress.add(1, 1, 0);
+            }
+            Err(e) => {
+                report.fail(&f.key, e.code(), e.to_string());
+                progress.add(1, 1, 0);
+            }
+        }
+        if batch.len() >= JOURNAL_BATCH {
+            journal
+                .record_migrated(target_id, &batch)
+                .await
+                .map_err(CommandError::fatal)?;
+            batch.clear();
+        }
+    }
+    journal
+        .record_migrated(target_id, &batch)
+        .await
+        .map_err(CommandError::fatal)?;
+    progress.finish();
+    Ok(())
+}
+
+fn fatal_message(e: &StoreError) -> String {
+    if e.code() == "AccessControlListNotSupported" {
+        "the bucket does not accept ACLs (AccessControlListNotSupported): set S3_PERMISSION= (empty) in the env file and give the bucket a public-read bucket policy, then run migrate again".to_owned()
+    } else {
+        e.to_string()
+    }
+}
+
+/// HEADs every journalled object of this source and compares size, and MD5 where the ETag
+/// is a plain MD5 (single-part upload) and the source is a local file.
+async fn verify(
+    ctx: &Copy<'_>,
+    journal: &Journal,
+    target_id: &str,
+    args: &Args,
+    report: &mut MigrateReport,
+) -> Result<(), CommandError> {
+    let known = journal
+        .migrate_files(target_id)
+        .await
+        .map_err(CommandError::fatal)?;
+    let paths: HashMap<String, Option<PathBuf>> = match ctx.source {
+        Source::Dir(root) => known
+            .keys()
+            .map(|k| (k.clone(), Some(root.join(k))))
+            .collect(),
+        Source::Bucket(..) => known.keys().map(|k| (k.clone(), None)).collect(),
+    };
+    let checks = stream::iter(known.values().cloned()).map(|rec| {
+        let path = paths.get(&rec.key).cloned().flatten();
+        async move {
+            let key = ctx.target_cfg.key_prefix.apply(rec.key.clone());
+            let outcome = match ctx.target.head(key.as_str()).await {
+                Err(e) => Err(("HeadFailed".to_owned(), e.to_string())),
+                Ok(None) => Err(("Missing".to_owned(), "not in the bucket".to_owned())),
+                Ok(Some(h)) if h.size != rec.size => Err((
+                    "SizeMismatch".to_owned(),
+                    format!("bucket has {} bytes, journal {}", h.size, rec.size),
+                )),
+                Ok(Some(h)) => match (h.etag.filter(|t| is_md5(t)), path) {
+                    (Some(etag), Some(p)) => match md5_file(&p).await {
+                        Ok(local) if local == etag => Ok(()),
+                        Ok(local) => Err((
+                            "Md5Mismatch".to_owned(),
+                            format!("bucket {etag}, file {local}"),
+                        )),
+                        // The file is gone or unreadable now: the size check stands.
+                        Err(_) => Ok(()),
+                    },
+                    _ => Ok(()),
+                },
+            };
+            (rec, outcome)
+        }
+    });
+    let mut checks = std::pin::pin!(checks.buffer_unordered(args.concurrency as usize));
+    let mut batch = Vec::new();
+    while let Some((mut rec, outcome)) = checks.next().await {
+        report.verified += 1;
+        match outcome {
+            Ok(()) => rec.state = FileState::Verified,
+            Err((code, message)) => {
+                report.verify_mismatches += 1;
+                if report.failures.len() < crate::report::MAX_LISTED_FAILURES {
+                    report.failures.push(crate::report::migrate::FileFailure {
+                        key: rec.key.clone(),
+                        code,
+                        message,
+                    });
+                }
+                rec.state = FileState::Mismatch;
+            }
+        }
+        batch.push(rec);
+    }
+    journal
+        .record_migrated(target_id, &batch)
+        .await
+        .map_err(CommandError::fatal)
+}
+
+fn is_md5(etag: &str) -> bool {
+    etag.len() == 32 && etag.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+async fn md5_file(path: &Path) -> std::io::Result<String> {
+    let mut file = tokio::fs::File::open(path).await?;
+    let mut hasher = Md5::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = file.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+/// `--repair`: every object below the key prefix gets Mastodon's Content-Type (when it
+/// is missing or generic) and Cache-Control, and its ACL: public objects stay public,
+/// private ones stay private unless `--repair-acl` (and then never backups, imports or
+/// media of suspended accounts, A3). One COPY per object that needs it, none otherwise.
+#[allow(clippy::too_many_arguments)]
+async fn repair(
+    cfg: &Config,
+    target_cfg: &S3Config,
+    target: &S3Store,
+    args: &Args,
+    gate: Gate,
+    cancel: &CancellationToken,
+    mode: ProgressMode,
+    report: &mut MigrateReport,
+) -> Result<(), CommandError> {
+    let prefix = target_cfg
+        .key_prefix
+        .as_deref()
+        .map(|p| format!("{p}/"))
+        .unwrap_or_default();
+    let db = if args.repair_acl {
+        Some(Arc::new(Db::connect(&cfg.database, 4).await.map_err(
+            |e| {
+                CommandError::fatal(anyhow!(
+                    "--repair-acl checks suspended accounts in the database: {e}"
+                ))
+            },
+        )?))
+    } else {
+        None
+    };
+    let progress = Progress::start_unit("repair", 0, "objects", "checked", mode);
+    let mut token = None;
+    loop {
+        if cancel.is_cancelled() {
+            break;
+        }
+        let page = target
+            .list_page(&prefix, false, None, token)
+            .await
+            .map_err(|e| CommandError::fatal(anyhow!("listing the bucket: {e}")))?;
+        let keys: Vec<String> = page
+            .objects
+            .iter()
+            .map(|o| o.key.as_str().to_owned())
+            .collect();
+        let mut results = std::pin::pin!(bounded(
+            stream::iter(keys),
+            args.concurrency as usize,
+            cancel.clone(),
+            |key: String| {
+                let db = db.clone();
+                let prefix = prefix.clone();
+                async move {
+                    let out = repair_one(
+                        target,
+                        target_cfg,
+                        &key,
+                        &key[prefix.len()..],
+                        args,
+                        gate,
+                        db.as_deref(),
+                    )
+                    .await;
+                    (key, out)
+                }
+            },
+        ));
+        while let Some((key, out)) = results.next().await {
+            report.repair_checked += 1;
+            progress.add(1, u64::from(out.is_err()), 0);
+            match out {
+                Ok(Repaired::Fixed) => report.repaired += 1,
+                Ok(Repaired::FixedLeftPrivate) => {
+                    report.repaired += 1;
+                    report.left_private += 1;
+                }
+                Ok(Repaired::LeftPrivate) => report.left_private += 1,
+                Ok(Repaired::Fine) | Ok(Repaired::Vanished) => {}
+                Err(e) => report.fail(&key, e.code(), e.to_string()),
+            }
+        }
+        match page.next {
+            Some(t) => token = Some(t),
+            None => break,
+        }
+    }
+    progress.finish();
+    Ok(())
+}
+
+enum Repaired {
+    Fine,
+    Fixed,
+    FixedLeftPrivate,
+    LeftPrivate,
+    Vanished,
+}
+
+async fn repair_one(
+    target: &S3Store,
+    target_cfg: &S3Config,
+    full_key: &str,
+    key: &str,
+    args: &Args,
+    gate: Gate,
+    db: Option<&Db>,
+) -> Result<Repaired, StoreError> {
+    // An object deleted since the listing is not an error (L3).
+    let Some(head) = target.head(full_key).await? else {
+        return Ok(Repaired::Vanished);
+    };
+    let generic =
+        |ct: &str| ct.is_empty() || ct == "binary/octet-stream" || ct == "application/octet-stream";
+    let want_ct = match head.content_type.as_deref() {
+        Some(ct) if !generic(ct) => ct.to_owned(),
+        _ => {
+            let bytes = match target
+                .get_stream(full_key, (head.size > 0).then(|| (0, head.size.min(64))))
+                .await
+            {
+                Ok(s) => s
+                    .collect()
+                    .await
+                    .map(|b| b.into_bytes().to_vec())
+                    .unwrap_or_default(),
+                Err(StoreError::NotFound) => return Ok(Repaired::Vanished),
+                Err(e) => return Err(e),
+            };
+            content_type(key, &bytes)
+        }
+    };
+    let desired = acl_for(key, target_cfg.permission.as_deref());
+    let (acl, acl_changes, left_private) = match desired {
+        None => (None, false, false),
+        Some(want) if want == "private" => {
+            let public = target.is_public(full_key).await?;
+            (Some(want), public, false)
+        }
+        Some(want) => {
+            let public = target.is_public(full_key).await?;
+            if public {
+                (Some(want), false, false)
+            } else if args.repair_acl && !owner_suspended(db, key).await {
+                (Some(want), true, false)
+            } else {
+                (Some("private".to_owned()), false, true)
+            }
+        }
+    };
+    let ct_changes = head.content_type.as_deref() != Some(want_ct.as_str());
+    let cc_changes = head.cache_control.as_deref() != Some(CACHE_CONTROL);
+    if !(ct_changes || cc_changes || acl_changes) {
+        return Ok(if left_private {
+            Repaired::LeftPrivate
+        } else {
+            Repaired::Fine
+        });
+    }
+    let headers = ObjectHeaders {
+        content_type: want_ct,
+        cache_control: CACHE_CONTROL.to_owned(),
+        acl,
+    };
+    match gate
+        .mutate(target.repair_in_place(full_key, &headers), || Ok(()))
+        .await
+    {
+        Ok(()) if left_private => Ok(Repaired::FixedLeftPrivate),
+        Ok(()) => Ok(Repaired::Fixed),
+        Err(StoreError::NotFound) => Ok(Repaired::Vanished),
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether the key belongs to media, an avatar or a header of a suspended account. When
+/// the database cannot answer, says yes (keep private).
+async fn owner_suspended(db: Option<&Db>, key: &str) -> bool {
+    let Some(db) = db else { return true };
+    let Ok(parsed) = parse_key(key, &crate::plan::layout::KeyPrefix::default()) else {
+        return false;
+    };
+    db.owner_suspended(parsed.attachment, &parsed.id_ranges())
+        .await
+        .unwrap_or(true)
+}

@@ -1,0 +1,148 @@
+//! The migration journal: per target bucket, the state of every source file copied
+//! (size and version as copied, uploaded / verified / mismatch). Loaded once at start so a
+//! re-run skips unchanged files without listing the target bucket; written in batched
+//! transactions as uploads finish, so a `kill -9` loses at most the last batch (those files
+//! are uploaded again, which is harmless).
+
+use std::collections::HashMap;
+
+use chrono::Utc;
+
+use super::{Journal, JournalError};
+
+/// State of a journalled file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileState {
+    /// Uploaded with the right headers.
+    Uploaded,
+    /// Uploaded and checked by `--verify` (size, and MD5 where the ETag is one).
+    Verified,
+    /// `--verify` found a difference: uploaded again on the next run.
+    Mismatch,
+}
+
+impl FileState {
+    fn as_str(self) -> &'static str {
+        match self {
+            FileState::Uploaded => "uploaded",
+            FileState::Verified => "verified",
+            FileState::Mismatch => "mismatch",
+        }
+    }
+
+    fn parse(s: &str) -> Self {
+        match s {
+            "verified" => FileState::Verified,
+            "mismatch" => FileState::Mismatch,
+            _ => FileState::Uploaded,
+        }
+    }
+}
+
+/// What the journal knows of one file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileRecord {
+    /// Key in the target bucket (without `S3_KEY_PREFIX`).
+    pub key: String,
+    /// Size in bytes as copied.
+    pub size: u64,
+    /// Source version as copied: file mtime in nanoseconds, or the source ETag.
+    pub version: String,
+    /// State.
+    pub state: FileState,
+}
+
+impl Journal {
+    /// Every file recorded for `target`, by key.
+    pub async fn migrate_files(
+        &self,
+        target: &str,
+    ) -> Result<HashMap<String, FileRecord>, JournalError> {
+        let rows: Vec<(String, i64, String, String)> =
+            sqlx::query_as("SELECT key, size, version, state FROM migrate_files WHERE target = ?")
+                .bind(target)
+                .fetch_all(self.pool())
+                .await
+                .map_err(|source| JournalError::Query {
+                    what: "loading the migration journal",
+                    source,
+                })?;
+        Ok(rows
+            .into_iter()
+            .map(|(key, size, version, state)| {
+                (
+                    key.clone(),
+                    FileRecord {
+                        key,
+                        size: size.max(0) as u64,
+                        version,
+                        state: FileState::parse(&state),
+                    },
+                )
+            })
+            .collect())
+    }
+
+    /// Records `files` for `target` in one transaction (insert or replace).
+    pub async fn record_migrated(
+        &self,
+        target: &str,
+        files: &[FileRecord],
+    ) -> Result<(), JournalError> {
+        if files.is_empty() {
+            return Ok(());
+        }
+        let err = |source| JournalError::Query {
+            what: "writing the migration journal",
+            source,
+        };
+        let now = Utc::now().to_rfc3339();
+        let mut tx = self.pool().begin().await.map_err(err)?;
+        for f in files {
+            sqlx::query(
+                "INSERT INTO migrate_files (target, key, size, version, state, updated_at) VALUES (?, ?, ?, ?, ?, ?) \
+                 ON CONFLICT (target, key) DO UPDATE SET size = excluded.size, version = excluded.version, \
+                 state = excluded.state, updated_at = excluded.updated_at",
+            )
+            .bind(target)
+            .bind(&f.key)
+            .bind(f.size as i64)
+            .bind(&f.version)
+            .bind(f.state.as_str())
+            .bind(&now)
+            .execute(&mut *tx)
+            .await
+            .map_err(err)?;
+        }
+        tx.commit().await.map_err(err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn records_round_trip_and_replace() {
+        let dir = std::env::temp_dir().join(format!("mm-jm-{}", std::process::id()));
+        let j = Journal::open(&dir.join("m.sqlite")).await.unwrap();
+        let rec = |size, state| FileRecord {
+            key: "a b/ü+%.png".into(),
+            size,
+            version: "123".into(),
+            state,
+        };
+        j.record_migrated("t", &[rec(5, FileState::Uploaded)])
+            .await
+            .unwrap();
+        j.record_migrated("t", &[rec(6, FileState::Verified)])
+            .await
+            .unwrap();
+        let m = j.migrate_files("t").await.unwrap();
+        assert_eq!(m.len(), 1);
+        assert_eq!(m["a b/ü+%.png"], rec(6, FileState::Verified));
+        assert!(j.migrate_files("other").await.unwrap().is_empty());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

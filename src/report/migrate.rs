@@ -1,0 +1,184 @@
+//! The `migrate` summary: files and bytes copied, skipped and failed, the catch-up gap,
+//! verification and repair results, throughput. Human text or `--json` on stdout.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use humansize::{BINARY, format_size};
+use serde::Serialize;
+
+use super::ExitCode;
+
+/// One file that could not be copied, verified or repaired.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct FileFailure {
+    /// Key relative to the source root.
+    pub key: String,
+    /// Error code (`EACCES`, `AccessDenied`, `SizeMismatch`, ...).
+    pub code: String,
+    /// Message.
+    pub message: String,
+}
+
+/// Outcome of a `migrate` run. Sizes in bytes, rates per second of wall time.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct MigrateReport {
+    /// Nothing was uploaded.
+    pub dry_run: bool,
+    /// `file:///...` or `s3://...` of the source.
+    pub source: String,
+    /// The target bucket.
+    pub target: String,
+    /// The journal file.
+    pub journal: String,
+    /// Files found at the source (after `--skip-cache`).
+    pub files_total: u64,
+    /// Bytes found at the source (after `--skip-cache`).
+    pub bytes_total: u64,
+    /// Files uploaded in this run (or that would be).
+    pub files_uploaded: u64,
+    /// Bytes uploaded in this run (or that would be).
+    pub bytes_uploaded: u64,
+    /// Files skipped because the journal says they were copied unchanged.
+    pub files_unchanged: u64,
+    /// Files left out by `--skip-cache`.
+    pub files_skipped_cache: u64,
+    /// Symlinks skipped (with a warning).
+    pub symlinks_skipped: u64,
+    /// Journalled files no longer at the source (deleted between passes); never deleted
+    /// from the target by migrate.
+    pub deleted_at_source: u64,
+    /// Files that failed (listed in `failures`).
+    pub files_failed: u64,
+    /// Objects checked by `--verify`.
+    pub verified: u64,
+    /// Objects whose size or MD5 differ (listed in `failures`, re-uploaded next run).
+    pub verify_mismatches: u64,
+    /// Objects examined by `--repair`.
+    pub repair_checked: u64,
+    /// Objects rewritten by `--repair`.
+    pub repaired: u64,
+    /// Private objects `--repair` left private.
+    pub left_private: u64,
+    /// Failures (at most 10,000 listed).
+    pub failures: Vec<FileFailure>,
+    /// Requests sent per operation.
+    pub requests: BTreeMap<&'static str, u64>,
+    /// Set when a fatal error stopped the run.
+    pub fatal: Option<String>,
+    /// Set when Ctrl-C stopped intake.
+    pub interrupted: bool,
+    /// Wall time, seconds.
+    pub elapsed_seconds: f64,
+    /// Files uploaded per second.
+    pub files_per_second: f64,
+    /// MiB uploaded per second.
+    pub mib_per_second: f64,
+}
+
+impl MigrateReport {
+    /// Records a failure (listing at most 10,000).
+    pub fn fail(&mut self, key: &str, code: &str, message: String) {
+        self.files_failed += 1;
+        if self.failures.len() < super::MAX_LISTED_FAILURES {
+            self.failures.push(FileFailure {
+                key: key.to_owned(),
+                code: code.to_owned(),
+                message,
+            });
+        }
+    }
+
+    /// Exit code: 3 fatal, 130 interrupted, 1 some files failed or mismatched, else 0.
+    pub fn exit_code(&self) -> ExitCode {
+        if self.fatal.is_some() {
+            ExitCode::Fatal
+        } else if self.interrupted {
+            ExitCode::Interrupted
+        } else if self.files_failed > 0 || self.verify_mismatches > 0 {
+            ExitCode::ItemsFailed
+        } else {
+            ExitCode::Success
+        }
+    }
+
+    /// Human summary.
+    pub fn human(&self) -> String {
+        let mut s = String::new();
+        let would = if self.dry_run { "would be " } else { "" };
+        let _ = writeln!(
+            s,
+            "mastomedia migrate{}: {} → {}",
+            if self.dry_run {
+                " (dry run: nothing uploaded)"
+            } else {
+                ""
+            },
+            self.source,
+            self.target
+        );
+        let _ = writeln!(s, "journal: {}", self.journal);
+        let _ = writeln!(
+            s,
+            "files: {} at the source ({}), {} {would}uploaded ({}), {} unchanged since the last run, {} failed",
+            self.files_total,
+            format_size(self.bytes_total, BINARY),
+            self.files_uploaded,
+            format_size(self.bytes_uploaded, BINARY),
+            self.files_unchanged,
+            self.files_failed
+        );
+        if self.files_skipped_cache > 0 {
+            let _ = writeln!(s, "left out (cache/): {} files", self.files_skipped_cache);
+        }
+        if self.symlinks_skipped > 0 {
+            let _ = writeln!(s, "symlinks skipped: {}", self.symlinks_skipped);
+        }
+        if self.deleted_at_source > 0 {
+            let _ = writeln!(
+                s,
+                "{} files copied earlier are gone from the source (deleted by Mastodon since); they stay in the bucket until `orphans --delete`",
+                self.deleted_at_source
+            );
+        }
+        if self.verified > 0 || self.verify_mismatches > 0 {
+            let _ = writeln!(
+                s,
+                "verify: {} checked, {} mismatches",
+                self.verified, self.verify_mismatches
+            );
+        }
+        if self.repair_checked > 0 {
+            let _ = writeln!(
+                s,
+                "repair: {} checked, {} {would}rewritten, {} private objects left private",
+                self.repair_checked, self.repaired, self.left_private
+            );
+        }
+        for f in &self.failures {
+            let _ = writeln!(s, "  FAILED {}: {} {}", f.key, f.code, f.message);
+        }
+        let total: u64 = self.requests.values().sum();
+        let _ = writeln!(
+            s,
+            "requests: {total} ({})",
+            self.requests
+                .iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let _ = writeln!(
+            s,
+            "elapsed: {:.1}s, {:.1} files/s, {:.2} MiB/s",
+            self.elapsed_seconds, self.files_per_second, self.mib_per_second
+        );
+        if self.interrupted {
+            let _ = writeln!(s, "interrupted: run the same command again to continue");
+        }
+        if let Some(f) = &self.fatal {
+            let _ = writeln!(s, "stopped: {f}");
+        }
+        s
+    }
+}

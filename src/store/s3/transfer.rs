@@ -1,0 +1,376 @@
+//! Uploads, downloads and metadata of single objects on S3, for `migrate`: PUT with
+//! Mastodon's headers, multipart with equal part sizes and abort on failure (M1), HEAD,
+//! ACL reads and writes, and in-place metadata repair (one COPY per object, only when it
+//! is needed: T2).
+
+use std::path::Path;
+
+use aws_sdk_s3::primitives::{ByteStream, Length};
+use aws_sdk_s3::types::{
+    CompletedMultipartUpload, CompletedPart, MetadataDirective, ObjectCannedAcl, Permission,
+    Type as GranteeType,
+};
+
+use super::S3Store;
+use crate::store::StoreError;
+
+/// S3's limit on parts per multipart upload.
+const MAX_PARTS: u64 = 10_000;
+/// Smallest part S3 accepts (except the last).
+const MIN_PART: u64 = 5 * 1024 * 1024;
+/// The AllUsers group, whose READ grant makes an object public.
+const ALL_USERS: &str = "http://acs.amazonaws.com/groups/global/AllUsers";
+
+/// The headers every uploaded object gets, as Mastodon writes them (§6).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectHeaders {
+    /// `Content-Type` (never empty).
+    pub content_type: String,
+    /// `Cache-Control`.
+    pub cache_control: String,
+    /// Canned ACL (`x-amz-acl`), `None` to send none (`S3_PERMISSION=` empty).
+    pub acl: Option<String>,
+}
+
+/// Object metadata from a HEAD request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeadMeta {
+    /// Size in bytes.
+    pub size: u64,
+    /// ETag without quotes (an MD5 hex digest for single-part uploads).
+    pub etag: Option<String>,
+    /// `Content-Type`.
+    pub content_type: Option<String>,
+    /// `Cache-Control`.
+    pub cache_control: Option<String>,
+}
+
+/// Where the bytes of an upload come from.
+pub enum Body<'a> {
+    /// A local file of the given size.
+    File(&'a Path, u64),
+    /// An object of another bucket of the given size (streamed, never written to disk).
+    Object(&'a S3Store, &'a str, u64),
+}
+
+impl Body<'_> {
+    fn size(&self) -> u64 {
+        match self {
+            Body::File(_, n) | Body::Object(_, _, n) => *n,
+        }
+    }
+
+    async fn range(&self, offset: u64, len: u64) -> Result<ByteStream, StoreError> {
+        match self {
+            Body::File(path, _) => ByteStream::read_from()
+                .path(path)
+                .offset(offset)
+                .length(Length::Exact(len))
+                .build()
+                .await
+                .map_err(|e| StoreError::Other {
+                    code: "ReadFailed".into(),
+                    message: format!("{}: {e}", path.display()),
+                }),
+            Body::Object(src, key, size) => {
+                let whole = offset == 0 && len == *size;
+                src.get_stream(key, (!whole).then_some((offset, len))).await
+            }
+        }
+    }
+}
+
+/// The part size for an object of `size` bytes: `threshold` (at least 5 MiB), grown so the
+/// upload needs at most 10,000 parts. All parts but the last have this size (R2 requires it).
+pub fn part_size(size: u64, threshold: u64) -> u64 {
+    let base = threshold.max(MIN_PART);
+    base.max(size.div_ceil(MAX_PARTS))
+}
+
+fn acl(value: &str) -> ObjectCannedAcl {
+    ObjectCannedAcl::from(value)
+}
+
+impl S3Store {
+    /// Uploads `body` to `key` with `headers`: one PUT up to `multipart_threshold` bytes,
+    /// else a multipart upload with equal parts that is aborted if any part fails.
+    /// Errors: `AccessControlListNotSupported` surfaces as [`StoreError::Unsupported`]
+    /// with code `AccessControlListNotSupported` (the caller stops and explains A1).
+    pub async fn upload(
+        &self,
+        key: &str,
+        body: Body<'_>,
+        headers: &ObjectHeaders,
+        multipart_threshold: u64,
+    ) -> Result<(), StoreError> {
+        let size = body.size();
+        if size <= multipart_threshold.max(1) {
+            let stream = body.range(0, size).await?;
+            let _permit = self.limiter.acquire("PutObject").await;
+            let mut req = self
+                .client
+                .put_object()
+                .bucket(&self.bucket)
+                .key(key)
+                .body(stream)
+                .content_length(size as i64)
+                .content_type(&headers.content_type)
+                .cache_control(&headers.cache_control);
+            if let Some(a) = &headers.acl {
+                req = req.acl(acl(a));
+            }
+            return req
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| self.classify("PutObject", e));
+        }
+        self.upload_multipart(key, body, headers, multipart_threshold)
+            .await
+    }
+
+    async fn upload_multipart(
+        &self,
+        key: &str,
+        body: Body<'_>,
+        headers: &ObjectHeaders,
+        threshold: u64,
+    ) -> Result<(), StoreError> {
+        let size = body.size();
+        let part = part_size(size, threshold);
+        let upload_id = {
+            let _permit = self.limiter.acquire("CreateMultipartUpload").await;
+            let mut req = self
+                .client
+                .create_multipart_upload()
+                .bucket(&self.bucket)
+                .key(key)
+                .content_type(&headers.content_type)
+                .cache_control(&headers.cache_control);
+            if let Some(a) = &headers.acl {
+                req = req.acl(acl(a));
+            }
+            req.send()
+                .await
+                .map_err(|e| self.classify("CreateMultipartUpload", e))?
+                .upload_id()
+                .map(str::to_owned)
+                .ok_or_else(|| StoreError::Other {
+                    code: "NoUploadId".into(),
+                    message: "CreateMultipartUpload returned no upload id".into(),
+                })?
+        };
+        let result = self.upload_parts(key, &upload_id, &body, size, part).await;
+        match result {
+            Ok(parts) => {
+                let _permit = self.limiter.acquire("CompleteMultipartUpload").await;
+                let done = self
+                    .client
+                    .complete_multipart_upload()
+                    .bucket(&self.bucket)
+                    .key(key)
+                    .upload_id(&upload_id)
+                    .multipart_upload(
+                        CompletedMultipartUpload::builder()
+                            .set_parts(Some(parts))
+                            .build(),
+                    )
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| self.classify("CompleteMultipartUpload", e));
+                if done.is_err() {
+                    self.abort_upload(key, &upload_id).await;
+                }
+                done
+            }
+            Err(e) => {
+                self.abort_upload(key, &upload_id).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn upload_parts(
+        &self,
+        key: &str,
+        upload_id: &str,
+        body: &Body<'_>,
+        size: u64,
+        part: u64,
+    ) -> Result<Vec<CompletedPart>, StoreError> {
+        let mut parts = Vec::new();
+        let mut offset = 0;
+        let mut number = 1;
+        while offset < size {
+            let len = part.min(size - offset);
+            let stream = body.range(offset, len).await?;
+            let _permit = self.limiter.acquire("UploadPart").await;
+            let out = self
+                .client
+                .upload_part()
+                .bucket(&self.bucket)
+                .key(key)
+                .upload_id(upload_id)
+                .part_number(number)
+                .content_length(len as i64)
+                .body(stream)
+                .send()
+                .await
+                .map_err(|e| self.classify("UploadPart", e))?;
+            parts.push(
+                CompletedPart::builder()
+                    .part_number(number)
+                    .set_e_tag(out.e_tag().map(str::to_owned))
+                    .build(),
+            );
+            offset += len;
+            number += 1;
+        }
+        Ok(parts)
+    }
+
+    /// Aborts a multipart upload so its parts are not billed (errors only logged).
+    async fn abort_upload(&self, key: &str, upload_id: &str) {
+        let _permit = self.limiter.acquire("AbortMultipartUpload").await;
+        if let Err(e) = self
+            .client
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .send()
+            .await
+        {
+            tracing::warn!(
+                "could not abort the multipart upload of {key} ({}): list and abort it with `du --versions`",
+                self.classify("AbortMultipartUpload", e)
+            );
+        }
+    }
+
+    /// The object's bytes, whole or `(offset, len)`, as a stream.
+    pub async fn get_stream(
+        &self,
+        key: &str,
+        range: Option<(u64, u64)>,
+    ) -> Result<ByteStream, StoreError> {
+        let _permit = self.limiter.acquire("GetObject").await;
+        let mut req = self.client.get_object().bucket(&self.bucket).key(key);
+        if let Some((off, len)) = range {
+            req = req.range(format!("bytes={}-{}", off, off + len - 1));
+        }
+        req.send()
+            .await
+            .map(|o| o.body)
+            .map_err(|e| self.classify("GetObject", e))
+    }
+
+    /// HEAD: `None` when the object does not exist.
+    pub async fn head(&self, key: &str) -> Result<Option<HeadMeta>, StoreError> {
+        let _permit = self.limiter.acquire("HeadObject").await;
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(o) => Ok(Some(HeadMeta {
+                size: o.content_length().unwrap_or(0).max(0) as u64,
+                etag: o.e_tag().map(|t| t.trim_matches('"').to_owned()),
+                content_type: o.content_type().map(str::to_owned),
+                cache_control: o.cache_control().map(str::to_owned),
+            })),
+            Err(e) => match self.classify("HeadObject", e) {
+                StoreError::NotFound => Ok(None),
+                err => Err(err),
+            },
+        }
+    }
+
+    /// Whether the object grants READ to everyone (public-read).
+    pub async fn is_public(&self, key: &str) -> Result<bool, StoreError> {
+        let _permit = self.limiter.acquire("GetObjectAcl").await;
+        let out = self
+            .client
+            .get_object_acl()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| self.classify("GetObjectAcl", e))?;
+        Ok(out.grants().iter().any(|g| {
+            matches!(
+                g.permission(),
+                Some(Permission::Read) | Some(Permission::FullControl)
+            ) && g
+                .grantee()
+                .is_some_and(|gr| gr.r#type() == &GranteeType::Group && gr.uri() == Some(ALL_USERS))
+        }))
+    }
+
+    /// Rewrites the object's Content-Type, Cache-Control and ACL in place (one
+    /// `CopyObject` onto itself with `MetadataDirective=REPLACE`). Call only when a HEAD
+    /// showed something to fix.
+    pub async fn repair_in_place(
+        &self,
+        key: &str,
+        headers: &ObjectHeaders,
+    ) -> Result<(), StoreError> {
+        let _permit = self.limiter.acquire("CopyObject").await;
+        let mut req = self
+            .client
+            .copy_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .copy_source(format!("{}/{}", self.bucket, encode_copy_source(key)))
+            .metadata_directive(MetadataDirective::Replace)
+            .content_type(&headers.content_type)
+            .cache_control(&headers.cache_control);
+        if let Some(a) = &headers.acl {
+            req = req.acl(acl(a));
+        }
+        req.send()
+            .await
+            .map(|_| ())
+            .map_err(|e| self.classify("CopyObject", e))
+    }
+}
+
+/// Percent-encodes a key for `x-amz-copy-source`: every byte except `A-Za-z0-9-._~/`.
+pub fn encode_copy_source(key: &str) -> String {
+    let mut out = String::with_capacity(key.len());
+    for b in key.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b'/') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parts_are_equal_and_at_most_ten_thousand() {
+        let mib = 1024 * 1024;
+        assert_eq!(part_size(20 * mib, 8 * mib), 8 * mib);
+        assert_eq!(part_size(20 * mib, mib), 5 * mib, "S3's 5 MiB minimum");
+        let huge = 200 * 1024 * mib; // 200 GiB
+        let p = part_size(huge, 8 * mib);
+        assert!(huge.div_ceil(p) <= 10_000);
+    }
+
+    #[test]
+    fn copy_source_encoding() {
+        assert_eq!(
+            encode_copy_source("a b/c+d%e~ü.png"),
+            "a%20b/c%2Bd%25e~%C3%BC.png"
+        );
+    }
+}
