@@ -372,7 +372,7 @@ fn s3_config(vars: &Vars) -> Result<S3Config, ConfigError> {
                         .into(),
                 });
             }
-            Some(e.trim_end_matches('/').to_owned())
+            Some(strip_bucket_host(e.trim_end_matches('/'), &bucket))
         }
     };
     let dotted_https = bucket.contains('.')
@@ -484,6 +484,23 @@ pub fn media_root(env_file: &Path, vars: &Vars) -> PathBuf {
     }
 }
 
+/// K1: an endpoint whose host starts with `<bucket>.` (copied from a provider's
+/// "bucket URL") breaks path-style requests; use the bare endpoint and say so.
+fn strip_bucket_host(endpoint: &str, bucket: &str) -> String {
+    let Some((scheme, rest)) = endpoint.split_once("://") else {
+        return endpoint.to_owned();
+    };
+    match rest.strip_prefix(&format!("{bucket}.")) {
+        Some(host) if !host.is_empty() => {
+            tracing::warn!(
+                "S3_ENDPOINT {endpoint} contains the bucket name; using {scheme}://{host} (set S3_ENDPOINT to the region endpoint without the bucket)"
+            );
+            format!("{scheme}://{host}")
+        }
+        _ => endpoint.to_owned(),
+    }
+}
+
 fn filesystem_config(env_file: &Path, vars: &Vars) -> Result<StorageConfig, ConfigError> {
     let root = media_root(env_file, vars);
     let root = root.canonicalize().map_err(|e| ConfigError::Invalid {
@@ -551,6 +568,18 @@ mod tests {
             ("S3_OVERRIDE_PATH_STYLE", "true"),
         ]));
         assert!(!c.force_path_style);
+    }
+
+    #[test]
+    fn bucket_in_endpoint_host_is_stripped() {
+        let c = s3(&s3_vars(&[(
+            "S3_ENDPOINT",
+            "https://files-example.us-east-1.linodeobjects.com",
+        )]));
+        assert_eq!(
+            c.endpoint.as_deref(),
+            Some("https://us-east-1.linodeobjects.com")
+        );
     }
 
     #[test]

@@ -14,9 +14,8 @@ pub use update::{ClearRequest, RowTable, update_columns};
 
 use std::time::Duration;
 
-use sqlx::pool::PoolConnection;
+use sqlx::Row as _;
 use sqlx::postgres::{PgPool, PgPoolOptions};
-use sqlx::{Postgres, Row as _};
 
 use crate::config::DatabaseConfig;
 
@@ -81,11 +80,11 @@ pub struct Db {
     schema: Schema,
 }
 
-/// Holds a session-level advisory lock for as long as it lives (the dedicated connection is
-/// closed on drop, which releases the lock).
+/// Holds a session-level advisory lock for as long as it lives: the lock's connection is
+/// detached from the pool, so dropping it closes the session, which releases the lock.
 #[derive(Debug)]
 pub struct RunLock {
-    _conn: PoolConnection<Postgres>,
+    _conn: sqlx::PgConnection,
 }
 
 impl Db {
@@ -132,7 +131,9 @@ impl Db {
             return Err(DbError::Locked(job.to_owned()));
         }
         // Detach: the lock lives with this session; dropping closes the connection.
-        Ok(RunLock { _conn: conn })
+        Ok(RunLock {
+            _conn: conn.detach(),
+        })
     }
 
     /// The instance's `media_cache_retention_period` in days, `None` when unset, empty or
