@@ -186,7 +186,7 @@ impl Vars {
                 Err(e) => {
                     return Err(ConfigError::EnvFileSyntax {
                         path: path.to_owned(),
-                        detail: redact_parse_error(&e.to_string()),
+                        detail: describe_parse_error(&text, &e),
                     });
                 }
             }
@@ -236,14 +236,22 @@ impl Vars {
     }
 }
 
-/// dotenvy echoes the offending line; that line may hold a secret, so keep only the position.
-fn redact_parse_error(msg: &str) -> String {
-    if let Some(i) = msg.find("at index") {
-        format!("line does not parse ({})", &msg[i..])
-    } else if SECRET_VARS.iter().any(|s| msg.contains(s)) || msg.contains('=') {
-        "a line does not parse".to_owned()
-    } else {
-        msg.to_owned()
+/// dotenvy echoes the offending line, which may hold a secret: report its line number
+/// and column instead, never its text.
+fn describe_parse_error(text: &str, e: &dotenvy::Error) -> String {
+    match e {
+        dotenvy::Error::LineParse(line, index) => {
+            // The "line" may span several lines (an unterminated quote): find its first one.
+            let first = line.lines().next().unwrap_or("").trim_end();
+            let number = text
+                .lines()
+                .position(|l| !first.is_empty() && l.trim_end() == first)
+                .map_or_else(|| "a line".to_owned(), |n| format!("line {}", n + 1));
+            format!("{number} does not parse (column {})", index + 1)
+        }
+        dotenvy::Error::EnvVar(_) => "a ${VARIABLE} substitution failed".to_owned(),
+        dotenvy::Error::Io(io) => format!("read error: {io}"),
+        _ => "a line does not parse".to_owned(),
     }
 }
 
@@ -628,6 +636,22 @@ mod tests {
             c.database.display,
             "postgres://mastodon@other:5432/mastodon_production"
         );
+    }
+
+    #[test]
+    fn parse_errors_give_the_line_number_never_the_text() {
+        let dir = std::env::temp_dir().join(format!("mm-env-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(".env.production");
+        std::fs::write(
+            &path,
+            "S3_ENABLED=true\nAWS_SECRET_ACCESS_KEY=abc def\" ghi\nX=1\n",
+        )
+        .unwrap();
+        let err = Vars::load(&path, Vec::new()).unwrap_err().to_string();
+        assert!(!err.contains("abc"), "{err}");
+        assert!(err.contains("line 2"), "{err}");
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]

@@ -2,9 +2,9 @@
 //!
 //! Set up for S3-compatible providers, not only AWS (`provider-quirks.md`): custom endpoint,
 //! path-style addressing, checksums only when required (H1/H2), `Content-MD5` on
-//! `DeleteObjects` (D4), the SDK's adaptive retry with jittered backoff for `SlowDown`
-//! (T1), connect and per-attempt timeouts, and a fallback to single `DeleteObject`
-//! requests where the provider has no multi-object delete (D4).
+//! `DeleteObjects` (D4), the SDK's standard retry with full-jitter exponential backoff for
+//! `SlowDown` (T1), connect and per-attempt timeouts, and a fallback to single
+//! `DeleteObject` requests where the provider has no multi-object delete (D4).
 
 mod transfer;
 
@@ -72,8 +72,13 @@ impl S3Store {
             .force_path_style(cfg.force_path_style)
             .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
             .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+            // Standard, not adaptive: once throttled at a low request rate, the adaptive
+            // client rate limiter replaces the jittered backoff with a flat ~20 s wait per
+            // retry (a throttled retry costs 10 tokens, refilled at 0.5/s), so one 503 storm
+            // stalls the run for minutes. `--rate` and the pool's item-level retries bound
+            // the load instead.
             .retry_config(
-                RetryConfig::adaptive()
+                RetryConfig::standard()
                     .with_max_attempts(cfg.max_attempts)
                     .with_initial_backoff(Duration::from_millis(200))
                     .with_max_backoff(Duration::from_secs(20)),

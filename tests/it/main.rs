@@ -1,5 +1,7 @@
 //! The one integration-test binary. Every test talks to real components: PostgreSQL and
 //! the S3 server started by `tests/it/support` (see `scripts/services.sh`).
 
+mod bad_input;
+mod faults;
 mod prune;
 mod support;

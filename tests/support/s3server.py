@@ -205,6 +205,9 @@ class S3Error(Exception):
 def classify(method, bucket, key, params, headers):
     """Operation name from method, path and query parameter names."""
     q = {unquote(k): unquote(v) for k, v in params}
+    # aws-sdk-s3 tags requests with ?x-id=<Operation> (DeleteObject, PutObject, GetObject...);
+    # it names the operation and is no sub-resource.
+    q.pop("x-id", None)
     if not bucket:
         return "ListBuckets" if method == "GET" else "Other"
     if key == "":
@@ -573,6 +576,10 @@ class ProxyHandler(BaseHTTPRequestHandler):
             return
 
         st_, reason, hdrs, data = self.forward(self.command, target, self.headers.items(), body)
+        if op == "ListParts" and st_ == 200:
+            # moto 5.2.5 names the root ListPartsResponse; S3 (and the SDK) say ListPartsResult.
+            data = data.replace(b"<ListPartsResponse", b"<ListPartsResult").replace(
+                b"</ListPartsResponse>", b"</ListPartsResult>")
         self.send_raw(st_, hdrs, data, reason, head=self.command == "HEAD")
 
     def injected(self, b):
