@@ -32,8 +32,10 @@ use crate::report::{ExitCode, Progress, ProgressMode};
 use crate::store::s3::{Body, ObjectHeaders, S3Store};
 use crate::store::{Limiter, Store, StoreError};
 
-/// Journal writes are grouped in transactions of this many files.
+/// Journal writes are grouped in transactions of this many files...
 const JOURNAL_BATCH: usize = 200;
+/// ...or of what finished in this long, whichever comes first.
+const JOURNAL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Runs `migrate` and returns the exit code; prints the summary itself.
 pub async fn run(env_file: &Path, args: Args, quiet: bool) -> Result<ExitCode, CommandError> {
@@ -49,15 +51,22 @@ pub async fn run(env_file: &Path, args: Args, quiet: bool) -> Result<ExitCode, C
         target_cfg,
         Limiter::new(args.rate, args.concurrency as usize * 2),
     );
-    target
-        .check()
-        .await
-        .map_err(|e| CommandError::fatal(anyhow!("target bucket: {e}")))?;
-    let target_id = format!(
+    target.check().await.map_err(|e| {
+        CommandError::fatal(anyhow!(
+            "target bucket (--env-file {}): {e}",
+            env_file.display()
+        ))
+    })?;
+    // The key prefix is part of the target: journal rows hold keys without it, so after a
+    // change of S3_KEY_PREFIX they must not claim the objects are already there.
+    let mut target_id = format!(
         "{}/{}",
         target_cfg.endpoint.as_deref().unwrap_or("aws"),
         target_cfg.bucket
     );
+    if let Some(prefix) = target_cfg.key_prefix.as_deref() {
+        target_id = format!("{target_id}/{prefix}");
+    }
     let journal_path = args
         .journal
         .clone()
@@ -89,7 +98,7 @@ pub async fn run(env_file: &Path, args: Args, quiet: bool) -> Result<ExitCode, C
         )
         .await?;
     } else {
-        let source = Source::open(env_file, &vars, &args).await?;
+        let source = Source::open(env_file, &vars, &args, target_cfg).await?;
         report.source = source.describe();
         let files = source.files(&mut report).await?;
         let ctx = Copy {
@@ -142,6 +151,7 @@ impl Source {
         env_file: &Path,
         vars: &crate::config::Vars,
         args: &Args,
+        target_cfg: &S3Config,
     ) -> Result<Self, CommandError> {
         if let Some(old_env) = &args.from_env {
             let old = Config::load(old_env)?;
@@ -151,14 +161,27 @@ impl Source {
                     old_env.display()
                 )));
             };
+            // Copying a bucket onto itself rewrites every object for nothing.
+            if old_cfg.endpoint == target_cfg.endpoint
+                && old_cfg.bucket == target_cfg.bucket
+                && old_cfg.key_prefix == target_cfg.key_prefix
+            {
+                return Err(CommandError::usage(anyhow!(
+                    "--from-env {} names the target bucket itself ({}): pass the old provider's env file, or use --repair to fix the headers of objects already there",
+                    old_env.display(),
+                    target_cfg.bucket
+                )));
+            }
             let store = S3Store::new(
                 &old_cfg,
                 Limiter::new(args.rate, args.concurrency as usize * 2),
             );
-            store
-                .check()
-                .await
-                .map_err(|e| CommandError::fatal(anyhow!("source bucket: {e}")))?;
+            store.check().await.map_err(|e| {
+                CommandError::fatal(anyhow!(
+                    "source bucket (--from-env {}): {e}",
+                    old_env.display()
+                ))
+            })?;
             return Ok(Source::Bucket(Box::new(store), Box::new(old_cfg)));
         }
         let dir = args
@@ -331,7 +354,25 @@ async fn copy_all(
         |f: &SourceFile| async move { (f, ctx.upload(f).await) },
     ));
     let mut batch: Vec<FileRecord> = Vec::new();
-    while let Some((f, result)) = results.next().await {
+    // Flush on a timer too: at a low --rate a batch of JOURNAL_BATCH takes long to fill,
+    // and a kill -9 would lose all of it (uploaded again on the next run).
+    let mut tick = tokio::time::interval(JOURNAL_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let (f, result) = tokio::select! {
+            next = results.next() => match next {
+                Some(r) => r,
+                None => break,
+            },
+            _ = tick.tick() => {
+                journal
+                    .record_migrated(target_id, &batch)
+                    .await
+                    .map_err(CommandError::fatal)?;
+                batch.clear();
+                continue;
+            }
+        };
         match result {
             Ok(()) => {
                 report.files_uploaded += 1;
