@@ -6,6 +6,7 @@
 #
 # - PostgreSQL reachable on 127.0.0.1:5432 as user postgres without a password
 #   (installs Debian's postgresql, starts the cluster, adds a trust line if needed).
+# - Debian's pebble (ACME test server + mock DNS) for the certificate tests.
 # - A Python venv with moto (the local S3 server used by tests/support/s3server.py),
 #   at ${MASTOMEDIA_VENV:-$HOME/.cache/mastomedia/venv}.
 #
@@ -147,9 +148,20 @@ _mm_s3_venv() {
     _mm_log "s3 (moto) venv ready: MASTOMEDIA_TEST_PYTHON=$MASTOMEDIA_TEST_PYTHON"
 }
 
+# Debian's pebble package: the ACME test CA (pebble) and its mock DNS
+# (pebble-challtestsrv) for the certificate tests; they start them per test process.
+_mm_pebble() {
+    if ! command -v pebble >/dev/null 2>&1 || ! command -v pebble-challtestsrv >/dev/null 2>&1; then
+        _mm_log "installing pebble (apt-get)"
+        _mm_apt_install pebble || return 1
+    fi
+    _mm_log "pebble ready: $(command -v pebble), $(command -v pebble-challtestsrv)"
+}
+
 mastomedia_services() {
     _mm_postgres || return 1
     _mm_s3_venv || return 1
+    _mm_pebble || return 1
 }
 
 if [ "${BASH_SOURCE[0]}" = "$0" ]; then

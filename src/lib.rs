@@ -20,7 +20,11 @@
 //! - [`mastodon`]: Postgres connection, schema introspection, the advisory lock and the
 //!   documented column updates. Never DDL.
 //! - [`report`]: progress, summaries, `--json`, exit codes.
+//! - [`cert`]: a flow of its own: the custom media domain's certificate (preflight, ACME
+//!   order with a challenge object in the bucket, Linode upload, TLS probe) and the DNS/TLS
+//!   checks `doctor` shares.
 
+pub mod cert;
 pub mod cli;
 pub mod commands;
 pub mod config;

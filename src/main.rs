@@ -30,6 +30,10 @@ fn main() {
         let result = match cli.command {
             Command::Prune(args) => commands::prune::run(&cli.env_file, args, cli.quiet).await,
             Command::Migrate(args) => commands::migrate::run(&cli.env_file, args, cli.quiet).await,
+            Command::Cert(args) => commands::cert::run(&cli.env_file, args, cli.quiet).await,
+            Command::Doctor(args) => commands::doctor::run(&cli.env_file, args, cli.quiet).await,
+            Command::Du(args) => commands::du::run(&cli.env_file, args, cli.quiet).await,
+            Command::Orphans(args) => commands::orphans::run(&cli.env_file, args, cli.quiet).await,
         };
         match result {
             Ok(code) => code,

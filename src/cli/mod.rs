@@ -1,7 +1,11 @@
 //! Command-line types (clap derive). One file per subcommand; nothing here reads files or
 //! the environment.
 
+pub mod cert;
+pub mod doctor;
+pub mod du;
 pub mod migrate;
+pub mod orphans;
 pub mod prune;
 
 use std::path::PathBuf;
@@ -50,4 +54,17 @@ pub enum Command {
     /// Copy public/system (or another provider's bucket) into the bucket, with the ACL,
     /// Content-Type and Cache-Control Mastodon writes; resumable; --verify, --repair.
     Migrate(migrate::Args),
+    /// What is in the bucket per Mastodon category, beside the database's own sums
+    /// (tootctl media usage), plus keys outside the layout; --versions for noncurrent
+    /// versions and unfinished multipart uploads. Read-only.
+    Du(du::Args),
+    /// Find objects no database row owns (orphans, stale copies, unrecognised keys);
+    /// report only, or --delete them in batches through the dry-run gate; resumable.
+    Orphans(orphans::Args),
+    /// The custom media domain's certificate: `cert renew` (Let's Encrypt, installed on the
+    /// Linode bucket, only when due; cron-safe) and `cert status`.
+    Cert(cert::Args),
+    /// Check the whole setup (env, database, bucket, DNS, CAA, TLS, public reads), one line
+    /// per check with its fix; exit 1 on any failure.
+    Doctor(doctor::Args),
 }

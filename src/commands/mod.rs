@@ -1,7 +1,11 @@
 //! Subcommands: each wires config, inventory, plan, pool, store, mastodon and report
 //! together. One file per subcommand, each exporting `run`.
 
+pub mod cert;
+pub mod doctor;
+pub mod du;
 pub mod migrate;
+pub mod orphans;
 pub mod prune;
 
 use std::sync::Arc;

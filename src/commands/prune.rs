@@ -198,7 +198,18 @@ impl WithStore<Result<PruneReport, CommandError>> for PruneJob<'_> {
                 Selection::PreviewCards { .. } => "preview_cards",
             };
             let total = sel.count(self.db).await.map_err(db_error)?;
-            let progress = Progress::start(&format!("prune {name}"), total.max(0) as u64, mode);
+            let verb = if self.args.dry_run {
+                "would be freed"
+            } else {
+                "freed"
+            };
+            let progress = Progress::start_unit(
+                &format!("prune {name}"),
+                total.max(0) as u64,
+                "rows",
+                verb,
+                mode,
+            );
             let pass = PassReport {
                 pass: name,
                 rows_selected: total.max(0) as u64,

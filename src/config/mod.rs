@@ -5,8 +5,10 @@
 //! defaults Mastodon applies (`mastodon-storage.md` §5), and the redaction of secrets.
 //! Must not: be read by anything but `commands/`, open connections, or print secrets.
 
+mod linode;
 mod secret;
 
+pub use linode::LinodeConfig;
 pub use secret::Secret;
 
 use std::collections::HashMap;

@@ -4,7 +4,10 @@
 //! §7.1–7.3) and keyset pagination by primary key, so memory does not grow with the
 //! number of rows. Must not: write anything.
 
+pub mod listing;
+pub mod owners;
 pub mod source;
+pub mod usage;
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 use sqlx::Row as _;

@@ -7,6 +7,7 @@
 //! anything that would hide a destructive action.
 
 pub mod migrate;
+pub mod orphans;
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;

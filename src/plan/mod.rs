@@ -3,5 +3,6 @@
 
 pub mod headers;
 pub mod layout;
+pub mod orphans;
 pub mod parse;
 pub mod prune;

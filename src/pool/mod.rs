@@ -14,9 +14,12 @@
 
 mod bounded;
 mod gate;
+mod retry;
+pub mod scan;
 
 pub use bounded::bounded;
 pub use gate::Gate;
+pub use retry::delete_with_retries;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -280,29 +283,16 @@ async fn process_chunk<S: Store>(
                 .collect());
         }
     };
-    let mut outcomes = gate.delete(store, &keys, &sizes).await;
     // Item-level retries of retryable per-key failures, full jitter, doubling.
-    for attempt in 1..opts.key_attempts {
-        let retry: Vec<usize> = outcomes
-            .iter()
-            .enumerate()
-            .filter(|(_, o)| matches!(o, DeleteOutcome::Failed(e) if e.is_retryable()))
-            .map(|(i, _)| i)
-            .collect();
-        if retry.is_empty() {
-            break;
-        }
-        let cap = opts.retry_base.saturating_mul(1 << (attempt - 1).min(6));
-        let wait = cap.mul_f64(fastrand::f64());
-        tracing::debug!(keys = retry.len(), ?wait, "retrying failed deletes");
-        tokio::time::sleep(wait).await;
-        let again: Vec<ObjectKey> = retry.iter().map(|&i| keys[i].clone()).collect();
-        let sizes_again: Vec<Option<u64>> = retry.iter().map(|&i| sizes[i]).collect();
-        let redo = gate.delete(store, &again, &sizes_again).await;
-        for (i, o) in retry.into_iter().zip(redo) {
-            outcomes[i] = o;
-        }
-    }
+    let outcomes = delete_with_retries(
+        gate,
+        store,
+        &keys,
+        &sizes,
+        opts.key_attempts,
+        opts.retry_base,
+    )
+    .await;
     if let Some(DeleteOutcome::Failed(e)) = outcomes
         .iter()
         .find(|o| matches!(o, DeleteOutcome::Failed(e) if e.is_fatal()))

@@ -4,7 +4,9 @@
 //! Must not: print progress to stdout, or print secrets.
 
 pub mod migrate;
+pub mod orphans;
 mod progress;
+pub mod usage;
 
 pub use progress::{Progress, ProgressMode};
 

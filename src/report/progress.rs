@@ -78,12 +78,18 @@ impl Progress {
         let (bar, ticker) = match mode {
             ProgressMode::Bar => {
                 let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr());
-                bar.set_style(
-                    ProgressStyle::with_template(
-                        &format!("{{prefix}} [{{bar:30}}] {{pos}}/{{len}} {unit} {{msg}} {{per_sec}} ETA {{eta}}"),
+                // total 0 = unknown (a listing): a counter instead of a bar.
+                let template = if total == 0 {
+                    format!("{{prefix}} {{spinner}} {{pos}} {unit} {{msg}} {{per_sec}}")
+                } else {
+                    format!(
+                        "{{prefix}} [{{bar:30}}] {{pos}}/{{len}} {unit} {{msg}} {{per_sec}} ETA {{eta}}"
                     )
-                    .expect("valid template")
-                    .progress_chars("=> "),
+                };
+                bar.set_style(
+                    ProgressStyle::with_template(&template)
+                        .expect("valid template")
+                        .progress_chars("=> "),
                 );
                 bar.set_prefix(label.to_owned());
                 bar.enable_steady_tick(Duration::from_millis(200));
@@ -182,6 +188,13 @@ fn status_line(
     let failed = c.failed.load(Ordering::Relaxed);
     let secs = elapsed.as_secs_f64().max(0.001);
     let rate = rows as f64 / secs;
+    if total == 0 {
+        return format!(
+            "{label}: {rows} {unit}, {failed} failed, {} {verb}, {:.0} {unit}/s",
+            format_size(bytes, BINARY),
+            rows as f64 / secs
+        );
+    }
     let pct = (rows * 100).checked_div(total).unwrap_or(100);
     let eta = if rate > 0.0 && total > rows {
         format!("{}s", ((total - rows) as f64 / rate).round())

@@ -278,6 +278,54 @@ fn partition_prefix(key: &str) -> &str {
     &key[..=cut]
 }
 
+/// Rows whose partitions share a coarser folder at least this often are sized with one
+/// listing of that folder instead of one per row.
+const COARSE_MIN_ROWS: usize = 3;
+
+/// The prefixes to list to size `keys`: each row's partition folder, or, where at least
+/// [`COARSE_MIN_ROWS`] rows share it, a coarser folder: the snowflake partition without its
+/// last three groups (ids within ~15 s of each other) or a serial partition without its
+/// last group (1000 ids). On busy instances this sizes dozens of rows per request.
+fn listing_prefixes<'a>(keys: impl Iterator<Item = &'a str>) -> Vec<String> {
+    let mut rows: BTreeMap<&str, ()> = BTreeMap::new();
+    for k in keys {
+        rows.insert(partition_prefix(k), ());
+    }
+    let mut groups: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for p in rows.keys() {
+        groups.entry(coarse_prefix(p)).or_default().push(p);
+    }
+    let mut out = Vec::new();
+    for (coarse, members) in groups {
+        if members.len() >= COARSE_MIN_ROWS && coarse.len() < members[0].len() {
+            out.push(coarse.to_owned());
+        } else {
+            out.extend(members.into_iter().map(str::to_owned));
+        }
+    }
+    out
+}
+
+/// `…/109/345/678/901/234/567/` → `…/109/345/678/`; `…/000/004/242/` → `…/000/004/`;
+/// anything else unchanged.
+fn coarse_prefix(prefix: &str) -> &str {
+    let groups = prefix
+        .trim_end_matches('/')
+        .rsplit('/')
+        .take_while(|g| g.len() == 3 && g.bytes().all(|b| b.is_ascii_digit()))
+        .count();
+    let drop = match groups {
+        6.. => 3,
+        3..=5 => 1,
+        _ => return prefix,
+    };
+    let mut cut = prefix.len() - 1; // the trailing slash
+    for _ in 0..drop {
+        cut = prefix[..cut].rfind('/').unwrap_or(0);
+    }
+    &prefix[..=cut]
+}
+
 impl Store for S3Store {
     fn describe(&self) -> String {
         format!(
@@ -313,11 +361,8 @@ impl Store for S3Store {
     }
 
     async fn stat_many(&self, keys: &[ObjectKey]) -> Result<Vec<Option<u64>>, StoreError> {
-        let mut prefixes: BTreeMap<&str, ()> = BTreeMap::new();
-        for k in keys {
-            prefixes.insert(partition_prefix(k.as_str()), ());
-        }
-        let futs: Vec<_> = prefixes.keys().map(|p| self.list_prefix(p)).collect();
+        let prefixes = listing_prefixes(keys.iter().map(ObjectKey::as_str));
+        let futs: Vec<_> = prefixes.iter().map(|p| self.list_prefix(p)).collect();
         let listings: Vec<Result<Vec<(String, u64)>, StoreError>> =
             stream::iter(futs).buffer_unordered(4).collect().await;
         let mut sizes: HashMap<String, u64> = HashMap::new();
@@ -563,7 +608,32 @@ impl S3Store {
 
 #[cfg(test)]
 mod tests {
-    use super::partition_prefix;
+    use super::{coarse_prefix, listing_prefixes, partition_prefix};
+
+    #[test]
+    fn dense_rows_share_one_listing() {
+        let p = "cache/media_attachments/files/109/345/678";
+        let keys = [
+            format!("{p}/901/234/567/original/a.png"),
+            format!("{p}/901/234/567/small/a.png"),
+            format!("{p}/901/299/001/original/b.png"),
+            format!("{p}/955/000/123/original/c.png"),
+            "cache/media_attachments/files/109/999/000/111/222/333/original/d.png".to_owned(),
+        ];
+        let got = listing_prefixes(keys.iter().map(String::as_str));
+        assert_eq!(
+            got,
+            [
+                format!("{p}/"),
+                "cache/media_attachments/files/109/999/000/111/222/333/".to_owned()
+            ]
+        );
+        assert_eq!(
+            coarse_prefix("cache/accounts/avatars/000/004/242/"),
+            "cache/accounts/avatars/000/004/"
+        );
+        assert_eq!(coarse_prefix("robots/"), "robots/");
+    }
 
     #[test]
     fn partition_prefix_drops_style_and_file() {

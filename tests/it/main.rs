@@ -2,6 +2,9 @@
 //! the S3 server started by `tests/it/support` (see `scripts/services.sh`).
 
 mod bad_input;
+mod cert;
+mod doctor;
+mod du_orphans;
 mod faults;
 mod migrate;
 mod prune;

@@ -339,6 +339,57 @@ impl S3Store {
     }
 }
 
+/// Small single objects for `cert` and `doctor`: an ACME challenge or a probe object.
+impl S3Store {
+    /// Puts `bytes` at `key` with `headers` in one PUT (for small objects such as an ACME
+    /// HTTP-01 key authorization). Errors as for [`S3Store::upload`].
+    pub async fn put_bytes(
+        &self,
+        key: &str,
+        bytes: Vec<u8>,
+        headers: &ObjectHeaders,
+    ) -> Result<(), StoreError> {
+        let size = bytes.len();
+        let _permit = self.limiter.acquire("PutObject").await;
+        let mut req = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .body(ByteStream::from(bytes))
+            .content_length(size as i64)
+            .content_type(&headers.content_type)
+            .cache_control(&headers.cache_control);
+        if let Some(a) = &headers.acl {
+            req = req.acl(acl(a));
+        }
+        req.send()
+            .await
+            .map(|_| ())
+            .map_err(|e| self.classify("PutObject", e))
+    }
+
+    /// Deletes the one object `key` that the caller itself wrote (a challenge or probe
+    /// object; never a key derived from a listing). A missing object counts as deleted.
+    pub async fn delete_written(&self, key: &str) -> Result<(), StoreError> {
+        let _permit = self.limiter.acquire("DeleteObject").await;
+        match self
+            .client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => match self.classify("DeleteObject", e) {
+                StoreError::NotFound => Ok(()),
+                err => Err(err),
+            },
+        }
+    }
+}
+
 /// Percent-encodes a key for `x-amz-copy-source`: every byte except `A-Za-z0-9-._~/`.
 pub fn encode_copy_source(key: &str) -> String {
     let mut out = String::with_capacity(key.len());

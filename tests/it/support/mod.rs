@@ -8,6 +8,7 @@
 
 #![allow(dead_code)]
 
+pub mod certlab;
 pub mod seed;
 
 use std::collections::BTreeSet;

@@ -1,0 +1,42 @@
+//! `mastomedia du`.
+
+use std::num::NonZeroU32;
+
+/// Arguments of `du`.
+///
+/// Lists the bucket (or walks PAPERCLIP_ROOT_PATH) and totals objects and bytes per
+/// Mastodon category (class/attachment, cache/ or local), beside the database's own sums
+/// as `tootctl media usage` computes them, plus keys outside Mastodon's layout. Read-only.
+///
+/// Examples:
+///
+///   mastomedia --env-file /home/mastodon/live/.env.production du
+///
+///   mastomedia du --versions --json > usage.json
+///
+///   mastomedia du --prefix cache/ --concurrency 16
+#[derive(Debug, Clone, clap::Args)]
+#[command(verbatim_doc_comment)]
+pub struct Args {
+    /// Only keys below this prefix (relative to S3_KEY_PREFIX), e.g. `cache/` or
+    /// `media_attachments/files/`.
+    #[arg(long, value_name = "PREFIX", default_value = "")]
+    pub prefix: String,
+
+    /// Also count noncurrent versions, delete markers and unfinished multipart uploads
+    /// (S3 only: ListObjectVersions, ListMultipartUploads, ListParts).
+    #[arg(long)]
+    pub versions: bool,
+
+    /// Prefixes listed at once.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub concurrency: u32,
+
+    /// Most storage requests per second (unlimited when not set).
+    #[arg(long, value_name = "REQUESTS_PER_SECOND")]
+    pub rate: Option<NonZeroU32>,
+
+    /// Print the report as JSON on stdout (exact bytes; shape documented in the README).
+    #[arg(long)]
+    pub json: bool,
+}

@@ -1,0 +1,77 @@
+//! `mastomedia orphans`.
+
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+
+/// Arguments of `orphans`.
+///
+/// Parses every key by Mastodon's layout, looks the rows up in batches and classifies each
+/// object: referenced, orphan (row gone or attachment cleared), stale copy (the row exists
+/// but this exact key is not one it owns now, e.g. the legacy copy left beside a cache/
+/// one), or unrecognised (outside the layout). Reports only, unless --delete.
+///
+/// Never deleted: unrecognised keys, referenced keys (including any key of a local row,
+/// and keys in a shared 13-17 digit partition that a neighbour row may own), objects
+/// younger than --min-age. Resumable: the position is journalled after every batch, and
+/// the next run continues after it.
+///
+/// Examples:
+///
+///   mastomedia orphans
+///
+///   mastomedia orphans --delete --dry-run
+///
+///   mastomedia orphans --delete --include-stale --min-age 7 --json
+///
+///   mastomedia orphans --prefix cache/media_attachments/ --start-after cache/media_attachments/files/109/
+#[derive(Debug, Clone, clap::Args)]
+#[command(verbatim_doc_comment)]
+pub struct Args {
+    /// Only keys below this prefix (relative to S3_KEY_PREFIX).
+    #[arg(long, value_name = "PREFIX", default_value = "")]
+    pub prefix: String,
+
+    /// Start after this key (as listed, with any S3_KEY_PREFIX) instead of the journalled
+    /// position.
+    #[arg(long, value_name = "KEY")]
+    pub start_after: Option<String>,
+
+    /// Never delete objects younger than this many days (uploads in flight).
+    #[arg(long, value_name = "DAYS", default_value_t = 1.0, value_parser = non_negative_days)]
+    pub min_age: f64,
+
+    /// Delete orphans (row gone or attachment cleared).
+    #[arg(long)]
+    pub delete: bool,
+
+    /// With --delete: also delete stale copies (keys a live row no longer owns).
+    #[arg(long, requires = "delete")]
+    pub include_stale: bool,
+
+    /// With --delete: classify and size everything, delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+
+    /// The journal file (default: under $XDG_STATE_HOME/mastomedia, one per storage).
+    #[arg(long, value_name = "PATH")]
+    pub journal: Option<PathBuf>,
+
+    /// Batches looked up and deleted at once.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub concurrency: u32,
+
+    /// Most storage requests per second (unlimited when not set).
+    #[arg(long, value_name = "REQUESTS_PER_SECOND")]
+    pub rate: Option<NonZeroU32>,
+
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn non_negative_days(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(d) if d.is_finite() && d >= 0.0 => Ok(d),
+        _ => Err(format!("{s:?} is not a number of days (0 or more)")),
+    }
+}

@@ -1,0 +1,208 @@
+//! `mastomedia du`: what is in the bucket, beside what the database thinks (U1, U2).
+//!
+//! Order of work: config → database (schema) → store check → the listing (parallel over
+//! prefixes, [`crate::inventory::listing`]) and the database sums (one scan per table) at
+//! the same time → with `--versions`, unfinished multipart uploads → report on stdout.
+//! Read-only: nothing here deletes or writes.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::anyhow;
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+use super::{CommandError, WithStore, interrupt_token, load_config, with_store};
+use crate::cli::du::Args;
+use crate::config::{Config, StorageConfig};
+use crate::inventory::listing::{Objects, Versions, walk};
+use crate::inventory::usage::{Usage, database_sums};
+use crate::mastodon::Db;
+use crate::plan::layout::KeyPrefix;
+use crate::pool::bounded;
+use crate::report::usage::{DuReport, Multipart};
+use crate::report::{ExitCode, Progress, ProgressMode};
+use crate::store::{Limiter, Store, StoreError};
+
+/// Runs `du` and returns the exit code (0, or 130 when interrupted). Prints the report
+/// (stdout) itself. Errors: configuration (2); database, credentials, bucket or a listing
+/// that keeps failing after the SDK's retries (3).
+pub async fn run(
+    env_file: &std::path::Path,
+    args: Args,
+    quiet: bool,
+) -> Result<ExitCode, CommandError> {
+    let cfg = load_config(env_file)?;
+    if args.versions && matches!(cfg.storage, StorageConfig::Filesystem(_)) {
+        return Err(CommandError::usage(anyhow!(
+            "--versions needs S3 storage: a filesystem has no object versions or multipart uploads"
+        )));
+    }
+    let db = Db::connect(&cfg.database, 2)
+        .await
+        .map_err(CommandError::fatal)?;
+    let limiter = Limiter::new(args.rate, args.concurrency as usize);
+    let job = DuJob {
+        cfg: &cfg,
+        db: &db,
+        args: &args,
+        quiet,
+        cancel: interrupt_token(),
+    };
+    let report = with_store(&cfg, limiter, job).await?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("report serialises")
+        );
+    } else {
+        print!("{}", report.human());
+    }
+    Ok(report.exit_code())
+}
+
+struct DuJob<'a> {
+    cfg: &'a Config,
+    db: &'a Db,
+    args: &'a Args,
+    quiet: bool,
+    cancel: CancellationToken,
+}
+
+fn store_error(what: &'static str) -> impl FnOnce(StoreError) -> CommandError {
+    move |e| CommandError {
+        code: ExitCode::Fatal,
+        error: anyhow!(e).context(what),
+    }
+}
+
+impl WithStore<Result<DuReport, CommandError>> for DuJob<'_> {
+    async fn run<S: Store>(self, store: Arc<S>) -> Result<DuReport, CommandError> {
+        let started = Instant::now();
+        store
+            .check()
+            .await
+            .map_err(store_error("checking the storage"))?;
+        let key_prefix = match &self.cfg.storage {
+            StorageConfig::S3(s3) => s3.key_prefix.clone(),
+            StorageConfig::Filesystem(_) => KeyPrefix::default(),
+        };
+        let base = key_prefix
+            .as_deref()
+            .map(|p| format!("{p}/"))
+            .unwrap_or_default();
+        let root = format!("{base}{}", self.args.prefix);
+        let concurrency = self.args.concurrency as usize;
+        let progress = Progress::start_unit(
+            "du",
+            0,
+            "objects",
+            "listed",
+            ProgressMode::detect(self.quiet),
+        );
+        let listing = async {
+            let store = store.as_ref();
+            if self.args.versions {
+                walk(
+                    store,
+                    &Versions,
+                    &root,
+                    base.len(),
+                    concurrency,
+                    &self.cancel,
+                    |u: &mut Usage, v| {
+                        progress.add(1, 0, v.size);
+                        u.add_version(v, &key_prefix);
+                    },
+                )
+                .await
+            } else {
+                walk(
+                    store,
+                    &Objects,
+                    &root,
+                    base.len(),
+                    concurrency,
+                    &self.cancel,
+                    |u: &mut Usage, o| {
+                        progress.add(1, 0, o.size);
+                        u.add_object(o.key.as_str(), o.size, &key_prefix);
+                    },
+                )
+                .await
+            }
+        };
+        let (walked, sums) = tokio::join!(listing, database_sums(self.db));
+        progress.finish();
+        let walked = walked.map_err(store_error("listing the storage"))?;
+        let sums = sums.map_err(CommandError::fatal)?;
+        let mut report = DuReport {
+            storage: store.describe(),
+            prefix: root.clone(),
+            complete: walked.complete,
+            ..DuReport::default()
+        };
+        report.fill(&walked.acc, &sums, &self.args.prefix);
+        if self.args.versions {
+            report.noncurrent = Some(walked.acc.noncurrent);
+            if !self.cancel.is_cancelled() {
+                let m = multipart(store.as_ref(), &root, concurrency, &self.cancel)
+                    .await
+                    .map_err(store_error("listing unfinished multipart uploads"))?;
+                report.incomplete_multipart = Some(m);
+            }
+        }
+        report.complete = walked.complete && !self.cancel.is_cancelled();
+        tracing::info!(prefixes = walked.prefixes, "listing finished");
+        report.requests = store.limiter().counts();
+        report.elapsed_seconds = started.elapsed().as_secs_f64();
+        Ok(report)
+    }
+}
+
+/// Unfinished multipart uploads below `prefix` and the parts they already hold.
+async fn multipart<S: Store>(
+    store: &S,
+    prefix: &str,
+    concurrency: usize,
+    cancel: &CancellationToken,
+) -> Result<Multipart, StoreError> {
+    let mut uploads = Vec::new();
+    let mut marker = None;
+    loop {
+        let page = store.list_uploads_page(prefix, marker).await?;
+        uploads.extend(page.uploads);
+        match page.next {
+            Some(m) => marker = Some(m),
+            None => break,
+        }
+    }
+    let mut m = Multipart {
+        uploads: uploads.len() as u64,
+        ..Multipart::default()
+    };
+    let mut parts = std::pin::pin!(bounded(
+        futures::stream::iter(uploads),
+        concurrency,
+        cancel.child_token(),
+        |u| async move { store.upload_parts(u.key.as_str(), &u.upload_id).await },
+    ));
+    while let Some(r) = parts.next().await {
+        match r {
+            Ok((n, bytes)) => {
+                m.parts += n;
+                m.bytes += bytes;
+            }
+            // Completed or aborted since it was listed.
+            Err(StoreError::NotFound) => m.uploads -= 1,
+            Err(e) if e.is_fatal() => return Err(e),
+            Err(e) => {
+                if m.unsized_uploads == 0 {
+                    tracing::warn!("cannot size unfinished multipart uploads: {e}");
+                }
+                m.unsized_uploads += 1;
+            }
+        }
+    }
+    Ok(m)
+}

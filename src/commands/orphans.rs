@@ -1,0 +1,216 @@
+//! `mastomedia orphans`: find (and with `--delete` remove) objects no row owns.
+//!
+//! Order of work: config → database (schema, advisory lock `orphans`) → store check →
+//! journal (resume position: `--start-after`, else the unfinished scan of the same mode,
+//! else the beginning) → the scan ([`run_scan`]: listing below `S3_KEY_PREFIX` +
+//! `--prefix`, batches classified and, with `--delete`, deleted through the dry-run gate,
+//! position journalled in key order) → the journal forgets a finished scan → report.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::anyhow;
+use tokio_util::sync::CancellationToken;
+
+use super::{CommandError, WithStore, interrupt_token, load_config, with_store};
+use crate::cli::orphans::Args;
+use crate::config::{Config, StorageConfig};
+use crate::inventory::owners::has_any_rows;
+use crate::journal::{Journal, JournalError, default_path};
+use crate::mastodon::Db;
+use crate::plan::layout::KeyPrefix;
+use crate::pool::Gate;
+use crate::pool::scan::{ScanOptions, run_scan};
+use crate::report::orphans::OrphansReport;
+use crate::report::{ExitCode, Progress, ProgressMode};
+use crate::store::Store;
+
+/// Runs `orphans` and returns the exit code (0; 1 some deletes failed; 130 interrupted,
+/// position kept). Prints the report (stdout) itself. Errors: configuration or journal
+/// (2); database, credentials or bucket (3).
+pub async fn run(
+    env_file: &std::path::Path,
+    args: Args,
+    quiet: bool,
+) -> Result<ExitCode, CommandError> {
+    let cfg = load_config(env_file)?;
+    let db = Db::connect(&cfg.database, args.concurrency + 2)
+        .await
+        .map_err(CommandError::fatal)?;
+    let _lock = db.lock("orphans").await.map_err(CommandError::fatal)?;
+    if args.delete && !args.dry_run && !has_any_rows(&db).await.map_err(CommandError::fatal)? {
+        return Err(CommandError::usage(anyhow!(
+            "the database has no media attachments and no accounts, so every object would look orphaned: refusing to delete. Check DATABASE_URL / DB_NAME"
+        )));
+    }
+    let limiter = crate::store::Limiter::new(args.rate, (args.concurrency as usize) * 2);
+    let job = OrphansJob {
+        cfg: &cfg,
+        db: &db,
+        args: &args,
+        quiet,
+        cancel: interrupt_token(),
+    };
+    let report = with_store(&cfg, limiter, job).await?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).expect("report serialises")
+        );
+    } else {
+        print!("{}", report.human());
+    }
+    Ok(report.exit_code())
+}
+
+struct OrphansJob<'a> {
+    cfg: &'a Config,
+    db: &'a Db,
+    args: &'a Args,
+    quiet: bool,
+    cancel: CancellationToken,
+}
+
+impl WithStore<Result<OrphansReport, CommandError>> for OrphansJob<'_> {
+    async fn run<S: Store>(self, store: Arc<S>) -> Result<OrphansReport, CommandError> {
+        let started = Instant::now();
+        let args = self.args;
+        store.check().await.map_err(|e| CommandError {
+            code: ExitCode::Fatal,
+            error: anyhow!(e).context("checking the storage before any change"),
+        })?;
+        let key_prefix = match &self.cfg.storage {
+            StorageConfig::S3(s3) => s3.key_prefix.clone(),
+            StorageConfig::Filesystem(_) => KeyPrefix::default(),
+        };
+        let base = key_prefix
+            .as_deref()
+            .map(|p| format!("{p}/"))
+            .unwrap_or_default();
+        let prefix = format!("{base}{}", args.prefix);
+        let target = journal_target(self.cfg);
+        let journal_path = args
+            .journal
+            .clone()
+            .unwrap_or_else(|| default_path("orphans", &target));
+        let journal = Journal::open(&journal_path)
+            .await
+            .map_err(CommandError::usage)?;
+        let mode = match (args.delete, args.include_stale) {
+            (false, _) => "report",
+            (true, false) => "delete",
+            (true, true) => "delete+stale",
+        };
+        // A dry run deletes nothing: it must never move a deleting scan's position.
+        let journal_mode = if args.dry_run { "report" } else { mode };
+        let start_after = resume_point(&journal, &target, &prefix, journal_mode, args)
+            .await
+            .map_err(CommandError::fatal)?;
+        let mut report = OrphansReport {
+            storage: store.describe(),
+            prefix: prefix.clone(),
+            journal: journal_path.display().to_string(),
+            mode: mode.to_owned(),
+            dry_run: args.dry_run,
+            include_stale: args.include_stale,
+            min_age_days: args.min_age,
+            resumed_after: start_after.clone(),
+            last_key: start_after.clone(),
+            ..OrphansReport::default()
+        };
+        let progress = Progress::start_unit(
+            "orphans",
+            0,
+            "objects",
+            "scanned",
+            ProgressMode::detect(self.quiet),
+        );
+        let opts = ScanOptions {
+            key_prefix: key_prefix.clone(),
+            prefix: prefix.clone(),
+            start_after,
+            delete: args.delete,
+            include_stale: args.include_stale,
+            min_age_days: args.min_age,
+            gate: Gate::new(args.dry_run || !args.delete),
+            concurrency: args.concurrency as usize,
+            target: target.clone(),
+        };
+        let listed_to_end = run_scan(
+            self.db,
+            store.clone(),
+            &journal,
+            &opts,
+            &progress,
+            &self.cancel,
+            &mut report,
+        )
+        .await;
+        progress.finish();
+        if listed_to_end {
+            report.complete = true;
+            journal
+                .orphan_scan_finish(&target, &prefix)
+                .await
+                .map_err(CommandError::fatal)?;
+        }
+        report.interrupted = self.cancel.is_cancelled() && report.fatal.is_none();
+        report.requests = store.limiter().counts();
+        report.elapsed_seconds = started.elapsed().as_secs_f64();
+        Ok(report)
+    }
+}
+
+/// The storage a scan position belongs to: `s3://<bucket>@<endpoint>` or
+/// `file://<root>` (also names the default journal file).
+fn journal_target(cfg: &Config) -> String {
+    match &cfg.storage {
+        StorageConfig::S3(s3) => {
+            let endpoint = s3.endpoint.as_deref().unwrap_or("aws");
+            let host = endpoint
+                .split_once("://")
+                .map_or(endpoint, |(_, rest)| rest)
+                .trim_end_matches('/');
+            format!("s3://{}@{host}", s3.bucket)
+        }
+        StorageConfig::Filesystem(fs) => format!("file://{}", fs.root.display()),
+    }
+}
+
+/// Where the listing starts: `--start-after`, else the journalled position of a scan of
+/// the same mode, else the beginning. Records the start in the journal.
+async fn resume_point(
+    journal: &Journal,
+    target: &str,
+    prefix: &str,
+    mode: &str,
+    args: &Args,
+) -> Result<Option<String>, JournalError> {
+    if let Some(k) = &args.start_after {
+        journal.orphan_scan_start(target, prefix, mode, k).await?;
+        return Ok(Some(k.clone()));
+    }
+    match journal.orphan_scan(target, prefix).await? {
+        Some(p) if p.mode == mode && !p.last_key.is_empty() => {
+            tracing::warn!(
+                "continuing the {mode} scan started {} after {} ({} objects done; journal {})",
+                p.started_at,
+                p.last_key,
+                p.objects,
+                journal.path().display()
+            );
+            Ok(Some(p.last_key))
+        }
+        other => {
+            if let Some(p) = other.filter(|p| p.mode != mode && !p.last_key.is_empty()) {
+                tracing::warn!(
+                    "an unfinished {} scan stopped after {}; this {mode} scan starts from the beginning",
+                    p.mode,
+                    p.last_key
+                );
+            }
+            journal.orphan_scan_start(target, prefix, mode, "").await?;
+            Ok(None)
+        }
+    }
+}

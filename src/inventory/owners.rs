@@ -1,0 +1,211 @@
+//! Which rows may own a batch of keys: for `orphans`, every row whose id falls in a key's
+//! partition ([`ParsedKey::id_ranges`]), with the columns the key layout depends on. One
+//! query per table per batch, by primary-key ranges. Read-only.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use sqlx::Row as _;
+
+use crate::mastodon::{Db, DbError};
+use crate::plan::layout::{Attachment, StoredAttachment};
+use crate::plan::orphans::Owner;
+use crate::plan::parse::ParsedKey;
+
+/// The SQL predicate that a row of `table` (alias `t`) is remote (§3.2): media
+/// `remote_url <> ''`, accounts and emoji `domain IS NOT NULL`, preview cards always,
+/// site uploads, backups, imports and provider icons never.
+pub fn remote_sql(table: &str) -> &'static str {
+    match table {
+        "media_attachments" => "t.remote_url <> ''",
+        "accounts" | "custom_emojis" => "t.domain IS NOT NULL",
+        "preview_cards" => "TRUE",
+        _ => "FALSE",
+    }
+}
+
+/// Whether the database holds any media attachment or account at all. An empty database
+/// (a wrong `DATABASE_URL`, a fresh staging copy) would make every key look orphaned, so
+/// `orphans --delete` refuses to run against one.
+pub async fn has_any_rows(db: &Db) -> Result<bool, DbError> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM media_attachments) OR EXISTS (SELECT 1 FROM accounts)",
+    )
+    .fetch_one(db.pool())
+    .await
+    .map_err(|e| DbError::query("checking that the database has rows", e))
+}
+
+/// One stored attachment of a looked-up row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnedFile {
+    /// `<att>_file_name` (non-blank).
+    pub file_name: String,
+    /// `<att>_content_type`.
+    pub content_type: Option<String>,
+    /// `<att>_storage_schema_version` (NULL or missing column: `None`).
+    pub storage_schema_version: Option<i32>,
+}
+
+/// A looked-up row with the attachments of its table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnerRow {
+    /// Primary key.
+    pub id: i64,
+    /// Remote record ([`remote_sql`]).
+    pub remote: bool,
+    /// `site_uploads.var` (site uploads only).
+    pub var: Option<String>,
+    /// The table's attachments; `None` where blank.
+    pub files: Vec<(Attachment, Option<OwnedFile>)>,
+}
+
+impl OwnerRow {
+    /// This row as a possible owner of a key of `attachment`.
+    pub fn owner(&self, attachment: Attachment) -> Owner<'_> {
+        let file = self
+            .files
+            .iter()
+            .find(|(a, _)| *a == attachment)
+            .and_then(|(_, f)| f.as_ref())
+            .map(|f| StoredAttachment {
+                attachment,
+                id: self.id,
+                file_name: &f.file_name,
+                content_type: f.content_type.as_deref(),
+                storage_schema_version: f.storage_schema_version,
+                remote: self.remote,
+                site_upload_var: self.var.as_deref(),
+            });
+        Owner {
+            id: self.id,
+            remote: self.remote,
+            file,
+        }
+    }
+}
+
+/// The rows found for one batch of keys, per table.
+#[derive(Debug, Default)]
+pub struct Owners {
+    rows: HashMap<&'static str, BTreeMap<i64, OwnerRow>>,
+    /// Attachments this database cannot answer for (table or `<att>_file_name` missing).
+    unknown: BTreeSet<&'static str>,
+}
+
+impl Owners {
+    /// Looks up every row that may own one of `keys`: one query per table, joining the
+    /// primary key with the keys' id ranges. Errors: the query fails (fatal).
+    pub async fn lookup(db: &Db, keys: &[ParsedKey<'_>]) -> Result<Self, DbError> {
+        let schema = db.schema();
+        let mut ranges: BTreeMap<&'static str, BTreeSet<(i64, i64)>> = BTreeMap::new();
+        let mut out = Owners::default();
+        for k in keys {
+            let table = k.attachment.class();
+            let col = k.attachment.column();
+            if !schema.has_table(table) || !schema.has(table, &format!("{col}_file_name")) {
+                out.unknown.insert(attachment_name(k.attachment));
+                continue;
+            }
+            let set = ranges.entry(table).or_default();
+            for r in k.id_ranges() {
+                set.insert((*r.start(), *r.end()));
+            }
+        }
+        for (table, set) in ranges {
+            let atts: Vec<Attachment> = Attachment::ALL
+                .into_iter()
+                .filter(|a| a.class() == table)
+                .filter(|a| schema.has(table, &format!("{}_file_name", a.column())))
+                .collect();
+            let mut cols = vec![
+                "t.id".to_owned(),
+                format!("({})::boolean", remote_sql(table)),
+                format!("{}::text", schema.column_or_null("t", table, "var", "text")),
+            ];
+            for a in &atts {
+                let c = a.column();
+                cols.push(format!("t.{c}_file_name::text"));
+                cols.push(format!(
+                    "{}::text",
+                    schema.column_or_null("t", table, &format!("{c}_content_type"), "text")
+                ));
+                cols.push(format!(
+                    "{}::integer",
+                    schema.column_or_null(
+                        "t",
+                        table,
+                        &format!("{c}_storage_schema_version"),
+                        "integer"
+                    )
+                ));
+            }
+            let sql = format!(
+                "SELECT {} FROM {table} t JOIN unnest($1::bigint[], $2::bigint[]) AS r(lo, hi) \
+                 ON t.id BETWEEN r.lo AND r.hi",
+                cols.join(", ")
+            );
+            let (lo, hi): (Vec<i64>, Vec<i64>) = set.into_iter().unzip();
+            let rows = sqlx::query(&sql)
+                .bind(lo)
+                .bind(hi)
+                .fetch_all(db.pool())
+                .await
+                .map_err(|e| {
+                    DbError::query(&format!("looking up {table} rows of listed keys"), e)
+                })?;
+            let map = out.rows.entry(table).or_default();
+            for r in rows {
+                let mut files = Vec::with_capacity(atts.len());
+                for (i, a) in atts.iter().enumerate() {
+                    let base = 3 + 3 * i;
+                    let name: Option<String> = r.get(base);
+                    let file = name.filter(|n| !n.is_empty()).map(|n| OwnedFile {
+                        file_name: n,
+                        content_type: r.get(base + 1),
+                        storage_schema_version: r.get(base + 2),
+                    });
+                    files.push((*a, file));
+                }
+                let row = OwnerRow {
+                    id: r.get(0),
+                    remote: r.get(1),
+                    var: r.get(2),
+                    files,
+                };
+                map.insert(row.id, row);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The rows that may own `key` (every row in its partition), or `None` when the
+    /// database cannot tell (table or column missing).
+    pub fn candidates(&self, key: &ParsedKey<'_>) -> Option<Vec<Owner<'_>>> {
+        if self.unknown.contains(attachment_name(key.attachment)) {
+            return None;
+        }
+        let Some(map) = self.rows.get(key.attachment.class()) else {
+            return Some(Vec::new());
+        };
+        let mut out = Vec::new();
+        for r in key.id_ranges() {
+            out.extend(map.range(r).map(|(_, row)| row.owner(key.attachment)));
+        }
+        Some(out)
+    }
+}
+
+fn attachment_name(a: Attachment) -> &'static str {
+    match a {
+        Attachment::MediaFile => "media_attachments.file",
+        Attachment::MediaThumbnail => "media_attachments.thumbnail",
+        Attachment::Avatar => "accounts.avatar",
+        Attachment::Header => "accounts.header",
+        Attachment::PreviewCardImage => "preview_cards.image",
+        Attachment::EmojiImage => "custom_emojis.image",
+        Attachment::SiteUploadFile => "site_uploads.file",
+        Attachment::BackupDump => "backups.dump",
+        Attachment::ImportData => "imports.data",
+        Attachment::ProviderIcon => "preview_card_providers.icon",
+    }
+}

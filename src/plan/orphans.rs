@@ -1,0 +1,312 @@
+//! Pure decisions of `orphans`: which class an object falls in, given its parsed key and
+//! the rows that could own it, and whether it may be deleted.
+//!
+//! Compared with `tootctl media remove-orphans` (`mastodon-storage.md` §7.5): the key is
+//! compared with the exact keys the row owns now ([`StoredAttachment::keys`]), so a legacy
+//! copy beside a `cache/` one (or an old file name) is a *stale copy*, not the row's; a
+//! key of a local row is always kept; in a partition shared by several ids (13–17 digit
+//! ids, §3.4) a key whose file name a neighbour row holds is kept as uncertain; keys the
+//! parser cannot place are never deleted.
+
+use chrono::{DateTime, Utc};
+
+use super::layout::{KeyPrefix, StoredAttachment};
+use super::parse::{ParsedKey, Unrecognised};
+
+/// Why a key counts as referenced (kept).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kept {
+    /// One of the exact keys a row owns now.
+    Owned,
+    /// In the row's partition and location (`cache/` or not) with the row's stored
+    /// basename, under a style the layout does not predict (e.g. a converted HEIC): what
+    /// Mastodon's own orphan test counts as the row's.
+    Variant,
+    /// The row is local (a local upload, account or emoji, a site upload, backup, import
+    /// or provider icon): never removed by this tool.
+    LocalRow,
+    /// A partition several ids share, where a neighbour row holds this file name, or a
+    /// table or column this database does not have: cannot be decided, so kept.
+    Uncertain,
+}
+
+/// Why a key is an orphan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OrphanReason {
+    /// No row with this id (in this partition) exists.
+    RowGone,
+    /// The row exists but its attachment is blank (pruned, removed).
+    AttachmentCleared,
+}
+
+/// The class of one listed object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// A row owns (or may own) it.
+    Referenced(Kept),
+    /// Nothing owns it.
+    Orphan(OrphanReason),
+    /// A remote row exists with this attachment stored, but this exact key is not one of
+    /// the keys it owns now (legacy copy, old file name).
+    Stale,
+    /// Outside Mastodon's layout.
+    Unrecognised(Unrecognised),
+}
+
+impl Class {
+    /// Stable snake_case name of the class (`referenced`, `orphan`, `stale`, `unrecognised`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Class::Referenced(_) => "referenced",
+            Class::Orphan(_) => "orphan",
+            Class::Stale => "stale",
+            Class::Unrecognised(_) => "unrecognised",
+        }
+    }
+
+    /// Stable snake_case reason within the class.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Class::Referenced(Kept::Owned) => "owned",
+            Class::Referenced(Kept::Variant) => "variant",
+            Class::Referenced(Kept::LocalRow) => "local_row",
+            Class::Referenced(Kept::Uncertain) => "uncertain",
+            Class::Orphan(OrphanReason::RowGone) => "row_gone",
+            Class::Orphan(OrphanReason::AttachmentCleared) => "attachment_cleared",
+            Class::Stale => "not_owned",
+            Class::Unrecognised(Unrecognised::OutsidePrefix) => "outside_prefix",
+            Class::Unrecognised(Unrecognised::DirectoryMarker) => "directory_marker",
+            Class::Unrecognised(Unrecognised::UnknownClass) => "unknown_class",
+            Class::Unrecognised(Unrecognised::BadShape) => "bad_shape",
+        }
+    }
+
+    /// Whether `--delete` may remove an object of this class: orphans, and stale copies
+    /// only with `include_stale`. Never referenced or unrecognised keys.
+    pub fn deletable(self, include_stale: bool) -> bool {
+        match self {
+            Class::Orphan(_) => true,
+            Class::Stale => include_stale,
+            Class::Referenced(_) | Class::Unrecognised(_) => false,
+        }
+    }
+}
+
+/// A row that may own a key: one row of the key's table whose id is in the key's
+/// partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner<'a> {
+    /// Primary key.
+    pub id: i64,
+    /// Remote record, decided from the database (§3.2).
+    pub remote: bool,
+    /// The key's attachment on this row; `None` when blank.
+    pub file: Option<StoredAttachment<'a>>,
+}
+
+/// Classifies `key` (as listed), parsed as `parsed`, given every row in its partition
+/// (`owners`; `None` when the database cannot tell: table or columns missing).
+pub fn classify(
+    key: &str,
+    parsed: &ParsedKey<'_>,
+    owners: Option<&[Owner<'_>]>,
+    prefix: &KeyPrefix,
+) -> Class {
+    let Some(owners) = owners else {
+        return Class::Referenced(Kept::Uncertain);
+    };
+    if owners.is_empty() {
+        return Class::Orphan(OrphanReason::RowGone);
+    }
+    let owns = |o: &Owner<'_>| {
+        o.file
+            .as_ref()
+            .is_some_and(|f| f.keys(prefix).iter().any(|k| k.as_str() == key))
+    };
+    if owners.iter().any(owns) {
+        return Class::Referenced(Kept::Owned);
+    }
+    if owners.iter().any(|o| !o.remote) {
+        return Class::Referenced(Kept::LocalRow);
+    }
+    let same_base = |f: &StoredAttachment<'_>| basename(f.file_name) == basename(parsed.file_name);
+    let shared = parsed.id_ranges().len() > 1;
+    if shared {
+        if owners
+            .iter()
+            .any(|o| o.file.as_ref().is_some_and(same_base))
+        {
+            return Class::Referenced(Kept::Uncertain);
+        }
+    } else if owners.iter().any(|o| {
+        o.file
+            .as_ref()
+            .is_some_and(|f| f.cached() == parsed.cache && same_base(f))
+    }) {
+        return Class::Referenced(Kept::Variant);
+    }
+    if owners.iter().all(|o| o.file.is_none()) {
+        return Class::Orphan(OrphanReason::AttachmentCleared);
+    }
+    Class::Stale
+}
+
+/// Whether an object last modified at `modified` is younger than `min_age_days` at `now`
+/// (an upload that may be in flight). Unknown times count as young: never deleted.
+pub fn too_young(modified: Option<DateTime<Utc>>, now: DateTime<Utc>, min_age_days: f64) -> bool {
+    let Some(m) = modified else {
+        return true;
+    };
+    let age_ms = now.signed_duration_since(m).num_milliseconds();
+    age_ms < 0 || (age_ms as f64) < min_age_days * 86_400_000.0
+}
+
+/// A stored name without its last extension (`a.b.png` → `a.b`; `abc` → `abc`).
+fn basename(name: &str) -> &str {
+    match name.rfind('.') {
+        Some(i) if i > 0 => &name[..i],
+        _ => name,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::layout::Attachment;
+    use crate::plan::parse::parse_key;
+
+    const P18: &str = "109/345/678/901/234/567";
+    const ID: i64 = 109345678901234567;
+
+    fn file(name: &str, version: Option<i32>, remote: bool) -> StoredAttachment<'_> {
+        StoredAttachment {
+            attachment: Attachment::MediaFile,
+            id: ID,
+            file_name: name,
+            content_type: Some("image/png"),
+            storage_schema_version: version,
+            remote,
+            site_upload_var: None,
+        }
+    }
+
+    fn owner(file_: Option<StoredAttachment<'_>>, remote: bool) -> Owner<'_> {
+        Owner {
+            id: ID,
+            remote,
+            file: file_,
+        }
+    }
+
+    fn class(key: &str, owners: Option<&[Owner<'_>]>) -> Class {
+        let none = KeyPrefix::default();
+        let parsed = parse_key(key, &none).unwrap();
+        classify(key, &parsed, owners, &none)
+    }
+
+    #[test]
+    fn unique_partitions() {
+        let cached = format!("cache/media_attachments/files/{P18}/original/8f3a2b1c4d5e6f70.png");
+        let legacy = format!("media_attachments/files/{P18}/original/8f3a2b1c4d5e6f70.png");
+        let small = format!("cache/media_attachments/files/{P18}/small/8f3a2b1c4d5e6f70.jpeg");
+        let old_name = format!("cache/media_attachments/files/{P18}/original/0000000000000000.png");
+        let v1 = [owner(
+            Some(file("8f3a2b1c4d5e6f70.png", Some(1), true)),
+            true,
+        )];
+        let cleared = [owner(None, true)];
+        let local = [owner(
+            Some(file("8f3a2b1c4d5e6f70.png", Some(1), false)),
+            false,
+        )];
+        let local_cleared = [owner(None, false)];
+        let cases: Vec<(&str, Option<&[Owner<'_>]>, Class)> = vec![
+            (&cached, Some(&v1), Class::Referenced(Kept::Owned)),
+            (&legacy, Some(&v1), Class::Stale),
+            (&small, Some(&v1), Class::Referenced(Kept::Variant)),
+            (&old_name, Some(&v1), Class::Stale),
+            (&cached, Some(&[]), Class::Orphan(OrphanReason::RowGone)),
+            (
+                &cached,
+                Some(&cleared),
+                Class::Orphan(OrphanReason::AttachmentCleared),
+            ),
+            (&cached, Some(&local), Class::Referenced(Kept::LocalRow)),
+            (
+                &old_name,
+                Some(&local_cleared),
+                Class::Referenced(Kept::LocalRow),
+            ),
+            (&cached, None, Class::Referenced(Kept::Uncertain)),
+        ];
+        for (key, owners, want) in cases {
+            assert_eq!(class(key, owners), want, "{key}");
+        }
+    }
+
+    #[test]
+    fn shared_partitions_keep_what_a_neighbour_may_own() {
+        let key = "cache/media_attachments/files/999/999/999/999/999/original/bbbbbbbbbbbbbbb1.png";
+        let neighbour = |name| Owner {
+            id: 99999999999999998,
+            remote: true,
+            file: Some(StoredAttachment {
+                id: 99999999999999998,
+                ..file(name, Some(1), true)
+            }),
+        };
+        // The neighbour holds this very name at another location: uncertain, kept.
+        let legacy_neighbour = [Owner {
+            file: Some(StoredAttachment {
+                storage_schema_version: None,
+                ..neighbour("bbbbbbbbbbbbbbb1.png").file.unwrap()
+            }),
+            ..neighbour("x")
+        }];
+        assert_eq!(
+            class(key, Some(&legacy_neighbour)),
+            Class::Referenced(Kept::Uncertain)
+        );
+        // Exactly owned by the neighbour (same partition, same name).
+        assert_eq!(
+            class(key, Some(&[neighbour("bbbbbbbbbbbbbbb1.png")])),
+            Class::Referenced(Kept::Owned)
+        );
+        // A neighbour with an unrelated name: nobody holds this one.
+        assert_eq!(
+            class(key, Some(&[neighbour("cccccccccccccc99.png")])),
+            Class::Stale
+        );
+        assert_eq!(class(key, Some(&[])), Class::Orphan(OrphanReason::RowGone));
+    }
+
+    #[test]
+    fn only_orphans_and_opted_in_stale_copies_are_deletable() {
+        assert!(Class::Orphan(OrphanReason::RowGone).deletable(false));
+        assert!(!Class::Stale.deletable(false));
+        assert!(Class::Stale.deletable(true));
+        for c in [
+            Class::Referenced(Kept::Owned),
+            Class::Referenced(Kept::Uncertain),
+            Class::Unrecognised(Unrecognised::BadShape),
+        ] {
+            assert!(!c.deletable(true), "{c:?}");
+        }
+    }
+
+    #[test]
+    fn age_gate() {
+        let now = DateTime::parse_from_rfc3339("2025-06-01T12:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let ago = |h: i64| Some(now - chrono::Duration::hours(h));
+        assert!(too_young(None, now, 1.0));
+        assert!(too_young(ago(23), now, 1.0));
+        assert!(!too_young(ago(25), now, 1.0));
+        assert!(!too_young(ago(0), now, 0.0));
+        assert!(
+            too_young(Some(now + chrono::Duration::hours(1)), now, 0.0),
+            "clock skew"
+        );
+    }
+}

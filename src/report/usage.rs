@@ -1,0 +1,449 @@
+//! The `du` report: listed objects and bytes per category beside the database's sums
+//! (human table on stdout, or the stable `--json` shape documented on [`DuReport`]).
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+
+use humansize::{BINARY, format_size};
+use serde::Serialize;
+
+use super::ExitCode;
+use crate::inventory::usage::{Category, DbSum, Noncurrent, Tally, Usage};
+use crate::plan::layout::Attachment;
+
+/// One category line. `db_bytes`/`db_files` are `null` when the database has no such sum
+/// (table or column missing, a category Mastodon never writes, or a category only partly
+/// inside `--prefix`); `difference` = `bytes − db_bytes`.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct CategoryLine {
+    /// The model's table (`media_attachments`, `accounts`, ...).
+    pub class: &'static str,
+    /// The attachment segment (`files`, `thumbnails`, `avatars`, ...).
+    pub attachment: &'static str,
+    /// Keys under `cache/` (remote copies).
+    pub cache: bool,
+    /// Objects listed.
+    pub objects: u64,
+    /// Bytes listed.
+    pub bytes: u64,
+    /// The database's `SUM(<att>_file_size)` for these rows (originals only).
+    pub db_bytes: Option<i64>,
+    /// Rows with a stored file in the database.
+    pub db_files: Option<i64>,
+    /// `bytes − db_bytes`.
+    pub difference: Option<i64>,
+}
+
+/// Keys outside Mastodon's layout.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct OtherLine {
+    /// Objects.
+    pub objects: u64,
+    /// Bytes.
+    pub bytes: u64,
+    /// The first few such keys, in key order.
+    pub examples: Vec<String>,
+}
+
+/// Unfinished multipart uploads (billed until aborted).
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct Multipart {
+    /// Uploads.
+    pub uploads: u64,
+    /// Parts already uploaded.
+    pub parts: u64,
+    /// Bytes of those parts.
+    pub bytes: u64,
+    /// Uploads whose parts could not be listed (`ListParts` refused): not in `parts`/`bytes`.
+    pub unsized_uploads: u64,
+}
+
+/// The `du` report. JSON shape (stable; bytes are exact integers):
+///
+/// ```json
+/// {"storage": "s3://…", "prefix": "", "complete": true,
+///  "total": {"objects": N, "bytes": N},
+///  "categories": [{"class": "media_attachments", "attachment": "files", "cache": true,
+///                  "objects": N, "bytes": N, "db_bytes": N|null, "db_files": N|null,
+///                  "difference": N|null}, …],
+///  "other": {"objects": N, "bytes": N, "examples": ["robots.txt", …]},
+///  "database": {"bytes": N, "files": N},
+///  "noncurrent": {"versions": N, "bytes": N, "delete_markers": N},          // --versions
+///  "incomplete_multipart": {"uploads": N, "parts": N, "bytes": N,
+///                           "unsized_uploads": N},                          // --versions
+///  "requests": {"ListObjectsV2": N, …}, "elapsed_seconds": F}
+/// ```
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct DuReport {
+    /// The store listed.
+    pub storage: String,
+    /// The listing prefix (with `S3_KEY_PREFIX`).
+    pub prefix: String,
+    /// Every prefix was listed to its end (false after Ctrl-C).
+    pub complete: bool,
+    /// Current objects and bytes, categories plus other.
+    pub total: Tally,
+    /// One line per category (every category the prefix covers, in a fixed order).
+    pub categories: Vec<CategoryLine>,
+    /// Keys outside the layout.
+    pub other: OtherLine,
+    /// The database's sums over the categories shown (`tootctl media usage`).
+    pub database: Tally,
+    /// With `--versions`: noncurrent versions and delete markers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub noncurrent: Option<Noncurrent>,
+    /// With `--versions`: unfinished multipart uploads.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub incomplete_multipart: Option<Multipart>,
+    /// Requests sent to the store, per operation.
+    pub requests: BTreeMap<&'static str, u64>,
+    /// Wall time, seconds.
+    pub elapsed_seconds: f64,
+}
+
+impl DuReport {
+    /// Fills the totals and category lines from a listing and the database's sums.
+    /// `rel_prefix` is `--prefix` (below `S3_KEY_PREFIX`): categories outside it are left
+    /// out, and a database sum is shown only for categories entirely inside it.
+    pub fn fill(&mut self, usage: &Usage, sums: &HashMap<Category, DbSum>, rel_prefix: &str) {
+        self.total = usage.total();
+        self.other = OtherLine {
+            objects: usage.other.objects,
+            bytes: usage.other.bytes,
+            examples: usage.other_examples.iter().cloned().collect(),
+        };
+        let mut cats = Category::all();
+        for c in usage.categories.keys() {
+            if !cats.contains(c) {
+                cats.push(*c);
+            }
+        }
+        cats.sort_by_key(|c| {
+            let pos = Attachment::ALL.iter().position(|a| *a == c.attachment);
+            (pos, !c.cache)
+        });
+        self.categories.clear();
+        self.database = Tally::default();
+        for c in cats {
+            let root = c.root();
+            let listed = usage.categories.get(&c).copied().unwrap_or_default();
+            let overlaps = root.starts_with(rel_prefix) || rel_prefix.starts_with(&root);
+            if !overlaps && listed.objects == 0 {
+                continue;
+            }
+            let db = sums
+                .get(&c)
+                .filter(|_| c.possible() && root.starts_with(rel_prefix));
+            if let Some(d) = db {
+                self.database.bytes += d.bytes.max(0) as u64;
+                self.database.objects += d.files.max(0) as u64;
+            }
+            self.categories.push(CategoryLine {
+                class: c.attachment.class(),
+                attachment: c.attachment.segment(),
+                cache: c.cache,
+                objects: listed.objects,
+                bytes: listed.bytes,
+                db_bytes: db.map(|d| d.bytes),
+                db_files: db.map(|d| d.files),
+                difference: db.map(|d| listed.bytes as i64 - d.bytes),
+            });
+        }
+    }
+
+    /// 130 when interrupted, else 0.
+    pub fn exit_code(&self) -> ExitCode {
+        if self.complete {
+            ExitCode::Success
+        } else {
+            ExitCode::Interrupted
+        }
+    }
+
+    /// The human table (stdout).
+    pub fn human(&self) -> String {
+        let size = |b: u64| format_size(b, BINARY);
+        let mut s = String::new();
+        let _ = writeln!(s, "mastomedia du: {}", self.storage);
+        if !self.prefix.is_empty() {
+            let _ = writeln!(s, "prefix: {}", self.prefix);
+        }
+        let _ = writeln!(
+            s,
+            "{:<6} {:<30} {:>9} {:>11} {:>11} {:>12}",
+            "", "category", "objects", "bytes", "database", "difference"
+        );
+        for c in &self.categories {
+            let name = format!("{}/{}", c.class, c.attachment);
+            let (db, diff) = match (c.db_bytes, c.difference) {
+                (Some(d), Some(x)) => (size(d.max(0) as u64), signed(x)),
+                _ => ("-".to_owned(), "-".to_owned()),
+            };
+            let _ = writeln!(
+                s,
+                "{:<6} {:<30} {:>9} {:>11} {:>11} {:>12}",
+                if c.cache { "cache" } else { "local" },
+                name,
+                c.objects,
+                size(c.bytes),
+                db,
+                diff
+            );
+            if let Some(h) = hint(c) {
+                let _ = writeln!(s, "{:<6}   ^ {h}", "");
+            }
+        }
+        let _ = writeln!(
+            s,
+            "{:<6} {:<30} {:>9} {:>11}",
+            "other",
+            "(outside Mastodon's layout)",
+            self.other.objects,
+            size(self.other.bytes)
+        );
+        if !self.other.examples.is_empty() {
+            let _ = writeln!(s, "{:<6}   e.g. {}", "", self.other.examples.join(", "));
+        }
+        let _ = writeln!(
+            s,
+            "{:<6} {:<30} {:>9} {:>11} {:>11}",
+            "total",
+            "",
+            self.total.objects,
+            size(self.total.bytes),
+            size(self.database.bytes)
+        );
+        if let Some(n) = &self.noncurrent {
+            let _ = writeln!(
+                s,
+                "noncurrent versions: {} ({}), delete markers: {}",
+                n.versions,
+                size(n.bytes),
+                n.delete_markers
+            );
+            if n.versions > 0 {
+                let _ = writeln!(
+                    s,
+                    "  versioning is on: deleted and overwritten objects keep their space until a lifecycle rule expires noncurrent versions; pruning alone frees nothing"
+                );
+            }
+        }
+        if let Some(m) = &self.incomplete_multipart {
+            let _ = writeln!(
+                s,
+                "incomplete multipart uploads: {} ({} in {} parts{}){}",
+                m.uploads,
+                size(m.bytes),
+                m.parts,
+                if m.unsized_uploads > 0 {
+                    format!("; {} could not be sized", m.unsized_uploads)
+                } else {
+                    String::new()
+                },
+                if m.uploads > 0 {
+                    ": billed until aborted (a lifecycle rule can abort them)"
+                } else {
+                    ""
+                }
+            );
+        }
+        let total: u64 = self.requests.values().sum();
+        let _ = writeln!(
+            s,
+            "requests: {total} ({})",
+            self.requests
+                .iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        if !self.complete {
+            let _ = writeln!(s, "interrupted: the totals above are partial");
+        }
+        let _ = writeln!(s, "elapsed: {:.1}s", self.elapsed_seconds);
+        s
+    }
+}
+
+fn signed(x: i64) -> String {
+    let mag = format_size(x.unsigned_abs(), BINARY);
+    if x < 0 {
+        format!("-{mag}")
+    } else {
+        format!("+{mag}")
+    }
+}
+
+/// Differences smaller than this are never "large".
+pub const HINT_MIN_BYTES: u64 = 1024 * 1024;
+
+/// A short explanation when listed and database bytes differ by at least
+/// [`HINT_MIN_BYTES`] and 10 % of the larger side.
+pub fn hint(c: &CategoryLine) -> Option<&'static str> {
+    let db = c.db_bytes?.max(0) as u64;
+    let diff = c.bytes.abs_diff(db);
+    if diff < HINT_MIN_BYTES || diff * 10 < c.bytes.max(db) {
+        return None;
+    }
+    let derived = matches!(
+        (c.class, c.attachment),
+        ("media_attachments", "files")
+            | ("accounts", _)
+            | ("custom_emojis", _)
+            | ("site_uploads", _)
+    );
+    Some(match (c.bytes > db, derived, c.cache) {
+        (true, true, _) => {
+            "derived styles (small, static, icons) are not in the database sums; the rest may be orphans or stale copies: see `mastomedia orphans`"
+        }
+        (true, false, _) => "objects no database row accounts for: see `mastomedia orphans`",
+        (false, _, true) => {
+            "the database counts remote files that are not cached here (failed fetches, deleted objects, or keys still at the legacy path without cache/)"
+        }
+        (false, _, false) => {
+            "the database counts files missing from storage (failed uploads, deletes outside Mastodon, or another S3_KEY_PREFIX)"
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::layout::Attachment;
+
+    fn line(
+        class: &'static str,
+        att: &'static str,
+        cache: bool,
+        bytes: u64,
+        db: Option<i64>,
+    ) -> CategoryLine {
+        CategoryLine {
+            class,
+            attachment: att,
+            cache,
+            objects: 1,
+            bytes,
+            db_bytes: db,
+            db_files: db.map(|_| 1),
+            difference: db.map(|d| bytes as i64 - d),
+        }
+    }
+
+    #[test]
+    fn hints_only_for_large_differences() {
+        const M: u64 = 1024 * 1024;
+        assert_eq!(
+            hint(&line("media_attachments", "files", true, 10 * M, None)),
+            None
+        );
+        assert_eq!(
+            hint(&line(
+                "media_attachments",
+                "files",
+                true,
+                10 * M,
+                Some((10 * M) as i64)
+            )),
+            None
+        );
+        assert_eq!(
+            hint(&line("media_attachments", "files", true, 1000, Some(10))),
+            None,
+            "tiny"
+        );
+        assert!(
+            hint(&line(
+                "media_attachments",
+                "files",
+                true,
+                30 * M,
+                Some((10 * M) as i64)
+            ))
+            .unwrap()
+            .contains("derived styles")
+        );
+        assert!(
+            hint(&line(
+                "preview_cards",
+                "images",
+                true,
+                30 * M,
+                Some((10 * M) as i64)
+            ))
+            .unwrap()
+            .contains("orphans")
+        );
+        assert!(
+            hint(&line(
+                "preview_cards",
+                "images",
+                true,
+                M,
+                Some((10 * M) as i64)
+            ))
+            .unwrap()
+            .contains("not cached")
+        );
+        assert!(
+            hint(&line("backups", "dumps", false, M, Some((10 * M) as i64)))
+                .unwrap()
+                .contains("missing")
+        );
+    }
+
+    #[test]
+    fn fill_joins_listing_and_database_and_respects_the_prefix() {
+        let mut usage = Usage::default();
+        let none = crate::plan::layout::KeyPrefix::default();
+        usage.add_object(
+            "cache/preview_cards/images/000/004/242/original/c.jpg",
+            100,
+            &none,
+        );
+        usage.add_object("cache/backups/dumps/000/000/001/original/x.zip", 5, &none);
+        let mut sums = HashMap::new();
+        let card = Category {
+            attachment: Attachment::PreviewCardImage,
+            cache: true,
+        };
+        sums.insert(
+            card,
+            DbSum {
+                bytes: 90,
+                files: 1,
+            },
+        );
+        let mut r = DuReport::default();
+        r.fill(&usage, &sums, "");
+        let l = r
+            .categories
+            .iter()
+            .find(|c| c.class == "preview_cards" && c.cache)
+            .unwrap();
+        assert_eq!(
+            (l.objects, l.bytes, l.db_bytes, l.difference),
+            (1, 100, Some(90), Some(10))
+        );
+        let impossible = r
+            .categories
+            .iter()
+            .find(|c| c.class == "backups" && c.cache)
+            .unwrap();
+        assert_eq!((impossible.objects, impossible.db_bytes), (1, None));
+        assert_eq!(r.total.bytes, 105);
+        assert_eq!(r.database.bytes, 90);
+
+        let mut r = DuReport::default();
+        r.fill(&usage, &sums, "cache/preview_cards/images/000/");
+        assert_eq!(
+            r.categories.len(),
+            2,
+            "the card line (overlapping) and the listed backup line"
+        );
+        assert_eq!(
+            r.categories[0].db_bytes, None,
+            "category only partly inside the prefix"
+        );
+    }
+}
