@@ -11,7 +11,9 @@
 #      the instance's media cache retention to 14 days, and seeds ~3000 media rows,
 #      accounts, emoji, preview cards and their objects (scripts/seed.py) into the bucket
 #      mastomedia-demo.
-#   5. Writes demo/.env.production and runs: prune --dry-run, prune, prune again.
+#   5. Writes demo/.env.production and runs: prune --dry-run, prune, prune again; then
+#      du, orphans (report, then --delete), and migrate of the bucket into a second one
+#      (with --verify), twice (the second run uploads nothing).
 #
 # DEMO_KEEP=1 bash scripts/demo.sh leaves the S3 server running and prints how to use it.
 # DEMO_MEDIA (default 3000) and DEMO_SEED (default 1) change the seeded data.
@@ -169,6 +171,43 @@ echo
 echo "Local uploads, newer remote media, avatars, emoji, preview cards, site uploads and"
 echo "orphans are untouched; remote media older than the 14-day retention lost its files,"
 echo "and Mastodon would re-fetch it through /media_proxy when viewed."
+
+# Exit codes of the read-only and copy steps are collected like prune's.
+step() {
+    local rc=0
+    run "$BIN" "$@" || rc=$?
+    if [ "$rc" -ne 0 ]; then
+        echo "(mastomedia exited with $rc)"
+        PRUNE_FAILED=1
+    fi
+}
+
+say "4. du: what is in the bucket, beside what the database believes"
+step --env-file demo/.env.production du
+say "5. orphans: objects no row refers to (report only)"
+step --env-file demo/.env.production orphans
+say "6. orphans --delete (the seeded orphans are minutes old, so --min-age 0)"
+step --env-file demo/.env.production orphans --delete --min-age 0
+
+say "7. migrate: copy the bucket to another provider's bucket (here: a second bucket)"
+"$PY" - "$MOTO" "$BUCKET-copy" <<'PYEOF'
+import sys, boto3
+c = boto3.client("s3", endpoint_url=sys.argv[1], region_name="us-east-1",
+                 aws_access_key_id="mastomedia-test", aws_secret_access_key="mastomedia-test-secret")
+b = sys.argv[2]
+try:
+    for page in c.get_paginator("list_objects_v2").paginate(Bucket=b):
+        objs = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+        if objs:
+            c.delete_objects(Bucket=b, Delete={"Objects": objs})
+except c.exceptions.NoSuchBucket:
+    c.create_bucket(Bucket=b)
+PYEOF
+sed "s/^S3_BUCKET=.*/S3_BUCKET=$BUCKET-copy/" "$DEMO_DIR/.env.production" >"$DEMO_DIR/.env.copy"
+rm -f "$DEMO_DIR"/migrate.sqlite*
+step --env-file demo/.env.copy migrate --from-env demo/.env.production --journal demo/migrate.sqlite --verify
+say "8. migrate again: the journal says everything is there, nothing is uploaded"
+step --env-file demo/.env.copy migrate --from-env demo/.env.production --journal demo/migrate.sqlite
 
 if [ "${DEMO_KEEP:-0}" = 1 ]; then
     say "the S3 server keeps running (DEMO_KEEP=1)"
