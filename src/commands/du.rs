@@ -20,6 +20,7 @@ use crate::inventory::usage::{Usage, database_sums};
 use crate::mastodon::Db;
 use crate::plan::layout::KeyPrefix;
 use crate::pool::bounded;
+use crate::report::Summary as _;
 use crate::report::usage::{DuReport, Multipart};
 use crate::report::{ExitCode, Progress, ProgressMode};
 use crate::store::{Limiter, Store, StoreError};
@@ -50,14 +51,7 @@ pub async fn run(
         cancel: interrupt_token(),
     };
     let report = with_store(&cfg, limiter, job).await?;
-    if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).expect("report serialises")
-        );
-    } else {
-        print!("{}", report.human());
-    }
+    report.print(args.json);
     Ok(report.exit_code())
 }
 

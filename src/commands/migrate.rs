@@ -27,6 +27,7 @@ use crate::mastodon::Db;
 use crate::plan::headers::{CACHE_CONTROL, acl_for, content_type};
 use crate::plan::parse::parse_key;
 use crate::pool::{Gate, bounded};
+use crate::report::Summary as _;
 use crate::report::migrate::MigrateReport;
 use crate::report::{ExitCode, Progress, ProgressMode};
 use crate::store::s3::{Body, ObjectHeaders, S3Store};
@@ -129,14 +130,7 @@ pub async fn run(env_file: &Path, args: Args, quiet: bool) -> Result<ExitCode, C
     let secs = report.elapsed_seconds.max(0.001);
     report.files_per_second = report.files_uploaded as f64 / secs;
     report.mib_per_second = report.bytes_uploaded as f64 / 1048576.0 / secs;
-    if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).expect("report serialises")
-        );
-    } else {
-        print!("{}", report.human());
-    }
+    report.print(args.json);
     Ok(report.exit_code())
 }
 

@@ -21,6 +21,7 @@ use crate::mastodon::Db;
 use crate::plan::layout::KeyPrefix;
 use crate::pool::Gate;
 use crate::pool::scan::{ScanOptions, run_scan};
+use crate::report::Summary as _;
 use crate::report::orphans::OrphansReport;
 use crate::report::{ExitCode, Progress, ProgressMode};
 use crate::store::Store;
@@ -52,14 +53,7 @@ pub async fn run(
         cancel: interrupt_token(),
     };
     let report = with_store(&cfg, limiter, job).await?;
-    if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).expect("report serialises")
-        );
-    } else {
-        print!("{}", report.human());
-    }
+    report.print(args.json);
     Ok(report.exit_code())
 }
 

@@ -22,6 +22,7 @@ use crate::plan::prune::{
     DEFAULT_PREVIEW_CARD_DAYS, DaysSource, MIN_PREVIEW_CARD_DAYS, cutoff, effective_days,
 };
 use crate::pool::{Gate, PassError, PassOptions, run_pass};
+use crate::report::Summary as _;
 use crate::report::{ExitCode, PassReport, Progress, ProgressMode, PruneReport};
 use crate::store::{Limiter, Store, StoreError};
 
@@ -63,14 +64,7 @@ pub async fn run(
         cancel: interrupt_token(),
     };
     let report = with_store(&cfg, limiter, job).await?;
-    if args.json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).expect("report serialises")
-        );
-    } else {
-        print!("{}", report.human());
-    }
+    report.print(args.json);
     Ok(report.exit_code())
 }
 

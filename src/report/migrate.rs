@@ -158,16 +158,7 @@ impl MigrateReport {
         for f in &self.failures {
             let _ = writeln!(s, "  FAILED {}: {} {}", f.key, f.code, f.message);
         }
-        let total: u64 = self.requests.values().sum();
-        let _ = writeln!(
-            s,
-            "requests: {total} ({})",
-            self.requests
-                .iter()
-                .map(|(k, v)| format!("{k} {v}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
+        let _ = writeln!(s, "{}", super::requests_line(&self.requests));
         let _ = writeln!(
             s,
             "elapsed: {:.1}s, {:.1} files/s, {:.2} MiB/s",
@@ -180,5 +171,11 @@ impl MigrateReport {
             let _ = writeln!(s, "stopped: {f}");
         }
         s
+    }
+}
+
+impl super::Summary for MigrateReport {
+    fn human(&self) -> String {
+        MigrateReport::human(self)
     }
 }

@@ -33,6 +33,32 @@ pub enum ExitCode {
     Interrupted = 130,
 }
 
+/// `requests: <total> (<Op> <n>, ...)`: the requests a run sent, per operation, as every
+/// summary prints them.
+pub fn requests_line(requests: &BTreeMap<&'static str, u64>) -> String {
+    let total: u64 = requests.values().sum();
+    let per_op: Vec<String> = requests.iter().map(|(k, v)| format!("{k} {v}")).collect();
+    format!("requests: {total} ({})", per_op.join(", "))
+}
+
+/// A command's final summary: human text, or JSON with `--json`.
+pub trait Summary: Serialize {
+    /// The human summary.
+    fn human(&self) -> String;
+
+    /// Prints the summary on stdout: pretty JSON when `json`, else the human text.
+    fn print(&self, json: bool) {
+        if json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(self).expect("summaries serialise")
+            );
+        } else {
+            print!("{}", self.human());
+        }
+    }
+}
+
 /// One key (or row) that could not be handled.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Failure {
@@ -200,16 +226,7 @@ impl PruneReport {
                 let _ = writeln!(s, "  ... and {unlisted} more failures not listed");
             }
         }
-        let total: u64 = self.requests.values().sum();
-        let _ = writeln!(
-            s,
-            "requests: {total} ({})",
-            self.requests
-                .iter()
-                .map(|(k, v)| format!("{k} {v}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
+        let _ = writeln!(s, "{}", requests_line(&self.requests));
         if self.interrupted {
             let _ = writeln!(
                 s,
@@ -221,6 +238,12 @@ impl PruneReport {
         }
         let _ = writeln!(s, "elapsed: {:.1}s", self.elapsed_seconds);
         s
+    }
+}
+
+impl Summary for PruneReport {
+    fn human(&self) -> String {
+        PruneReport::human(self)
     }
 }
 

@@ -302,18 +302,15 @@ impl OrphansReport {
         if let Some(f) = &self.fatal {
             let _ = writeln!(s, "stopped: {f}");
         }
-        let total: u64 = self.requests.values().sum();
-        let _ = writeln!(
-            s,
-            "requests: {total} ({})",
-            self.requests
-                .iter()
-                .map(|(k, v)| format!("{k} {v}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
+        let _ = writeln!(s, "{}", super::requests_line(&self.requests));
         let _ = writeln!(s, "elapsed: {:.1}s", self.elapsed_seconds);
         s
+    }
+}
+
+impl super::Summary for OrphansReport {
+    fn human(&self) -> String {
+        OrphansReport::human(self)
     }
 }
 

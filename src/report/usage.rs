@@ -247,16 +247,7 @@ impl DuReport {
                 }
             );
         }
-        let total: u64 = self.requests.values().sum();
-        let _ = writeln!(
-            s,
-            "requests: {total} ({})",
-            self.requests
-                .iter()
-                .map(|(k, v)| format!("{k} {v}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
+        let _ = writeln!(s, "{}", super::requests_line(&self.requests));
         if !self.complete {
             let _ = writeln!(s, "interrupted: the totals above are partial");
         }
@@ -304,6 +295,12 @@ pub fn hint(c: &CategoryLine) -> Option<&'static str> {
             "the database counts files missing from storage (failed uploads, deletes outside Mastodon, or another S3_KEY_PREFIX)"
         }
     })
+}
+
+impl super::Summary for DuReport {
+    fn human(&self) -> String {
+        DuReport::human(self)
+    }
 }
 
 #[cfg(test)]
