@@ -14,8 +14,9 @@ use std::num::NonZeroU32;
 #[derive(Debug, Clone, clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct Args {
-    /// Retention in days. Default: the instance's "media cache retention period", else 7.
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    /// Retention in days (1 to 36500). Default: the instance's "media cache retention
+    /// period", else 7.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=36500))]
     pub days: Option<u32>,
 
     /// Select and size everything, change nothing (no delete request, no row update).
@@ -49,7 +50,7 @@ pub struct Args {
     pub preview_cards: bool,
 
     /// Preview card retention in days (strictly older than the cutoff are removed).
-    #[arg(long, default_value_t = 180, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, default_value_t = 180, value_parser = clap::value_parser!(u32).range(1..=36500))]
     pub preview_cards_days: u32,
 
     /// Allow --preview-cards-days below 14 (cards are re-fetched only after two weeks).

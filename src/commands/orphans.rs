@@ -57,6 +57,37 @@ pub async fn run(
     Ok(report.exit_code())
 }
 
+/// Before any delete: some of the newest files the database names must exist in this
+/// store. A database of another instance (a staging copy, a wrong `DATABASE_URL`) owns
+/// nothing here and would make every object look orphaned.
+async fn ownership_check<S: Store>(
+    db: &Db,
+    store: &S,
+    key_prefix: &KeyPrefix,
+) -> Result<(), CommandError> {
+    let sample = crate::inventory::owners::sample_keys(db, 20)
+        .await
+        .map_err(CommandError::fatal)?;
+    if sample.is_empty() {
+        return Ok(()); // no stored file at all: has_any_rows already decided
+    }
+    let keys: Vec<crate::plan::layout::ObjectKey> =
+        sample.into_iter().map(|k| key_prefix.apply(k)).collect();
+    let sizes = store.stat_many(&keys).await.map_err(|e| CommandError {
+        code: ExitCode::Fatal,
+        error: anyhow!(e).context("checking that the database's files are in this storage"),
+    })?;
+    if sizes.iter().all(Option::is_none) {
+        return Err(CommandError::usage(anyhow!(
+            "none of the {} newest files the database names (e.g. {}) exist in {}: the database and the storage do not belong to the same instance, so every object would look orphaned. Refusing to delete; check DATABASE_URL / DB_NAME and S3_BUCKET / S3_KEY_PREFIX",
+            keys.len(),
+            keys[0],
+            store.describe()
+        )));
+    }
+    Ok(())
+}
+
 struct OrphansJob<'a> {
     cfg: &'a Config,
     db: &'a Db,
@@ -77,6 +108,9 @@ impl WithStore<Result<OrphansReport, CommandError>> for OrphansJob<'_> {
             StorageConfig::S3(s3) => s3.key_prefix.clone(),
             StorageConfig::Filesystem(_) => KeyPrefix::default(),
         };
+        if args.delete {
+            ownership_check(self.db, store.as_ref(), &key_prefix).await?;
+        }
         let base = key_prefix
             .as_deref()
             .map(|p| format!("{p}/"))

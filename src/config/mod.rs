@@ -180,6 +180,7 @@ impl Vars {
             })?;
         let mut map = HashMap::new();
         // dotenvy reports the failing line's content in its error; point at it by number too.
+        let text = quote_bare_values(&text);
         for item in dotenvy::from_read_iter(text.as_bytes()) {
             match item {
                 Ok((k, v)) => {
@@ -236,6 +237,57 @@ impl Vars {
             }),
         }
     }
+}
+
+/// Ruby's dotenv (which Mastodon uses) accepts unquoted values with spaces, such as
+/// `SMTP_FROM_ADDRESS=Mastodon <notifications@example.com>`; dotenvy does not. Quote such
+/// values (dropping a trailing ` # comment`, as both parsers do) before dotenvy reads the
+/// text. Lines that are already quoted, comments and blank lines are left as they are.
+fn quote_bare_values(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 16);
+    for line in text.split_inclusive('\n') {
+        let (body, newline) = match line.strip_suffix('\n') {
+            Some(b) => (b, "\n"),
+            None => (line, ""),
+        };
+        let rest = body.trim_start();
+        let rest = rest.strip_prefix("export ").map_or(rest, str::trim_start);
+        let quoted = match rest.split_once('=') {
+            Some((key, value))
+                if !key.is_empty()
+                    && key
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.') =>
+            {
+                let value = value.trim_start();
+                let value = match value.find(" #").or_else(|| value.find("\t#")) {
+                    Some(i) => &value[..i],
+                    None => value,
+                }
+                .trim_end();
+                let bare = !value.starts_with(['\'', '"']);
+                if bare && value.contains(char::is_whitespace) {
+                    let q = if value.contains('\'') {
+                        format!("\"{}\"", value.replace('\\', "\\\\").replace('"', "\\\""))
+                    } else {
+                        format!("'{value}'")
+                    };
+                    Some(format!("{key}={q}"))
+                } else {
+                    None
+                }
+            }
+            _ => None,
+        };
+        match quoted {
+            Some(q) => {
+                out.push_str(&q);
+                out.push_str(newline);
+            }
+            None => out.push_str(line),
+        }
+    }
+    out
 }
 
 /// dotenvy echoes the offending line, which may hold a secret: report its line number
@@ -647,12 +699,34 @@ mod tests {
         let path = dir.join(".env.production");
         std::fs::write(
             &path,
-            "S3_ENABLED=true\nAWS_SECRET_ACCESS_KEY=abc def\" ghi\nX=1\n",
+            "S3_ENABLED=true\nAWS_SECRET_ACCESS_KEY=\"abc def\nX=1\n",
         )
         .unwrap();
         let err = Vars::load(&path, Vec::new()).unwrap_err().to_string();
         assert!(!err.contains("abc"), "{err}");
         assert!(err.contains("line 2"), "{err}");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn unquoted_values_with_spaces_parse_as_ruby_dotenv_reads_them() {
+        let dir = std::env::temp_dir().join(format!("mm-env2-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(".env.production");
+        std::fs::write(
+            &path,
+            "SMTP_FROM_ADDRESS=Mastodon <notifications@example.com>\nexport A=x y # note\nB='it s'\nC=it's here\nD=plain\n",
+        )
+        .unwrap();
+        let v = Vars::load(&path, Vec::new()).unwrap();
+        assert_eq!(
+            v.get("SMTP_FROM_ADDRESS"),
+            Some("Mastodon <notifications@example.com>")
+        );
+        assert_eq!(v.get("A"), Some("x y"));
+        assert_eq!(v.get("B"), Some("it s"));
+        assert_eq!(v.get("C"), Some("it's here"));
+        assert_eq!(v.get("D"), Some("plain"));
         let _ = std::fs::remove_dir_all(dir);
     }
 

@@ -35,6 +35,66 @@ pub async fn has_any_rows(db: &Db) -> Result<bool, DbError> {
     .map_err(|e| DbError::query("checking that the database has rows", e))
 }
 
+/// The original key of up to `limit` of the newest stored media files and avatars the
+/// database names (by primary key, so cheap), without `S3_KEY_PREFIX`. `orphans --delete`
+/// checks that some of them exist in the bucket before deleting anything: if none does,
+/// the database and the bucket do not belong together.
+pub async fn sample_keys(db: &Db, limit: i64) -> Result<Vec<String>, DbError> {
+    let schema = db.schema();
+    let queries = [
+        (
+            Attachment::MediaFile,
+            format!(
+                "SELECT id, file_file_name, file_content_type, {}::integer, remote_url <> '' \
+                 FROM media_attachments m WHERE NULLIF(file_file_name, '') IS NOT NULL ORDER BY id DESC LIMIT $1",
+                schema.column_or_null(
+                    "m",
+                    "media_attachments",
+                    "file_storage_schema_version",
+                    "integer"
+                )
+            ),
+        ),
+        (
+            Attachment::Avatar,
+            format!(
+                "SELECT id, avatar_file_name, avatar_content_type, {}::integer, domain IS NOT NULL \
+                 FROM accounts a WHERE NULLIF(avatar_file_name, '') IS NOT NULL ORDER BY id DESC LIMIT $1",
+                schema.column_or_null("a", "accounts", "avatar_storage_schema_version", "integer")
+            ),
+        ),
+    ];
+    let mut keys = Vec::new();
+    for (attachment, sql) in queries {
+        let rows = sqlx::query(&sql)
+            .bind(limit)
+            .fetch_all(db.pool())
+            .await
+            .map_err(|e| DbError::query("sampling stored files", e))?;
+        for r in rows {
+            let name: String = r.get(1);
+            let content_type: Option<String> = r.get(2);
+            let a = StoredAttachment {
+                attachment,
+                id: r.get(0),
+                file_name: &name,
+                content_type: content_type.as_deref(),
+                storage_schema_version: r.get(3),
+                remote: r.get(4),
+                site_upload_var: None,
+            };
+            if let Some(k) = a
+                .keys(&crate::plan::layout::KeyPrefix::default())
+                .into_iter()
+                .next()
+            {
+                keys.push(k.as_str().to_owned());
+            }
+        }
+    }
+    Ok(keys)
+}
+
 /// One stored attachment of a looked-up row.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OwnedFile {

@@ -154,7 +154,17 @@ impl Db {
             .fetch_optional(&self.pool)
             .await
             .map_err(|e| DbError::query("reading the media cache retention setting", e))?;
-        Ok(value.flatten().as_deref().and_then(parse_retention_yaml))
+        let raw = value.flatten();
+        let days = raw.as_deref().and_then(parse_retention_yaml);
+        if let (Some(text), None) = (raw.as_deref(), days) {
+            let shown = text.trim();
+            if !shown.is_empty() && shown != "---" && shown != "--- ''" && shown != "--- \"\"" {
+                tracing::warn!(
+                    "the media cache retention setting holds {shown:?}, not a positive number of days; Mastodon treats it as unset, and so does mastomedia (--days or the default applies)"
+                );
+            }
+        }
+        Ok(days)
     }
 
     /// Checks that `current_user` may UPDATE every column in `columns` of `table`. Call

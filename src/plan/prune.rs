@@ -56,21 +56,25 @@ pub const DEFAULT_PREVIEW_CARD_DAYS: u32 = 180;
 /// a card only after two weeks), so we refuse without `--force`.
 pub const MIN_PREVIEW_CARD_DAYS: u32 = 14;
 
-/// `--days`, else the instance setting (a positive integer), else [`DEFAULT_MEDIA_DAYS`].
+/// Longest retention honoured, in days (100 years); longer values are clamped to it.
+pub const MAX_DAYS: u32 = 36_500;
+
+/// `--days`, else the instance setting (a positive integer), else [`DEFAULT_MEDIA_DAYS`];
+/// clamped to [`MAX_DAYS`].
 pub fn effective_days(flag: Option<u32>, setting: Option<i64>) -> (u32, DaysSource) {
     match (flag, setting) {
-        (Some(d), _) => (d, DaysSource::Flag),
+        (Some(d), _) => (d.min(MAX_DAYS), DaysSource::Flag),
         (None, Some(s)) if s > 0 => (
-            u32::try_from(s).unwrap_or(u32::MAX),
+            u32::try_from(s).unwrap_or(MAX_DAYS).min(MAX_DAYS),
             DaysSource::InstanceSetting,
         ),
         _ => (DEFAULT_MEDIA_DAYS, DaysSource::Default),
     }
 }
 
-/// `now - days`.
+/// `now - days` (days beyond [`MAX_DAYS`] count as [`MAX_DAYS`]).
 pub fn cutoff(now: DateTime<Utc>, days: u32) -> DateTime<Utc> {
-    now - Duration::days(i64::from(days))
+    now - Duration::days(i64::from(days.min(MAX_DAYS)))
 }
 
 #[cfg(test)]
@@ -89,6 +93,12 @@ mod tests {
         );
         assert_eq!(effective_days(None, None), (7, DaysSource::Default));
         assert_eq!(effective_days(None, Some(0)), (7, DaysSource::Default));
+        assert_eq!(
+            effective_days(None, Some(99_999_999)),
+            (MAX_DAYS, DaysSource::InstanceSetting),
+            "a huge setting is clamped, never a panic"
+        );
+        let _ = cutoff(Utc::now(), u32::MAX);
     }
 
     #[test]

@@ -158,7 +158,7 @@ pub async fn run_pass<S: Store>(
         chunks,
         opts.concurrency,
         CancellationToken::new(),
-        |chunk| process_chunk(store.as_ref(), gate, chunk, opts, &fatal),
+        |chunk| process_chunk(store.as_ref(), gate, chunk, opts, &fatal, cancel),
     ));
 
     // Stage 3: clear rows whose objects are all gone, one statement per chunk.
@@ -252,6 +252,7 @@ async fn process_chunk<S: Store>(
     chunk: Chunk,
     opts: &PassOptions,
     fatal: &CancellationToken,
+    cancel: &CancellationToken,
 ) -> Result<Vec<RowResult>, StoreError> {
     let keys: Vec<ObjectKey> = chunk
         .rows
@@ -263,8 +264,17 @@ async fn process_chunk<S: Store>(
             "run stopped by an earlier fatal error".into(),
         ));
     }
-    // Sizes from the store itself (D6); the same in a dry run.
-    let sizes = match store.stat_many(&keys).await {
+    // Sizes from the store itself (D6); the same in a dry run. Sizing only reads, so an
+    // interrupt abandons it and skips the chunk: nothing of it has been deleted yet.
+    let sized = tokio::select! {
+        biased;
+        _ = cancel.cancelled() => return Ok(Vec::new()),
+        r = store.stat_many(&keys) => r,
+    };
+    if cancel.is_cancelled() {
+        return Ok(Vec::new());
+    }
+    let sizes = match sized {
         Ok(s) => s,
         Err(e) if e.is_fatal() => return Err(e),
         Err(e) => {

@@ -745,3 +745,53 @@ async fn du_and_orphans_on_the_filesystem_with_the_4_2_schema() {
     );
     db.drop_db().await;
 }
+
+/// A database of another instance (here: one remote account whose avatar is not in this
+/// bucket) must not make the bucket look orphaned: `--delete` refuses before deleting.
+#[tokio::test]
+async fn orphans_delete_refuses_a_database_that_owns_nothing_in_the_bucket() {
+    let db = TestDb::new(Mastodon::V4_6, "UTC").await;
+    let bucket = TestBucket::new().await;
+    crate::support::seed::insert_account(
+        &db,
+        7,
+        Some("remote.example"),
+        Some(("aaaaaaaaaaaaaaa7.png", "image/png")),
+        None,
+        Some(1),
+        1.0,
+        1.0,
+    )
+    .await;
+    let keys = [
+        "cache/media_attachments/files/109/345/678/901/234/567/original/8f3a2b1c4d5e6f70.png",
+        "media_attachments/files/109/345/678/901/234/568/original/0000000000000001.png",
+    ];
+    for k in keys {
+        bucket.put(k, b"x").await;
+    }
+    let env = s3_env_file(&db, &bucket.name, &[]);
+    let before = bucket.keys().await;
+    bucket.reset_stats();
+    let run = mastomedia(&[
+        "--env-file",
+        env.to_str().unwrap(),
+        "orphans",
+        "--delete",
+        "--min-age",
+        "0",
+    ]);
+    assert_eq!(
+        run.code, 2,
+        "stdout:\n{}\nstderr:\n{}",
+        run.stdout, run.stderr
+    );
+    assert!(
+        run.stderr.contains("do not belong to the same instance"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(bucket.stats()["mutating"], 0);
+    assert_eq!(bucket.keys().await, before);
+    db.drop_db().await;
+}
