@@ -106,27 +106,37 @@ impl S3Store {
         let size = body.size();
         if size <= multipart_threshold.max(1) {
             let stream = body.range(0, size).await?;
-            let _permit = self.limiter.acquire("PutObject").await;
-            let mut req = self
-                .client
-                .put_object()
-                .bucket(&self.bucket)
-                .key(key)
-                .body(stream)
-                .content_length(size as i64)
-                .content_type(&headers.content_type)
-                .cache_control(&headers.cache_control);
-            if let Some(a) = &headers.acl {
-                req = req.acl(acl(a));
-            }
-            return req
-                .send()
-                .await
-                .map(|_| ())
-                .map_err(|e| self.classify("PutObject", e));
+            return self.put_stream(key, stream, size, headers).await;
         }
         self.upload_multipart(key, body, headers, multipart_threshold)
             .await
+    }
+
+    /// One PutObject of `size` bytes from `stream` with `headers`.
+    async fn put_stream(
+        &self,
+        key: &str,
+        stream: ByteStream,
+        size: u64,
+        headers: &ObjectHeaders,
+    ) -> Result<(), StoreError> {
+        let _permit = self.limiter.acquire("PutObject").await;
+        let mut req = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .body(stream)
+            .content_length(size as i64)
+            .content_type(&headers.content_type)
+            .cache_control(&headers.cache_control);
+        if let Some(a) = &headers.acl {
+            req = req.acl(acl(a));
+        }
+        req.send()
+            .await
+            .map(|_| ())
+            .map_err(|e| self.classify("PutObject", e))
     }
 
     async fn upload_multipart(
@@ -349,24 +359,9 @@ impl S3Store {
         bytes: Vec<u8>,
         headers: &ObjectHeaders,
     ) -> Result<(), StoreError> {
-        let size = bytes.len();
-        let _permit = self.limiter.acquire("PutObject").await;
-        let mut req = self
-            .client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .body(ByteStream::from(bytes))
-            .content_length(size as i64)
-            .content_type(&headers.content_type)
-            .cache_control(&headers.cache_control);
-        if let Some(a) = &headers.acl {
-            req = req.acl(acl(a));
-        }
-        req.send()
+        let size = bytes.len() as u64;
+        self.put_stream(key, ByteStream::from(bytes), size, headers)
             .await
-            .map(|_| ())
-            .map_err(|e| self.classify("PutObject", e))
     }
 
     /// Deletes the one object `key` that the caller itself wrote (a challenge or probe
