@@ -27,6 +27,7 @@ fn main() {
         .enable_all()
         .build()
         .expect("tokio runtime");
+    let json = cli.command.json();
     let code = runtime.block_on(async {
         let result = match cli.command {
             Command::Prune(args) => commands::prune::run(&cli.env_file, args, cli.quiet).await,
@@ -40,6 +41,13 @@ fn main() {
             Ok(code) => code,
             Err(e) => {
                 eprintln!("error: {:#}", e.error);
+                if json {
+                    // Scripts reading --json still get one object, with the reason.
+                    println!(
+                        "{}",
+                        serde_json::json!({ "error": format!("{:#}", e.error), "exit_code": e.code as i32 })
+                    );
+                }
                 e.code
             }
         }

@@ -68,3 +68,21 @@ pub enum Command {
     /// per check with its fix; exit 1 on any failure.
     Doctor(doctor::Args),
 }
+
+impl Command {
+    /// Whether the command was asked for JSON on stdout (`--json`), so that even a fatal
+    /// error is reported as JSON there.
+    pub fn json(&self) -> bool {
+        match self {
+            Command::Prune(a) => a.json,
+            Command::Migrate(a) => a.json,
+            Command::Du(a) => a.json,
+            Command::Orphans(a) => a.json,
+            Command::Doctor(a) => a.json,
+            Command::Cert(a) => match &a.command {
+                cert::CertCommand::Status(s) => s.json,
+                cert::CertCommand::Renew(_) => false,
+            },
+        }
+    }
+}

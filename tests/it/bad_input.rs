@@ -283,6 +283,15 @@ async fn wrong_secret_key_exits_3_naming_the_variable() {
         "the proxy refused the signature"
     );
     inst.assert_untouched(&run).await;
+
+    // With --json, scripts still get one JSON object on stdout, with the reason.
+    let run = mastomedia(&["--env-file", env.to_str().unwrap(), "prune", "--json"]);
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    let v = run.json();
+    assert_eq!(v["exit_code"], 3);
+    let err = v["error"].as_str().unwrap();
+    assert!(err.contains("AWS_SECRET_ACCESS_KEY"), "{err}");
+    assert!(!run.stdout.contains(wrong), "no secret in the JSON");
     inst.db.drop_db().await;
 }
 
