@@ -52,6 +52,20 @@ pub struct Args {
     #[arg(long)]
     pub dry_run: bool,
 
+    /// With --delete: go on although the scan shows this sign that the database may not
+    /// own the storage (repeatable). Without it a deleting run scans first, read-only,
+    /// and refuses (exit 3, nothing deleted) when the database names no stored file
+    /// (no-stored-files), objects sit above its highest id (newer-keys: a restored backup
+    /// or staging copy), more than --max-share of the objects would go (large-share), or
+    /// keys outside cache/ would go (local-keys: local uploads cannot be fetched again).
+    #[arg(long, value_enum, value_name = "RISK", requires = "delete")]
+    pub accept_risk: Vec<AcceptRisk>,
+
+    /// With --delete: the largest share of the scanned objects a run may delete without
+    /// --accept-risk large-share, in percent.
+    #[arg(long, value_name = "PERCENT", default_value_t = crate::plan::ownership::DEFAULT_MAX_SHARE_PERCENT, value_parser = percent)]
+    pub max_share: f64,
+
     /// The journal file (default: under $XDG_STATE_HOME/mastomedia, one per storage).
     #[arg(long, value_name = "PATH")]
     pub journal: Option<PathBuf>,
@@ -67,6 +81,39 @@ pub struct Args {
     /// Print the report as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+}
+
+/// A sign that the database may not own the storage, accepted with `--accept-risk`
+/// ([`crate::plan::ownership::OwnershipRisk`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AcceptRisk {
+    /// The database names no stored file.
+    NoStoredFiles,
+    /// Objects sit above the database's highest id of their table.
+    NewerKeys,
+    /// More than --max-share of the scanned objects would be deleted.
+    LargeShare,
+    /// Keys outside cache/ (local uploads) would be deleted.
+    LocalKeys,
+}
+
+impl From<AcceptRisk> for crate::plan::ownership::OwnershipRisk {
+    fn from(r: AcceptRisk) -> Self {
+        use crate::plan::ownership::OwnershipRisk as R;
+        match r {
+            AcceptRisk::NoStoredFiles => R::NoStoredFiles,
+            AcceptRisk::NewerKeys => R::NewerKeys,
+            AcceptRisk::LargeShare => R::LargeShare,
+            AcceptRisk::LocalKeys => R::LocalKeys,
+        }
+    }
+}
+
+fn percent(s: &str) -> Result<f64, String> {
+    match s.trim_end_matches('%').parse::<f64>() {
+        Ok(p) if p.is_finite() && (0.0..=100.0).contains(&p) => Ok(p),
+        _ => Err(format!("{s:?} is not a percentage (0 to 100)")),
+    }
 }
 
 fn non_negative_days(s: &str) -> Result<f64, String> {

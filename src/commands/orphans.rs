@@ -6,6 +6,7 @@
 //! `--prefix`, batches classified and, with `--delete`, deleted through the dry-run gate,
 //! position journalled in key order) → the journal forgets a finished scan → report.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -19,6 +20,7 @@ use crate::inventory::owners::has_any_rows;
 use crate::journal::{Journal, JournalError, default_path};
 use crate::mastodon::Db;
 use crate::plan::layout::KeyPrefix;
+use crate::plan::ownership::{OwnershipRisk, assess, refusal};
 use crate::pool::Gate;
 use crate::pool::scan::{ScanOptions, run_scan};
 use crate::report::Summary as _;
@@ -40,7 +42,7 @@ pub async fn run(
         .map_err(CommandError::fatal)?;
     let _lock = db.lock("orphans").await.map_err(CommandError::fatal)?;
     if args.delete && !args.dry_run && !has_any_rows(&db).await.map_err(CommandError::fatal)? {
-        return Err(CommandError::usage(anyhow!(
+        return Err(CommandError::fatal(anyhow!(
             "the database has no media attachments and no accounts, so every object would look orphaned: refusing to delete. Check DATABASE_URL / DB_NAME"
         )));
     }
@@ -61,24 +63,21 @@ pub async fn run(
 /// store. A database of another instance (a staging copy, a wrong `DATABASE_URL`) owns
 /// nothing here and would make every object look orphaned.
 async fn ownership_check<S: Store>(
-    db: &Db,
+    sample: &[String],
     store: &S,
     key_prefix: &KeyPrefix,
 ) -> Result<(), CommandError> {
-    let sample = crate::inventory::owners::sample_keys(db, 20)
-        .await
-        .map_err(CommandError::fatal)?;
     if sample.is_empty() {
-        return Ok(()); // no stored file at all: has_any_rows already decided
+        return Ok(()); // no stored file at all: the scan's no-stored-files sign decides
     }
     let keys: Vec<crate::plan::layout::ObjectKey> =
-        sample.into_iter().map(|k| key_prefix.apply(k)).collect();
+        sample.iter().map(|k| key_prefix.apply(k.clone())).collect();
     let sizes = store.stat_many(&keys).await.map_err(|e| CommandError {
         code: ExitCode::Fatal,
         error: anyhow!(e).context("checking that the database's files are in this storage"),
     })?;
     if sizes.iter().all(Option::is_none) {
-        return Err(CommandError::usage(anyhow!(
+        return Err(CommandError::fatal(anyhow!(
             "none of the {} newest files the database names (e.g. {}) exist in {}: the database and the storage do not belong to the same instance, so every object would look orphaned. Refusing to delete; check DATABASE_URL / DB_NAME and S3_BUCKET / S3_KEY_PREFIX",
             keys.len(),
             keys[0],
@@ -108,9 +107,15 @@ impl WithStore<Result<OrphansReport, CommandError>> for OrphansJob<'_> {
             StorageConfig::S3(s3) => s3.key_prefix.clone(),
             StorageConfig::Filesystem(_) => KeyPrefix::default(),
         };
-        if args.delete {
-            ownership_check(self.db, store.as_ref(), &key_prefix).await?;
+        let sample = crate::inventory::owners::sample_keys(self.db, 20)
+            .await
+            .map_err(CommandError::fatal)?;
+        if args.delete && !args.dry_run {
+            ownership_check(&sample, store.as_ref(), &key_prefix).await?;
         }
+        let max_ids = crate::inventory::owners::max_ids(self.db)
+            .await
+            .map_err(CommandError::fatal)?;
         let base = key_prefix
             .as_deref()
             .map(|p| format!("{p}/"))
@@ -146,13 +151,7 @@ impl WithStore<Result<OrphansReport, CommandError>> for OrphansJob<'_> {
             last_key: start_after.clone(),
             ..OrphansReport::default()
         };
-        let progress = Progress::start_unit(
-            "orphans",
-            0,
-            "objects",
-            "scanned",
-            ProgressMode::detect(self.quiet),
-        );
+        report.ownership.stored_files_named = !sample.is_empty();
         let opts = ScanOptions {
             key_prefix: key_prefix.clone(),
             prefix: prefix.clone(),
@@ -163,11 +162,59 @@ impl WithStore<Result<OrphansReport, CommandError>> for OrphansJob<'_> {
             gate: Gate::new(args.dry_run || !args.delete),
             concurrency: args.concurrency as usize,
             target: target.clone(),
+            max_ids: Arc::new(max_ids),
+            started: chrono::Utc::now(),
         };
+        let accepted: BTreeSet<OwnershipRisk> =
+            args.accept_risk.iter().map(|r| (*r).into()).collect();
+        let progress_mode = ProgressMode::detect(self.quiet);
+        if args.delete && !args.dry_run {
+            // Pass 1, read-only and unjournalled: would the database own what goes?
+            let mut first = OrphansReport {
+                dry_run: true,
+                ..report.clone()
+            };
+            let check = OwnershipCheck::run(
+                self.db,
+                store.clone(),
+                &opts,
+                &self.cancel,
+                progress_mode,
+                &mut first,
+            )
+            .await;
+            let findings = assess(&first.ownership, args.max_share, &accepted);
+            first.ownership_findings = findings.clone();
+            // Nothing would be deleted: nothing is at risk (the signs stay as warnings).
+            if let Some(r) = refusal(&findings).filter(|_| first.ownership.deletable > 0) {
+                tracing::error!("{r}");
+                first.refused = Some(r);
+            }
+            let stop_here = match check {
+                OwnershipCheck::Stopped => true,
+                OwnershipCheck::Listed => first.refused.is_some() || first.deleted.objects == 0,
+            };
+            if stop_here {
+                if first.refused.is_none() && first.fatal.is_none() && !self.cancel.is_cancelled() {
+                    // Nothing to delete: the read-only pass was the whole run.
+                    first.dry_run = false;
+                    first.complete = true;
+                    journal
+                        .orphan_scan_finish(&target, &prefix)
+                        .await
+                        .map_err(CommandError::fatal)?;
+                }
+                first.interrupted = self.cancel.is_cancelled() && first.fatal.is_none();
+                first.requests = store.limiter().counts();
+                first.elapsed_seconds = started.elapsed().as_secs_f64();
+                return Ok(first);
+            }
+        }
+        let progress = Progress::start_unit("orphans", 0, "objects", "scanned", progress_mode);
         let listed_to_end = run_scan(
             self.db,
             store.clone(),
-            &journal,
+            Some(&journal),
             &opts,
             &progress,
             &self.cancel,
@@ -181,6 +228,14 @@ impl WithStore<Result<OrphansReport, CommandError>> for OrphansJob<'_> {
                 .orphan_scan_finish(&target, &prefix)
                 .await
                 .map_err(CommandError::fatal)?;
+        }
+        report.ownership_findings = assess(&report.ownership, args.max_share, &accepted);
+        for f in report.ownership_findings.iter().filter(|f| !f.accepted) {
+            tracing::warn!(
+                "the database may not own this storage ({}): {}; orphans --delete would refuse",
+                f.risk.name(),
+                f.message
+            );
         }
         report.interrupted = self.cancel.is_cancelled() && report.fatal.is_none();
         report.requests = store.limiter().counts();
@@ -240,5 +295,37 @@ async fn resume_point(
             journal.orphan_scan_start(target, prefix, mode, "").await?;
             Ok(None)
         }
+    }
+}
+
+/// How the read-only first pass of a deleting run ended.
+enum OwnershipCheck {
+    /// The listing reached its end: the counts are complete.
+    Listed,
+    /// A fatal error or an interrupt stopped it (in the report): nothing may be deleted.
+    Stopped,
+}
+
+impl OwnershipCheck {
+    /// Scans like the deleting run will (same start, same classes, same `--min-age`),
+    /// through a dry-run gate and without moving the journal position, counting into
+    /// `report`.
+    async fn run<S: Store>(
+        db: &Db,
+        store: Arc<S>,
+        opts: &ScanOptions,
+        cancel: &CancellationToken,
+        mode: ProgressMode,
+        report: &mut OrphansReport,
+    ) -> Self {
+        let read_only = ScanOptions {
+            gate: Gate::new(true),
+            ..opts.clone()
+        };
+        let progress =
+            Progress::start_unit("orphans (ownership check)", 0, "objects", "scanned", mode);
+        let listed = run_scan(db, store, None, &read_only, &progress, cancel, report).await;
+        progress.finish();
+        if listed { Self::Listed } else { Self::Stopped }
     }
 }

@@ -35,6 +35,27 @@ pub async fn has_any_rows(db: &Db) -> Result<bool, DbError> {
     .map_err(|e| DbError::query("checking that the database has rows", e))
 }
 
+/// The highest `id` of every table whose files can be in the storage (`None`: the table is
+/// empty), keyed by table name; tables this database lacks are left out. Cheap (primary
+/// key). `orphans` counts objects above these ids as a sign that the database is older than
+/// the storage ([`crate::plan::ownership::OwnershipRisk::NewerKeys`]).
+pub async fn max_ids(db: &Db) -> Result<BTreeMap<&'static str, Option<i64>>, DbError> {
+    let mut out = BTreeMap::new();
+    for a in Attachment::ALL {
+        let table = a.class();
+        if out.contains_key(table) || !db.schema().has_table(table) {
+            continue;
+        }
+        // The table name comes from a fixed list, never from input.
+        let max: Option<i64> = sqlx::query_scalar(&format!("SELECT max(id)::bigint FROM {table}"))
+            .fetch_one(db.pool())
+            .await
+            .map_err(|e| DbError::query("reading the highest id of each table", e))?;
+        out.insert(table, max);
+    }
+    Ok(out)
+}
+
 /// The original key of up to `limit` of the newest stored media files and avatars the
 /// database names (by primary key, so cheap), without `S3_KEY_PREFIX`. `orphans --delete`
 /// checks that some of them exist in the bucket before deleting anything: if none does,

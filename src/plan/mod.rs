@@ -4,5 +4,6 @@
 pub mod headers;
 pub mod layout;
 pub mod orphans;
+pub mod ownership;
 pub mod parse;
 pub mod prune;

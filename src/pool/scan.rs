@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use futures::stream;
 use tokio::sync::mpsc;
@@ -26,6 +26,7 @@ use crate::journal::Journal;
 use crate::mastodon::{Db, DbError};
 use crate::plan::layout::{KeyPrefix, ObjectKey};
 use crate::plan::orphans::{Class, classify, too_young};
+use crate::plan::ownership::{NEWER_KEY_GRACE_MINUTES, OwnershipStats, above_max_id, snowflake_ms};
 use crate::plan::parse::{ParsedKey, Unrecognised, parse_key};
 use crate::report::Progress;
 use crate::report::orphans::{Action, KeyFailure, OrphansReport};
@@ -56,15 +57,24 @@ pub struct ScanOptions {
     pub concurrency: usize,
     /// The journal's name for the storage (`s3://bucket@host`, `file:///root`).
     pub target: String,
+    /// The highest id of each table when the scan started (`None`: empty table); keys
+    /// above it count as [`OwnershipStats::newer_keys`]. Tables not in the map are not
+    /// checked.
+    pub max_ids: Arc<BTreeMap<&'static str, Option<i64>>>,
+    /// When the scan started: objects modified within [`NEWER_KEY_GRACE_MINUTES`] before
+    /// it never count as newer keys.
+    pub started: DateTime<Utc>,
 }
 
 /// Runs the scan, counting into `report` (classes, keys, deletes, failures, `last_key`,
-/// `fatal`). Returns whether the listing reached its end with every batch applied.
-/// `cancel` stops intake: batches in flight finish and are journalled.
+/// `fatal`, ownership signs). Returns whether the listing reached its end with every
+/// batch applied. `cancel` stops intake: batches in flight finish and are journalled.
+/// `journal` `None`: the position is not recorded (the read-only first pass of a deleting
+/// run, which decides whether the database may own the storage).
 pub async fn run_scan<S: Store>(
     db: &Db,
     store: Arc<S>,
-    journal: &Journal,
+    journal: Option<&Journal>,
     opts: &ScanOptions,
     progress: &Progress,
     cancel: &CancellationToken,
@@ -145,11 +155,16 @@ pub async fn run_scan<S: Store>(
                 for f in b.failures {
                     report.push_failure(f);
                 }
+                report.ownership.merge(b.ownership);
                 progress.add(n, failed, bytes);
-                if let Err(e) = journal
-                    .orphan_scan_advance(&opts.target, &opts.prefix, &b.last_key, n)
-                    .await
-                {
+                let advanced = match journal {
+                    Some(j) => {
+                        j.orphan_scan_advance(&opts.target, &opts.prefix, &b.last_key, n)
+                            .await
+                    }
+                    None => Ok(()),
+                };
+                if let Err(e) = advanced {
                     fatal.get_or_insert_with(|| e.to_string());
                     stop.cancel();
                     continue;
@@ -180,6 +195,7 @@ struct Batch {
     last_key: String,
     objects: Vec<Handled>,
     failures: Vec<KeyFailure>,
+    ownership: OwnershipStats,
 }
 
 /// One object of a batch: its class, size, and for keys worth listing what happened.
@@ -217,21 +233,39 @@ async fn process_batch<S: Store>(
         Owners::lookup(db, &placed).await?
     };
     let now = Utc::now();
+    let settled_before = s.started - chrono::Duration::minutes(NEWER_KEY_GRACE_MINUTES);
+    let mut ownership = OwnershipStats {
+        scanned: objs.len() as u64,
+        ..OwnershipStats::default()
+    };
     let mut classes = Vec::with_capacity(objs.len());
     let mut to_delete: Vec<usize> = Vec::new();
     for (i, (o, p)) in objs.iter().zip(&parsed).enumerate() {
         let class = match p {
             Err(reason) => Class::Unrecognised(*reason),
             Ok(p) => {
+                let min_id = p.id_ranges().iter().map(|r| *r.start()).min();
+                let settled = o.last_modified.is_some_and(|m| m < settled_before)
+                    || min_id
+                        .and_then(snowflake_ms)
+                        .is_some_and(|ms| ms < settled_before.timestamp_millis());
+                if settled
+                    && let Some(max) = s.max_ids.get(p.attachment.class())
+                    && above_max_id(min_id, *max)
+                {
+                    ownership.add_newer(o.key.as_str());
+                }
                 let candidates = owners.candidates(p);
                 classify(o.key.as_str(), p, candidates.as_deref(), &s.key_prefix)
             }
         };
-        if s.delete
-            && class.deletable(s.include_stale)
-            && !too_young(o.last_modified, now, s.min_age_days)
-        {
-            to_delete.push(i);
+        // What --delete would remove, also counted in a report-only scan (its warning).
+        if class.deletable(s.include_stale) && !too_young(o.last_modified, now, s.min_age_days) {
+            let cache = p.as_ref().is_ok_and(|p| p.cache);
+            ownership.add_deletable(o.key.as_str(), cache);
+            if s.delete {
+                to_delete.push(i);
+            }
         }
         classes.push(class);
     }
@@ -286,5 +320,6 @@ async fn process_batch<S: Store>(
         last_key: objs.last().map(|o| o.key.to_string()).unwrap_or_default(),
         objects: out,
         failures,
+        ownership,
     })
 }

@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use super::{ExitCode, MAX_LISTED_FAILURES};
 use crate::plan::orphans::Class;
+use crate::plan::ownership::{Finding, OwnershipStats};
 
 /// Objects and bytes, plus a count per reason (snake_case names of
 /// [`Class::reason`]).
@@ -93,8 +94,17 @@ pub struct KeyFailure {
 ///  "too_young": {…}, "deleted": {…}, "already_gone": N, "failed": N,
 ///  "failures": [{"key", "code", "message"}],
 ///  "keys": [{"key", "bytes", "class", "reason", "action"}], "keys_not_listed": N,
+///  "ownership": {"stored_files_named": true, "scanned": N, "deletable": N,
+///                "deletable_local_layout": N, "local_layout_samples": ["…"],
+///                "newer_keys": N, "newer_key_samples": ["…"]},
+///  "ownership_findings": [{"risk": "large-share", "message": "…", "accepted": false}],
+///  "refused": null,
 ///  "requests": {…}, "elapsed_seconds": F}
 /// ```
+///
+/// `refused` is the refusal text when a deleting run stopped before deleting anything
+/// because the database may not own the storage (exit 3); `ownership_findings` are the
+/// signs found, also in a report-only or dry run (printed there as warnings).
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct OrphansReport {
     /// The store scanned.
@@ -145,6 +155,12 @@ pub struct OrphansReport {
     pub keys: Vec<KeyLine>,
     /// Such keys beyond [`MAX_LISTED_KEYS`], counted only.
     pub keys_not_listed: u64,
+    /// What the scan saw that bears on whether the database owns the storage.
+    pub ownership: OwnershipStats,
+    /// The signs that it may not ([`crate::plan::ownership::assess`]).
+    pub ownership_findings: Vec<Finding>,
+    /// Set when a deleting run refused to delete (exit 3): the reasons and the flags.
+    pub refused: Option<String>,
     /// Requests sent to the store, per operation.
     pub requests: BTreeMap<&'static str, u64>,
     /// Wall time, seconds.
@@ -197,9 +213,9 @@ impl OrphansReport {
         }
     }
 
-    /// 3 fatal, 130 interrupted, 1 some deletes failed, else 0.
+    /// 3 fatal or refused, 130 interrupted, 1 some deletes failed, else 0.
     pub fn exit_code(&self) -> ExitCode {
-        if self.fatal.is_some() {
+        if self.fatal.is_some() || self.refused.is_some() {
             ExitCode::Fatal
         } else if self.interrupted {
             ExitCode::Interrupted
@@ -215,6 +231,7 @@ impl OrphansReport {
         let size = |b: u64| format_size(b, BINARY);
         let mut s = String::new();
         let what = match (self.mode.as_str(), self.dry_run) {
+            _ if self.refused.is_some() => "refused: nothing deleted",
             ("report", _) => "report only: nothing deleted",
             (_, true) => "dry run: nothing deleted",
             ("delete+stale", false) => "deleting orphans and stale copies",
@@ -255,7 +272,7 @@ impl OrphansReport {
             line(&mut s, "too young", &self.too_young);
         }
         if self.mode != "report" {
-            let verb = if self.dry_run {
+            let verb = if self.dry_run || self.refused.is_some() {
                 "would delete"
             } else {
                 "deleted"
@@ -301,6 +318,25 @@ impl OrphansReport {
         }
         if let Some(f) = &self.fatal {
             let _ = writeln!(s, "stopped: {f}");
+        }
+        if let Some(r) = &self.refused {
+            let _ = writeln!(s, "REFUSED: {r}");
+        } else {
+            for f in &self.ownership_findings {
+                let what = if f.accepted {
+                    "accepted with --accept-risk"
+                } else if self.mode == "report" || self.dry_run {
+                    "--delete would refuse"
+                } else {
+                    "warning"
+                };
+                let _ = writeln!(
+                    s,
+                    "WARNING ({}, {what}): the database may not own this storage: {}",
+                    f.risk.name(),
+                    f.message
+                );
+            }
         }
         let _ = writeln!(s, "{}", super::requests_line(&self.requests));
         let _ = writeln!(s, "elapsed: {:.1}s", self.elapsed_seconds);

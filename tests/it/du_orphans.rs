@@ -431,6 +431,14 @@ async fn orphans_s3_deletes_only_orphans_and_opted_in_stale_copies() {
         "--journal",
         &journal,
         "--delete",
+        // The synthetic world has old orphans above the highest ids, more than 5 %
+        // of its objects, and local-layout orphans: all accepted here (issue 8.1).
+        "--accept-risk",
+        "newer-keys",
+        "--accept-risk",
+        "large-share",
+        "--accept-risk",
+        "local-keys",
         "--min-age",
         "0",
         "--json",
@@ -452,6 +460,14 @@ async fn orphans_s3_deletes_only_orphans_and_opted_in_stale_copies() {
         "--journal",
         &journal,
         "--delete",
+        // The synthetic world has old orphans above the highest ids, more than 5 %
+        // of its objects, and local-layout orphans: all accepted here (issue 8.1).
+        "--accept-risk",
+        "newer-keys",
+        "--accept-risk",
+        "large-share",
+        "--accept-risk",
+        "local-keys",
         "--include-stale",
         "--min-age",
         "0",
@@ -483,7 +499,11 @@ async fn orphans_s3_deletes_only_orphans_and_opted_in_stale_copies() {
         "--min-age",
         "0",
     ]);
-    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert_eq!(
+        run.code, 3,
+        /* a refusal is fatal (issue 8.1) */ "{}",
+        run.stderr
+    );
     assert!(run.stderr.contains("refusing to delete"), "{}", run.stderr);
     assert_eq!(bucket.keys().await, kept);
     empty.drop_db().await;
@@ -524,6 +544,14 @@ async fn du_and_orphans_respect_s3_key_prefix() {
         "--journal",
         &journal_arg(&dir),
         "--delete",
+        // The synthetic world has old orphans above the highest ids, more than 5 %
+        // of its objects, and local-layout orphans: all accepted here (issue 8.1).
+        "--accept-risk",
+        "newer-keys",
+        "--accept-risk",
+        "large-share",
+        "--accept-risk",
+        "local-keys",
         "--min-age",
         "0",
         "--json",
@@ -612,6 +640,14 @@ async fn orphans_killed_half_way_resumes_from_the_journal() {
         "--journal",
         &journal_s,
         "--delete",
+        // The synthetic world has old orphans above the highest ids, more than 5 %
+        // of its objects, and local-layout orphans: all accepted here (issue 8.1).
+        "--accept-risk",
+        "newer-keys",
+        "--accept-risk",
+        "large-share",
+        "--accept-risk",
+        "local-keys",
         "--min-age",
         "0",
         "--concurrency",
@@ -720,7 +756,19 @@ async fn du_and_orphans_on_the_filesystem_with_the_4_2_schema() {
 
     let dir = temp_dir("orphans-fs-journal");
     let run = mastomedia_env(
-        &["--env-file", env, "orphans", "--delete", "--json"],
+        &[
+            "--env-file",
+            env,
+            "orphans",
+            "--delete",
+            "--accept-risk",
+            "newer-keys",
+            "--accept-risk",
+            "large-share",
+            "--accept-risk",
+            "local-keys",
+            "--json",
+        ],
         &[("XDG_STATE_HOME", dir.to_str().unwrap())],
     );
     let report = ok(&run);
@@ -782,7 +830,7 @@ async fn orphans_delete_refuses_a_database_that_owns_nothing_in_the_bucket() {
         "0",
     ]);
     assert_eq!(
-        run.code, 2,
+        run.code, 3,
         "stdout:\n{}\nstderr:\n{}",
         run.stdout, run.stderr
     );

@@ -7,5 +7,6 @@ mod doctor;
 mod du_orphans;
 mod faults;
 mod migrate;
+mod orphans_ownership;
 mod prune;
 mod support;

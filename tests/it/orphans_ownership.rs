@@ -1,0 +1,288 @@
+//! Issue 8, case 1: `orphans --delete` must refuse (exit 3, nothing deleted) whenever the
+//! database may not be the owner of the storage: another instance's database, a stale copy
+//! missing its newest rows, a copy with almost nothing left. The report-only mode prints
+//! the same warning; `--accept-risk <name>` goes on.
+
+use std::collections::BTreeSet;
+
+use mastomedia::plan::layout::{Attachment, KeyPrefix, StoredAttachment};
+use serde_json::Value;
+
+use crate::support::seed::{Media, insert_account, insert_media};
+use crate::support::{Mastodon, Run, TestBucket, TestDb, mastomedia, s3_env_file, temp_dir};
+
+/// Rows of the seeded instance.
+const ROWS: i64 = 40;
+
+/// A Mastodon snowflake id minted `days_ago` (mastodon-storage.md §2: ms << 16 | seq).
+fn snowflake(days_ago: f64, seq: i64) -> i64 {
+    let ms = chrono::Utc::now().timestamp_millis() - (days_ago * 86_400_000.0) as i64;
+    (ms << 16) | seq
+}
+
+/// One media row of the world: every fourth is a local upload, the rest cached remote
+/// copies; ids grow with `i` (row 0 is the oldest, 30 days old).
+fn row(i: i64) -> Media {
+    let days = 30.0 - i as f64 * 0.7;
+    let id = snowflake(days, i);
+    let name = format!("{:016x}.png", 0xabc0_0000 + i);
+    if i % 4 == 0 {
+        Media::local(id, &name, days)
+    } else {
+        Media::remote(id, &name, days)
+    }
+}
+
+/// The keys of a row (original and small), as Mastodon lays them out.
+fn keys_of(m: &Media) -> Vec<String> {
+    StoredAttachment {
+        attachment: Attachment::MediaFile,
+        id: m.id,
+        file_name: m.file_name.as_deref().unwrap(),
+        content_type: m.content_type.as_deref(),
+        storage_schema_version: m.version,
+        remote: !m.remote_url.is_empty(),
+        site_upload_var: None,
+    }
+    .keys(&KeyPrefix::default())
+    .into_iter()
+    .map(|k| k.as_str().to_owned())
+    .collect()
+}
+
+/// A bucket holding the objects of all [`ROWS`] rows; returns the rows (oldest first).
+async fn full_bucket(bucket: &TestBucket) -> Vec<Media> {
+    let rows: Vec<Media> = (0..ROWS).map(row).collect();
+    for m in &rows {
+        for k in keys_of(m) {
+            bucket.put(&k, b"media bytes").await;
+        }
+    }
+    rows
+}
+
+async fn insert_rows(db: &TestDb, rows: &[Media]) {
+    for m in rows {
+        insert_media(db, m).await;
+    }
+}
+
+fn orphans(env: &std::path::Path, journal: &std::path::Path, extra: &[&str]) -> Run {
+    let mut args = vec![
+        "--env-file",
+        env.to_str().unwrap(),
+        "orphans",
+        "--journal",
+        journal.to_str().unwrap(),
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    mastomedia(&args)
+}
+
+fn risks(report: &Value) -> BTreeSet<String> {
+    report["ownership_findings"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no ownership_findings in {report}"))
+        .iter()
+        .map(|f| f["risk"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn set(names: &[&str]) -> BTreeSet<String> {
+    names.iter().map(|s| (*s).to_owned()).collect()
+}
+
+/// Asserts a refused run: exit 3, the refusal names the flags, nothing was sent that
+/// changes the bucket, and every object is still there.
+async fn assert_refused(run: &Run, bucket: &TestBucket, before: &BTreeSet<String>) -> Value {
+    assert_eq!(
+        run.code, 3,
+        "a refused run exits 3\nstdout:\n{}\nstderr:\n{}",
+        run.stdout, run.stderr
+    );
+    let report = run.json();
+    let refused = report["refused"].as_str().unwrap_or_default();
+    assert!(refused.contains("--accept-risk"), "{report}");
+    assert!(refused.contains("Nothing was deleted"), "{refused}");
+    assert!(
+        run.stderr.contains("may not be the owner"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(bucket.stats()["mutating"], 0, "{}", bucket.stats());
+    assert_eq!(&bucket.keys().await, before);
+    report
+}
+
+#[tokio::test]
+async fn case1_another_instances_database_with_one_local_account_is_refused() {
+    let db = TestDb::new(Mastodon::V4_6, "Europe/Berlin").await;
+    insert_account(&db, 1, None, None, None, None, 1.0, 1.0).await;
+    let bucket = TestBucket::new().await;
+    full_bucket(&bucket).await;
+    let before = bucket.keys().await;
+    let env = s3_env_file(&db, &bucket.name, &[]);
+    let dir = temp_dir("own1");
+    let journal = dir.join("j.sqlite");
+    bucket.reset_stats();
+
+    let run = orphans(&env, &journal, &["--delete", "--min-age", "0"]);
+    let report = assert_refused(&run, &bucket, &before).await;
+    assert!(risks(&report).contains("no-stored-files"), "{report}");
+
+    // The report-only mode prints the same warning (exit 0).
+    let run = mastomedia(&[
+        "--env-file",
+        env.to_str().unwrap(),
+        "orphans",
+        "--journal",
+        journal.to_str().unwrap(),
+        "--min-age",
+        "0",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stdout
+            .contains("WARNING (no-stored-files, --delete would refuse)"),
+        "{}",
+        run.stdout
+    );
+    assert_eq!(bucket.keys().await, before);
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn case1_stale_copy_missing_its_newest_quarter_is_refused() {
+    let db = TestDb::new(Mastodon::V4_6, "Pacific/Auckland").await;
+    let bucket = TestBucket::new().await;
+    let rows = full_bucket(&bucket).await;
+    // A restored backup: the newest quarter of the media rows is missing.
+    let kept = &rows[..(ROWS as usize * 3 / 4)];
+    insert_rows(&db, kept).await;
+    let before = bucket.keys().await;
+    let env = s3_env_file(&db, &bucket.name, &[]);
+    let dir = temp_dir("own2");
+    let journal = dir.join("j.sqlite");
+    bucket.reset_stats();
+
+    let run = orphans(&env, &journal, &["--delete", "--min-age", "0"]);
+    let report = assert_refused(&run, &bucket, &before).await;
+    assert_eq!(
+        risks(&report),
+        set(&["newer-keys", "large-share", "local-keys"]),
+        "{report}"
+    );
+    assert_eq!(report["ownership"]["newer_keys"], 20, "{report}");
+    assert_eq!(report["deleted"]["objects"], 20, "what would have gone");
+
+    // Report only: the same signs, as warnings.
+    let run = orphans(&env, &journal, &["--min-age", "0"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(
+        risks(&run.json()),
+        set(&["newer-keys", "large-share", "local-keys"])
+    );
+
+    // A dry run says the same and deletes nothing.
+    let run = orphans(&env, &journal, &["--delete", "--dry-run", "--min-age", "0"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.json()["refused"], Value::Null);
+    assert_eq!(risks(&run.json()).len(), 3);
+    assert_eq!(bucket.stats()["mutating"], 0);
+
+    // Accepting only some of the risks is still refused...
+    let run = orphans(
+        &env,
+        &journal,
+        &["--delete", "--min-age", "0", "--accept-risk", "newer-keys"],
+    );
+    assert_refused(&run, &bucket, &before).await;
+
+    // ...naming all of them goes on, and deletes exactly the missing rows' objects.
+    let run = orphans(
+        &env,
+        &journal,
+        &[
+            "--delete",
+            "--min-age",
+            "0",
+            "--accept-risk",
+            "newer-keys",
+            "--accept-risk",
+            "large-share",
+            "--accept-risk",
+            "local-keys",
+        ],
+    );
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let report = run.json();
+    assert_eq!(report["deleted"]["objects"], 20, "{report}");
+    let gone: BTreeSet<String> = rows[kept.len()..].iter().flat_map(keys_of).collect();
+    let left = bucket.keys().await;
+    assert_eq!(left, before.difference(&gone).cloned().collect());
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn case1_copy_with_one_media_row_left_is_refused() {
+    let db = TestDb::new(Mastodon::V4_2, "America/Adak").await;
+    let bucket = TestBucket::new().await;
+    let rows = full_bucket(&bucket).await;
+    // Only the newest row is left: no key is above its id, but almost everything would go.
+    insert_rows(&db, &rows[rows.len() - 1..]).await;
+    let before = bucket.keys().await;
+    let env = s3_env_file(&db, &bucket.name, &[]);
+    let dir = temp_dir("own3");
+    let journal = dir.join("j.sqlite");
+    bucket.reset_stats();
+
+    let run = orphans(&env, &journal, &["--delete", "--min-age", "0"]);
+    let report = assert_refused(&run, &bucket, &before).await;
+    assert_eq!(
+        risks(&report),
+        set(&["large-share", "local-keys"]),
+        "{report}"
+    );
+    assert!(
+        report["refused"]
+            .as_str()
+            .unwrap()
+            .contains("78 of the 80 objects scanned (97.5 %)"),
+        "{report}"
+    );
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn case1_healthy_instance_deletes_its_few_cached_orphans_without_flags() {
+    let db = TestDb::new(Mastodon::V4_6, "UTC").await;
+    let bucket = TestBucket::new().await;
+    let rows = full_bucket(&bucket).await;
+    // Every row but one remote row in the middle (deleted by Mastodon, its files left
+    // behind by a failed batch delete): 2 of 80 objects are orphans, under cache/.
+    let gone = &rows[5];
+    assert!(!gone.remote_url.is_empty());
+    for (i, m) in rows.iter().enumerate() {
+        if i != 5 {
+            insert_media(&db, m).await;
+        }
+    }
+    let env = s3_env_file(&db, &bucket.name, &[]);
+    let dir = temp_dir("own4");
+    let journal = dir.join("j.sqlite");
+    let before = bucket.keys().await;
+
+    let run = orphans(&env, &journal, &["--delete", "--min-age", "0"]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let report = run.json();
+    assert_eq!(report["refused"], Value::Null);
+    assert_eq!(report["ownership_findings"], serde_json::json!([]));
+    assert_eq!(report["deleted"]["objects"], 2, "{report}");
+    let expected: BTreeSet<String> = before
+        .difference(&keys_of(gone).into_iter().collect())
+        .cloned()
+        .collect();
+    assert_eq!(bucket.keys().await, expected);
+    db.drop_db().await;
+}
