@@ -3,8 +3,10 @@
 //!
 //! Compared with `tootctl media remove-orphans` (`mastodon-storage.md` §7.5): the key is
 //! compared with the exact keys the row owns now ([`StoredAttachment::keys`]), so a legacy
-//! copy beside a `cache/` one (or an old file name) is a *stale copy*, not the row's; a
-//! key of a local row is always kept; in a partition shared by several ids (13–17 digit
+//! copy beside a `cache/` one (or an old file name, or a copy of one style's file under
+//! another style) is a *stale copy*, not the row's; a key of a local row is kept unless it is
+//! surely not the row's file (under `cache/`, another file name, the wrong style), in which
+//! case it is a stale copy too; in a partition shared by several ids (13–17 digit
 //! ids, §3.4) a key whose file name a neighbour row holds is kept as uncertain; keys the
 //! parser cannot place are never deleted.
 
@@ -23,7 +25,8 @@ pub enum Kept {
     /// Mastodon's own orphan test counts as the row's.
     Variant,
     /// The row is local (a local upload, account or emoji, a site upload, backup, import
-    /// or provider icon): never removed by this tool.
+    /// or provider icon) and the key may be its file (same basename, a style the layout
+    /// does not predict; or a shared partition; or the attachment is blank): never removed.
     LocalRow,
     /// A partition several ids share, where a neighbour row holds this file name, or a
     /// table or column this database does not have: cannot be decided, so kept.
@@ -126,11 +129,25 @@ pub fn classify(
     if owners.iter().any(owns) {
         return Class::Referenced(Kept::Owned);
     }
-    if owners.iter().any(|o| !o.remote) {
-        return Class::Referenced(Kept::LocalRow);
-    }
     let same_base = |f: &StoredAttachment<'_>| basename(f.file_name) == basename(parsed.file_name);
     let shared = parsed.id_ranges().len() > 1;
+    if owners.iter().any(|o| !o.remote) {
+        // A local row in a partition of its own: a key it does not own is a stale copy when
+        // it is sure not to be the row's file: under cache/ (a local row never is), a copy
+        // of another style's file under the wrong style (§3.6), or another file name (an
+        // avatar or header replaced since). Everything else of a local row is kept.
+        let stale = !shared
+            && owners.iter().all(|o| {
+                o.file.as_ref().is_some_and(|f| {
+                    parsed.cache || !same_base(f) || wrong_style(f, parsed, prefix)
+                })
+            });
+        return if stale {
+            Class::Stale
+        } else {
+            Class::Referenced(Kept::LocalRow)
+        };
+    }
     if shared {
         if owners
             .iter()
@@ -139,9 +156,9 @@ pub fn classify(
             return Class::Referenced(Kept::Uncertain);
         }
     } else if owners.iter().any(|o| {
-        o.file
-            .as_ref()
-            .is_some_and(|f| f.cached() == parsed.cache && same_base(f))
+        o.file.as_ref().is_some_and(|f| {
+            f.cached() == parsed.cache && same_base(f) && !wrong_style(f, parsed, prefix)
+        })
     }) {
         return Class::Referenced(Kept::Variant);
     }
@@ -149,6 +166,26 @@ pub fn classify(
         return Class::Orphan(OrphanReason::AttachmentCleared);
     }
     Class::Stale
+}
+
+/// Whether the key is a copy of one style's file under another style the row has (a video's
+/// `small/<base>.mp4`, where Mastodon writes `small/<base>.png` and `original/<base>.mp4`):
+/// its style directory is one the layout predicts for `f`, and its file name is the one a
+/// *different* style of `f` has. A same-basename file under a predicted style with a name
+/// no style has (a converted HEIC kept as `.jpeg`, §3.6) is not one: it stays a variant.
+fn wrong_style(f: &StoredAttachment<'_>, parsed: &ParsedKey<'_>, prefix: &KeyPrefix) -> bool {
+    let keys = f.keys(prefix);
+    let split = |k: &str| -> Option<(String, String)> {
+        let mut it = k.rsplitn(3, '/');
+        let name = it.next()?.to_owned();
+        let style = it.next()?.to_owned();
+        Some((style, name))
+    };
+    let styled: Vec<(String, String)> = keys.iter().filter_map(|k| split(k.as_str())).collect();
+    styled.iter().any(|(style, _)| style == parsed.style)
+        && styled
+            .iter()
+            .any(|(style, name)| style != parsed.style && name == parsed.file_name)
 }
 
 /// Whether an object last modified at `modified` is younger than `min_age_days` at `now`
@@ -231,7 +268,11 @@ mod tests {
                 Some(&cleared),
                 Class::Orphan(OrphanReason::AttachmentCleared),
             ),
-            (&cached, Some(&local), Class::Referenced(Kept::LocalRow)),
+            // A local row never stores under cache/: a stale copy (issue 9.5).
+            (&cached, Some(&local), Class::Stale),
+            (&legacy, Some(&local), Class::Referenced(Kept::Owned)),
+            // A local row's replaced file (another name) is stale too.
+            (&old_name, Some(&local), Class::Stale),
             (
                 &old_name,
                 Some(&local_cleared),
@@ -242,6 +283,53 @@ mod tests {
         for (key, owners, want) in cases {
             assert_eq!(class(key, owners), want, "{key}");
         }
+    }
+
+    #[test]
+    fn a_copy_under_the_wrong_style_is_stale_a_converted_variant_is_not() {
+        let video = |remote: bool| StoredAttachment {
+            content_type: Some("video/mp4"),
+            storage_schema_version: Some(i32::from(remote)),
+            ..file("0a1b2c3d4e5f6071.mp4", Some(1), remote)
+        };
+        let remote_video = [owner(Some(video(true)), true)];
+        let wrong = format!("cache/media_attachments/files/{P18}/small/0a1b2c3d4e5f6071.mp4");
+        let right = format!("cache/media_attachments/files/{P18}/small/0a1b2c3d4e5f6071.png");
+        assert_eq!(class(&wrong, Some(&remote_video)), Class::Stale);
+        assert_eq!(
+            class(&right, Some(&remote_video)),
+            Class::Referenced(Kept::Owned)
+        );
+        // The same for a local video (no cache/).
+        let local_video = [owner(Some(video(false)), false)];
+        let wrong_local = format!("media_attachments/files/{P18}/small/0a1b2c3d4e5f6071.mp4");
+        assert_eq!(class(&wrong_local, Some(&local_video)), Class::Stale);
+        // A row stored as image/jpeg with a .heic name: the real small file is .jpeg, a name
+        // no style has; Mastodon's own orphan test counts it as the row's: kept.
+        let heic = [owner(
+            Some(StoredAttachment {
+                content_type: Some("image/jpeg"),
+                ..file("1122334455667788.heic", Some(1), true)
+            }),
+            true,
+        )];
+        let converted = format!("cache/media_attachments/files/{P18}/small/1122334455667788.jpeg");
+        assert_eq!(
+            class(&converted, Some(&heic)),
+            Class::Referenced(Kept::Variant)
+        );
+        let heic_local = [owner(
+            Some(StoredAttachment {
+                content_type: Some("image/jpeg"),
+                ..file("1122334455667788.heic", None, false)
+            }),
+            false,
+        )];
+        let converted_local = format!("media_attachments/files/{P18}/small/1122334455667788.jpeg");
+        assert_eq!(
+            class(&converted_local, Some(&heic_local)),
+            Class::Referenced(Kept::LocalRow)
+        );
     }
 
     #[test]

@@ -286,3 +286,95 @@ async fn case1_healthy_instance_deletes_its_few_cached_orphans_without_flags() {
     assert_eq!(bucket.keys().await, expected);
     db.drop_db().await;
 }
+
+/// Issue 9, case 5 (and the replaced local avatar of issue 8, case 3): copies that are
+/// surely not a row's file are stale copies, not "referenced": a local account's avatar
+/// under `cache/` (a local row never stores there), a local avatar replaced since (another
+/// file name), and a video's `small/` stored as `.mp4` where Mastodon writes `.png`.
+/// `--include-stale` removes them (with `--accept-risk local-keys` for the one outside
+/// `cache/`); the row's own files stay.
+#[tokio::test]
+async fn case9_5_stale_copies_of_local_rows_and_wrong_style_copies_are_found_and_removed() {
+    let db = TestDb::new(Mastodon::V4_6, "Asia/Kolkata").await;
+    let bucket = TestBucket::new().await;
+    let rows = full_bucket(&bucket).await;
+    insert_rows(&db, &rows).await;
+    // A local account (serial id 7) whose avatar is 1111….png.
+    insert_account(
+        &db,
+        7,
+        None,
+        Some(("1111111111111111.png", "image/png")),
+        None,
+        None,
+        1.0,
+        1.0,
+    )
+    .await;
+    let avatar = "accounts/avatars/000/000/007/original/1111111111111111.png";
+    let avatar_static = "accounts/avatars/000/000/007/static/1111111111111111.png";
+    let cached_copy = "cache/accounts/avatars/000/000/007/original/1111111111111111.png";
+    let replaced = "accounts/avatars/000/000/007/original/0000000000000007.png";
+    // A remote video row: its files, and a copy of the original under small/.
+    let mut video = Media::remote(snowflake(3.0, 77), "0a1b2c3d4e5f6071.mp4", 3.0);
+    video.content_type = Some("video/mp4".into());
+    insert_media(&db, &video).await;
+    let video_keys = keys_of(&video);
+    let wrong_style = video_keys[0].replace("/original/", "/small/");
+    assert!(
+        video_keys.iter().all(|k| *k != wrong_style),
+        "{video_keys:?}"
+    );
+    for k in [
+        avatar,
+        avatar_static,
+        cached_copy,
+        replaced,
+        wrong_style.as_str(),
+    ]
+    .into_iter()
+    .chain(video_keys.iter().map(String::as_str))
+    {
+        bucket.put(k, b"bytes").await;
+    }
+    let env = s3_env_file(&db, &bucket.name, &[]);
+    let dir = temp_dir("stale95");
+    let journal = dir.join("j.sqlite");
+
+    let run = orphans(&env, &journal, &["--min-age", "0"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let report = run.json();
+    let stale: BTreeSet<String> = report["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|k| k["class"] == "stale")
+        .map(|k| k["key"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        stale,
+        set(&[cached_copy, replaced, wrong_style.as_str()]),
+        "{report}"
+    );
+    assert_eq!(report["orphans"]["objects"], 0, "{report}");
+
+    let before = bucket.keys().await;
+    let run = orphans(
+        &env,
+        &journal,
+        &[
+            "--delete",
+            "--include-stale",
+            "--min-age",
+            "0",
+            "--accept-risk",
+            "local-keys",
+        ],
+    );
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let left = bucket.keys().await;
+    let want: BTreeSet<String> = before.difference(&stale).cloned().collect();
+    assert_eq!(left, want);
+    assert!(left.contains(avatar) && left.contains(avatar_static));
+    db.drop_db().await;
+}

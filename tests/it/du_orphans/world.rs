@@ -364,7 +364,8 @@ pub fn objects(s3: bool) -> Vec<Obj> {
             "referenced",
             "owned",
         ),
-        // Site upload (thumbnail: @1x, @2x), and a copy under cache/ where none belongs.
+        // Site upload (thumbnail: @1x, @2x), and a copy under cache/ where none belongs:
+        // a local row never stores under cache/, so that copy is stale (issue 9.5).
         (
             "site_uploads/files/000/000/003/original/dddddddddddddddd.png".into(),
             Some(("site_uploads", "files", false)),
@@ -386,8 +387,8 @@ pub fn objects(s3: bool) -> Vec<Obj> {
         (
             "cache/site_uploads/files/000/000/003/original/dddddddddddddddd.png".into(),
             Some(("site_uploads", "files", true)),
-            "referenced",
-            "local_row",
+            "stale",
+            "not_owned",
         ),
         // Backups (one gone), imports, provider icons.
         (
