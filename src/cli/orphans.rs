@@ -49,7 +49,7 @@ pub struct Args {
     pub include_stale: bool,
 
     /// With --delete: classify and size everything, delete nothing.
-    #[arg(long)]
+    #[arg(long, requires = "delete")]
     pub dry_run: bool,
 
     /// With --delete: go on although the scan shows this sign that the database may not
@@ -63,7 +63,7 @@ pub struct Args {
 
     /// With --delete: the largest share of the scanned objects a run may delete without
     /// --accept-risk large-share, in percent.
-    #[arg(long, value_name = "PERCENT", default_value_t = crate::plan::ownership::DEFAULT_MAX_SHARE_PERCENT, value_parser = percent)]
+    #[arg(long, value_name = "PERCENT", default_value_t = crate::plan::ownership::DEFAULT_MAX_SHARE_PERCENT, value_parser = percent, requires = "delete")]
     pub max_share: f64,
 
     /// The journal file (default: under $XDG_STATE_HOME/mastomedia, one per storage).

@@ -50,7 +50,7 @@ pub struct Args {
     pub preview_cards: bool,
 
     /// Preview card retention in days (strictly older than the cutoff are removed).
-    #[arg(long, default_value_t = 180, value_parser = clap::value_parser!(u32).range(1..=36500))]
+    #[arg(long, default_value_t = 180, requires = "preview_cards", value_parser = clap::value_parser!(u32).range(1..=36500))]
     pub preview_cards_days: u32,
 
     /// Allow --preview-cards-days below 14 (cards are re-fetched only after two weeks).

@@ -162,6 +162,10 @@ pub const SECRET_VARS: &[&str] = &[
     "ACTIVE_RECORD_ENCRYPTION_PRIMARY_KEY",
 ];
 
+/// The largest `S3_RETRY_LIMIT` accepted: more retries only hide a broken provider (and
+/// the attempt count must fit the SDK's `u32` after adding the first attempt).
+const MAX_RETRY_LIMIT: u32 = 100;
+
 /// Raw variables: the env file's pairs overridden by the process environment.
 #[derive(Debug, Default, Clone)]
 pub struct Vars(HashMap<String, String>);
@@ -179,8 +183,10 @@ impl Vars {
                 source,
             })?;
         let mut map = HashMap::new();
+        // A UTF-8 byte-order mark (Windows editors) is not part of the first key.
+        let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
         // dotenvy reports the failing line's content in its error; point at it by number too.
-        let text = quote_bare_values(&text);
+        let text = quote_bare_values(text);
         for item in dotenvy::from_read_iter(text.as_bytes()) {
             match item {
                 Ok((k, v)) => {
@@ -245,11 +251,32 @@ impl Vars {
 /// text. Lines that are already quoted, comments and blank lines are left as they are.
 fn quote_bare_values(text: &str) -> String {
     let mut out = String::with_capacity(text.len() + 16);
+    // The quote of a value that runs over several lines, while inside it: those lines are
+    // value text, never `KEY=value` lines, and are copied as they are.
+    let mut open: Option<char> = None;
     for line in text.split_inclusive('\n') {
         let (body, newline) = match line.strip_suffix('\n') {
             Some(b) => (b, "\n"),
             None => (line, ""),
         };
+        if let Some(q) = open {
+            if closes(body, q) {
+                open = None;
+            }
+            out.push_str(line);
+            continue;
+        }
+        if let Some((_, value)) = body.split_once('=') {
+            let value = value.trim_start();
+            if let Some(q) = value.chars().next().filter(|c| *c == '"' || *c == '\'')
+                && !closes(&value[1..], q)
+                && !body.trim_start().starts_with('#')
+            {
+                open = Some(q);
+                out.push_str(line);
+                continue;
+            }
+        }
         let rest = body.trim_start();
         let rest = rest.strip_prefix("export ").map_or(rest, str::trim_start);
         let quoted = match rest.split_once('=') {
@@ -288,6 +315,23 @@ fn quote_bare_values(text: &str) -> String {
         }
     }
     out
+}
+
+/// Whether `text` (the rest of a value after its opening quote `q`) holds the closing
+/// quote: an unescaped `"` for double quotes, any `'` for single quotes.
+fn closes(text: &str, q: char) -> bool {
+    let mut escaped = false;
+    for c in text.chars() {
+        if q == '"' && c == '\\' && !escaped {
+            escaped = true;
+            continue;
+        }
+        if c == q && !escaped {
+            return true;
+        }
+        escaped = false;
+    }
+    false
 }
 
 /// dotenvy echoes the offending line, which may hold a secret: report its line number
@@ -366,14 +410,35 @@ fn database_config(vars: &Vars) -> Result<DatabaseConfig, ConfigError> {
     } else {
         let host = vars.get("DB_HOST").unwrap_or("localhost");
         let port: u16 = vars
-            .number("DB_PORT", "use the TCP port of PostgreSQL, e.g. 5432")?
+            .number(
+                "DB_PORT",
+                "use the TCP port of PostgreSQL (1-65535), e.g. 5432",
+            )?
             .unwrap_or(5432);
+        if port == 0 {
+            return Err(ConfigError::Invalid {
+                var: "DB_PORT",
+                value: "0".into(),
+                fix: "use the TCP port of PostgreSQL (1-65535), e.g. 5432".into(),
+            });
+        }
         let mut o = PgConnectOptions::new_without_pgpass()
             .host(host)
             .port(port)
             .username(vars.get("DB_USER").unwrap_or("mastodon"))
             .database(vars.get("DB_NAME").unwrap_or("mastodon_production"));
         if let Some(pass) = vars.raw("DB_PASS").filter(|p| !p.is_empty()) {
+            // libpq and sqlx end the password at a NUL byte: refuse rather than log in with
+            // a truncated one.
+            if pass.contains('\0') {
+                return Err(ConfigError::Invalid {
+                    var: "DB_PASS",
+                    value: "[redacted]".into(),
+                    fix:
+                        "the password contains a NUL byte, which PostgreSQL cannot take; remove it"
+                            .into(),
+                });
+            }
             o = o.password(pass);
         }
         let mode = vars.get("DB_SSLMODE").unwrap_or("prefer");
@@ -504,8 +569,18 @@ fn s3_config(vars: &Vars) -> Result<S3Config, ConfigError> {
     let open_timeout = secs("S3_OPEN_TIMEOUT", 5)?;
     let read_timeout = secs("S3_READ_TIMEOUT", 5)?.max(Duration::from_secs(120));
     let retry_limit: u32 = vars
-        .number("S3_RETRY_LIMIT", "use a whole number of retries, e.g. 3")?
+        .number(
+            "S3_RETRY_LIMIT",
+            "use a whole number of retries from 0 to 100, e.g. 3",
+        )?
         .unwrap_or(0);
+    if retry_limit > MAX_RETRY_LIMIT {
+        return Err(ConfigError::Invalid {
+            var: "S3_RETRY_LIMIT",
+            value: retry_limit.to_string(),
+            fix: format!("use a whole number of retries from 0 to {MAX_RETRY_LIMIT}, e.g. 3"),
+        });
+    }
     let hostname = vars
         .get("S3_HOSTNAME")
         .map(str::to_owned)
@@ -706,6 +781,52 @@ mod tests {
         assert!(!err.contains("abc"), "{err}");
         assert!(err.contains("line 2"), "{err}");
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// Issue 9.7: `.env.production` nits (BOM, multi-line values, DB_PORT=0, NUL in
+    /// DB_PASS, S3_RETRY_LIMIT overflow).
+    #[test]
+    fn case9_7_env_file_nits() {
+        let dir = std::env::temp_dir().join(format!("mm-env3-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(".env.production");
+        // A UTF-8 BOM on line 1 and a double-quoted value over three lines whose middle
+        // line looks like `K=a b`: read as Ruby dotenv reads them.
+        std::fs::write(
+            &path,
+            "\u{feff}S3_ENABLED=true\nPEM=\"-----BEGIN-----\nK=a b\n-----END-----\"\nAFTER=x y\n",
+        )
+        .unwrap();
+        let v = Vars::load(&path, Vec::new()).unwrap();
+        assert_eq!(v.get("S3_ENABLED"), Some("true"));
+        assert_eq!(v.raw("PEM"), Some("-----BEGIN-----\nK=a b\n-----END-----"));
+        assert_eq!(v.get("K"), None);
+        assert_eq!(v.get("AFTER"), Some("x y"));
+        let _ = std::fs::remove_dir_all(dir);
+
+        let err = |extra: &[(&str, &str)]| {
+            let mut vars = s3_vars(&[]);
+            for (k, val) in extra {
+                vars.0.insert((*k).into(), (*val).into());
+            }
+            Config::from_vars(Path::new(".env"), &vars)
+                .unwrap_err()
+                .to_string()
+        };
+        let e = err(&[("DB_PORT", "0")]);
+        assert!(e.contains("DB_PORT") && e.contains("1-65535"), "{e}");
+        let e = err(&[("DB_PASS", "secret\0tail")]);
+        assert!(e.contains("NUL") && !e.contains("secret"), "{e}");
+        for big in ["4294967295", "4294967296", "101"] {
+            let e = err(&[("S3_RETRY_LIMIT", big)]);
+            assert!(
+                e.contains("S3_RETRY_LIMIT") && e.contains("0 to 100"),
+                "{e}"
+            );
+        }
+        let mut vars = s3_vars(&[("S3_RETRY_LIMIT", "100")]);
+        vars.0.insert("DB_PORT".into(), "6432".into());
+        assert!(Config::from_vars(Path::new(".env"), &vars).is_ok());
     }
 
     #[test]

@@ -10,3 +10,4 @@ mod migrate;
 mod orphans_ownership;
 mod prune;
 mod support;
+mod usage_errors;

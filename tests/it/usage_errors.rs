@@ -1,0 +1,57 @@
+//! Issue 9, case 7: flags that used to be ignored without a word are usage errors (exit 2,
+//! the flag named on stderr), and env-file values that used to be misread are refused or
+//! read right, end to end through the binary.
+
+use crate::support::{Mastodon, TestBucket, TestDb, mastomedia, s3_env_file};
+
+#[tokio::test]
+async fn case9_7_ignored_flags_are_usage_errors() {
+    let db = TestDb::new(Mastodon::V4_6, "UTC").await;
+    let bucket = TestBucket::new().await;
+    let env = s3_env_file(&db, &bucket.name, &[]);
+    let env = env.to_str().unwrap();
+    for (args, names) in [
+        (
+            vec!["prune", "--dry-run", "--preview-cards-days", "30"],
+            "--preview-cards",
+        ),
+        (vec!["orphans", "--dry-run"], "--delete"),
+        (vec!["orphans", "--max-share", "20"], "--delete"),
+    ] {
+        let mut all = vec!["--env-file", env];
+        all.extend(args.iter().copied());
+        let run = mastomedia(&all);
+        assert_eq!(run.code, 2, "{args:?}\n{}\n{}", run.stdout, run.stderr);
+        assert!(run.stderr.contains(names), "{args:?}: {}", run.stderr);
+    }
+    assert_eq!(bucket.stats()["total"], 0, "nothing was sent");
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn case9_7_env_file_port_zero_is_refused_at_once() {
+    let db = TestDb::new(Mastodon::V4_6, "UTC").await;
+    let bucket = TestBucket::new().await;
+    let env = s3_env_file(&db, &bucket.name, &[]);
+    // DATABASE_URL wins over DB_*: drop it, then add a UTF-8 BOM (line 1 is a comment)
+    // and DB_PORT=0, which used to be accepted and then time out after 15 s.
+    let text = std::fs::read_to_string(&env).unwrap();
+    let text: String = text
+        .lines()
+        .filter(|l| !l.starts_with("DATABASE_URL="))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let text = format!("\u{feff}{text}DB_HOST=127.0.0.1\nDB_PORT=0\n");
+    std::fs::write(&env, text).unwrap();
+    let started = std::time::Instant::now();
+    let run = mastomedia(&["--env-file", env.to_str().unwrap(), "prune", "--dry-run"]);
+    assert_eq!(run.code, 2, "{}\n{}", run.stdout, run.stderr);
+    assert!(run.stderr.contains("DB_PORT"), "{}", run.stderr);
+    assert!(
+        !run.stderr.contains("line 1"),
+        "the BOM is not a syntax error: {}",
+        run.stderr
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    db.drop_db().await;
+}
