@@ -99,6 +99,7 @@ impl Journal {
             .run(&pool)
             .await
             .map_err(|e| err(e.into()))?;
+        probe_writable(&pool).await.map_err(err)?;
         Ok(Self {
             pool,
             path: path.to_owned(),
@@ -114,6 +115,23 @@ impl Journal {
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
+
+/// Writes and removes one row, committed, so a journal that cannot be written (a read-only
+/// file or filesystem, a full disk) fails at open, before anything is uploaded or deleted,
+/// not at the first progress write of a running job.
+async fn probe_writable(pool: &SqlitePool) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO runs (command, target, started_at) VALUES ('probe', '', datetime('now')) RETURNING id",
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    sqlx::query("DELETE FROM runs WHERE id = ?")
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await
 }
 
 #[cfg(test)]
@@ -132,6 +150,24 @@ mod tests {
         assert_eq!(n, 0);
         drop(j);
         Journal::open(&path).await.unwrap();
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// Issue 9.7: a journal that cannot be written fails at open.
+    #[tokio::test]
+    async fn case9_7_read_only_journal_fails_at_open() {
+        let dir = std::env::temp_dir().join(format!("mm-journal-ro-{}", std::process::id()));
+        let path = dir.join("j.sqlite");
+        drop(Journal::open(&path).await.unwrap());
+        // Opened read-only, as SQLite does by itself with a file it may not write.
+        let ro = SqliteConnectOptions::from_str("sqlite://")
+            .unwrap()
+            .filename(&path)
+            .read_only(true);
+        let pool = SqlitePoolOptions::new().connect_with(ro).await.unwrap();
+        let e = probe_writable(&pool).await.unwrap_err().to_string();
+        assert!(e.contains("readonly") || e.contains("read-only"), "{e}");
+        pool.close().await;
         let _ = std::fs::remove_dir_all(dir);
     }
 

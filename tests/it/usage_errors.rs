@@ -55,3 +55,63 @@ async fn case9_7_env_file_port_zero_is_refused_at_once() {
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
     db.drop_db().await;
 }
+
+/// Issue 9.7: a journal that cannot be written must fail at open (exit 2) before anything
+/// is uploaded. Here a read-only tmpfs (needs root, as CI runs); the variant where SQLite
+/// silently opens the file read-only and fails at the first write is covered by the
+/// journal's own `case9_7_read_only_journal_fails_at_open` probe test.
+#[tokio::test]
+async fn case9_7_journal_on_a_read_only_filesystem_fails_before_any_upload() {
+    let db = TestDb::new(Mastodon::V4_6, "UTC").await;
+    let bucket = TestBucket::new().await;
+    let env = s3_env_file(&db, &bucket.name, &[]);
+    let root = crate::support::temp_dir("ro-src");
+    let file = root.join("media_attachments/files/000/000/001/original/aaaaaaaaaaaaaaaa.png");
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    std::fs::write(&file, b"\x89PNG\r\n\x1a\n local upload").unwrap();
+    let mnt = crate::support::temp_dir("ro-mnt");
+    let sh = |cmd: &str| {
+        let st = std::process::Command::new("sh")
+            .args(["-c", cmd])
+            .status()
+            .unwrap();
+        assert!(
+            st.success(),
+            "{cmd} failed (the test needs root, as CI has)"
+        );
+    };
+    sh(&format!(
+        "mount -t tmpfs -o size=4m mm-ro {}",
+        mnt.display()
+    ));
+    let journal = mnt.join("journal.sqlite");
+    // A journal made earlier on the same mount, now read-only.
+    let run = mastomedia(&[
+        "--env-file",
+        env.to_str().unwrap(),
+        "migrate",
+        "--from",
+        root.to_str().unwrap(),
+        "--journal",
+        journal.to_str().unwrap(),
+        "--dry-run",
+    ]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    sh(&format!("mount -o remount,ro {}", mnt.display()));
+    bucket.reset_stats();
+    let run = mastomedia(&[
+        "--env-file",
+        env.to_str().unwrap(),
+        "migrate",
+        "--from",
+        root.to_str().unwrap(),
+        "--journal",
+        journal.to_str().unwrap(),
+    ]);
+    sh(&format!("umount {}", mnt.display()));
+    assert_eq!(run.code, 2, "{}\n{}", run.stdout, run.stderr);
+    assert!(run.stderr.contains("journal"), "{}", run.stderr);
+    assert_eq!(bucket.stats()["mutating"], 0, "{}", bucket.stats());
+    assert!(bucket.keys().await.is_empty());
+    db.drop_db().await;
+}
