@@ -93,6 +93,9 @@ pub struct Noncurrent {
     pub bytes: u64,
     /// Delete markers (current or not); they hold no bytes.
     pub delete_markers: u64,
+    /// Entries of the version listing that are not current objects: `versions` +
+    /// `delete_markers` (each is one entry the provider keeps and may bill for).
+    pub objects: u64,
 }
 
 /// Most example keys kept for the "other" line.
@@ -142,10 +145,12 @@ impl Usage {
     pub fn add_version(&mut self, v: &VersionMeta, prefix: &KeyPrefix) {
         if v.delete_marker {
             self.noncurrent.delete_markers += 1;
+            self.noncurrent.objects += 1;
         } else if v.is_latest {
             self.add_object(v.key.as_str(), v.size, prefix);
         } else {
             self.noncurrent.versions += 1;
+            self.noncurrent.objects += 1;
             self.noncurrent.bytes += v.size;
         }
     }
@@ -175,6 +180,7 @@ impl Merge for Usage {
         self.noncurrent.versions += o.noncurrent.versions;
         self.noncurrent.bytes += o.noncurrent.bytes;
         self.noncurrent.delete_markers += o.noncurrent.delete_markers;
+        self.noncurrent.objects += o.noncurrent.objects;
     }
 }
 
@@ -345,7 +351,8 @@ mod tests {
             Noncurrent {
                 versions: 1,
                 bytes: 4,
-                delete_markers: 1
+                delete_markers: 1,
+                objects: 2
             }
         );
     }

@@ -68,7 +68,8 @@ pub struct Multipart {
 ///                  "difference": N|null}, …],
 ///  "other": {"objects": N, "bytes": N, "examples": ["robots.txt", …]},
 ///  "database": {"bytes": N, "files": N},
-///  "noncurrent": {"versions": N, "bytes": N, "delete_markers": N},          // --versions
+///  "noncurrent": {"versions": N, "bytes": N, "delete_markers": N,
+///                 "objects": N /* versions + delete_markers */},             // --versions
 ///  "incomplete_multipart": {"uploads": N, "parts": N, "bytes": N,
 ///                           "unsized_uploads": N},                          // --versions
 ///  "requests": {"ListObjectsV2": N, …}, "elapsed_seconds": F}

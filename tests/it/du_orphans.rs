@@ -302,17 +302,20 @@ async fn du_versions_counts_noncurrent_versions_delete_markers_and_multipart() {
         .send()
         .await
         .expect("start multipart");
-    bucket
-        .client
-        .upload_part()
-        .bucket(&bucket.name)
-        .key("backups/dumps/000/000/001/original/big.zip")
-        .upload_id(upload.upload_id().unwrap())
-        .part_number(1)
-        .body(vec![5u8; 2048].into())
-        .send()
-        .await
-        .expect("upload part");
+    // Two parts (issue 9.5 reported 0 parts for a 2-part, 5,000-byte upload).
+    for (n, len) in [(1, 2048), (2, 2952)] {
+        bucket
+            .client
+            .upload_part()
+            .bucket(&bucket.name)
+            .key("backups/dumps/000/000/001/original/big.zip")
+            .upload_id(upload.upload_id().unwrap())
+            .part_number(n)
+            .body(vec![5u8; len].into())
+            .send()
+            .await
+            .expect("upload part");
+    }
 
     let env = s3_env_file(&db, &bucket.name, &[]);
     let report = ok(&mastomedia(&[
@@ -328,11 +331,11 @@ async fn du_versions_counts_noncurrent_versions_delete_markers_and_multipart() {
     );
     assert_eq!(
         report["noncurrent"],
-        serde_json::json!({"versions": 2, "bytes": 6000, "delete_markers": 1})
+        serde_json::json!({"versions": 2, "bytes": 6000, "delete_markers": 1, "objects": 3})
     );
     assert_eq!(
         report["incomplete_multipart"],
-        serde_json::json!({"uploads": 1, "parts": 1, "bytes": 2048, "unsized_uploads": 0})
+        serde_json::json!({"uploads": 1, "parts": 2, "bytes": 5000, "unsized_uploads": 0})
     );
     let files = report["categories"]
         .as_array()
