@@ -36,6 +36,25 @@ use crate::report::ExitCode;
 use crate::store::Limiter;
 use crate::store::s3::S3Store;
 
+/// The bucket as a dry run without `LINODE_TOKEN` assumes it: named `S3_BUCKET`, served at
+/// `<bucket>.<S3_ENDPOINT host>` (Linode's `https://<cluster>.linodeobjects.com` gives
+/// `<bucket>.<cluster>.linodeobjects.com`). `None` without `S3_ENDPOINT`.
+fn bucket_from_endpoint(s3: &S3Config) -> Option<Bucket> {
+    let endpoint = s3.endpoint.as_deref()?;
+    let host = endpoint
+        .split_once("://")
+        .map_or(endpoint, |(_, rest)| rest)
+        .split(['/', ':'])
+        .next()
+        .filter(|h| !h.is_empty())?;
+    Some(Bucket {
+        label: s3.bucket.clone(),
+        region: None,
+        cluster: host.split('.').next().map(str::to_owned),
+        hostname: format!("{}.{host}", s3.bucket),
+    })
+}
+
 /// Upload attempts of a new certificate before the previous one is restored.
 const UPLOAD_ATTEMPTS: u32 = 3;
 /// TLS probes after an install (2 s apart) before reporting that the host still serves
@@ -197,11 +216,17 @@ async fn renew(env_file: &Path, a: RenewArgs, quiet: bool) -> Result<ExitCode, C
     let s3 = s3_config(&cfg)?;
     let domain = domain_of(&a.net, &s3)?;
     let lcfg = LinodeConfig::from_vars(&vars);
-    let token = lcfg.token.clone().ok_or_else(|| {
-        CommandError::usage(anyhow!(
-            "LINODE_TOKEN is not set: add a Linode personal access token with Object Storage read/write scope to the env file or the environment (never a flag)"
-        ))
-    })?;
+    // A dry run without a token still checks what it can (timing, CNAME, CAA) and says
+    // what it skipped; a real run needs the token.
+    let token = match lcfg.token.clone() {
+        Some(t) => Some(t),
+        None if a.dry_run => None,
+        None => {
+            return Err(CommandError::usage(anyhow!(
+                "LINODE_TOKEN is not set: add a Linode personal access token with Object Storage read/write scope to the env file or the environment (never a flag)"
+            )));
+        }
+    };
     if s3.bucket != domain {
         return Err(CommandError::usage(anyhow!(
             "S3_BUCKET={} but the domain is {domain}: Linode serves a custom domain with its own certificate only from a bucket named exactly like the domain",
@@ -221,14 +246,30 @@ async fn renew(env_file: &Path, a: RenewArgs, quiet: bool) -> Result<ExitCode, C
     let probe_http = http_client(&trust, probe_dns, 10).map_err(fail)?;
     let state = StateDir::open(a.net.state_dir.as_deref(), &domain).map_err(fail)?;
     let _lock = state.lock().map_err(fail)?;
-    let linode = Linode::new(api_http.clone(), &lcfg.api_url, token).map_err(fail)?;
     let now = Utc::now();
-
-    let bucket = linode
-        .find_bucket(&domain, lcfg.region.as_deref())
-        .await
-        .map_err(fail)?;
-    let has_ssl = linode.ssl(&bucket).await.map_err(fail)?;
+    let (linode, bucket, has_ssl) = match token {
+        Some(token) => {
+            let linode = Linode::new(api_http.clone(), &lcfg.api_url, token).map_err(fail)?;
+            let bucket = linode
+                .find_bucket(&domain, lcfg.region.as_deref())
+                .await
+                .map_err(fail)?;
+            let has_ssl = linode.ssl(&bucket).await.map_err(fail)?;
+            (Some(linode), bucket, Some(has_ssl))
+        }
+        None => {
+            let bucket = bucket_from_endpoint(&s3).ok_or_else(|| {
+                CommandError::usage(anyhow!(
+                    "without LINODE_TOKEN the bucket's host is derived from S3_ENDPOINT, which is not set: set S3_ENDPOINT (e.g. https://us-east-1.linodeobjects.com) or LINODE_TOKEN"
+                ))
+            })?;
+            eprintln!(
+                "dry run without LINODE_TOKEN: skipped the bucket lookup and the installed-certificate check through the Linode API; the CNAME target {} is derived from S3_ENDPOINT",
+                bucket.hostname
+            );
+            (None, bucket, None)
+        }
+    };
     let mut meta = state.meta().map_err(fail)?;
     let meta_before = meta.clone();
     let current = read_current(&state).map_err(fail)?;
@@ -280,7 +321,7 @@ async fn renew(env_file: &Path, a: RenewArgs, quiet: bool) -> Result<ExitCode, C
             .as_ref()
             .map(|c| (c.leaf.not_before, c.leaf.not_after)),
         ari_time,
-        bucket_has_cert: Some(has_ssl),
+        bucket_has_cert: has_ssl,
         failures: meta
             .last_failure_at
             .filter(|_| meta.failures > 0)
@@ -341,7 +382,7 @@ async fn renew(env_file: &Path, a: RenewArgs, quiet: bool) -> Result<ExitCode, C
             },
             bucket.label,
             bucket.region_id(),
-            if has_ssl {
+            if has_ssl == Some(true) {
                 "replace the bucket's certificate"
             } else {
                 "install it"
@@ -350,6 +391,10 @@ async fn renew(env_file: &Path, a: RenewArgs, quiet: bool) -> Result<ExitCode, C
         );
         return Ok(ExitCode::Success);
     }
+    let (Some(linode), Some(has_ssl)) = (linode, has_ssl) else {
+        // Unreachable: only a dry run goes on without a token, and it stopped above.
+        return Err(CommandError::usage(anyhow!("LINODE_TOKEN is not set")));
+    };
 
     let outcome = issue_and_install(IssueJob {
         a: &a,

@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod cert;
+mod cert_tokenless;
 mod doctor;
 mod du_orphans;
 mod faults;
