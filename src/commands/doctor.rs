@@ -19,8 +19,9 @@ use crate::cert::linode::{Bucket, Linode};
 use crate::cert::net::{Trust, describe_http_error, http_client};
 use crate::cert::{normalize_name, split_alias_host, tls};
 use crate::cli::doctor::Args;
-use crate::config::{Config, LinodeConfig, S3Config, StorageConfig, Vars};
+use crate::config::{Config, DeleteChecksum, LinodeConfig, S3Config, StorageConfig, Vars};
 use crate::mastodon::Db;
+use crate::plan::layout::ObjectKey;
 use crate::pool::Gate;
 use crate::report::ExitCode;
 use crate::store::s3::{ObjectHeaders, S3Store};
@@ -295,16 +296,23 @@ async fn check_bucket(store: &S3Store, s3: &S3Config, r: &mut Report) -> bool {
     ]
     .iter()
     .find(|p| host.contains(*p));
-    match strict {
-        Some(p) => r.ok(
+    let headers = match s3.delete_checksum {
+        DeleteChecksum::Md5 => "DeleteObjects carries Content-MD5 only",
+        DeleteChecksum::Crc32 => {
+            "DeleteObjects carries the SDK's CRC32 headers and Content-MD5 (MASTOMEDIA_DELETE_CHECKSUM=crc32)"
+        }
+    };
+    match (strict, s3.delete_checksum) {
+        (Some(p), DeleteChecksum::Crc32) => r.warn(
+            "checksums",
+            format!("{p} rejects x-amz-checksum headers, but {headers}"),
+            "remove MASTOMEDIA_DELETE_CHECKSUM (the run falls back after the first refusal)",
+        ),
+        _ => r.ok(
             "checksums",
             format!(
-                "{p} rejects x-amz-checksum headers; mastomedia sends checksums only when an operation requires them"
+                "{headers}; other requests send checksums only when the operation requires them (--write-test sends a real two-key DeleteObjects)"
             ),
-        ),
-        None => r.ok(
-            "checksums",
-            "mastomedia sends checksums only when an operation requires them (accepted by every provider)",
         ),
     }
     true
@@ -783,11 +791,63 @@ async fn write_test(store: &S3Store, s3: &S3Config, alias: Option<&Alias>, r: &m
     if let Some(a) = alias.filter(|a| a.tls_ok) {
         public_read(a, store, &key, "probe read", r).await;
     }
-    if let Err(e) = gate.mutate(store.delete_written(&key), || Ok(())).await {
+    // A second probe, so the delete is a real multi-key DeleteObjects as prune sends it
+    // (a single-key probe cannot show a provider that refuses its checksum headers).
+    let second = format!("{key}.2");
+    if let Err(e) = gate
+        .mutate(store.put_bytes(&second, body.clone(), &headers), || Ok(()))
+        .await
+    {
         r.warn(
-            "write test",
-            format!("could not delete {key}: {e}"),
-            "delete it by hand",
+            "batch delete",
+            format!("PUT {second}: {e}"),
+            "check write access",
         );
+    }
+    let keys = [ObjectKey::new(key.clone()), ObjectKey::new(second.clone())];
+    match gate
+        .mutate(store.delete_written_batch(&keys), || Ok(s3.delete_checksum))
+        .await
+    {
+        Ok(used) if used == s3.delete_checksum => r.ok(
+            "batch delete",
+            format!("one DeleteObjects removed both probes ({})", checksum_name(used)),
+        ),
+        Ok(used) => r.warn(
+            "batch delete",
+            format!(
+                "the provider refused {} and accepted {}: every run falls back after its first refusal",
+                checksum_name(s3.delete_checksum),
+                checksum_name(used)
+            ),
+            match used {
+                DeleteChecksum::Md5 => "set MASTOMEDIA_DELETE_CHECKSUM=md5 (or remove it)",
+                DeleteChecksum::Crc32 => "set MASTOMEDIA_DELETE_CHECKSUM=crc32",
+            },
+        ),
+        Err(e) => {
+            r.fail(
+                "batch delete",
+                format!("DeleteObjects of {key} and {second}: {e}"),
+                "give these credentials delete access; if the error names a header, try MASTOMEDIA_DELETE_CHECKSUM=crc32 or md5",
+            );
+            for k in [&key, &second] {
+                if let Err(e) = gate.mutate(store.delete_written(k), || Ok(())).await {
+                    r.warn(
+                        "write test",
+                        format!("could not delete {k}: {e}"),
+                        "delete it by hand",
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// How `doctor` names a checksum-header choice.
+fn checksum_name(c: DeleteChecksum) -> &'static str {
+    match c {
+        DeleteChecksum::Md5 => "Content-MD5 only",
+        DeleteChecksum::Crc32 => "the SDK's CRC32 headers with Content-MD5",
     }
 }

@@ -111,6 +111,21 @@ pub struct S3Config {
     pub read_timeout: Duration,
     /// `S3_RETRY_LIMIT`: SDK attempts per request (we use at least 3).
     pub max_attempts: u32,
+    /// `MASTOMEDIA_DELETE_CHECKSUM` (`md5`, the default, or `crc32`): the integrity
+    /// headers of `DeleteObjects`. The store switches to the other one for the rest of the
+    /// run when the provider refuses them.
+    pub delete_checksum: DeleteChecksum,
+}
+
+/// Which integrity headers a `DeleteObjects` request carries (`provider-quirks.md` D4, H1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeleteChecksum {
+    /// `Content-MD5` only: what S3 has always accepted, and what Backblaze B2, OVH,
+    /// Cloudflare R2 and older MinIO need (they refuse `x-amz-checksum-*` headers).
+    Md5,
+    /// The SDK's `x-amz-checksum-crc32` and `x-amz-sdk-checksum-algorithm`, plus
+    /// `Content-MD5`: for a provider that insists on a flexible checksum.
+    Crc32,
 }
 
 /// Filesystem storage (§5.3).
@@ -581,6 +596,17 @@ fn s3_config(vars: &Vars) -> Result<S3Config, ConfigError> {
             fix: format!("use a whole number of retries from 0 to {MAX_RETRY_LIMIT}, e.g. 3"),
         });
     }
+    let delete_checksum = match vars.get("MASTOMEDIA_DELETE_CHECKSUM") {
+        None | Some("md5") => DeleteChecksum::Md5,
+        Some("crc32") => DeleteChecksum::Crc32,
+        Some(other) => {
+            return Err(ConfigError::Invalid {
+                var: "MASTOMEDIA_DELETE_CHECKSUM",
+                value: other.to_owned(),
+                fix: "use md5 (Content-MD5 only, the default) or crc32 (the SDK's checksum headers as well)".into(),
+            });
+        }
+    };
     let hostname = vars
         .get("S3_HOSTNAME")
         .map(str::to_owned)
@@ -604,6 +630,7 @@ fn s3_config(vars: &Vars) -> Result<S3Config, ConfigError> {
         open_timeout,
         read_timeout,
         max_attempts: (retry_limit + 1).max(5),
+        delete_checksum,
     })
 }
 

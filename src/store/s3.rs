@@ -29,7 +29,7 @@ use futures::stream::{self, StreamExt};
 use md5::{Digest, Md5};
 
 use super::{DeleteOutcome, Limiter, ListPage, ObjectMeta, Store, StoreError};
-use crate::config::S3Config;
+use crate::config::{DeleteChecksum, S3Config};
 use crate::plan::layout::ObjectKey;
 
 /// An S3 bucket reached through aws-sdk-s3.
@@ -41,6 +41,9 @@ pub struct S3Store {
     batch_limit: usize,
     limiter: Limiter,
     multi_delete_unsupported: AtomicBool,
+    /// `DeleteObjects` sends the SDK's CRC32 headers too ([`DeleteChecksum::Crc32`]);
+    /// flipped for the rest of the run when the provider refuses the current choice.
+    delete_crc32: AtomicBool,
 }
 
 impl std::fmt::Debug for S3Store {
@@ -104,6 +107,7 @@ impl S3Store {
             batch_limit: cfg.batch_delete_limit,
             limiter,
             multi_delete_unsupported: AtomicBool::new(false),
+            delete_crc32: AtomicBool::new(cfg.delete_checksum == DeleteChecksum::Crc32),
         }
     }
 
@@ -151,7 +155,67 @@ impl S3Store {
         }
     }
 
+    /// The integrity headers `DeleteObjects` sends now.
+    pub fn delete_checksum(&self) -> DeleteChecksum {
+        if self.delete_crc32.load(Ordering::Relaxed) {
+            DeleteChecksum::Crc32
+        } else {
+            DeleteChecksum::Md5
+        }
+    }
+
+    /// One `DeleteObjects` with the current checksum headers; when the provider refuses
+    /// them ("Unsupported header", or a demand for a flexible checksum), once more with
+    /// the other choice, which is then kept for the rest of the run (D4, H1).
     async fn delete_batch(&self, keys: &[ObjectKey]) -> Result<Vec<DeleteOutcome>, StoreError> {
+        let mode = self.delete_checksum();
+        match self.delete_batch_with(keys, mode).await {
+            Err(e) if refuses_checksum_headers(&e) => {
+                let other = match mode {
+                    DeleteChecksum::Md5 => DeleteChecksum::Crc32,
+                    DeleteChecksum::Crc32 => DeleteChecksum::Md5,
+                };
+                tracing::warn!(
+                    "{} refused the DeleteObjects checksum headers ({e}); using {} for the rest of the run (set MASTOMEDIA_DELETE_CHECKSUM={} to start with it)",
+                    self.describe(),
+                    match other {
+                        DeleteChecksum::Md5 => "Content-MD5 only",
+                        DeleteChecksum::Crc32 => "the SDK's CRC32 headers and Content-MD5",
+                    },
+                    match other {
+                        DeleteChecksum::Md5 => "md5",
+                        DeleteChecksum::Crc32 => "crc32",
+                    }
+                );
+                self.delete_crc32
+                    .store(other == DeleteChecksum::Crc32, Ordering::Relaxed);
+                self.delete_batch_with(keys, other).await
+            }
+            other => other,
+        }
+    }
+
+    /// Deletes objects this tool itself just wrote (`doctor --write-test`'s probes) with one
+    /// `DeleteObjects`, exactly as prune deletes: the checksum headers in force, and the
+    /// fallback. Returns the headers that were accepted. Errors: the request failed, or a
+    /// key was not deleted.
+    pub async fn delete_written_batch(
+        &self,
+        keys: &[ObjectKey],
+    ) -> Result<DeleteChecksum, StoreError> {
+        for o in self.delete_batch(keys).await? {
+            if let DeleteOutcome::Failed(e) = o {
+                return Err(e);
+            }
+        }
+        Ok(self.delete_checksum())
+    }
+
+    async fn delete_batch_with(
+        &self,
+        keys: &[ObjectKey],
+        mode: DeleteChecksum,
+    ) -> Result<Vec<DeleteOutcome>, StoreError> {
         let objects = keys
             .iter()
             .map(|k| {
@@ -173,7 +237,7 @@ impl S3Store {
             .bucket(&self.bucket)
             .delete(delete)
             .customize()
-            .mutate_request(add_content_md5)
+            .mutate_request(move |req| delete_headers(req, mode))
             .send()
             .await
             .map_err(|e| self.classify("DeleteObjects", e))?;
@@ -244,13 +308,40 @@ impl S3Store {
     }
 }
 
-/// Adds `Content-MD5` to a `DeleteObjects` request: MinIO and others insist on it (D4).
-fn add_content_md5(req: &mut aws_smithy_runtime_api::http::Request) {
+/// Sets the integrity headers of a `DeleteObjects` request (before it is signed): always
+/// `Content-MD5` (MinIO and others insist on it, D4); with [`DeleteChecksum::Md5`] the
+/// SDK's `x-amz-checksum-*` and `x-amz-sdk-checksum-algorithm` are removed (H1).
+fn delete_headers(req: &mut aws_smithy_runtime_api::http::Request, mode: DeleteChecksum) {
     if let Some(body) = req.body().bytes() {
         let digest = Md5::digest(body);
         let value = base64::engine::general_purpose::STANDARD.encode(digest);
         req.headers_mut().insert("Content-MD5", value);
     }
+    if mode == DeleteChecksum::Md5 {
+        let sdk: Vec<String> = req
+            .headers()
+            .iter()
+            .map(|(k, _)| k.to_ascii_lowercase())
+            .filter(|k| k.starts_with("x-amz-checksum-") || k == "x-amz-sdk-checksum-algorithm")
+            .collect();
+        for k in sdk {
+            req.headers_mut().remove(k);
+        }
+    }
+}
+
+/// Whether a failed `DeleteObjects` says the provider refuses its checksum headers, or
+/// wants other ones: a 400-class error (not `NotImplemented`, which means no multi-object
+/// delete at all) whose message names a header or a checksum.
+fn refuses_checksum_headers(e: &StoreError) -> bool {
+    let StoreError::Other { code, message } = e else {
+        return false;
+    };
+    let m = message.to_ascii_lowercase();
+    matches!(
+        code.as_str(),
+        "InvalidArgument" | "InvalidRequest" | "BadRequest" | "InvalidHeader" | "MissingContentMD5"
+    ) && (m.contains("unsupported header") || m.contains("checksum") || m.contains("content-md5"))
 }
 
 /// Status of a raw HTTP response, whatever the SDK's response type.

@@ -78,6 +78,7 @@ async fn healthy_setup_passes_with_one_line_per_check() {
         "public read",
         "write test",
         "probe read",
+        "batch delete",
     ] {
         assert!(
             line(&run, check).starts_with("ok"),
@@ -93,6 +94,51 @@ async fn healthy_setup_passes_with_one_line_per_check() {
             .all(|k| !k.starts_with("mastomedia-doctor/"))
     );
     db.drop_db().await;
+}
+
+/// Issue 9.2: `--write-test` sends a real two-key `DeleteObjects`, as prune does, so a
+/// provider that refuses the SDK's checksum headers is found (a single-key probe never
+/// carried them). Default: Content-MD5 only, accepted; with `crc32` the refusal is named.
+#[tokio::test]
+async fn case9_2_write_test_probes_a_two_key_delete_objects() {
+    let site = healthy_site(None, None, &[]).await;
+    let (status, body) = crate::support::http(
+        &crate::support::s3().proxy,
+        "PUT",
+        &format!("/__faults/{}", site.domain),
+        Some(r#"{"allow_anonymous": true, "reject_checksum_headers": true}"#),
+    );
+    assert_eq!(status, 200, "{body}");
+    let run = site.doctor(&["--write-test"]);
+    let l = line(&run, "batch delete");
+    assert!(l.starts_with("ok") && l.contains("Content-MD5 only"), "{l}");
+    assert!(!line(&run, "checksums").contains("accepted by every provider"));
+
+    let strict = healthy_site(None, None, &[("MASTOMEDIA_DELETE_CHECKSUM", "crc32")]).await;
+    let (status, body) = crate::support::http(
+        &crate::support::s3().proxy,
+        "PUT",
+        &format!("/__faults/{}", strict.domain),
+        Some(r#"{"allow_anonymous": true, "reject_checksum_headers": true}"#),
+    );
+    assert_eq!(status, 200, "{body}");
+    let run = strict.doctor(&["--write-test"]);
+    let l = line(&run, "batch delete");
+    assert!(
+        l.starts_with("warn")
+            && l.contains("refused")
+            && l.contains("MASTOMEDIA_DELETE_CHECKSUM=md5"),
+        "{l}\n{}",
+        run.stdout
+    );
+    assert!(
+        strict
+            .keys()
+            .await
+            .iter()
+            .all(|k| !k.starts_with("mastomedia-doctor/")),
+        "both probes are gone"
+    );
 }
 
 #[tokio::test]

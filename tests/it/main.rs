@@ -9,6 +9,7 @@ mod du_orphans;
 mod faults;
 mod migrate;
 mod orphans_ownership;
+mod provider_checksums;
 mod prune;
 mod support;
 mod usage_errors;

@@ -68,6 +68,9 @@ FAULT_FIELDS = {
     "require_content_md5": bool,
     # DeleteObjects -> 501 NotImplemented
     "multi_delete_not_implemented": bool,
+    # any request carrying x-amz-checksum-* or x-amz-sdk-checksum-algorithm -> 400
+    # InvalidArgument "Unsupported header" (Backblaze B2, OVH, older MinIO/R2)
+    "reject_checksum_headers": bool,
     # unsigned GET/HEAD requests are forwarded instead of answering AccessDenied
     "allow_anonymous": bool,
 }
@@ -555,6 +558,13 @@ class ProxyHandler(BaseHTTPRequestHandler):
                 self.injected(b)
                 raise S3Error(501, "NotImplemented",
                               "A header you provided implies functionality that is not implemented")
+            if cfg.get("reject_checksum_headers"):
+                for k, _ in self.headers.items():
+                    lk = k.lower()
+                    if lk.startswith("x-amz-checksum-") or lk == "x-amz-sdk-checksum-algorithm":
+                        self.injected(b)
+                        raise S3Error(400, "InvalidArgument",
+                                      f"Unsupported header '{lk}' received for this API call.")
             sd = cfg.get("slowdown")
             if sd:
                 ops = sd.get("ops") or []
