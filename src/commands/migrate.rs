@@ -24,7 +24,8 @@ use crate::inventory::source::{SourceFile, list_bucket, walk_dir};
 use crate::journal::migrate::{FileRecord, FileState};
 use crate::journal::{Journal, default_path};
 use crate::mastodon::Db;
-use crate::plan::headers::{CACHE_CONTROL, acl_for, content_type};
+use crate::plan::headers::{CACHE_CONTROL, Standing, acl_for, content_type, decide_acl};
+use crate::plan::layout::KeyPrefix;
 use crate::plan::parse::parse_key;
 use crate::pool::{Gate, bounded};
 use crate::report::Summary as _;
@@ -101,6 +102,16 @@ pub async fn run(env_file: &Path, args: Args, quiet: bool) -> Result<ExitCode, C
     } else {
         let source = Source::open(env_file, &vars, &args, target_cfg).await?;
         report.source = source.describe();
+        let db = if args.database {
+            Some(Db::connect(&cfg.database, 4).await.map_err(|e| {
+                CommandError::fatal(anyhow!(
+                    "--database reads Mastodon's database of {}: {e}",
+                    env_file.display()
+                ))
+            })?)
+        } else {
+            None
+        };
         let files = source.files(&mut report).await?;
         let ctx = Copy {
             target: &target,
@@ -108,6 +119,7 @@ pub async fn run(env_file: &Path, args: Args, quiet: bool) -> Result<ExitCode, C
             source: &source,
             gate,
             threshold: args.multipart_threshold,
+            db: db.as_ref(),
         };
         copy_all(
             &ctx,
@@ -235,18 +247,71 @@ struct Copy<'a> {
     source: &'a Source,
     gate: Gate,
     threshold: u64,
+    /// Mastodon's database (`--database`): suspension and moderation state.
+    db: Option<&'a Db>,
+}
+
+/// How one file was (or would be) uploaded.
+struct Uploaded {
+    /// The source was private (file not world-readable, private or unreadable ACL).
+    source_private: bool,
+    /// The source ACL could not be read (taken as private).
+    acl_unreadable: bool,
+    /// The canned ACL sent (`None`: no ACL header).
+    acl: Option<String>,
 }
 
 impl Copy<'_> {
-    fn headers(&self, key: &str, head: &[u8]) -> ObjectHeaders {
-        ObjectHeaders {
-            content_type: content_type(key, head),
-            cache_control: CACHE_CONTROL.to_owned(),
-            acl: acl_for(key, self.target_cfg.permission.as_deref()),
+    /// Whether the source of `f` is public: a world-readable file, or an object whose ACL
+    /// grants READ to everyone. `Ok((public, unreadable))`; an ACL that cannot be read
+    /// counts as private. Errors: the object vanished (`NotFound`).
+    async fn source_public(&self, f: &SourceFile) -> Result<(bool, bool), StoreError> {
+        match (self.source, &f.source_key) {
+            (Source::Bucket(store, _), Some(src_key)) => match store.is_public(src_key).await {
+                Ok(public) => Ok((public, false)),
+                Err(StoreError::NotFound) => Err(StoreError::NotFound),
+                Err(e) => {
+                    tracing::warn!(
+                        "{}: the source ACL cannot be read ({e}); copied private",
+                        f.key
+                    );
+                    Ok((false, true))
+                }
+            },
+            _ => Ok((f.world_readable.unwrap_or(false), false)),
         }
     }
 
-    async fn upload(&self, f: &SourceFile) -> Result<(), StoreError> {
+    /// The ACL for `f` ([`decide_acl`]): the source's privacy, narrowed (and, for a private
+    /// source, widened) by the database's standing of the row when `--database` is given.
+    async fn acl(&self, f: &SourceFile) -> Result<Uploaded, StoreError> {
+        let permission = self.target_cfg.permission.as_deref();
+        let (public, acl_unreadable) = if permission.is_some() {
+            self.source_public(f).await?
+        } else {
+            // No ACL is sent at all: nothing to decide (but journal what we know).
+            (f.world_readable.unwrap_or(true), false)
+        };
+        let parsed = parse_key(&f.key, &KeyPrefix::default()).ok();
+        let standing = match (self.db, &parsed) {
+            (Some(db), Some(p)) if permission.is_some() => Some(
+                db.standing(p.attachment, &p.id_ranges())
+                    .await
+                    .unwrap_or_else(|e| {
+                        tracing::warn!("{}: {e}; copied private", f.key);
+                        Standing::Hidden
+                    }),
+            ),
+            _ => None,
+        };
+        Ok(Uploaded {
+            source_private: !public,
+            acl_unreadable,
+            acl: decide_acl(&f.key, parsed.is_some(), permission, public, standing),
+        })
+    }
+
+    async fn upload(&self, f: &SourceFile) -> Result<Uploaded, StoreError> {
         let target_key = self.target_cfg.key_prefix.apply(f.key.clone());
         let (body, head) = match (self.source, &f.path, &f.source_key) {
             (Source::Dir(_), Some(path), _) => {
@@ -258,14 +323,20 @@ impl Copy<'_> {
             }
             _ => unreachable!("source files carry their path or source key"),
         };
-        let headers = self.headers(&f.key, &head);
+        let uploaded = self.acl(f).await?;
+        let headers = ObjectHeaders {
+            content_type: content_type(&f.key, &head),
+            cache_control: CACHE_CONTROL.to_owned(),
+            acl: uploaded.acl.clone(),
+        };
         self.gate
             .mutate(
                 self.target
                     .upload(target_key.as_str(), body, &headers, self.threshold),
                 || Ok(()),
             )
-            .await
+            .await?;
+        Ok(uploaded)
     }
 }
 
@@ -327,7 +398,10 @@ async fn copy_all(
         report.bytes_total += f.size;
         match known.get(&f.key) {
             Some(r)
-                if r.size == f.size && r.version == f.version && r.state != FileState::Mismatch =>
+                if r.size == f.size
+                    && r.version == f.version
+                    && r.state != FileState::Mismatch
+                    && !privacy_changed(r, f) =>
             {
                 report.files_unchanged += 1;
             }
@@ -368,9 +442,15 @@ async fn copy_all(
             }
         };
         match result {
-            Ok(()) => {
+            Ok(up) => {
                 report.files_uploaded += 1;
                 report.bytes_uploaded += f.size;
+                if up.acl.as_deref() == Some("private") {
+                    report.files_uploaded_private += 1;
+                }
+                if up.acl_unreadable {
+                    report.source_acl_unreadable += 1;
+                }
                 progress.add(1, 0, f.size);
                 if !args.dry_run {
                     batch.push(FileRecord {
@@ -378,6 +458,7 @@ async fn copy_all(
                         size: f.size,
                         version: f.version.clone(),
                         state: FileState::Uploaded,
+                        source_private: Some(up.source_private),
                     });
                 }
             }
@@ -405,6 +486,17 @@ async fn copy_all(
         .map_err(CommandError::fatal)?;
     progress.finish();
     Ok(())
+}
+
+/// Whether a journalled, otherwise unchanged file changed its privacy at the source since
+/// the copy (a folder source only: Mastodon chmods the files of a suspended account to
+/// 0600 and back on unsuspension, leaving the mtime alone). A row journalled before the
+/// privacy was recorded counts as copied public (what migrate then did).
+fn privacy_changed(rec: &FileRecord, f: &SourceFile) -> bool {
+    match f.world_readable {
+        Some(readable) => rec.source_private.unwrap_or(false) == readable,
+        None => false,
+    }
 }
 
 fn fatal_message(e: &StoreError) -> String {
@@ -511,9 +603,12 @@ async fn md5_file(path: &Path) -> std::io::Result<String> {
 }
 
 /// `--repair`: every object below the key prefix gets Mastodon's Content-Type (when it
-/// is missing or generic) and Cache-Control, and its ACL: public objects stay public,
-/// private ones stay private unless `--repair-acl` (and then never backups, imports or
-/// media of suspended accounts, A3). One COPY per object that needs it, none otherwise.
+/// is missing or generic) and Cache-Control, and its ACL ([`decide_acl`]): backups and
+/// imports private; keys outside Mastodon's layout keep their ACL; otherwise public objects
+/// stay public and private ones private, unless `--repair-acl`, which asks the database:
+/// media of suspended accounts and moderated posts become private, and a private object
+/// becomes public only when its row exists in good standing (A3). One COPY per object
+/// that needs it, none otherwise.
 #[allow(clippy::too_many_arguments)]
 async fn repair(
     cfg: &Config,
@@ -534,7 +629,7 @@ async fn repair(
         Some(Arc::new(Db::connect(&cfg.database, 4).await.map_err(
             |e| {
                 CommandError::fatal(anyhow!(
-                    "--repair-acl checks suspended accounts in the database: {e}"
+                    "--repair-acl checks suspended accounts and moderated posts in the database: {e}"
                 ))
             },
         )?))
@@ -642,22 +737,27 @@ async fn repair_one(
             content_type(key, &bytes)
         }
     };
-    let desired = acl_for(key, target_cfg.permission.as_deref());
-    let (acl, acl_changes, left_private) = match desired {
+    let permission = target_cfg.permission.as_deref();
+    let (acl, acl_changes, left_private) = match permission {
         None => (None, false, false),
-        Some(want) if want == "private" => {
-            let public = target.is_public(full_key).await?;
-            (Some(want), public, false)
-        }
-        Some(want) => {
-            let public = target.is_public(full_key).await?;
-            if public {
-                (Some(want), false, false)
-            } else if args.repair_acl && !owner_suspended(db, key).await {
-                (Some(want), true, false)
-            } else {
-                (Some("private".to_owned()), false, true)
-            }
+        Some(p) => {
+            let public = match target.is_public(full_key).await {
+                Ok(public) => public,
+                Err(StoreError::NotFound) => return Ok(Repaired::Vanished),
+                Err(e) => return Err(e),
+            };
+            let parsed = parse_key(key, &KeyPrefix::default()).ok();
+            let standing = match (args.repair_acl, &parsed) {
+                (true, Some(parsed)) => Some(standing(db, parsed).await),
+                _ => None,
+            };
+            let want = decide_acl(key, parsed.is_some(), Some(p), public, standing);
+            let want_public = want.as_deref() != Some("private");
+            // "Left private": a private object this run could have published (it is not a
+            // backup or import, and the permission is a public one) but did not.
+            let left_private =
+                !want_public && !public && acl_for(key, Some(p)).as_deref() != Some("private");
+            (want, want_public != public, left_private)
         }
     };
     let ct_changes = head.content_type.as_deref() != Some(want_ct.as_str());
@@ -685,14 +785,16 @@ async fn repair_one(
     }
 }
 
-/// Whether the key belongs to media, an avatar or a header of a suspended account. When
-/// the database cannot answer, says yes (keep private).
-async fn owner_suspended(db: Option<&Db>, key: &str) -> bool {
-    let Some(db) = db else { return true };
-    let Ok(parsed) = parse_key(key, &crate::plan::layout::KeyPrefix::default()) else {
-        return false;
+/// The database's standing of the row of `parsed` ([`Db::standing`]). Without a database,
+/// or when it cannot answer, [`Standing::Hidden`] (keep private).
+async fn standing(db: Option<&Db>, parsed: &crate::plan::parse::ParsedKey<'_>) -> Standing {
+    let Some(db) = db else {
+        return Standing::Hidden;
     };
-    db.owner_suspended(parsed.attachment, &parsed.id_ranges())
+    db.standing(parsed.attachment, &parsed.id_ranges())
         .await
-        .unwrap_or(true)
+        .unwrap_or_else(|e| {
+            tracing::warn!("{e}: left private");
+            Standing::Hidden
+        })
 }

@@ -41,6 +41,11 @@ pub struct MigrateReport {
     pub bytes_uploaded: u64,
     /// Files skipped because the journal says they were copied unchanged.
     pub files_unchanged: u64,
+    /// Files uploaded with the `private` ACL (backups, imports, private at the source, or
+    /// hidden by the database).
+    pub files_uploaded_private: u64,
+    /// Files whose source ACL could not be read (uploaded private).
+    pub source_acl_unreadable: u64,
     /// Files left out by `--skip-cache`.
     pub files_skipped_cache: u64,
     /// Symlinks skipped (with a warning).
@@ -128,6 +133,20 @@ impl MigrateReport {
             self.files_unchanged,
             self.files_failed
         );
+        if self.files_uploaded_private > 0 {
+            let _ = writeln!(
+                s,
+                "private: {} of the files {would}uploaded got the private ACL (backups, imports, private at the source, or hidden by the database)",
+                self.files_uploaded_private
+            );
+        }
+        if self.source_acl_unreadable > 0 {
+            let _ = writeln!(
+                s,
+                "source ACL unreadable: {} files {would}uploaded private; once Mastodon uses this bucket, `migrate --repair --repair-acl` publishes those the database vouches for",
+                self.source_acl_unreadable
+            );
+        }
         if self.files_skipped_cache > 0 {
             let _ = writeln!(s, "left out (cache/): {} files", self.files_skipped_cache);
         }

@@ -7,5 +7,6 @@ mod doctor;
 mod du_orphans;
 mod faults;
 mod migrate;
+mod migrate_privacy;
 mod prune;
 mod support;

@@ -70,6 +70,8 @@ FAULT_FIELDS = {
     "multi_delete_not_implemented": bool,
     # unsigned GET/HEAD requests are forwarded instead of answering AccessDenied
     "allow_anonymous": bool,
+    # GetObjectAcl -> 501 NotImplemented (providers without ACL reads, e.g. R2)
+    "acl_not_implemented": bool,
 }
 
 ERROR_STATUS = {
@@ -552,6 +554,10 @@ class ProxyHandler(BaseHTTPRequestHandler):
         # --- injected faults
         if cfg:
             if op == "DeleteObjects" and cfg.get("multi_delete_not_implemented"):
+                self.injected(b)
+                raise S3Error(501, "NotImplemented",
+                              "A header you provided implies functionality that is not implemented")
+            if op == "GetObjectAcl" and cfg.get("acl_not_implemented"):
                 self.injected(b)
                 raise S3Error(501, "NotImplemented",
                               "A header you provided implies functionality that is not implemented")
