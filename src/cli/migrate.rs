@@ -76,9 +76,16 @@ pub struct Args {
 
     /// Also read Mastodon's database (DATABASE_URL or DB_* of the env file): a copy keeps
     /// media of suspended accounts and moderated posts private (and makes a private source
-    /// object public only when its row is in good standing).
+    /// object public only when its row is in good standing); --verify owes no file whose
+    /// row is gone, and fails on files a row still names but the bucket lacks;
+    /// --reupload-missing then puts back only those.
     #[arg(long, conflicts_with = "repair")]
     pub database: bool,
+
+    /// Upload again the files that --verify found deleted in the bucket since the copy.
+    /// Catch-up passes never do: Mastodon (or an admin) deleted them there on purpose.
+    #[arg(long, conflicts_with = "repair")]
+    pub reupload_missing: bool,
 
     /// Print the summary as JSON on stdout.
     #[arg(long)]

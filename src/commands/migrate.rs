@@ -80,6 +80,7 @@ pub async fn run(env_file: &Path, args: Args, quiet: bool) -> Result<ExitCode, C
         dry_run: args.dry_run,
         target: target.describe(),
         journal: journal_path.display().to_string(),
+        remove_command: remove_command(target_cfg),
         ..MigrateReport::default()
     };
     let gate = Gate::new(args.dry_run);
@@ -125,7 +126,7 @@ pub async fn run(env_file: &Path, args: Args, quiet: bool) -> Result<ExitCode, C
             &ctx,
             &journal,
             &target_id,
-            files,
+            &files,
             &args,
             &cancel,
             mode,
@@ -133,7 +134,7 @@ pub async fn run(env_file: &Path, args: Args, quiet: bool) -> Result<ExitCode, C
         )
         .await?;
         if args.verify && !args.dry_run && report.fatal.is_none() {
-            verify(&ctx, &journal, &target_id, &args, &mut report).await?;
+            verify(&ctx, &journal, &target_id, &files, &args, &mut report).await?;
         }
     }
     report.interrupted = cancel.is_cancelled();
@@ -144,6 +145,22 @@ pub async fn run(env_file: &Path, args: Args, quiet: bool) -> Result<ExitCode, C
     report.mib_per_second = report.bytes_uploaded as f64 / 1048576.0 / secs;
     report.print(args.json);
     Ok(report.exit_code())
+}
+
+/// The AWS CLI command that deletes one key of the target bucket, `{}` standing for the
+/// key below `S3_KEY_PREFIX` (see [`MigrateReport::remove_command_for`]).
+fn remove_command(cfg: &S3Config) -> String {
+    let endpoint = cfg
+        .endpoint
+        .as_deref()
+        .map(|e| format!(" --endpoint-url {e}"))
+        .unwrap_or_default();
+    let prefix = cfg
+        .key_prefix
+        .as_deref()
+        .map(|p| format!("{p}/"))
+        .unwrap_or_default();
+    format!("aws{endpoint} s3 rm 's3://{}/{prefix}{{}}'", cfg.bucket)
 }
 
 /// Where files come from.
@@ -376,7 +393,7 @@ async fn copy_all(
     ctx: &Copy<'_>,
     journal: &Journal,
     target_id: &str,
-    files: Vec<SourceFile>,
+    files: &[SourceFile],
     args: &Args,
     cancel: &CancellationToken,
     mode: ProgressMode,
@@ -388,7 +405,8 @@ async fn copy_all(
         .map_err(CommandError::fatal)?;
     let mut seen: HashSet<&str> = HashSet::new();
     let mut todo = Vec::new();
-    for f in &files {
+    let mut deleted_in_bucket = Vec::new();
+    for f in files {
         if args.skip_cache && f.key.starts_with("cache/") {
             report.files_skipped_cache += 1;
             continue;
@@ -400,6 +418,16 @@ async fn copy_all(
             Some(r)
                 if r.size == f.size
                     && r.version == f.version
+                    && r.state == FileState::DeletedInBucket
+                    && !privacy_changed(r, f) =>
+            {
+                // Deleted in the bucket since the copy, on purpose: never resurrected by a
+                // catch-up pass (case 3); only --reupload-missing puts it back.
+                deleted_in_bucket.push(f);
+            }
+            Some(r)
+                if r.size == f.size
+                    && r.version == f.version
                     && r.state != FileState::Mismatch
                     && !privacy_changed(r, f) =>
             {
@@ -408,10 +436,39 @@ async fn copy_all(
             _ => todo.push(f),
         }
     }
-    report.deleted_at_source = known
+    if args.reupload_missing && !deleted_in_bucket.is_empty() {
+        // With the database, only what a row still names is owed.
+        let owed = match ctx.db {
+            Some(db) => {
+                let keys: Vec<&str> = deleted_in_bucket.iter().map(|f| f.key.as_str()).collect();
+                Some(still_named(db, &keys).await?)
+            }
+            None => None,
+        };
+        let (back, left): (Vec<&SourceFile>, Vec<&SourceFile>) = deleted_in_bucket
+            .into_iter()
+            .partition(|f| owed.as_ref().is_none_or(|o| o.contains(&f.key)));
+        todo.extend(back);
+        deleted_in_bucket = left;
+    }
+    report.files_unchanged += deleted_in_bucket.len() as u64;
+    report.deleted_in_bucket = deleted_in_bucket.len() as u64;
+    report.deleted_in_bucket_keys = deleted_in_bucket
+        .iter()
+        .take(crate::report::MAX_LISTED_FAILURES)
+        .map(|f| f.key.clone())
+        .collect();
+    let mut gone: Vec<&String> = known
         .keys()
         .filter(|k| !(seen.contains(k.as_str()) || (args.skip_cache && k.starts_with("cache/"))))
-        .count() as u64;
+        .collect();
+    gone.sort();
+    report.deleted_at_source = gone.len() as u64;
+    report.deleted_at_source_keys = gone
+        .into_iter()
+        .take(crate::report::MAX_LISTED_FAILURES)
+        .cloned()
+        .collect();
 
     let progress = Progress::start_unit("migrate", todo.len() as u64, "files", "copied", mode);
     let stop = cancel.child_token();
@@ -509,13 +566,25 @@ fn fatal_message(e: &StoreError) -> String {
 
 /// HEADs every journalled object of this source and compares size, and MD5 where the ETag
 /// is a plain MD5 (single-part upload) and the source is a local file.
+///
+/// An object missing from the bucket whose file is unchanged at the source (or gone there
+/// too) was deleted in the bucket since the copy (Mastodon deleted the media after the
+/// switch): journalled [`FileState::DeletedInBucket`], listed, not a failure, never
+/// uploaded again by a catch-up pass (case 3). With `--database` the database decides
+/// instead: a missing key no row names any more is not owed; one a row still names is a
+/// failure that `--reupload-missing` repairs.
 async fn verify(
     ctx: &Copy<'_>,
     journal: &Journal,
     target_id: &str,
+    files: &[SourceFile],
     args: &Args,
     report: &mut MigrateReport,
 ) -> Result<(), CommandError> {
+    let current: HashMap<&str, (u64, &str)> = files
+        .iter()
+        .map(|f| (f.key.as_str(), (f.size, f.version.as_str())))
+        .collect();
     let known = journal
         .migrate_files(target_id)
         .await
@@ -556,21 +625,66 @@ async fn verify(
     });
     let mut checks = std::pin::pin!(checks.buffer_unordered(args.concurrency as usize));
     let mut batch = Vec::new();
+    let mut missing = Vec::new();
     while let Some((mut rec, outcome)) = checks.next().await {
         report.verified += 1;
         match outcome {
-            Ok(()) => rec.state = FileState::Verified,
-            Err((code, message)) => {
-                report.verify_mismatches += 1;
-                if report.failures.len() < crate::report::MAX_LISTED_FAILURES {
-                    report.failures.push(crate::report::migrate::FileFailure {
-                        key: rec.key.clone(),
-                        code,
-                        message,
-                    });
-                }
-                rec.state = FileState::Mismatch;
+            Ok(()) => {
+                rec.state = FileState::Verified;
+                batch.push(rec);
             }
+            Err((code, _)) if code == "Missing" => missing.push(rec),
+            Err((code, message)) => {
+                verify_failure(report, &rec.key, code, message);
+                rec.state = FileState::Mismatch;
+                batch.push(rec);
+            }
+        }
+    }
+    // Which missing objects are owed.
+    let named = match ctx.db {
+        Some(db) => {
+            let keys: Vec<&str> = missing.iter().map(|r| r.key.as_str()).collect();
+            Some(still_named(db, &keys).await?)
+        }
+        None => None,
+    };
+    missing.sort_by(|a, b| a.key.cmp(&b.key));
+    report.deleted_in_bucket = 0;
+    report.deleted_in_bucket_keys.clear();
+    for mut rec in missing {
+        let unchanged = current
+            .get(rec.key.as_str())
+            .is_none_or(|(size, version)| *size == rec.size && *version == rec.version);
+        let copied = rec.state != FileState::Mismatch && unchanged;
+        let owed = match &named {
+            Some(named) => named.contains(&rec.key),
+            None => !copied,
+        };
+        if !owed {
+            rec.state = FileState::DeletedInBucket;
+            report.deleted_in_bucket += 1;
+            if report.deleted_in_bucket_keys.len() < crate::report::MAX_LISTED_FAILURES {
+                report.deleted_in_bucket_keys.push(rec.key.clone());
+            }
+        } else if copied {
+            // A row still names it: Mastodon links to a missing object.
+            verify_failure(
+                report,
+                &rec.key,
+                "Missing".to_owned(),
+                "not in the bucket, but a row of the database still names it: `migrate --reupload-missing --database` puts it back".to_owned(),
+            );
+            rec.state = FileState::DeletedInBucket;
+        } else {
+            verify_failure(
+                report,
+                &rec.key,
+                "Missing".to_owned(),
+                "not in the bucket (changed at the source since the copy: the next run uploads it)"
+                    .to_owned(),
+            );
+            rec.state = FileState::Mismatch;
         }
         batch.push(rec);
     }
@@ -578,6 +692,56 @@ async fn verify(
         .record_migrated(target_id, &batch)
         .await
         .map_err(CommandError::fatal)
+}
+
+fn verify_failure(report: &mut MigrateReport, key: &str, code: String, message: String) {
+    report.verify_mismatches += 1;
+    if report.failures.len() < crate::report::MAX_LISTED_FAILURES {
+        report.failures.push(crate::report::migrate::FileFailure {
+            key: key.to_owned(),
+            code,
+            message,
+        });
+    }
+}
+
+/// Of `keys` (without `S3_KEY_PREFIX`), those a row of Mastodon's database still names: the
+/// row's exact key, a variant of it, or a shared partition where a neighbour may (as
+/// `orphans` decides, `plan::orphans::classify`). Keys outside the layout, or of tables
+/// this database cannot answer for, are kept (the database cannot say they are not owed).
+/// A key of a local row that now stores another file (a replaced avatar) is not named.
+async fn still_named(db: &Db, keys: &[&str]) -> Result<HashSet<String>, CommandError> {
+    use crate::plan::orphans::{Class, Kept, classify};
+    let prefix = KeyPrefix::default();
+    let mut named = HashSet::new();
+    for chunk in keys.chunks(500) {
+        let mut parsed = Vec::new();
+        for k in chunk {
+            match parse_key(k, &prefix) {
+                Ok(p) => parsed.push((*k, p)),
+                Err(_) => {
+                    named.insert((*k).to_owned());
+                }
+            }
+        }
+        let only: Vec<_> = parsed.iter().map(|(_, p)| p.clone()).collect();
+        let owners = crate::inventory::owners::Owners::lookup(db, &only)
+            .await
+            .map_err(|e| {
+                CommandError::fatal(anyhow!("looking up the rows of missing keys: {e}"))
+            })?;
+        for (k, p) in &parsed {
+            let candidates = owners.candidates(p);
+            let class = classify(k, p, candidates.as_deref(), &prefix);
+            if matches!(
+                class,
+                Class::Referenced(Kept::Owned | Kept::Variant | Kept::Uncertain)
+            ) {
+                named.insert((*k).to_owned());
+            }
+        }
+    }
+    Ok(named)
 }
 
 fn is_md5(etag: &str) -> bool {

@@ -1,8 +1,9 @@
 //! The migration journal: per target bucket, the state of every source file copied
-//! (size and version as copied, uploaded / verified / mismatch, and whether the source was
-//! private). Loaded once at start so a re-run skips unchanged files without listing the
-//! target bucket; written in batched transactions as uploads finish, so a `kill -9` loses
-//! at most the last batch (those files are uploaded again, which is harmless).
+//! (size and version as copied, uploaded / verified / mismatch / deleted in the bucket,
+//! and whether the source was private). Loaded once at start so a re-run skips unchanged
+//! files without listing the target bucket; written in batched transactions as uploads
+//! finish, so a `kill -9` loses at most the last batch (those files are uploaded again,
+//! which is harmless).
 
 use std::collections::HashMap;
 
@@ -20,6 +21,10 @@ pub enum FileState {
     Verified,
     /// `--verify` found a difference: uploaded again on the next run.
     Mismatch,
+    /// Copied, unchanged at the source, and gone from the bucket: deleted there on purpose
+    /// after the copy (Mastodon deleted the media, or an admin the object). Never uploaded
+    /// again by a catch-up pass; only `--reupload-missing` puts it back.
+    DeletedInBucket,
 }
 
 impl FileState {
@@ -28,6 +33,7 @@ impl FileState {
             FileState::Uploaded => "uploaded",
             FileState::Verified => "verified",
             FileState::Mismatch => "mismatch",
+            FileState::DeletedInBucket => "deleted_in_bucket",
         }
     }
 
@@ -35,6 +41,7 @@ impl FileState {
         match s {
             "verified" => FileState::Verified,
             "mismatch" => FileState::Mismatch,
+            "deleted_in_bucket" => FileState::DeletedInBucket,
             _ => FileState::Uploaded,
         }
     }
@@ -150,6 +157,11 @@ mod tests {
         let m = j.migrate_files("t").await.unwrap();
         assert_eq!(m.len(), 1);
         assert_eq!(m["a b/ü+%.png"], rec(6, FileState::Verified));
+        j.record_migrated("t", &[rec(6, FileState::DeletedInBucket)])
+            .await
+            .unwrap();
+        let m = j.migrate_files("t").await.unwrap();
+        assert_eq!(m["a b/ü+%.png"], rec(6, FileState::DeletedInBucket));
         assert!(j.migrate_files("other").await.unwrap().is_empty());
         let _ = std::fs::remove_dir_all(dir);
     }

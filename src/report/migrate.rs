@@ -53,6 +53,18 @@ pub struct MigrateReport {
     /// Journalled files no longer at the source (deleted between passes); never deleted
     /// from the target by migrate.
     pub deleted_at_source: u64,
+    /// Their keys (without `S3_KEY_PREFIX`), sorted, at most 10,000.
+    pub deleted_at_source_keys: Vec<String>,
+    /// Copied files, unchanged at the source, that are gone from the bucket (deleted there
+    /// since the copy): not uploaded again unless `--reupload-missing`; not failures.
+    pub deleted_in_bucket: u64,
+    /// Their keys (without `S3_KEY_PREFIX`), at most 10,000.
+    pub deleted_in_bucket_keys: Vec<String>,
+    /// How to delete one target key by hand, `{}` standing for the key below the
+    /// target's `S3_KEY_PREFIX` (human output only), e.g.
+    /// `aws --endpoint-url https://… s3 rm 's3://bucket/{}'`.
+    #[serde(skip)]
+    pub remove_command: String,
     /// Files that failed (listed in `failures`).
     pub files_failed: u64,
     /// Objects checked by `--verify`.
@@ -107,6 +119,13 @@ impl MigrateReport {
         }
     }
 
+    /// The shell command that deletes `key` from the target, from [`Self::remove_command`]
+    /// (single quotes in the key escaped for a POSIX shell).
+    pub fn remove_command_for(&self, key: &str) -> String {
+        self.remove_command
+            .replace("{}", &key.replace('\'', "'\\''"))
+    }
+
     /// Human summary.
     pub fn human(&self) -> String {
         let mut s = String::new();
@@ -156,9 +175,29 @@ impl MigrateReport {
         if self.deleted_at_source > 0 {
             let _ = writeln!(
                 s,
-                "{} files copied earlier are gone from the source (deleted by Mastodon since); they stay in the bucket until `orphans --delete`",
+                "{} files copied earlier are gone from the source since (deleted or replaced by Mastodon); migrate never deletes them in the bucket. \
+                 `mastomedia orphans --delete` removes those no row owns any more (add --include-stale for stale remote copies), \
+                 but a key of a row that still exists (a local avatar or header replaced during the migration window) it classifies as referenced (local_row) and never deletes. \
+                 Check each key, then remove it by exact key:",
                 self.deleted_at_source
             );
+            for k in &self.deleted_at_source_keys {
+                let _ = writeln!(s, "  {}", self.remove_command_for(k));
+            }
+            let unlisted = self.deleted_at_source - self.deleted_at_source_keys.len() as u64;
+            if unlisted > 0 {
+                let _ = writeln!(s, "  … and {unlisted} more (see --json)");
+            }
+        }
+        if self.deleted_in_bucket > 0 {
+            let _ = writeln!(
+                s,
+                "deleted in the bucket since the copy: {} files (unchanged at the source, gone from the bucket: Mastodon or an admin deleted them there; catch-up passes never upload them again, `--reupload-missing` does)",
+                self.deleted_in_bucket
+            );
+            for k in &self.deleted_in_bucket_keys {
+                let _ = writeln!(s, "  {k}");
+            }
         }
         if self.verified > 0 || self.verify_mismatches > 0 {
             let _ = writeln!(

@@ -12,7 +12,7 @@ use super::migrate::{
     CACHE_CONTROL, JPEG, PNG, acl, bytes, env_file, get, journal, migrate, ops, s, write_file,
 };
 use crate::support::seed::{Media, insert_account, insert_media, insert_status};
-use crate::support::{Mastodon, TestBucket, TestDb, s3_env_file, temp_dir};
+use crate::support::{Mastodon, TestBucket, TestDb, mastomedia, s3_env_file, temp_dir};
 
 /// Puts `body` at `key` as "another tool" would: `binary/octet-stream`, no Cache-Control,
 /// and `acl` (None: the bucket default, private).
@@ -313,4 +313,202 @@ async fn case2_folder_copy_with_database_keeps_hidden_media_private() {
     assert!(!acl(&bucket, &moderated).await, "moderated post: private");
     assert!(!acl(&bucket, suspended).await, "suspended account: private");
     db.drop_db().await;
+}
+/// Local rows A and B with their files on disk, copied; then Mastodon, already switched to
+/// the bucket, deletes B (object and row) while the old copy stays on disk.
+struct Window {
+    db: TestDb,
+    bucket: TestBucket,
+    root: std::path::PathBuf,
+    env: std::path::PathBuf,
+    journal: std::path::PathBuf,
+    a: String,
+    b: String,
+}
+
+async fn copied_then_b_deleted_in_the_bucket() -> Window {
+    let db = TestDb::new(Mastodon::V4_6, "UTC").await;
+    let bucket = TestBucket::new().await;
+    let root = temp_dir("system");
+    insert_account(&db, 7, None, None, None, Some(1), 1.0, 1.0).await;
+    media_row(&db, 11, "aaaaaaaaaaaaaaaa.jpg", None, 7).await;
+    media_row(&db, 12, "bbbbbbbbbbbbbbbb.jpg", None, 7).await;
+    let a = local_key(11, "aaaaaaaaaaaaaaaa.jpg");
+    let b = local_key(12, "bbbbbbbbbbbbbbbb.jpg");
+    write_file(&root, &a, &bytes(JPEG, &a, 500));
+    write_file(&root, &b, &bytes(JPEG, &b, 600));
+    let env = s3_env_file(&db, &bucket.name, &[]);
+    let journal = journal();
+    let r = migrate(&env, &journal, &["--from", s(&root)], 0);
+    assert_eq!(r["files_uploaded"], 2, "{r:#}");
+    // Switched; Mastodon deletes B: its object, then its row.
+    bucket
+        .client
+        .delete_object()
+        .bucket(&bucket.name)
+        .key(&b)
+        .send()
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM media_attachments WHERE id = 12")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    Window {
+        db,
+        bucket,
+        root,
+        env,
+        journal,
+        a,
+        b,
+    }
+}
+
+#[tokio::test]
+async fn case3_catch_up_never_resurrects_bucket_deletion() {
+    let w = copied_then_b_deleted_in_the_bucket().await;
+    let root = s(&w.root);
+    let r = migrate(&w.env, &w.journal, &["--from", root, "--verify"], 0);
+    assert_eq!(r["verify_mismatches"], 0, "{r:#}");
+    // The next plain catch-up pass: nothing uploaded, B stays deleted.
+    w.bucket.reset_stats();
+    let r = migrate(&w.env, &w.journal, &["--from", root], 0);
+    assert_eq!(r["files_uploaded"], 0, "{r:#}");
+    assert_eq!(w.bucket.stats()["mutating"], 0);
+    assert!(
+        !w.bucket.keys().await.contains(&w.b),
+        "B is not resurrected"
+    );
+    // Only an explicit --reupload-missing puts it back.
+    let r = migrate(
+        &w.env,
+        &w.journal,
+        &["--from", root, "--reupload-missing"],
+        0,
+    );
+    assert_eq!(r["files_uploaded"], 1, "{r:#}");
+    assert!(w.bucket.keys().await.contains(&w.b));
+    let r = migrate(&w.env, &w.journal, &["--from", root, "--verify"], 0);
+    assert_eq!(r["deleted_in_bucket"], 0, "{r:#}");
+    assert_eq!(r["verified"], 2, "{r:#}");
+    w.db.drop_db().await;
+}
+
+#[tokio::test]
+async fn case3_verify_reports_deleted_since_copy() {
+    let w = copied_then_b_deleted_in_the_bucket().await;
+    let run = mastomedia(&[
+        "--env-file",
+        s(&w.env),
+        "migrate",
+        "--journal",
+        s(&w.journal),
+        "--from",
+        s(&w.root),
+        "--verify",
+    ]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.contains("deleted in the bucket since the copy") && run.stdout.contains(&w.b),
+        "{}",
+        run.stdout
+    );
+    assert!(!run.stdout.contains("FAILED"), "{}", run.stdout);
+    let r = migrate(&w.env, &w.journal, &["--from", s(&w.root), "--verify"], 0);
+    assert_eq!(r["deleted_in_bucket"], 1, "{r:#}");
+    assert_eq!(r["deleted_in_bucket_keys"], serde_json::json!([w.b]));
+    assert_eq!(r["verified"], 2);
+    assert_eq!(r["verify_mismatches"], 0);
+    let _ = &w.a;
+    w.db.drop_db().await;
+}
+
+#[tokio::test]
+async fn case3_verify_with_database_owes_only_files_whose_rows_remain() {
+    let w = copied_then_b_deleted_in_the_bucket().await;
+    // A is deleted in the bucket too, but its row still names it: Mastodon links to a
+    // missing object, which is owed.
+    w.bucket
+        .client
+        .delete_object()
+        .bucket(&w.bucket.name)
+        .key(&w.a)
+        .send()
+        .await
+        .unwrap();
+    let r = migrate(
+        &w.env,
+        &w.journal,
+        &["--from", s(&w.root), "--verify", "--database"],
+        1,
+    );
+    assert_eq!(r["verify_mismatches"], 1, "{r:#}");
+    assert_eq!(r["failures"][0]["key"], w.a.as_str(), "{r:#}");
+    assert!(
+        r["failures"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("--reupload-missing"),
+        "{r:#}"
+    );
+    assert_eq!(
+        r["deleted_in_bucket_keys"],
+        serde_json::json!([w.b]),
+        "{r:#}"
+    );
+    // --reupload-missing with the database puts back only A (B's row is gone).
+    let r = migrate(
+        &w.env,
+        &w.journal,
+        &["--from", s(&w.root), "--reupload-missing", "--database"],
+        0,
+    );
+    assert_eq!(r["files_uploaded"], 1, "{r:#}");
+    let keys = w.bucket.keys().await;
+    assert!(keys.contains(&w.a) && !keys.contains(&w.b), "{keys:?}");
+    w.db.drop_db().await;
+}
+
+#[tokio::test]
+async fn case3_replaced_local_avatar_hint_lists_keys() {
+    let bucket = TestBucket::new().await;
+    let root = temp_dir("system");
+    let old = "accounts/avatars/000/000/001/original/1111111111111111.png";
+    let new = "accounts/avatars/000/000/001/original/2222222222222222.png";
+    write_file(&root, old, &bytes(PNG, old, 300));
+    let env = env_file(&bucket.name, &[]);
+    let journal = journal();
+    migrate(&env, &journal, &["--from", s(&root)], 0);
+    // The local account changes its avatar during the migration window.
+    std::fs::remove_file(root.join(old)).unwrap();
+    write_file(&root, new, &bytes(PNG, new, 300));
+    let run = mastomedia(&[
+        "--env-file",
+        s(&env),
+        "migrate",
+        "--journal",
+        s(&journal),
+        "--from",
+        s(&root),
+    ]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let rm = format!("s3 rm 's3://{}/{old}'", bucket.name);
+    assert!(
+        run.stdout.contains(old) && run.stdout.contains(&rm),
+        "the exact key and the command that removes it:\n{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("referenced (local_row)"),
+        "says what orphans does with it:\n{}",
+        run.stdout
+    );
+    let r = migrate(&env, &journal, &["--from", s(&root)], 0);
+    assert_eq!(
+        r["deleted_at_source_keys"],
+        serde_json::json!([old]),
+        "{r:#}"
+    );
+    assert!(bucket.keys().await.contains(old));
 }
