@@ -418,8 +418,7 @@ async fn copy_all(
             Some(r)
                 if r.size == f.size
                     && r.version == f.version
-                    && r.state == FileState::DeletedInBucket
-                    && !privacy_changed(r, f) =>
+                    && r.state == FileState::DeletedInBucket =>
             {
                 // Deleted in the bucket since the copy, on purpose: never resurrected by a
                 // catch-up pass (case 3); only --reupload-missing puts it back.
