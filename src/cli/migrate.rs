@@ -18,7 +18,7 @@ use std::path::PathBuf;
 ///
 ///   mastomedia migrate --from-env /home/mastodon/old.env.production --rate 100
 ///
-///   mastomedia migrate --verify
+///   mastomedia migrate --verify --database
 ///
 ///   mastomedia migrate --repair --dry-run
 #[derive(Debug, Clone, clap::Args)]
@@ -66,10 +66,26 @@ pub struct Args {
     #[arg(long, conflicts_with_all = ["from", "from_env", "skip_cache"])]
     pub repair: bool,
 
-    /// With --repair: also make private media objects public-read (S3_PERMISSION), except
-    /// backups, imports and media of suspended accounts (checked in the database).
+    /// With --repair: also make private objects public-read (S3_PERMISSION) when the
+    /// database vouches for them: the key is in Mastodon's layout, its row exists, the
+    /// account is not suspended and the post is not deleted or moderated. Never backups,
+    /// imports or keys outside the layout (their ACL is left as it is); media of suspended
+    /// accounts and moderated posts are made private.
     #[arg(long, requires = "repair")]
     pub repair_acl: bool,
+
+    /// Also read Mastodon's database (DATABASE_URL or DB_* of the env file): a copy keeps
+    /// media of suspended accounts and moderated posts private (and makes a private source
+    /// object public only when its row is in good standing); --verify owes no file whose
+    /// row is gone, and fails on files a row still names but the bucket lacks;
+    /// --reupload-missing then puts back only those.
+    #[arg(long, conflicts_with = "repair")]
+    pub database: bool,
+
+    /// Upload again the files that --verify found deleted in the bucket since the copy.
+    /// Catch-up passes never do: Mastodon (or an admin) deleted them there on purpose.
+    #[arg(long, conflicts_with = "repair")]
+    pub reupload_missing: bool,
 
     /// Print the summary as JSON on stdout.
     #[arg(long)]

@@ -24,7 +24,8 @@ use crate::inventory::source::{SourceFile, list_bucket, walk_dir};
 use crate::journal::migrate::{FileRecord, FileState};
 use crate::journal::{Journal, default_path};
 use crate::mastodon::Db;
-use crate::plan::headers::{CACHE_CONTROL, acl_for, content_type};
+use crate::plan::headers::{CACHE_CONTROL, Standing, acl_for, content_type, decide_acl};
+use crate::plan::layout::KeyPrefix;
 use crate::plan::parse::parse_key;
 use crate::pool::{Gate, bounded};
 use crate::report::Summary as _;
@@ -79,6 +80,7 @@ pub async fn run(env_file: &Path, args: Args, quiet: bool) -> Result<ExitCode, C
         dry_run: args.dry_run,
         target: target.describe(),
         journal: journal_path.display().to_string(),
+        remove_command: remove_command(target_cfg),
         ..MigrateReport::default()
     };
     let gate = Gate::new(args.dry_run);
@@ -101,6 +103,16 @@ pub async fn run(env_file: &Path, args: Args, quiet: bool) -> Result<ExitCode, C
     } else {
         let source = Source::open(env_file, &vars, &args, target_cfg).await?;
         report.source = source.describe();
+        let db = if args.database {
+            Some(Db::connect(&cfg.database, 4).await.map_err(|e| {
+                CommandError::fatal(anyhow!(
+                    "--database reads Mastodon's database of {}: {e}",
+                    env_file.display()
+                ))
+            })?)
+        } else {
+            None
+        };
         let files = source.files(&mut report).await?;
         let ctx = Copy {
             target: &target,
@@ -108,12 +120,13 @@ pub async fn run(env_file: &Path, args: Args, quiet: bool) -> Result<ExitCode, C
             source: &source,
             gate,
             threshold: args.multipart_threshold,
+            db: db.as_ref(),
         };
         copy_all(
             &ctx,
             &journal,
             &target_id,
-            files,
+            &files,
             &args,
             &cancel,
             mode,
@@ -121,7 +134,7 @@ pub async fn run(env_file: &Path, args: Args, quiet: bool) -> Result<ExitCode, C
         )
         .await?;
         if args.verify && !args.dry_run && report.fatal.is_none() {
-            verify(&ctx, &journal, &target_id, &args, &mut report).await?;
+            verify(&ctx, &journal, &target_id, &files, &args, &mut report).await?;
         }
     }
     report.interrupted = cancel.is_cancelled();
@@ -132,6 +145,22 @@ pub async fn run(env_file: &Path, args: Args, quiet: bool) -> Result<ExitCode, C
     report.mib_per_second = report.bytes_uploaded as f64 / 1048576.0 / secs;
     report.print(args.json);
     Ok(report.exit_code())
+}
+
+/// The AWS CLI command that deletes one key of the target bucket, `{}` standing for the
+/// key below `S3_KEY_PREFIX` (see [`MigrateReport::remove_command_for`]).
+fn remove_command(cfg: &S3Config) -> String {
+    let endpoint = cfg
+        .endpoint
+        .as_deref()
+        .map(|e| format!(" --endpoint-url {e}"))
+        .unwrap_or_default();
+    let prefix = cfg
+        .key_prefix
+        .as_deref()
+        .map(|p| format!("{p}/"))
+        .unwrap_or_default();
+    format!("aws{endpoint} s3 rm 's3://{}/{prefix}{{}}'", cfg.bucket)
 }
 
 /// Where files come from.
@@ -235,18 +264,71 @@ struct Copy<'a> {
     source: &'a Source,
     gate: Gate,
     threshold: u64,
+    /// Mastodon's database (`--database`): suspension and moderation state.
+    db: Option<&'a Db>,
+}
+
+/// How one file was (or would be) uploaded.
+struct Uploaded {
+    /// The source was private (file not world-readable, private or unreadable ACL).
+    source_private: bool,
+    /// The source ACL could not be read (taken as private).
+    acl_unreadable: bool,
+    /// The canned ACL sent (`None`: no ACL header).
+    acl: Option<String>,
 }
 
 impl Copy<'_> {
-    fn headers(&self, key: &str, head: &[u8]) -> ObjectHeaders {
-        ObjectHeaders {
-            content_type: content_type(key, head),
-            cache_control: CACHE_CONTROL.to_owned(),
-            acl: acl_for(key, self.target_cfg.permission.as_deref()),
+    /// Whether the source of `f` is public: a world-readable file, or an object whose ACL
+    /// grants READ to everyone. `Ok((public, unreadable))`; an ACL that cannot be read
+    /// counts as private. Errors: the object vanished (`NotFound`).
+    async fn source_public(&self, f: &SourceFile) -> Result<(bool, bool), StoreError> {
+        match (self.source, &f.source_key) {
+            (Source::Bucket(store, _), Some(src_key)) => match store.is_public(src_key).await {
+                Ok(public) => Ok((public, false)),
+                Err(StoreError::NotFound) => Err(StoreError::NotFound),
+                Err(e) => {
+                    tracing::warn!(
+                        "{}: the source ACL cannot be read ({e}); copied private",
+                        f.key
+                    );
+                    Ok((false, true))
+                }
+            },
+            _ => Ok((f.world_readable.unwrap_or(false), false)),
         }
     }
 
-    async fn upload(&self, f: &SourceFile) -> Result<(), StoreError> {
+    /// The ACL for `f` ([`decide_acl`]): the source's privacy, narrowed (and, for a private
+    /// source, widened) by the database's standing of the row when `--database` is given.
+    async fn acl(&self, f: &SourceFile) -> Result<Uploaded, StoreError> {
+        let permission = self.target_cfg.permission.as_deref();
+        let (public, acl_unreadable) = if permission.is_some() {
+            self.source_public(f).await?
+        } else {
+            // No ACL is sent at all: nothing to decide (but journal what we know).
+            (f.world_readable.unwrap_or(true), false)
+        };
+        let parsed = parse_key(&f.key, &KeyPrefix::default()).ok();
+        let standing = match (self.db, &parsed) {
+            (Some(db), Some(p)) if permission.is_some() => Some(
+                db.standing(p.attachment, &p.id_ranges())
+                    .await
+                    .unwrap_or_else(|e| {
+                        tracing::warn!("{}: {e}; copied private", f.key);
+                        Standing::Hidden
+                    }),
+            ),
+            _ => None,
+        };
+        Ok(Uploaded {
+            source_private: !public,
+            acl_unreadable,
+            acl: decide_acl(&f.key, parsed.is_some(), permission, public, standing),
+        })
+    }
+
+    async fn upload(&self, f: &SourceFile) -> Result<Uploaded, StoreError> {
         let target_key = self.target_cfg.key_prefix.apply(f.key.clone());
         let (body, head) = match (self.source, &f.path, &f.source_key) {
             (Source::Dir(_), Some(path), _) => {
@@ -258,14 +340,20 @@ impl Copy<'_> {
             }
             _ => unreachable!("source files carry their path or source key"),
         };
-        let headers = self.headers(&f.key, &head);
+        let uploaded = self.acl(f).await?;
+        let headers = ObjectHeaders {
+            content_type: content_type(&f.key, &head),
+            cache_control: CACHE_CONTROL.to_owned(),
+            acl: uploaded.acl.clone(),
+        };
         self.gate
             .mutate(
                 self.target
                     .upload(target_key.as_str(), body, &headers, self.threshold),
                 || Ok(()),
             )
-            .await
+            .await?;
+        Ok(uploaded)
     }
 }
 
@@ -305,7 +393,7 @@ async fn copy_all(
     ctx: &Copy<'_>,
     journal: &Journal,
     target_id: &str,
-    files: Vec<SourceFile>,
+    files: &[SourceFile],
     args: &Args,
     cancel: &CancellationToken,
     mode: ProgressMode,
@@ -317,7 +405,8 @@ async fn copy_all(
         .map_err(CommandError::fatal)?;
     let mut seen: HashSet<&str> = HashSet::new();
     let mut todo = Vec::new();
-    for f in &files {
+    let mut deleted_in_bucket = Vec::new();
+    for f in files {
         if args.skip_cache && f.key.starts_with("cache/") {
             report.files_skipped_cache += 1;
             continue;
@@ -327,17 +416,58 @@ async fn copy_all(
         report.bytes_total += f.size;
         match known.get(&f.key) {
             Some(r)
-                if r.size == f.size && r.version == f.version && r.state != FileState::Mismatch =>
+                if r.size == f.size
+                    && r.version == f.version
+                    && r.state == FileState::DeletedInBucket =>
+            {
+                // Deleted in the bucket since the copy, on purpose: never resurrected by a
+                // catch-up pass (case 3); only --reupload-missing puts it back.
+                deleted_in_bucket.push(f);
+            }
+            Some(r)
+                if r.size == f.size
+                    && r.version == f.version
+                    && r.state != FileState::Mismatch
+                    && !privacy_changed(r, f) =>
             {
                 report.files_unchanged += 1;
             }
             _ => todo.push(f),
         }
     }
-    report.deleted_at_source = known
+    if args.reupload_missing && !deleted_in_bucket.is_empty() {
+        // With the database, only what a row still names is owed.
+        let owed = match ctx.db {
+            Some(db) => {
+                let keys: Vec<&str> = deleted_in_bucket.iter().map(|f| f.key.as_str()).collect();
+                Some(still_named(db, &keys).await?)
+            }
+            None => None,
+        };
+        let (back, left): (Vec<&SourceFile>, Vec<&SourceFile>) = deleted_in_bucket
+            .into_iter()
+            .partition(|f| owed.as_ref().is_none_or(|o| o.contains(&f.key)));
+        todo.extend(back);
+        deleted_in_bucket = left;
+    }
+    report.files_unchanged += deleted_in_bucket.len() as u64;
+    report.deleted_in_bucket = deleted_in_bucket.len() as u64;
+    report.deleted_in_bucket_keys = deleted_in_bucket
+        .iter()
+        .take(crate::report::MAX_LISTED_FAILURES)
+        .map(|f| f.key.clone())
+        .collect();
+    let mut gone: Vec<&String> = known
         .keys()
         .filter(|k| !(seen.contains(k.as_str()) || (args.skip_cache && k.starts_with("cache/"))))
-        .count() as u64;
+        .collect();
+    gone.sort();
+    report.deleted_at_source = gone.len() as u64;
+    report.deleted_at_source_keys = gone
+        .into_iter()
+        .take(crate::report::MAX_LISTED_FAILURES)
+        .cloned()
+        .collect();
 
     let progress = Progress::start_unit("migrate", todo.len() as u64, "files", "copied", mode);
     let stop = cancel.child_token();
@@ -368,9 +498,15 @@ async fn copy_all(
             }
         };
         match result {
-            Ok(()) => {
+            Ok(up) => {
                 report.files_uploaded += 1;
                 report.bytes_uploaded += f.size;
+                if up.acl.as_deref() == Some("private") {
+                    report.files_uploaded_private += 1;
+                }
+                if up.acl_unreadable {
+                    report.source_acl_unreadable += 1;
+                }
                 progress.add(1, 0, f.size);
                 if !args.dry_run {
                     batch.push(FileRecord {
@@ -378,6 +514,7 @@ async fn copy_all(
                         size: f.size,
                         version: f.version.clone(),
                         state: FileState::Uploaded,
+                        source_private: Some(up.source_private),
                     });
                 }
             }
@@ -407,6 +544,17 @@ async fn copy_all(
     Ok(())
 }
 
+/// Whether a journalled, otherwise unchanged file changed its privacy at the source since
+/// the copy (a folder source only: Mastodon chmods the files of a suspended account to
+/// 0600 and back on unsuspension, leaving the mtime alone). A row journalled before the
+/// privacy was recorded counts as copied public (what migrate then did).
+fn privacy_changed(rec: &FileRecord, f: &SourceFile) -> bool {
+    match f.world_readable {
+        Some(readable) => rec.source_private.unwrap_or(false) == readable,
+        None => false,
+    }
+}
+
 fn fatal_message(e: &StoreError) -> String {
     if e.code() == "AccessControlListNotSupported" {
         "the bucket does not accept ACLs (AccessControlListNotSupported): set S3_PERMISSION= (empty) in the env file and give the bucket a public-read bucket policy, then run migrate again".to_owned()
@@ -417,13 +565,25 @@ fn fatal_message(e: &StoreError) -> String {
 
 /// HEADs every journalled object of this source and compares size, and MD5 where the ETag
 /// is a plain MD5 (single-part upload) and the source is a local file.
+///
+/// An object missing from the bucket whose file is unchanged at the source (or gone there
+/// too) was deleted in the bucket since the copy (Mastodon deleted the media after the
+/// switch): journalled [`FileState::DeletedInBucket`], listed, not a failure, never
+/// uploaded again by a catch-up pass (case 3). With `--database` the database decides
+/// instead: a missing key no row names any more is not owed; one a row still names is a
+/// failure that `--reupload-missing` repairs.
 async fn verify(
     ctx: &Copy<'_>,
     journal: &Journal,
     target_id: &str,
+    files: &[SourceFile],
     args: &Args,
     report: &mut MigrateReport,
 ) -> Result<(), CommandError> {
+    let current: HashMap<&str, (u64, &str)> = files
+        .iter()
+        .map(|f| (f.key.as_str(), (f.size, f.version.as_str())))
+        .collect();
     let known = journal
         .migrate_files(target_id)
         .await
@@ -464,21 +624,66 @@ async fn verify(
     });
     let mut checks = std::pin::pin!(checks.buffer_unordered(args.concurrency as usize));
     let mut batch = Vec::new();
+    let mut missing = Vec::new();
     while let Some((mut rec, outcome)) = checks.next().await {
         report.verified += 1;
         match outcome {
-            Ok(()) => rec.state = FileState::Verified,
-            Err((code, message)) => {
-                report.verify_mismatches += 1;
-                if report.failures.len() < crate::report::MAX_LISTED_FAILURES {
-                    report.failures.push(crate::report::migrate::FileFailure {
-                        key: rec.key.clone(),
-                        code,
-                        message,
-                    });
-                }
-                rec.state = FileState::Mismatch;
+            Ok(()) => {
+                rec.state = FileState::Verified;
+                batch.push(rec);
             }
+            Err((code, _)) if code == "Missing" => missing.push(rec),
+            Err((code, message)) => {
+                verify_failure(report, &rec.key, code, message);
+                rec.state = FileState::Mismatch;
+                batch.push(rec);
+            }
+        }
+    }
+    // Which missing objects are owed.
+    let named = match ctx.db {
+        Some(db) => {
+            let keys: Vec<&str> = missing.iter().map(|r| r.key.as_str()).collect();
+            Some(still_named(db, &keys).await?)
+        }
+        None => None,
+    };
+    missing.sort_by(|a, b| a.key.cmp(&b.key));
+    report.deleted_in_bucket = 0;
+    report.deleted_in_bucket_keys.clear();
+    for mut rec in missing {
+        let unchanged = current
+            .get(rec.key.as_str())
+            .is_none_or(|(size, version)| *size == rec.size && *version == rec.version);
+        let copied = rec.state != FileState::Mismatch && unchanged;
+        let owed = match &named {
+            Some(named) => named.contains(&rec.key),
+            None => !copied,
+        };
+        if !owed {
+            rec.state = FileState::DeletedInBucket;
+            report.deleted_in_bucket += 1;
+            if report.deleted_in_bucket_keys.len() < crate::report::MAX_LISTED_FAILURES {
+                report.deleted_in_bucket_keys.push(rec.key.clone());
+            }
+        } else if copied {
+            // A row still names it: Mastodon links to a missing object.
+            verify_failure(
+                report,
+                &rec.key,
+                "Missing".to_owned(),
+                "not in the bucket, but a row of the database still names it: `migrate --reupload-missing --database` puts it back".to_owned(),
+            );
+            rec.state = FileState::DeletedInBucket;
+        } else {
+            verify_failure(
+                report,
+                &rec.key,
+                "Missing".to_owned(),
+                "not in the bucket (changed at the source since the copy: the next run uploads it)"
+                    .to_owned(),
+            );
+            rec.state = FileState::Mismatch;
         }
         batch.push(rec);
     }
@@ -486,6 +691,56 @@ async fn verify(
         .record_migrated(target_id, &batch)
         .await
         .map_err(CommandError::fatal)
+}
+
+fn verify_failure(report: &mut MigrateReport, key: &str, code: String, message: String) {
+    report.verify_mismatches += 1;
+    if report.failures.len() < crate::report::MAX_LISTED_FAILURES {
+        report.failures.push(crate::report::migrate::FileFailure {
+            key: key.to_owned(),
+            code,
+            message,
+        });
+    }
+}
+
+/// Of `keys` (without `S3_KEY_PREFIX`), those a row of Mastodon's database still names: the
+/// row's exact key, a variant of it, or a shared partition where a neighbour may (as
+/// `orphans` decides, `plan::orphans::classify`). Keys outside the layout, or of tables
+/// this database cannot answer for, are kept (the database cannot say they are not owed).
+/// A key of a local row that now stores another file (a replaced avatar) is not named.
+async fn still_named(db: &Db, keys: &[&str]) -> Result<HashSet<String>, CommandError> {
+    use crate::plan::orphans::{Class, Kept, classify};
+    let prefix = KeyPrefix::default();
+    let mut named = HashSet::new();
+    for chunk in keys.chunks(500) {
+        let mut parsed = Vec::new();
+        for k in chunk {
+            match parse_key(k, &prefix) {
+                Ok(p) => parsed.push((*k, p)),
+                Err(_) => {
+                    named.insert((*k).to_owned());
+                }
+            }
+        }
+        let only: Vec<_> = parsed.iter().map(|(_, p)| p.clone()).collect();
+        let owners = crate::inventory::owners::Owners::lookup(db, &only)
+            .await
+            .map_err(|e| {
+                CommandError::fatal(anyhow!("looking up the rows of missing keys: {e}"))
+            })?;
+        for (k, p) in &parsed {
+            let candidates = owners.candidates(p);
+            let class = classify(k, p, candidates.as_deref(), &prefix);
+            if matches!(
+                class,
+                Class::Referenced(Kept::Owned | Kept::Variant | Kept::Uncertain)
+            ) {
+                named.insert((*k).to_owned());
+            }
+        }
+    }
+    Ok(named)
 }
 
 fn is_md5(etag: &str) -> bool {
@@ -511,9 +766,12 @@ async fn md5_file(path: &Path) -> std::io::Result<String> {
 }
 
 /// `--repair`: every object below the key prefix gets Mastodon's Content-Type (when it
-/// is missing or generic) and Cache-Control, and its ACL: public objects stay public,
-/// private ones stay private unless `--repair-acl` (and then never backups, imports or
-/// media of suspended accounts, A3). One COPY per object that needs it, none otherwise.
+/// is missing or generic) and Cache-Control, and its ACL ([`decide_acl`]): backups and
+/// imports private; keys outside Mastodon's layout keep their ACL; otherwise public objects
+/// stay public and private ones private, unless `--repair-acl`, which asks the database:
+/// media of suspended accounts and moderated posts become private, and a private object
+/// becomes public only when its row exists in good standing (A3). One COPY per object
+/// that needs it, none otherwise.
 #[allow(clippy::too_many_arguments)]
 async fn repair(
     cfg: &Config,
@@ -534,7 +792,7 @@ async fn repair(
         Some(Arc::new(Db::connect(&cfg.database, 4).await.map_err(
             |e| {
                 CommandError::fatal(anyhow!(
-                    "--repair-acl checks suspended accounts in the database: {e}"
+                    "--repair-acl checks suspended accounts and moderated posts in the database: {e}"
                 ))
             },
         )?))
@@ -642,22 +900,27 @@ async fn repair_one(
             content_type(key, &bytes)
         }
     };
-    let desired = acl_for(key, target_cfg.permission.as_deref());
-    let (acl, acl_changes, left_private) = match desired {
+    let permission = target_cfg.permission.as_deref();
+    let (acl, acl_changes, left_private) = match permission {
         None => (None, false, false),
-        Some(want) if want == "private" => {
-            let public = target.is_public(full_key).await?;
-            (Some(want), public, false)
-        }
-        Some(want) => {
-            let public = target.is_public(full_key).await?;
-            if public {
-                (Some(want), false, false)
-            } else if args.repair_acl && !owner_suspended(db, key).await {
-                (Some(want), true, false)
-            } else {
-                (Some("private".to_owned()), false, true)
-            }
+        Some(p) => {
+            let public = match target.is_public(full_key).await {
+                Ok(public) => public,
+                Err(StoreError::NotFound) => return Ok(Repaired::Vanished),
+                Err(e) => return Err(e),
+            };
+            let parsed = parse_key(key, &KeyPrefix::default()).ok();
+            let standing = match (args.repair_acl, &parsed) {
+                (true, Some(parsed)) => Some(standing(db, parsed).await),
+                _ => None,
+            };
+            let want = decide_acl(key, parsed.is_some(), Some(p), public, standing);
+            let want_public = want.as_deref() != Some("private");
+            // "Left private": a private object this run could have published (it is not a
+            // backup or import, and the permission is a public one) but did not.
+            let left_private =
+                !want_public && !public && acl_for(key, Some(p)).as_deref() != Some("private");
+            (want, want_public != public, left_private)
         }
     };
     let ct_changes = head.content_type.as_deref() != Some(want_ct.as_str());
@@ -685,14 +948,16 @@ async fn repair_one(
     }
 }
 
-/// Whether the key belongs to media, an avatar or a header of a suspended account. When
-/// the database cannot answer, says yes (keep private).
-async fn owner_suspended(db: Option<&Db>, key: &str) -> bool {
-    let Some(db) = db else { return true };
-    let Ok(parsed) = parse_key(key, &crate::plan::layout::KeyPrefix::default()) else {
-        return false;
+/// The database's standing of the row of `parsed` ([`Db::standing`]). Without a database,
+/// or when it cannot answer, [`Standing::Hidden`] (keep private).
+async fn standing(db: Option<&Db>, parsed: &crate::plan::parse::ParsedKey<'_>) -> Standing {
+    let Some(db) = db else {
+        return Standing::Hidden;
     };
-    db.owner_suspended(parsed.attachment, &parsed.id_ranges())
+    db.standing(parsed.attachment, &parsed.id_ranges())
         .await
-        .unwrap_or(true)
+        .unwrap_or_else(|e| {
+            tracing::warn!("{e}: left private");
+            Standing::Hidden
+        })
 }

@@ -22,6 +22,11 @@ pub struct SourceFile {
     pub path: Option<PathBuf>,
     /// The full source key, with the source's own `S3_KEY_PREFIX` (bucket sources).
     pub source_key: Option<String>,
+    /// Filesystem sources: whether the file is world-readable (mode & 0o004), i.e. served
+    /// by the web server. Mastodon chmods the files of suspended accounts to 0600, so a
+    /// file that is not is copied private. `None` for bucket sources (their ACL is read
+    /// at copy time).
+    pub world_readable: Option<bool>,
 }
 
 /// A file that could not be enumerated.
@@ -108,6 +113,10 @@ pub fn walk_dir(root: &Path) -> Result<(Vec<SourceFile>, Vec<SkippedFile>), Stor
                             version: mtime.to_string(),
                             path: Some(entry.path()),
                             source_key: None,
+                            world_readable: Some(
+                                std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o004
+                                    != 0,
+                            ),
                         });
                     }
                     Err(e) => skipped.push(SkippedFile {
@@ -153,6 +162,7 @@ pub async fn list_bucket<S: Store>(
                 ),
                 path: None,
                 source_key: Some(full),
+                world_readable: None,
             });
         }
         match page.next {
@@ -173,10 +183,22 @@ mod tests {
         std::fs::create_dir_all(root.join("cache/a b")).unwrap();
         std::fs::write(root.join("cache/a b/x+y%z ü.png"), b"1").unwrap();
         std::fs::write(root.join("empty"), b"").unwrap();
+        std::fs::set_permissions(
+            root.join("empty"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .unwrap();
+        std::fs::set_permissions(
+            root.join("cache/a b/x+y%z ü.png"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o644),
+        )
+        .unwrap();
         std::os::unix::fs::symlink(root.join("empty"), root.join("link")).unwrap();
         let (files, skipped) = walk_dir(&root).unwrap();
         let keys: Vec<&str> = files.iter().map(|f| f.key.as_str()).collect();
         assert_eq!(keys, ["cache/a b/x+y%z ü.png", "empty"]);
+        let readable: Vec<Option<bool>> = files.iter().map(|f| f.world_readable).collect();
+        assert_eq!(readable, [Some(true), Some(false)]);
         assert_eq!(skipped.len(), 1);
         assert!(!skipped[0].failed);
         assert!(walk_dir(&root.join("missing")).is_err());

@@ -1,8 +1,9 @@
 //! The migration journal: per target bucket, the state of every source file copied
-//! (size and version as copied, uploaded / verified / mismatch). Loaded once at start so a
-//! re-run skips unchanged files without listing the target bucket; written in batched
-//! transactions as uploads finish, so a `kill -9` loses at most the last batch (those files
-//! are uploaded again, which is harmless).
+//! (size and version as copied, uploaded / verified / mismatch / deleted in the bucket,
+//! and whether the source was private). Loaded once at start so a re-run skips unchanged
+//! files without listing the target bucket; written in batched transactions as uploads
+//! finish, so a `kill -9` loses at most the last batch (those files are uploaded again,
+//! which is harmless).
 
 use std::collections::HashMap;
 
@@ -20,6 +21,10 @@ pub enum FileState {
     Verified,
     /// `--verify` found a difference: uploaded again on the next run.
     Mismatch,
+    /// Copied, unchanged at the source, and gone from the bucket: deleted there on purpose
+    /// after the copy (Mastodon deleted the media, or an admin the object). Never uploaded
+    /// again by a catch-up pass; only `--reupload-missing` puts it back.
+    DeletedInBucket,
 }
 
 impl FileState {
@@ -28,6 +33,7 @@ impl FileState {
             FileState::Uploaded => "uploaded",
             FileState::Verified => "verified",
             FileState::Mismatch => "mismatch",
+            FileState::DeletedInBucket => "deleted_in_bucket",
         }
     }
 
@@ -35,6 +41,7 @@ impl FileState {
         match s {
             "verified" => FileState::Verified,
             "mismatch" => FileState::Mismatch,
+            "deleted_in_bucket" => FileState::DeletedInBucket,
             _ => FileState::Uploaded,
         }
     }
@@ -51,6 +58,9 @@ pub struct FileRecord {
     pub version: String,
     /// State.
     pub state: FileState,
+    /// Whether the source object was private when copied (file not world-readable, or a
+    /// private / unreadable source ACL); `None` for rows journalled before this was kept.
+    pub source_private: Option<bool>,
 }
 
 impl Journal {
@@ -59,18 +69,19 @@ impl Journal {
         &self,
         target: &str,
     ) -> Result<HashMap<String, FileRecord>, JournalError> {
-        let rows: Vec<(String, i64, String, String)> =
-            sqlx::query_as("SELECT key, size, version, state FROM migrate_files WHERE target = ?")
-                .bind(target)
-                .fetch_all(self.pool())
-                .await
-                .map_err(|source| JournalError::Query {
-                    what: "loading the migration journal",
-                    source,
-                })?;
+        let rows: Vec<(String, i64, String, String, Option<bool>)> = sqlx::query_as(
+            "SELECT key, size, version, state, source_private FROM migrate_files WHERE target = ?",
+        )
+        .bind(target)
+        .fetch_all(self.pool())
+        .await
+        .map_err(|source| JournalError::Query {
+            what: "loading the migration journal",
+            source,
+        })?;
         Ok(rows
             .into_iter()
-            .map(|(key, size, version, state)| {
+            .map(|(key, size, version, state, source_private)| {
                 (
                     key.clone(),
                     FileRecord {
@@ -78,6 +89,7 @@ impl Journal {
                         size: size.max(0) as u64,
                         version,
                         state: FileState::parse(&state),
+                        source_private,
                     },
                 )
             })
@@ -101,15 +113,17 @@ impl Journal {
         let mut tx = self.pool().begin().await.map_err(err)?;
         for f in files {
             sqlx::query(
-                "INSERT INTO migrate_files (target, key, size, version, state, updated_at) VALUES (?, ?, ?, ?, ?, ?) \
+                "INSERT INTO migrate_files (target, key, size, version, state, source_private, updated_at) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?) \
                  ON CONFLICT (target, key) DO UPDATE SET size = excluded.size, version = excluded.version, \
-                 state = excluded.state, updated_at = excluded.updated_at",
+                 state = excluded.state, source_private = excluded.source_private, updated_at = excluded.updated_at",
             )
             .bind(target)
             .bind(&f.key)
             .bind(f.size as i64)
             .bind(&f.version)
             .bind(f.state.as_str())
+            .bind(f.source_private)
             .bind(&now)
             .execute(&mut *tx)
             .await
@@ -132,6 +146,7 @@ mod tests {
             size,
             version: "123".into(),
             state,
+            source_private: Some(size == 6),
         };
         j.record_migrated("t", &[rec(5, FileState::Uploaded)])
             .await
@@ -142,6 +157,11 @@ mod tests {
         let m = j.migrate_files("t").await.unwrap();
         assert_eq!(m.len(), 1);
         assert_eq!(m["a b/ü+%.png"], rec(6, FileState::Verified));
+        j.record_migrated("t", &[rec(6, FileState::DeletedInBucket)])
+            .await
+            .unwrap();
+        let m = j.migrate_files("t").await.unwrap();
+        assert_eq!(m["a b/ü+%.png"], rec(6, FileState::DeletedInBucket));
         assert!(j.migrate_files("other").await.unwrap().is_empty());
         let _ = std::fs::remove_dir_all(dir);
     }

@@ -2,7 +2,8 @@
 //! §6, provider-quirks M3, A3): Content-Type from the bytes (magic numbers) else the
 //! extension, never empty or `binary/octet-stream` for media; Mastodon's ten-year
 //! immutable Cache-Control; the ACL from `S3_PERMISSION`, except backups and imports,
-//! which stay private.
+//! which stay private, and objects Mastodon (or an admin) made private, which stay private
+//! unless the database says their owner and post are in good standing ([`decide_acl`]).
 
 /// Mastodon's `Cache-Control` for every uploaded file (about ten years, immutable).
 pub const CACHE_CONTROL: &str = "public, max-age=315576000, immutable";
@@ -49,6 +50,55 @@ pub fn acl_for(key: &str, permission: Option<&str>) -> Option<String> {
         None => None,
         Some(_) if private => Some("private".to_owned()),
         Some(p) => Some(p.to_owned()),
+    }
+}
+
+/// What Mastodon's database says about the row a key in its layout belongs to, for the
+/// ACL decision (provider-quirks A3, `mastodon-storage.md` §6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standing {
+    /// A row with this id exists, its attachment is stored, its account is not suspended
+    /// and (for media) its status is not deleted or removed by a moderator.
+    Good,
+    /// Mastodon hides it: the account is suspended (`accounts.suspended_at`), or the media
+    /// belongs to a status that is deleted or was removed by a moderator
+    /// (`statuses.deleted_at`; 4.4+ makes such media inaccessible). Also the answer when
+    /// the database could not be asked (conservative).
+    Hidden,
+    /// No row in the key's partition stores this attachment: nothing vouches for it.
+    NoRow,
+}
+
+/// The canned ACL an object at `key` (without `S3_KEY_PREFIX`) must carry, given whether
+/// it is public now (`public_now`: at the source of a copy, from the source ACL or the
+/// file mode; in place for `--repair`) and what the database says (`standing`; `None`
+/// when no database is consulted). `None` = send no ACL (`S3_PERMISSION` set but empty).
+///
+/// Rules, in order: no ACL when `permission` is `None`; backups and imports private;
+/// keys outside Mastodon's layout (`in_layout` false) keep their current privacy; hidden
+/// rows private; public objects `permission`; private objects become `permission` only
+/// when the database vouches for the row ([`Standing::Good`]), otherwise stay private.
+/// Without a database a private object is therefore never widened.
+pub fn decide_acl(
+    key: &str,
+    in_layout: bool,
+    permission: Option<&str>,
+    public_now: bool,
+    standing: Option<Standing>,
+) -> Option<String> {
+    let permission = permission?;
+    let public = Some(permission.to_owned());
+    let private = Some("private".to_owned());
+    if acl_for(key, Some(permission)).as_deref() == Some("private") {
+        return private;
+    }
+    if !in_layout {
+        return if public_now { public } else { private };
+    }
+    match (standing, public_now) {
+        (Some(Standing::Hidden), _) => private,
+        (_, true) | (Some(Standing::Good), false) => public,
+        (_, false) => private,
     }
 }
 
@@ -114,5 +164,59 @@ mod tests {
         );
         assert_eq!(acl_for("backups/x", None), None);
         assert_eq!(acl_for("media_attachments/x", None), None);
+    }
+
+    #[test]
+    fn private_objects_stay_private_unless_the_database_vouches() {
+        use Standing::*;
+        let media = "media_attachments/files/000/000/005/original/a.png";
+        let p = Some("public-read");
+        type Case<'a> = (&'a str, bool, bool, Option<Standing>, Option<&'a str>);
+        let cases: [Case<'_>; 14] = [
+            // outside the layout: the current privacy, whatever the database says
+            (
+                "private-notes/secret.txt",
+                false,
+                false,
+                None,
+                Some("private"),
+            ),
+            ("db-dump.sql.gz", false, false, Some(Good), Some("private")),
+            ("robots.txt", false, true, None, Some("public-read")),
+            // in the layout, no database: never widened
+            (media, true, false, None, Some("private")),
+            (media, true, true, None, Some("public-read")),
+            // with a database
+            (media, true, false, Some(Good), Some("public-read")),
+            (media, true, false, Some(NoRow), Some("private")),
+            (media, true, false, Some(Hidden), Some("private")),
+            (media, true, true, Some(Hidden), Some("private")),
+            (media, true, true, Some(NoRow), Some("public-read")),
+            // backups and imports: always private
+            (
+                "backups/dumps/000/000/001/original/a.zip",
+                true,
+                true,
+                Some(Good),
+                Some("private"),
+            ),
+            (
+                "imports/data/000/000/001/original/a.csv",
+                true,
+                true,
+                None,
+                Some("private"),
+            ),
+            ("backups/loose.zip", false, true, None, Some("private")),
+            (media, true, true, Some(Good), Some("public-read")),
+        ];
+        for (key, in_layout, public_now, standing, want) in cases {
+            assert_eq!(
+                decide_acl(key, in_layout, p, public_now, standing).as_deref(),
+                want,
+                "{key} layout={in_layout} public={public_now} {standing:?}"
+            );
+        }
+        assert_eq!(decide_acl(media, true, None, false, Some(Good)), None);
     }
 }

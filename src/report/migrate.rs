@@ -41,6 +41,11 @@ pub struct MigrateReport {
     pub bytes_uploaded: u64,
     /// Files skipped because the journal says they were copied unchanged.
     pub files_unchanged: u64,
+    /// Files uploaded with the `private` ACL (backups, imports, private at the source, or
+    /// hidden by the database).
+    pub files_uploaded_private: u64,
+    /// Files whose source ACL could not be read (uploaded private).
+    pub source_acl_unreadable: u64,
     /// Files left out by `--skip-cache`.
     pub files_skipped_cache: u64,
     /// Symlinks skipped (with a warning).
@@ -48,6 +53,18 @@ pub struct MigrateReport {
     /// Journalled files no longer at the source (deleted between passes); never deleted
     /// from the target by migrate.
     pub deleted_at_source: u64,
+    /// Their keys (without `S3_KEY_PREFIX`), sorted, at most 10,000.
+    pub deleted_at_source_keys: Vec<String>,
+    /// Copied files, unchanged at the source, that are gone from the bucket (deleted there
+    /// since the copy): not uploaded again unless `--reupload-missing`; not failures.
+    pub deleted_in_bucket: u64,
+    /// Their keys (without `S3_KEY_PREFIX`), at most 10,000.
+    pub deleted_in_bucket_keys: Vec<String>,
+    /// How to delete one target key by hand, `{}` standing for the key below the
+    /// target's `S3_KEY_PREFIX` (human output only), e.g.
+    /// `aws --endpoint-url https://… s3 rm 's3://bucket/{}'`.
+    #[serde(skip)]
+    pub remove_command: String,
     /// Files that failed (listed in `failures`).
     pub files_failed: u64,
     /// Objects checked by `--verify`.
@@ -102,6 +119,13 @@ impl MigrateReport {
         }
     }
 
+    /// The shell command that deletes `key` from the target, from [`Self::remove_command`]
+    /// (single quotes in the key escaped for a POSIX shell).
+    pub fn remove_command_for(&self, key: &str) -> String {
+        self.remove_command
+            .replace("{}", &key.replace('\'', "'\\''"))
+    }
+
     /// Human summary.
     pub fn human(&self) -> String {
         let mut s = String::new();
@@ -128,6 +152,20 @@ impl MigrateReport {
             self.files_unchanged,
             self.files_failed
         );
+        if self.files_uploaded_private > 0 {
+            let _ = writeln!(
+                s,
+                "private: {} of the files {would}uploaded got the private ACL (backups, imports, private at the source, or hidden by the database)",
+                self.files_uploaded_private
+            );
+        }
+        if self.source_acl_unreadable > 0 {
+            let _ = writeln!(
+                s,
+                "source ACL unreadable: {} files {would}uploaded private; once Mastodon uses this bucket, `migrate --repair --repair-acl` publishes those the database vouches for",
+                self.source_acl_unreadable
+            );
+        }
         if self.files_skipped_cache > 0 {
             let _ = writeln!(s, "left out (cache/): {} files", self.files_skipped_cache);
         }
@@ -137,9 +175,29 @@ impl MigrateReport {
         if self.deleted_at_source > 0 {
             let _ = writeln!(
                 s,
-                "{} files copied earlier are gone from the source (deleted by Mastodon since); they stay in the bucket until `orphans --delete`",
+                "{} files copied earlier are gone from the source since (deleted or replaced by Mastodon); migrate never deletes them in the bucket. \
+                 `mastomedia orphans --delete` removes those no row owns any more (add --include-stale for stale remote copies), \
+                 but a key of a row that still exists (a local avatar or header replaced during the migration window) it classifies as referenced (local_row) and never deletes. \
+                 Check each key, then remove it by exact key:",
                 self.deleted_at_source
             );
+            for k in &self.deleted_at_source_keys {
+                let _ = writeln!(s, "  {}", self.remove_command_for(k));
+            }
+            let unlisted = self.deleted_at_source - self.deleted_at_source_keys.len() as u64;
+            if unlisted > 0 {
+                let _ = writeln!(s, "  … and {unlisted} more (see --json)");
+            }
+        }
+        if self.deleted_in_bucket > 0 {
+            let _ = writeln!(
+                s,
+                "deleted in the bucket since the copy: {} files (unchanged at the source, gone from the bucket: Mastodon or an admin deleted them there; catch-up passes never upload them again, `--reupload-missing` does)",
+                self.deleted_in_bucket
+            );
+            for k in &self.deleted_in_bucket_keys {
+                let _ = writeln!(s, "  {k}");
+            }
         }
         if self.verified > 0 || self.verify_mismatches > 0 {
             let _ = writeln!(

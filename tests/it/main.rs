@@ -8,6 +8,7 @@ mod doctor;
 mod du_orphans;
 mod faults;
 mod migrate;
+mod migrate_privacy;
 mod orphans_ownership;
 mod provider_checksums;
 mod prune;

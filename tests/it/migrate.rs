@@ -13,21 +13,21 @@ use std::time::Duration;
 use aws_sdk_s3::types::{Permission, Type as GranteeType};
 use futures::stream::{self, StreamExt};
 
-use crate::support::seed::insert_account;
+use crate::support::seed::{insert_account, insert_emoji};
 use crate::support::{
     ACCESS_KEY, Mastodon, Run, SECRET_KEY, TestBucket, TestDb, mastomedia, mastomedia_env, s3,
     s3_env_file, temp_dir, unique,
 };
 
-const CACHE_CONTROL: &str = "public, max-age=315576000, immutable";
+pub(super) const CACHE_CONTROL: &str = "public, max-age=315576000, immutable";
 const ALL_USERS: &str = "http://acs.amazonaws.com/groups/global/AllUsers";
 const MIB: usize = 1024 * 1024;
 /// `--multipart-threshold` of the tests: S3's 5 MiB minimum part.
 const THRESHOLD: &str = "5242880";
 
-const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR";
-const JPEG: &[u8] = b"\xff\xd8\xff\xe0\0\x10JFIF\0";
-const GIF: &[u8] = b"GIF89a\x01\0\x01\0";
+pub(super) const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR";
+pub(super) const JPEG: &[u8] = b"\xff\xd8\xff\xe0\0\x10JFIF\0";
+pub(super) const GIF: &[u8] = b"GIF89a\x01\0\x01\0";
 const MP4: &[u8] = b"\0\0\0\x18ftypmp42\0\0\0\0mp42isom";
 const MP3: &[u8] = b"ID3\x04\0\0\0\0\0\0";
 const WEBP: &[u8] = b"RIFF\x24\0\0\0WEBPVP8 ";
@@ -36,7 +36,7 @@ const ZIP: &[u8] = b"PK\x03\x04\x14\0\0\0";
 
 /// `magic` followed by bytes derived from `seed` (so no two test files are alike), `len`
 /// bytes in all.
-fn bytes(magic: &[u8], seed: &str, len: usize) -> Vec<u8> {
+pub(super) fn bytes(magic: &[u8], seed: &str, len: usize) -> Vec<u8> {
     let mut x: u64 = seed.bytes().fold(0xcbf29ce484222325, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x100000001b3)
     });
@@ -52,13 +52,13 @@ fn bytes(magic: &[u8], seed: &str, len: usize) -> Vec<u8> {
 }
 
 /// One file of a generated tree: key, bytes, the Content-Type its object must get.
-struct Entry {
-    key: String,
-    body: Vec<u8>,
-    content_type: &'static str,
+pub(super) struct Entry {
+    pub(super) key: String,
+    pub(super) body: Vec<u8>,
+    pub(super) content_type: &'static str,
 }
 
-fn entry(key: &str, magic: &[u8], len: usize, content_type: &'static str) -> Entry {
+pub(super) fn entry(key: &str, magic: &[u8], len: usize, content_type: &'static str) -> Entry {
     Entry {
         key: key.to_owned(),
         body: bytes(magic, key, len),
@@ -228,10 +228,12 @@ fn mastodon_tree() -> Vec<Entry> {
     ]
 }
 
-fn write_file(root: &Path, key: &str, body: &[u8]) {
+pub(super) fn write_file(root: &Path, key: &str, body: &[u8]) {
     let p = root.join(key);
     std::fs::create_dir_all(p.parent().unwrap()).unwrap();
     std::fs::write(&p, body).unwrap();
+    // World-readable whatever the umask: a file that is not is copied private.
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
 }
 
 fn write_tree(root: &Path, tree: &[Entry]) {
@@ -259,7 +261,7 @@ fn open_up(path: &Path) {
 /// An env file for `bucket` on the proxy, with `extra` lines appended (later lines win).
 /// migrate reads the database only for `--repair-acl` (which uses `s3_env_file` and a
 /// real TestDb); here DATABASE_URL names a server that is never contacted.
-fn env_file(bucket: &str, extra: &[(&str, &str)]) -> PathBuf {
+pub(super) fn env_file(bucket: &str, extra: &[(&str, &str)]) -> PathBuf {
     let dir = temp_dir("env");
     let mut text = format!(
         "LOCAL_DOMAIN=example.social\nDATABASE_URL=postgres://mastodon@127.0.0.1:9/unused\nS3_ENABLED=true\n\
@@ -277,18 +279,18 @@ fn env_file(bucket: &str, extra: &[(&str, &str)]) -> PathBuf {
 }
 
 /// A journal path in a fresh, world-writable folder.
-fn journal() -> PathBuf {
+pub(super) fn journal() -> PathBuf {
     let dir = temp_dir("journal");
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
     dir.join("migrate.sqlite")
 }
 
-fn s(p: &Path) -> &str {
+pub(super) fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
 /// `mastomedia --env-file ENV migrate --journal J --json ARGS...`; asserts the exit code.
-fn migrate(env: &Path, journal: &Path, args: &[&str], code: i32) -> serde_json::Value {
+pub(super) fn migrate(env: &Path, journal: &Path, args: &[&str], code: i32) -> serde_json::Value {
     let mut all = vec![
         "--env-file",
         s(env),
@@ -360,14 +362,14 @@ fn mastomedia_unprivileged(args: &[&str]) -> Run {
 }
 
 /// An object as moto holds it.
-struct Stored {
-    body: Vec<u8>,
-    content_type: Option<String>,
-    cache_control: Option<String>,
-    etag: String,
+pub(super) struct Stored {
+    pub(super) body: Vec<u8>,
+    pub(super) content_type: Option<String>,
+    pub(super) cache_control: Option<String>,
+    pub(super) etag: String,
 }
 
-async fn get(bucket: &TestBucket, key: &str) -> Stored {
+pub(super) async fn get(bucket: &TestBucket, key: &str) -> Stored {
     let o = bucket
         .client
         .get_object()
@@ -389,7 +391,7 @@ async fn get(bucket: &TestBucket, key: &str) -> Stored {
 }
 
 /// Whether AllUsers may READ the object; a private object must grant no group anything.
-async fn acl(bucket: &TestBucket, key: &str) -> bool {
+pub(super) async fn acl(bucket: &TestBucket, key: &str) -> bool {
     let out = bucket
         .client
         .get_object_acl()
@@ -462,7 +464,7 @@ async fn assert_tree(bucket: &TestBucket, tree: &[Entry]) {
     }
 }
 
-fn ops(stats: &serde_json::Value, op: &str) -> u64 {
+pub(super) fn ops(stats: &serde_json::Value, op: &str) -> u64 {
     stats["ops"][op].as_u64().unwrap_or(0)
 }
 
@@ -762,8 +764,24 @@ async fn bucket_to_bucket_from_a_prefixed_source_makes_keys_relative() {
     let source = TestBucket::new().await;
     let target = TestBucket::new().await;
     let tree = mastodon_tree();
+    // As Mastodon wrote them: public-read, backups and imports private (a copy keeps the
+    // source's ACL).
     for e in &tree {
-        source.put(&format!("old-system/{}", e.key), &e.body).await;
+        let acl = if private_key(&e.key) {
+            aws_sdk_s3::types::ObjectCannedAcl::Private
+        } else {
+            aws_sdk_s3::types::ObjectCannedAcl::PublicRead
+        };
+        source
+            .client
+            .put_object()
+            .bucket(&source.name)
+            .key(format!("old-system/{}", e.key))
+            .acl(acl)
+            .body(e.body.clone().into())
+            .send()
+            .await
+            .unwrap();
     }
     // Outside the source's prefix: not Mastodon's, not copied.
     source.put("elsewhere/not-ours.png", PNG).await;
@@ -1014,6 +1032,26 @@ async fn verify_reports_a_changed_object_and_the_next_run_uploads_it_again() {
 async fn repair_fixes_headers_keeps_private_and_repair_acl_publishes_media_only() {
     let db = TestDb::new(Mastodon::V4_6, "UTC").await;
     let bucket = TestBucket::new().await;
+    // --repair-acl publishes only what a row in good standing vouches for: the local
+    // account 1's avatar and header, and the local emoji 2.
+    insert_account(
+        &db,
+        1,
+        None,
+        Some(("dddddddddddddddd.gif", "image/gif")),
+        Some(("eeeeeeeeeeeeeeee.jpeg", "image/jpeg")),
+        Some(1),
+        1.0,
+        1.0,
+    )
+    .await;
+    insert_emoji(&db, 2, None, "ffffffffffffffff.png").await;
+    let vouched = [
+        "accounts/avatars/000/000/001/original/dddddddddddddddd.gif",
+        "accounts/avatars/000/000/001/static/dddddddddddddddd.png",
+        "accounts/headers/000/000/001/original/eeeeeeeeeeeeeeee.jpeg",
+        "custom_emojis/images/000/000/002/original/ffffffffffffffff.png",
+    ];
     // A suspended account's avatar must stay private even with --repair-acl.
     insert_account(
         &db,
@@ -1073,12 +1111,14 @@ async fn repair_fixes_headers_keeps_private_and_repair_acl_publishes_media_only(
         assert!(!acl(&bucket, &e.key).await, "{} still private", e.key);
     }
 
-    // --repair --repair-acl: media public-read, backups/imports and the suspended avatar not.
+    // --repair --repair-acl: what rows in good standing vouch for becomes public-read;
+    // backups/imports, the suspended avatar and keys without a row do not.
     let r = migrate(&env, &journal, &["--repair", "--repair-acl"], 0);
-    assert_eq!(r["repaired"], n - private - 1, "{r:#}");
-    assert_eq!(r["left_private"], 1);
+    assert_eq!(r["repaired"], vouched.len() as u64, "{r:#}");
+    assert_eq!(r["left_private"], n - private - vouched.len() as u64);
     for e in &tree {
-        let want_public = !private_key(&e.key) && e.key != suspended;
+        let want_public = vouched.contains(&e.key.as_str());
+        assert!(!want_public || (!private_key(&e.key) && e.key != suspended));
         assert_eq!(acl(&bucket, &e.key).await, want_public, "{}", e.key);
         let o = get(&bucket, &e.key).await;
         assert!(o.body == e.body);

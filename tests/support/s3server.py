@@ -73,6 +73,8 @@ FAULT_FIELDS = {
     "reject_checksum_headers": bool,
     # unsigned GET/HEAD requests are forwarded instead of answering AccessDenied
     "allow_anonymous": bool,
+    # GetObjectAcl -> 501 NotImplemented (providers without ACL reads, e.g. R2)
+    "acl_not_implemented": bool,
 }
 
 ERROR_STATUS = {
@@ -565,6 +567,10 @@ class ProxyHandler(BaseHTTPRequestHandler):
                         self.injected(b)
                         raise S3Error(400, "InvalidArgument",
                                       f"Unsupported header '{lk}' received for this API call.")
+            if op == "GetObjectAcl" and cfg.get("acl_not_implemented"):
+                self.injected(b)
+                raise S3Error(501, "NotImplemented",
+                              "A header you provided implies functionality that is not implemented")
             sd = cfg.get("slowdown")
             if sd:
                 ops = sd.get("ops") or []
