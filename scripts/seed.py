@@ -700,8 +700,11 @@ def upload(args, objects, bucket):
                 return
             key, ct, size = item
             try:
+                # As Mastodon uploads (S3_PERMISSION defaults to public-read); stray keys
+                # outside the layout stay private, as an admin's own files would be.
+                acl = "public-read" if "/" in key else "private"
                 client.put_object(Bucket=bucket, Key=key, Body=body(key, size), ContentType=ct,
-                                  CacheControl="public, max-age=315576000, immutable")
+                                  CacheControl="public, max-age=315576000, immutable", ACL=acl)
                 with lock:
                     state["done"] += 1
                     state["bytes"] += size

@@ -176,9 +176,9 @@ impl MigrateReport {
             let _ = writeln!(
                 s,
                 "{} files copied earlier are gone from the source since (deleted or replaced by Mastodon); migrate never deletes them in the bucket. \
-                 `mastomedia orphans --delete` removes those no row owns any more (add --include-stale for stale remote copies), \
-                 but a key of a row that still exists (a local avatar or header replaced during the migration window) it classifies as referenced (local_row) and never deletes. \
-                 Check each key, then remove it by exact key:",
+                 Once Mastodon uses the bucket, `mastomedia orphans --delete --include-stale --accept-risk local-keys` removes those no row owns any more \
+                 (orphans) and the old files of rows that now store another one (stale copies: a local avatar or header replaced during the migration window); \
+                 `orphans --delete --include-stale --dry-run` shows them first. Or remove each by exact key:",
                 self.deleted_at_source
             );
             for k in &self.deleted_at_source_keys {

@@ -499,9 +499,10 @@ async fn case3_replaced_local_avatar_hint_lists_keys() {
         "the exact key and the command that removes it:\n{}",
         run.stdout
     );
+    let hint = "orphans --delete --include-stale --accept-risk local-keys";
     assert!(
-        run.stdout.contains("referenced (local_row)"),
-        "says what orphans does with it:\n{}",
+        run.stdout.contains(hint),
+        "names the orphans command that removes it:\n{}",
         run.stdout
     );
     let r = migrate(&env, &journal, &["--from", s(&root)], 0);
@@ -511,4 +512,39 @@ async fn case3_replaced_local_avatar_hint_lists_keys() {
         "{r:#}"
     );
     assert!(bucket.keys().await.contains(old));
+
+    // The hint is true: with Mastodon's database (account 1 is local and stores the new
+    // avatar), that orphans command removes the old key and keeps the new one.
+    let db = TestDb::new(Mastodon::V4_6, "UTC").await;
+    insert_account(
+        &db,
+        1,
+        None,
+        Some(("2222222222222222.png", "image/png")),
+        None,
+        None,
+        1.0,
+        1.0,
+    )
+    .await;
+    let env_db = s3_env_file(&db, &bucket.name, &[]);
+    let orphans_journal = temp_dir("orphans-j").join("j.sqlite");
+    let mut args = vec![
+        "--env-file",
+        s(&env_db),
+        "orphans",
+        "--journal",
+        s(&orphans_journal),
+        "--min-age",
+        "0",
+    ];
+    args.extend(hint.split(' ').skip(1));
+    // This bucket holds two objects, so the one stale copy is half of it: accepted here.
+    args.extend(["--max-share", "100"]);
+    let run = mastomedia(&args);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let keys = bucket.keys().await;
+    assert!(!keys.contains(old), "{keys:?}\n{}", run.stdout);
+    assert!(keys.contains(new), "{keys:?}");
+    db.drop_db().await;
 }
