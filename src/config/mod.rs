@@ -107,8 +107,13 @@ pub struct S3Config {
     pub secret_access_key: Secret<String>,
     /// `S3_OPEN_TIMEOUT` (default 5 s): connect timeout.
     pub open_timeout: Duration,
-    /// `S3_READ_TIMEOUT` (default 5 s), raised to at least 120 s as Mastodon's batch delete does.
+    /// `S3_READ_TIMEOUT` (default 5 s): the time one attempt of a short request (listing,
+    /// HEAD, ACL read, single delete) may take.
     pub read_timeout: Duration,
+    /// The same, raised to at least 120 s as Mastodon's batch delete does: the attempt
+    /// timeout of `DeleteObjects` and of requests that carry or copy a body (PutObject,
+    /// UploadPart, CopyObject, CompleteMultipartUpload, GetObject).
+    pub long_timeout: Duration,
     /// `S3_RETRY_LIMIT`: SDK attempts per request (we use at least 3).
     pub max_attempts: u32,
     /// `MASTOMEDIA_DELETE_CHECKSUM` (`md5`, the default, or `crc32`): the integrity
@@ -582,7 +587,8 @@ fn s3_config(vars: &Vars) -> Result<S3Config, ConfigError> {
         ))
     };
     let open_timeout = secs("S3_OPEN_TIMEOUT", 5)?;
-    let read_timeout = secs("S3_READ_TIMEOUT", 5)?.max(Duration::from_secs(120));
+    let read_timeout = secs("S3_READ_TIMEOUT", 5)?.max(Duration::from_secs(1));
+    let long_timeout = read_timeout.max(Duration::from_secs(120));
     let retry_limit: u32 = vars
         .number(
             "S3_RETRY_LIMIT",
@@ -629,6 +635,7 @@ fn s3_config(vars: &Vars) -> Result<S3Config, ConfigError> {
         secret_access_key: Secret::new(secret),
         open_timeout,
         read_timeout,
+        long_timeout,
         max_attempts: (retry_limit + 1).max(5),
         delete_checksum,
     })

@@ -13,4 +13,5 @@ mod orphans_ownership;
 mod provider_checksums;
 mod prune;
 mod support;
+mod timeouts;
 mod usage_errors;

@@ -73,6 +73,9 @@ FAULT_FIELDS = {
     "reject_checksum_headers": bool,
     # unsigned GET/HEAD requests are forwarded instead of answering AccessDenied
     "allow_anonymous": bool,
+    # {"count": N, "ops": [...], "seconds": S}: the first N requests of those ops (all ops if
+    # empty) are answered only after S seconds (a stalled provider)
+    "stall": dict,
     # GetObjectAcl -> 501 NotImplemented (providers without ACL reads, e.g. R2)
     "acl_not_implemented": bool,
 }
@@ -291,6 +294,7 @@ class BucketState:
     def __init__(self):
         self.config = {}
         self.slowdown_left = 0
+        self.stall_left = 0
         self.delete_error_counts = {}
         self.reset_stats()
 
@@ -571,6 +575,16 @@ class ProxyHandler(BaseHTTPRequestHandler):
                 self.injected(b)
                 raise S3Error(501, "NotImplemented",
                               "A header you provided implies functionality that is not implemented")
+            stall = cfg.get("stall")
+            if stall:
+                ops = stall.get("ops") or []
+                with st.lock:
+                    hit = b.stall_left > 0 and (not ops or op in ops)
+                    if hit:
+                        b.stall_left -= 1
+                        b.injected += 1
+                if hit:
+                    time.sleep(float(stall.get("seconds", 30)))
             sd = cfg.get("slowdown")
             if sd:
                 ops = sd.get("ops") or []
@@ -861,6 +875,7 @@ class ProxyHandler(BaseHTTPRequestHandler):
                     b = st.bucket(bucket)
                     b.config = cfg
                     b.slowdown_left = (cfg.get("slowdown") or {}).get("count", 0)
+                    b.stall_left = (cfg.get("stall") or {}).get("count", 0)
                     b.delete_error_counts = {}
                 return self.send_json(200, {"bucket": bucket, "config": cfg})
             if self.command == "DELETE":
@@ -868,6 +883,7 @@ class ProxyHandler(BaseHTTPRequestHandler):
                     b = st.bucket(bucket)
                     b.config = {}
                     b.slowdown_left = 0
+                    b.stall_left = 0
                     b.delete_error_counts = {}
                 return self.send_json(200, {"bucket": bucket, "config": {}})
             if self.command == "GET":

@@ -133,7 +133,9 @@ impl S3Store {
         if let Some(a) = &headers.acl {
             req = req.acl(acl(a));
         }
-        req.send()
+        req.customize()
+            .config_override(self.long_timeout())
+            .send()
             .await
             .map(|_| ())
             .map_err(|e| self.classify("PutObject", e))
@@ -185,6 +187,8 @@ impl S3Store {
                             .set_parts(Some(parts))
                             .build(),
                     )
+                    .customize()
+                    .config_override(self.long_timeout())
                     .send()
                     .await
                     .map(|_| ())
@@ -225,6 +229,8 @@ impl S3Store {
                 .part_number(number)
                 .content_length(len as i64)
                 .body(stream)
+                .customize()
+                .config_override(self.long_timeout())
                 .send()
                 .await
                 .map_err(|e| self.classify("UploadPart", e))?;
@@ -270,7 +276,9 @@ impl S3Store {
         if let Some((off, len)) = range {
             req = req.range(format!("bytes={}-{}", off, off + len - 1));
         }
-        req.send()
+        req.customize()
+            .config_override(self.long_timeout())
+            .send()
             .await
             .map(|o| o.body)
             .map_err(|e| self.classify("GetObject", e))
@@ -342,7 +350,9 @@ impl S3Store {
         if let Some(a) = &headers.acl {
             req = req.acl(acl(a));
         }
-        req.send()
+        req.customize()
+            .config_override(self.long_timeout())
+            .send()
             .await
             .map(|_| ())
             .map_err(|e| self.classify("CopyObject", e))
