@@ -34,7 +34,7 @@ use crate::mastodon::{ClearRequest, Db, DbError};
 use crate::plan::layout::{KeyPrefix, ObjectKey};
 use crate::plan::prune::row_keys;
 use crate::report::{Failure, PassReport, Progress};
-use crate::store::{DeleteOutcome, Store, StoreError};
+use crate::store::{DeleteOutcome, Store, StoreError, validate_key};
 
 /// Settings of one pass.
 #[derive(Debug, Clone)]
@@ -254,11 +254,19 @@ async fn process_chunk<S: Store>(
     fatal: &CancellationToken,
     cancel: &CancellationToken,
 ) -> Result<Vec<RowResult>, StoreError> {
+    // A row with a key no backend may address (`..`, `.` or empty segments, built from a
+    // hostile `*_file_name`) is left as it is and listed; none of its keys is sized or
+    // deleted, in a dry run too.
+    let (chunk, refused) = split_refused(chunk);
+    let mut out = refused;
     let keys: Vec<ObjectKey> = chunk
         .rows
         .iter()
         .flat_map(|(_, k)| k.iter().cloned())
         .collect();
+    if keys.is_empty() {
+        return Ok(out);
+    }
     if fatal.is_cancelled() {
         return Err(StoreError::Transport(
             "run stopped by an earlier fatal error".into(),
@@ -279,18 +287,15 @@ async fn process_chunk<S: Store>(
         Err(e) if e.is_fatal() => return Err(e),
         Err(e) => {
             // Cannot size: treat every key as failed for this run, touch nothing.
-            return Ok(chunk
-                .rows
-                .into_iter()
-                .map(|(row, keys)| RowResult {
-                    row,
-                    gone: false,
-                    deleted: 0,
-                    already_gone: 0,
-                    failed: keys.into_iter().map(|k| (k, e.clone())).collect(),
-                    bytes: 0,
-                })
-                .collect());
+            out.extend(chunk.rows.into_iter().map(|(row, keys)| RowResult {
+                row,
+                gone: false,
+                deleted: 0,
+                already_gone: 0,
+                failed: keys.into_iter().map(|k| (k, e.clone())).collect(),
+                bytes: 0,
+            }));
+            return Ok(out);
         }
     };
     // Item-level retries of retryable per-key failures, full jitter, doubling.
@@ -310,7 +315,7 @@ async fn process_chunk<S: Store>(
         return Err(e.clone());
     }
     let mut i = 0;
-    let mut out = Vec::with_capacity(chunk.rows.len());
+    out.reserve(chunk.rows.len());
     for (row, row_keys) in chunk.rows {
         let mut r = RowResult {
             row,
@@ -339,4 +344,30 @@ async fn process_chunk<S: Store>(
         out.push(r);
     }
     Ok(out)
+}
+
+/// Splits off the rows of `chunk` with a key [`validate_key`] refuses, as failed results
+/// (the refused keys listed with their reason; the row's other keys are not touched).
+fn split_refused(chunk: Chunk) -> (Chunk, Vec<RowResult>) {
+    let mut kept = Vec::with_capacity(chunk.rows.len());
+    let mut refused = Vec::new();
+    for (row, keys) in chunk.rows {
+        let failed: Vec<(ObjectKey, StoreError)> = keys
+            .iter()
+            .filter_map(|k| validate_key(k).err().map(|e| (k.clone(), e)))
+            .collect();
+        if failed.is_empty() {
+            kept.push((row, keys));
+        } else {
+            refused.push(RowResult {
+                row,
+                gone: false,
+                deleted: 0,
+                already_gone: 0,
+                failed,
+                bytes: 0,
+            });
+        }
+    }
+    (Chunk { rows: kept }, refused)
 }
