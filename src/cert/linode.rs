@@ -84,6 +84,62 @@ struct ApiError {
     reason: String,
 }
 
+/// Checks `LINODE_API_URL` before the Bearer token is ever attached to a request to it.
+///
+/// The value is parsed as a URL (WHATWG rules, as reqwest sends it) and its host compared
+/// exactly, never by string prefix: `https://` with any host is accepted; plain `http://`
+/// only when the host is exactly `localhost`, `127.0.0.1` or `[::1]` (the test doubles),
+/// so `http://127.0.0.10`, `http://127.0.0.1.example.net`, `http://localhost.example.net`
+/// and `http://localhost@example.net` are refused. A user name or password, a query or a
+/// fragment is refused too (paths are appended to the base). Errors:
+/// [`CertError::Setup`] naming the variable; the message never repeats a password.
+pub fn check_api_url(base: &str) -> Result<(), CertError> {
+    let refuse = |why: &str| {
+        let shown = match reqwest::Url::parse(base) {
+            Ok(mut u) => {
+                if u.password().is_some() {
+                    let _ = u.set_password(Some("[redacted]"));
+                }
+                u.as_str().trim_end_matches('/').to_owned()
+            }
+            Err(_) if base.contains('@') => "[not shown: it contains '@']".to_owned(),
+            Err(_) => base.to_owned(),
+        };
+        Err(CertError::Setup(format!("LINODE_API_URL={shown} {why}")))
+    };
+    let url = match reqwest::Url::parse(base) {
+        Ok(u) => u,
+        Err(e) => {
+            return refuse(&format!(
+                "is not a URL ({e}): set it to https://api.linode.com/v4 or remove it"
+            ));
+        }
+    };
+    if !url.username().is_empty() || url.password().is_some() {
+        return refuse("must not contain a user name or password (the API takes LINODE_TOKEN)");
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return refuse("must not have a query or fragment (API paths are appended to it)");
+    }
+    match url.scheme() {
+        "https" if url.host().is_some() => Ok(()),
+        "http" => {
+            // `host_str` is the parsed, serialised host: an IPv4 address in dotted
+            // decimal (`127.1` and `0x7f.0.0.1` become `127.0.0.1`), an IPv6 address in
+            // brackets, a domain lower-cased. A domain can never serialise as an address.
+            let loopback = matches!(url.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"));
+            if loopback {
+                Ok(())
+            } else {
+                refuse(
+                    "must be an https:// URL: plain http:// is accepted only for exactly localhost, 127.0.0.1 or [::1] (the token would travel in clear text)",
+                )
+            }
+        }
+        _ => refuse("must be an https:// URL (the token would travel in clear text otherwise)"),
+    }
+}
+
 /// A client of the API.
 #[derive(Debug, Clone)]
 pub struct Linode {
@@ -93,23 +149,16 @@ pub struct Linode {
 }
 
 impl Linode {
-    /// A client for `base` (e.g. `https://api.linode.com/v4`) with `token`. Errors: a base
-    /// URL that is not `https://` (plain `http://` is accepted only for loopback test
-    /// doubles, so the token never crosses a network in clear text).
+    /// A client for `base` (e.g. `https://api.linode.com/v4`) with `token`. Errors:
+    /// [`CertError::Setup`] when [`check_api_url`] refuses `base`, so the token is never
+    /// sent over plain http to anything but this machine's loopback.
     pub fn new(
         http: reqwest::Client,
         base: &str,
         token: Secret<String>,
     ) -> Result<Self, CertError> {
         let base = base.trim_end_matches('/').to_owned();
-        let loopback = ["http://127.0.0.1", "http://localhost", "http://[::1]"]
-            .iter()
-            .any(|p| base.starts_with(p));
-        if !base.starts_with("https://") && !loopback {
-            return Err(CertError::Setup(format!(
-                "LINODE_API_URL={base} must be an https:// URL (the token would travel in clear text)"
-            )));
-        }
+        check_api_url(&base)?;
         Ok(Self { http, base, token })
     }
 
@@ -291,6 +340,48 @@ impl Linode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn case6_plain_http_only_for_exact_loopback_hosts() {
+        for ok in [
+            "https://api.linode.com/v4",
+            "https://10.0.0.1:8443/v4",
+            "http://127.0.0.1:4000/v4",
+            "http://127.0.0.1/v4",
+            "http://localhost:4000/v4",
+            "http://LOCALHOST:4000/v4",
+            "http://[::1]:4000/v4",
+        ] {
+            assert!(check_api_url(ok).is_ok(), "{ok} was refused");
+        }
+        for bad in [
+            "http://127.0.0.10:4000/v4",
+            "http://127.0.0.1.example.net/v4",
+            "http://localhost.example.net/v4",
+            "http://localhost@example.net/v4",
+            "http://127.0.0.1@example.net/v4",
+            "http://127.0.0.1:4000@example.net/v4",
+            "http://[::1].example.net/v4",
+            "http://[::2]:4000/v4",
+            "http://localhost./v4",
+            "http://10.0.0.1/v4",
+            "http://api.linode.com/v4",
+            "ftp://localhost/v4",
+            "api.linode.com/v4",
+            "https://",
+            "https://user:hunter2@api.linode.com/v4",
+            "https://api.linode.com/v4?x=1",
+            "https://api.linode.com/v4#f",
+        ] {
+            match check_api_url(bad) {
+                Err(CertError::Setup(m)) => {
+                    assert!(m.starts_with("LINODE_API_URL="), "{bad}: {m}");
+                    assert!(!m.contains("hunter2"), "{bad}: the password leaked: {m}");
+                }
+                other => panic!("{bad} was not refused: {other:?}"),
+            }
+        }
+    }
 
     #[test]
     fn cname_targets_include_the_website_form() {

@@ -3,7 +3,8 @@
 //! Order of work: config → database (schema, advisory lock, retention setting) → store
 //! check → UPDATE privilege check on every column we may clear → passes (media, then
 //! profiles, then preview cards), each through the pool and its dry-run gate → summary.
-//! Nothing is deleted before every check has passed.
+//! Nothing is deleted before every check has passed, and no delete batch is sent unless
+//! the advisory lock's session still holds the lock (else exit 3).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -16,7 +17,7 @@ use super::{CommandError, WithStore, interrupt_token, load_config, with_store};
 use crate::cli::prune::Args;
 use crate::config::{Config, StorageConfig};
 use crate::inventory::Selection;
-use crate::mastodon::{Db, DbError};
+use crate::mastodon::{Db, DbError, RunLock};
 use crate::plan::layout::KeyPrefix;
 use crate::plan::prune::{
     DEFAULT_PREVIEW_CARD_DAYS, DaysSource, MIN_PREVIEW_CARD_DAYS, cutoff, effective_days,
@@ -40,7 +41,7 @@ pub async fn run(
         schema_migration = db.schema().migration_version.as_deref().unwrap_or("?"),
         "connected to Mastodon's database"
     );
-    let _lock = db.lock("prune").await.map_err(db_error)?;
+    let lock = Arc::new(db.lock("prune").await.map_err(db_error)?);
     let setting = db.media_retention_days().await.map_err(db_error)?;
     let (days, source) = effective_days(args.days, setting);
     let now = Utc::now();
@@ -62,6 +63,7 @@ pub async fn run(
         source,
         quiet,
         cancel: interrupt_token(),
+        lock,
     };
     let report = with_store(&cfg, limiter, job).await?;
     report.print(args.json);
@@ -139,6 +141,8 @@ struct PruneJob<'a> {
     source: DaysSource,
     quiet: bool,
     cancel: CancellationToken,
+    /// Proved held before every delete batch.
+    lock: Arc<RunLock>,
 }
 
 fn rfc3339(t: chrono::DateTime<Utc>) -> String {
@@ -156,6 +160,7 @@ impl WithStore<Result<PruneReport, CommandError>> for PruneJob<'_> {
             concurrency: self.args.concurrency as usize,
             key_prefix,
             gate: Gate::new(self.args.dry_run),
+            lock: Some(self.lock.clone()),
             ..PassOptions::default()
         };
         check_store(store.as_ref(), &opts).await.map_err(|e| {
@@ -222,6 +227,12 @@ impl WithStore<Result<PruneReport, CommandError>> for PruneJob<'_> {
             progress.finish();
             match result {
                 Ok(p) => report.passes.push(p),
+                Err(PassError::Db(e @ DbError::LockLost { .. })) => {
+                    // Stop with the summary of what was done; exit 3.
+                    tracing::error!("{e}");
+                    report.fatal = Some(e.to_string());
+                    break;
+                }
                 Err(PassError::Db(e)) => return Err(db_error(e)),
                 Err(PassError::Store(e)) => {
                     report.fatal = Some(format!(

@@ -8,6 +8,7 @@ pub struct LinodeConfig {
     /// `LINODE_TOKEN`: a personal access token with Object Storage read/write scope.
     pub token: Option<Secret<String>>,
     /// `LINODE_API_URL` (default `https://api.linode.com/v4`; tests point it at a double).
+    /// Checked by [`crate::cert::linode::check_api_url`] before the token is sent to it.
     pub api_url: String,
     /// `LINODE_REGION`: the bucket's region id (`us-east`); found through the API when unset.
     pub region: Option<String>,

@@ -62,6 +62,18 @@ pub enum DbError {
         "another mastomedia {0} is running against this database (advisory lock held); try again when it has finished"
     )]
     Locked(String),
+    /// The session holding our advisory lock ended (terminated, restart or failover,
+    /// `idle_session_timeout`, a proxy that switched sessions): another run may hold the
+    /// lock now, so nothing more may be deleted.
+    #[error(
+        "lost the advisory lock of mastomedia {job} (the database session holding it ended: {detail}); another run may have started; stopping before the next delete. Run again to continue; if DB_HOST/DATABASE_URL points at PgBouncer in transaction mode, point mastomedia at PostgreSQL itself or a session-mode pool (an advisory lock needs one session)"
+    )]
+    LockLost {
+        /// The job whose lock was lost (`prune`).
+        job: String,
+        /// What the check saw.
+        detail: String,
+    },
 }
 
 impl DbError {
@@ -82,9 +94,60 @@ pub struct Db {
 
 /// Holds a session-level advisory lock for as long as it lives: the lock's connection is
 /// detached from the pool, so dropping it closes the session, which releases the lock.
+/// The session can end under us (`pg_terminate_backend`, a restart, `idle_session_timeout`,
+/// a proxy): [`RunLock::ensure_held`] tells, and must pass before every destructive step.
 #[derive(Debug)]
 pub struct RunLock {
-    _conn: sqlx::PgConnection,
+    job: String,
+    key: i64,
+    /// `pg_backend_pid()` of the session that took the lock.
+    pid: i32,
+    conn: tokio::sync::Mutex<sqlx::PgConnection>,
+}
+
+/// How long [`RunLock::ensure_held`] waits for the lock session to answer.
+pub const LOCK_CHECK_TIMEOUT: Duration = Duration::from_secs(15);
+
+impl RunLock {
+    /// Proves, on the lock's own connection, that its session is alive, is still the
+    /// backend that took the lock, and still holds it (`pg_locks`: advisory, granted, our
+    /// key, our pid). One round trip; call it right before each delete batch (and, in
+    /// other commands, before each destructive step). Errors: [`DbError::LockLost`] when
+    /// the query fails (the session is gone), answers no, or does not answer within
+    /// [`LOCK_CHECK_TIMEOUT`].
+    pub async fn ensure_held(&self) -> Result<(), DbError> {
+        let lost = |detail: String| DbError::LockLost {
+            job: self.job.clone(),
+            detail,
+        };
+        let mut conn = self.conn.lock().await;
+        let check = sqlx::query_scalar::<_, bool>(
+            "SELECT pg_backend_pid() = $1 AND EXISTS (SELECT 1 FROM pg_locks \
+             WHERE locktype = 'advisory' AND pid = $1 AND granted AND objsubid = 1 \
+             AND classid = (($2 >> 32) & 4294967295)::oid AND objid = ($2 & 4294967295)::oid \
+             AND database = (SELECT oid FROM pg_database WHERE datname = current_database()))",
+        )
+        .bind(self.pid)
+        .bind(self.key)
+        .fetch_one(&mut *conn);
+        match tokio::time::timeout(LOCK_CHECK_TIMEOUT, check).await {
+            Ok(Ok(true)) => Ok(()),
+            Ok(Ok(false)) => Err(lost(format!(
+                "backend {} no longer holds it, or this connection now reaches another session",
+                self.pid
+            ))),
+            Ok(Err(e)) => Err(lost(e.to_string())),
+            Err(_) => Err(lost(format!(
+                "no answer within {} s",
+                LOCK_CHECK_TIMEOUT.as_secs()
+            ))),
+        }
+    }
+
+    /// The backend pid of the session holding the lock (for messages and tests).
+    pub fn backend_pid(&self) -> i32 {
+        self.pid
+    }
 }
 
 impl Db {
@@ -113,8 +176,10 @@ impl Db {
         &self.schema
     }
 
-    /// Takes the advisory lock for `job` (e.g. `prune`) without waiting. Two runs of the same
-    /// job against the same database never overlap. Errors: [`DbError::Locked`].
+    /// Takes the advisory lock for `job` (e.g. `prune`) without waiting and proves it is
+    /// held ([`RunLock::ensure_held`]). Two runs of the same job against the same database
+    /// never overlap while each checks the lock before its destructive steps. Errors:
+    /// [`DbError::Locked`], [`DbError::LockLost`].
     pub async fn lock(&self, job: &str) -> Result<RunLock, DbError> {
         let mut conn = self
             .pool
@@ -130,10 +195,21 @@ impl Db {
         if !got {
             return Err(DbError::Locked(job.to_owned()));
         }
+        let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(|e| DbError::query("reading the advisory lock's session", e))?;
         // Detach: the lock lives with this session; dropping closes the connection.
-        Ok(RunLock {
-            _conn: conn.detach(),
-        })
+        let lock = RunLock {
+            job: job.to_owned(),
+            key,
+            pid,
+            conn: tokio::sync::Mutex::new(conn.detach()),
+        };
+        // Behind a proxy that hands each statement to another session the lock protects
+        // nothing: find out now, before any change, rather than at the first delete.
+        lock.ensure_held().await?;
+        Ok(lock)
     }
 
     /// The instance's `media_cache_retention_period` in days, `None` when unset, empty or

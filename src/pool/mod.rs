@@ -11,6 +11,8 @@
 //! or already missing); a row with a failed key is left as it was and counted. Every delete
 //! and every row update goes through [`Gate`]; with `dry_run` nothing is sent that changes
 //! anything. Cancelling stops intake; chunks already in flight finish, with their updates.
+//! Right before each delete batch the run's advisory lock is proved held
+//! ([`PassOptions::lock`]); once it is lost no chunk sends another delete.
 
 mod bounded;
 mod gate;
@@ -19,7 +21,7 @@ pub mod scan;
 
 pub use bounded::bounded;
 pub use gate::Gate;
-pub use retry::delete_with_retries;
+pub use retry::{delete_with_retries, delete_with_retries_locked};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,11 +32,11 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::inventory::{CandidateRow, Selection};
-use crate::mastodon::{ClearRequest, Db, DbError};
+use crate::mastodon::{ClearRequest, Db, DbError, RunLock};
 use crate::plan::layout::{KeyPrefix, ObjectKey};
 use crate::plan::prune::row_keys;
 use crate::report::{Failure, PassReport, Progress};
-use crate::store::{DeleteOutcome, Store, StoreError};
+use crate::store::{DeleteOutcome, Store, StoreError, validate_key};
 
 /// Settings of one pass.
 #[derive(Debug, Clone)]
@@ -51,6 +53,9 @@ pub struct PassOptions {
     pub retry_base: Duration,
     /// The dry-run gate every delete and row update passes through.
     pub gate: Gate,
+    /// The run's advisory lock, proved held right before every delete batch
+    /// ([`RunLock::ensure_held`]); `None` only in tests of the pool itself.
+    pub lock: Option<Arc<RunLock>>,
 }
 
 impl Default for PassOptions {
@@ -62,6 +67,7 @@ impl Default for PassOptions {
             key_attempts: 4,
             retry_base: Duration::from_millis(500),
             gate: Gate::new(true),
+            lock: None,
         }
     }
 }
@@ -161,15 +167,25 @@ pub async fn run_pass<S: Store>(
         |chunk| process_chunk(store.as_ref(), gate, chunk, opts, &fatal, cancel),
     ));
 
-    // Stage 3: clear rows whose objects are all gone, one statement per chunk.
-    let mut fatal_error: Option<StoreError> = None;
+    // Stage 3: clear rows whose objects are all gone, one statement per chunk. After a
+    // fatal error (or a lost advisory lock) no chunk starts deleting any more, but rows
+    // whose objects were already confirmed gone are still cleared: the guarded UPDATE
+    // cannot clear a row another run or Mastodon changed meanwhile, and skipping it
+    // would leave rows naming deleted objects until the next run.
+    let mut fatal_error: Option<PassError> = None;
     while let Some(outcome) = results.next().await {
         let rows = match outcome {
             Ok(rows) => rows,
-            Err(e) => {
+            Err(ChunkError { rows, error }) => {
                 fatal.cancel();
-                fatal_error.get_or_insert(e);
-                continue;
+                // The lock loss is the cause to report, whatever other chunks saw after it.
+                match (&fatal_error, &error) {
+                    (None, _) | (Some(PassError::Store(_)), PassError::Db(_)) => {
+                        fatal_error = Some(error)
+                    }
+                    _ => {}
+                }
+                rows
             }
         };
         let mut to_clear = Vec::new();
@@ -239,13 +255,30 @@ pub async fn run_pass<S: Store>(
         }
     }
     if let Some(e) = fatal_error {
-        return Err(PassError::Store(e));
+        return Err(e);
     }
     Ok(report)
 }
 
+/// A chunk that stopped the pass: the error, and the results of the rows of the chunk
+/// whose deletes had already been sent (their confirmed-gone rows are still cleared).
+struct ChunkError {
+    rows: Vec<RowResult>,
+    error: PassError,
+}
+
+impl From<StoreError> for ChunkError {
+    fn from(e: StoreError) -> Self {
+        ChunkError {
+            rows: Vec::new(),
+            error: PassError::Store(e),
+        }
+    }
+}
+
 /// Sizes, deletes and retries one chunk. Returns a fatal store error (bad credentials,
-/// missing bucket) instead of per-row results when nothing else could work either.
+/// missing bucket) instead of per-row results when nothing else could work either, and
+/// [`DbError::LockLost`] when the advisory lock is gone right before a delete batch.
 async fn process_chunk<S: Store>(
     store: &S,
     gate: Gate,
@@ -253,22 +286,32 @@ async fn process_chunk<S: Store>(
     opts: &PassOptions,
     fatal: &CancellationToken,
     cancel: &CancellationToken,
-) -> Result<Vec<RowResult>, StoreError> {
+) -> Result<Vec<RowResult>, ChunkError> {
+    // A row with a key no backend may address (`..`, `.` or empty segments, built from a
+    // hostile `*_file_name`) is left as it is and listed; none of its keys is sized or
+    // deleted, in a dry run too.
+    let (chunk, refused) = split_refused(chunk);
+    let mut out = refused;
     let keys: Vec<ObjectKey> = chunk
         .rows
         .iter()
         .flat_map(|(_, k)| k.iter().cloned())
         .collect();
+    if keys.is_empty() {
+        return Ok(out);
+    }
     if fatal.is_cancelled() {
-        return Err(StoreError::Transport(
-            "run stopped by an earlier fatal error".into(),
-        ));
+        return Err(StoreError::Transport("run stopped by an earlier fatal error".into()).into());
     }
     // Sizes from the store itself (D6); the same in a dry run. Sizing only reads, so an
     // interrupt abandons it and skips the chunk: nothing of it has been deleted yet.
     let sized = tokio::select! {
         biased;
         _ = cancel.cancelled() => return Ok(Vec::new()),
+        // Another chunk hit a fatal error or lost the lock: this one has deleted nothing.
+        _ = fatal.cancelled() => {
+            return Err(StoreError::Transport("run stopped by an earlier fatal error".into()).into());
+        }
         r = store.stat_many(&keys) => r,
     };
     if cancel.is_cancelled() {
@@ -276,41 +319,52 @@ async fn process_chunk<S: Store>(
     }
     let sizes = match sized {
         Ok(s) => s,
-        Err(e) if e.is_fatal() => return Err(e),
+        Err(e) if e.is_fatal() => return Err(e.into()),
         Err(e) => {
             // Cannot size: treat every key as failed for this run, touch nothing.
-            return Ok(chunk
-                .rows
-                .into_iter()
-                .map(|(row, keys)| RowResult {
-                    row,
-                    gone: false,
-                    deleted: 0,
-                    already_gone: 0,
-                    failed: keys.into_iter().map(|k| (k, e.clone())).collect(),
-                    bytes: 0,
-                })
-                .collect());
+            out.extend(chunk.rows.into_iter().map(|(row, keys)| RowResult {
+                row,
+                gone: false,
+                deleted: 0,
+                already_gone: 0,
+                failed: keys.into_iter().map(|k| (k, e.clone())).collect(),
+                bytes: 0,
+            }));
+            return Ok(out);
         }
     };
-    // Item-level retries of retryable per-key failures, full jitter, doubling.
-    let outcomes = delete_with_retries(
+    // Another chunk hit a fatal error (or lost the lock) while this one was sizing.
+    if fatal.is_cancelled() {
+        return Err(StoreError::Transport("run stopped by an earlier fatal error".into()).into());
+    }
+    // Item-level retries of retryable per-key failures, full jitter, doubling; the lock is
+    // proved held right before each batch is sent.
+    let (outcomes, lock_lost) = match delete_with_retries_locked(
         gate,
         store,
         &keys,
         &sizes,
         opts.key_attempts,
         opts.retry_base,
+        opts.lock.as_deref(),
     )
-    .await;
+    .await
+    {
+        Ok(o) => (o, None),
+        Err((o, e)) => {
+            // Stop the other chunks before their next delete, at once.
+            fatal.cancel();
+            (o, Some(e))
+        }
+    };
     if let Some(DeleteOutcome::Failed(e)) = outcomes
         .iter()
         .find(|o| matches!(o, DeleteOutcome::Failed(e) if e.is_fatal()))
     {
-        return Err(e.clone());
+        return Err(e.clone().into());
     }
     let mut i = 0;
-    let mut out = Vec::with_capacity(chunk.rows.len());
+    out.reserve(chunk.rows.len());
     for (row, row_keys) in chunk.rows {
         let mut r = RowResult {
             row,
@@ -338,5 +392,37 @@ async fn process_chunk<S: Store>(
         }
         out.push(r);
     }
-    Ok(out)
+    match lock_lost {
+        None => Ok(out),
+        Some(e) => Err(ChunkError {
+            rows: out,
+            error: PassError::Db(e),
+        }),
+    }
+}
+
+/// Splits off the rows of `chunk` with a key [`validate_key`] refuses, as failed results
+/// (the refused keys listed with their reason; the row's other keys are not touched).
+fn split_refused(chunk: Chunk) -> (Chunk, Vec<RowResult>) {
+    let mut kept = Vec::with_capacity(chunk.rows.len());
+    let mut refused = Vec::new();
+    for (row, keys) in chunk.rows {
+        let failed: Vec<(ObjectKey, StoreError)> = keys
+            .iter()
+            .filter_map(|k| validate_key(k).err().map(|e| (k.clone(), e)))
+            .collect();
+        if failed.is_empty() {
+            kept.push((row, keys));
+        } else {
+            refused.push(RowResult {
+                row,
+                gone: false,
+                deleted: 0,
+                already_gone: 0,
+                failed,
+                bytes: 0,
+            });
+        }
+    }
+    (Chunk { rows: kept }, refused)
 }

@@ -5,8 +5,9 @@
 use std::time::Duration;
 
 use super::Gate;
+use crate::mastodon::{DbError, RunLock};
 use crate::plan::layout::ObjectKey;
-use crate::store::{DeleteOutcome, Store};
+use crate::store::{DeleteOutcome, Store, StoreError};
 
 /// Deletes exactly `keys` (at most the store's batch limit) through `gate`, then retries
 /// the keys that failed with a retryable error, `attempts` tries in all, waiting a random
@@ -21,6 +22,38 @@ pub async fn delete_with_retries<S: Store>(
     attempts: u32,
     base: Duration,
 ) -> Vec<DeleteOutcome> {
+    match delete_with_retries_locked(gate, store, keys, sizes, attempts, base, None).await {
+        Ok(outcomes) => outcomes,
+        Err((outcomes, _)) => outcomes, // no lock to lose
+    }
+}
+
+/// [`delete_with_retries`] under a run's advisory lock: [`RunLock::ensure_held`] passes
+/// right before the first batch and before every retry batch. Errors: the lock is gone;
+/// then the outcomes so far come back with it (`Failed` for keys never sent), and
+/// nothing more is sent.
+pub async fn delete_with_retries_locked<S: Store>(
+    gate: Gate,
+    store: &S,
+    keys: &[ObjectKey],
+    sizes: &[Option<u64>],
+    attempts: u32,
+    base: Duration,
+    lock: Option<&RunLock>,
+) -> Result<Vec<DeleteOutcome>, (Vec<DeleteOutcome>, DbError)> {
+    let check = async || match lock {
+        Some(l) => l.ensure_held().await,
+        None => Ok(()),
+    };
+    if let Err(e) = check().await {
+        let never = StoreError::Transport("not sent: the advisory lock was lost".into());
+        return Err((
+            keys.iter()
+                .map(|_| DeleteOutcome::Failed(never.clone()))
+                .collect(),
+            e,
+        ));
+    }
     let mut outcomes = gate.delete(store, keys, sizes).await;
     for attempt in 1..attempts {
         let retry: Vec<usize> = outcomes
@@ -36,6 +69,9 @@ pub async fn delete_with_retries<S: Store>(
         let wait = cap.mul_f64(fastrand::f64());
         tracing::debug!(keys = retry.len(), ?wait, "retrying failed deletes");
         tokio::time::sleep(wait).await;
+        if let Err(e) = check().await {
+            return Err((outcomes, e));
+        }
         let again: Vec<ObjectKey> = retry.iter().map(|&i| keys[i].clone()).collect();
         let sizes_again: Vec<Option<u64>> = retry.iter().map(|&i| sizes[i]).collect();
         let redo = gate.delete(store, &again, &sizes_again).await;
@@ -43,5 +79,5 @@ pub async fn delete_with_retries<S: Store>(
             outcomes[i] = o;
         }
     }
-    outcomes
+    Ok(outcomes)
 }

@@ -2,14 +2,20 @@
 //!
 //! Deletes remove the file, count `ENOENT` as already gone (D2), then remove parent folders
 //! that became empty, never the root itself and never a folder that still holds anything
-//! (D5). Keys with `..`, empty segments or a leading slash are refused.
+//! (D5). Keys [`validate_key`] refuses (`.`, `..` or empty segments, a leading slash) get
+//! no filesystem call. Folders are resolved before any stat or unlink: a symlinked folder
+//! leading outside the root, or a file that is itself a symlink, is refused, and only
+//! folders inside the root are ever removed. (Not proof against a concurrent swap of a
+//! folder for a symlink between the check and the unlink; Mastodon never makes either.)
 
 use std::io::ErrorKind;
 use std::path::{Component, Path, PathBuf};
 
 use futures::stream::{self, StreamExt};
 
-use super::{DeleteOutcome, Limiter, ListPage, ObjectMeta, Store, StoreError};
+use super::{
+    DeleteOutcome, INVALID_KEY, Limiter, ListPage, ObjectMeta, Store, StoreError, validate_key,
+};
 use crate::plan::layout::ObjectKey;
 
 /// Media stored as files below a root folder.
@@ -25,24 +31,26 @@ impl FsStore {
         Self { root, limiter }
     }
 
-    /// The path of `key`, or an error when the key would leave the root.
+    /// The lexical path of `key` below the root. Errors: `InvalidKey` for a key
+    /// [`validate_key`] refuses (it would leave the root, or is not a Mastodon key).
     pub fn path_of(&self, key: &ObjectKey) -> Result<PathBuf, StoreError> {
-        let rel = Path::new(key.as_str());
-        let safe = !key.as_str().is_empty()
-            && !key.as_str().contains("//")
-            && rel.components().all(|c| matches!(c, Component::Normal(_)));
-        if !safe {
-            return Err(StoreError::Other {
-                code: "InvalidKey".into(),
-                message: format!("refusing key {key:?}: it would leave the storage root"),
-            });
-        }
-        Ok(self.root.join(rel))
+        lexical_path(&self.root, key)
+    }
+
+    async fn resolve(&self, key: &ObjectKey) -> Result<Option<Resolved>, StoreError> {
+        // Cheap lexical refusal first: no filesystem call at all for a refused key.
+        self.path_of(key)?;
+        let _permit = self.limiter.acquire("stat").await;
+        let (root, k) = (self.root.clone(), key.clone());
+        tokio::task::spawn_blocking(move || resolve_blocking(&root, &k))
+            .await
+            .map_err(|e| StoreError::Transport(format!("stat task failed: {e}")))?
     }
 
     async fn delete_one(&self, key: &ObjectKey) -> DeleteOutcome {
-        let path = match self.path_of(key) {
-            Ok(p) => p,
+        let path = match self.resolve(key).await {
+            Ok(Some(r)) => r.path,
+            Ok(None) => return DeleteOutcome::AlreadyGone,
             Err(e) => return DeleteOutcome::Failed(e),
         };
         let outcome = {
@@ -57,23 +65,33 @@ impl FsStore {
         outcome
     }
 
+    /// The size of `key`'s regular file. A key [`validate_key`] refuses is answered `None`
+    /// without touching the disk, and so is one behind a symlink leading outside the root
+    /// (or a symlinked file): nothing there is ours to size. Their delete then fails per
+    /// key, so only that row is left untouched, not its whole batch.
     async fn stat_one(&self, key: &ObjectKey) -> Result<Option<u64>, StoreError> {
-        let path = self.path_of(key)?;
-        let _permit = self.limiter.acquire("stat").await;
-        match tokio::fs::metadata(&path).await {
-            Ok(m) if m.is_file() => Ok(Some(m.len())),
-            Ok(_) => Ok(None),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(io_error(&path, &e)),
+        match self.resolve(key).await {
+            Ok(r) => Ok(r.and_then(|r| r.size)),
+            Err(e) if e.code() == INVALID_KEY => {
+                tracing::debug!("{e}");
+                Ok(None)
+            }
+            Err(e) => Err(e),
         }
     }
 
-    /// Removes `path`'s parent folders while they are empty, stopping below the root.
+    /// Removes the resolved `path`'s parent folders while they are empty, stopping below
+    /// the root; a folder outside the root, or one that has become a symlink, is never
+    /// removed.
     async fn remove_empty_parents(&self, path: &Path) {
         let mut dir = path.parent();
         while let Some(d) = dir {
             if d == self.root || !d.starts_with(&self.root) {
                 break;
+            }
+            match tokio::fs::symlink_metadata(d).await {
+                Ok(m) if m.is_dir() => {}
+                _ => break,
             }
             let _permit = self.limiter.acquire("rmdir").await;
             // remove_dir fails on a folder that is not empty: that is where we stop.
@@ -83,6 +101,90 @@ impl FsStore {
             dir = d.parent();
         }
     }
+}
+
+/// `root` joined with `key` after [`validate_key`]. Errors: `InvalidKey`.
+fn lexical_path(root: &Path, key: &ObjectKey) -> Result<PathBuf, StoreError> {
+    validate_key(key)?;
+    let rel = Path::new(key.as_str());
+    if !rel.components().all(|c| matches!(c, Component::Normal(_))) {
+        return Err(escape(key, "it is not a plain relative path"));
+    }
+    Ok(root.join(rel))
+}
+
+/// Where `key` really is: its folder with every symlink resolved, which must lie inside
+/// the root, and its file name. `Ok(None)` when the file (or a folder above it) does
+/// not exist. Errors: `InvalidKey` when a symlinked folder leads outside the root, or
+/// the file itself is a symlink (Mastodon writes neither; deleting through them could
+/// remove another instance's or the system's files); I/O errors.
+fn resolve_blocking(root: &Path, key: &ObjectKey) -> Result<Option<Resolved>, StoreError> {
+    let lexical = lexical_path(root, key)?;
+    let (Some(parent), Some(name)) = (lexical.parent(), lexical.file_name()) else {
+        return Err(escape(key, "it names no file"));
+    };
+    let dir = match std::fs::canonicalize(parent) {
+        Ok(d) => d,
+        Err(e) if e.kind() == ErrorKind::NotFound || e.kind() == ErrorKind::NotADirectory => {
+            // Missing: fine, unless the part that exists already leads outside.
+            let mut up = parent.parent();
+            while let Some(a) = up {
+                if let Ok(c) = std::fs::canonicalize(a) {
+                    if !c.starts_with(root) {
+                        return Err(outside(key, &c));
+                    }
+                    break;
+                }
+                up = a.parent();
+            }
+            return Ok(None);
+        }
+        Err(e) => return Err(io_error(parent, &e)),
+    };
+    if !dir.starts_with(root) {
+        return Err(outside(key, &dir));
+    }
+    let path = dir.join(name);
+    match std::fs::symlink_metadata(&path) {
+        Ok(m) if m.file_type().is_symlink() => Err(escape(
+            key,
+            &format!(
+                "{} is a symlink, which Mastodon never writes; remove or replace it by hand",
+                path.display()
+            ),
+        )),
+        Ok(m) => Ok(Some(Resolved {
+            size: m.is_file().then_some(m.len()),
+            path,
+        })),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io_error(&path, &e)),
+    }
+}
+
+/// A key's file as found on disk.
+struct Resolved {
+    /// The file's path with every folder symlink resolved (inside the root).
+    path: PathBuf,
+    /// Its size when it is a regular file.
+    size: Option<u64>,
+}
+
+fn escape(key: &ObjectKey, why: &str) -> StoreError {
+    StoreError::Other {
+        code: INVALID_KEY.into(),
+        message: format!("refusing key {key:?}: {why}"),
+    }
+}
+
+fn outside(key: &ObjectKey, dir: &Path) -> StoreError {
+    escape(
+        key,
+        &format!(
+            "its folder is a symlink to {}, outside the storage root; nothing there is deleted",
+            dir.display()
+        ),
+    )
 }
 
 /// Lists below `prefix` on disk, S3-style: the prefix is a key prefix (it may end inside a

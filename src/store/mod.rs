@@ -146,6 +146,41 @@ impl StoreError {
     }
 }
 
+/// The one key rule every backend applies before any request or filesystem operation on a
+/// key (stat, delete): the key is not empty, does not start with `/`, and none of its
+/// `/`-separated segments is empty, `.` or `..`. Mastodon never writes such keys (a
+/// Paperclip file name is one segment; partitions, styles and prefixes are fixed words),
+/// but keys are built from `*_file_name` columns: a hostile `../../accounts/…` must not
+/// reach a server that normalises dot segments (RFC 3986 §5.2.4) nor a path join.
+/// Errors: `StoreError::Other` with code `InvalidKey`, a per-key failure, never retried.
+pub fn validate_key(key: &ObjectKey) -> Result<(), StoreError> {
+    let k = key.as_str();
+    let why = if k.is_empty() {
+        Some("it is empty")
+    } else if k.starts_with('/') {
+        Some("it starts with '/'")
+    } else if k.split('/').any(str::is_empty) {
+        Some("it has an empty segment ('//' or a trailing '/')")
+    } else if k.split('/').any(|s| s == "." || s == "..") {
+        Some("it has a '.' or '..' segment")
+    } else {
+        None
+    };
+    match why {
+        None => Ok(()),
+        Some(why) => Err(StoreError::Other {
+            code: INVALID_KEY.into(),
+            message: format!(
+                "refusing key {k:?}: {why}, which Mastodon never writes (it could address another object or leave the storage root); the row is left as it is"
+            ),
+        }),
+    }
+}
+
+/// The [`StoreError::code`] of a key refused by [`validate_key`] (or by the filesystem
+/// backend because a symlink leads outside the root).
+pub const INVALID_KEY: &str = "InvalidKey";
+
 /// One object as a listing returns it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectMeta {
@@ -321,5 +356,37 @@ pub trait Store: Send + Sync + 'static {
         let _ = (key, upload_id);
         let err = unsupported_listing("ListParts", self.describe());
         async move { Err(err) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn case5_validate_key_refuses_dot_and_empty_segments() {
+        for bad in [
+            "",
+            "/media_attachments/files/000/000/001/original/a.png",
+            "media_attachments/files/000/000/001/original/../../../../../../accounts/avatars/000/000/001/original/x.png",
+            "media_attachments/files/000/000/001/original/..",
+            "media_attachments/files/000/000/001/./original/a.png",
+            "./a.png",
+            "a//b.png",
+            "a/b/",
+            "..",
+        ] {
+            let err = validate_key(&ObjectKey::new(bad)).expect_err(bad);
+            assert_eq!(err.code(), INVALID_KEY, "{bad}");
+            assert!(!err.is_retryable() && !err.is_fatal(), "{bad}");
+        }
+        for ok in [
+            "cache/media_attachments/files/109/345/678/901/234/567/original/8f3a2b1c4d5e6f70.png",
+            "prefix/accounts/avatars/000/000/001/original/a..b.png",
+            "a/.hidden/b...png",
+            "cache/a b/c+d%20?#.png",
+        ] {
+            assert!(validate_key(&ObjectKey::new(ok)).is_ok(), "{ok}");
+        }
     }
 }

@@ -28,7 +28,7 @@ use base64::Engine;
 use futures::stream::{self, StreamExt};
 use md5::{Digest, Md5};
 
-use super::{DeleteOutcome, Limiter, ListPage, ObjectMeta, Store, StoreError};
+use super::{DeleteOutcome, Limiter, ListPage, ObjectMeta, Store, StoreError, validate_key};
 use crate::config::{DeleteChecksum, S3Config};
 use crate::plan::layout::ObjectKey;
 
@@ -278,7 +278,11 @@ impl S3Store {
             .collect())
     }
 
+    /// One `DeleteObject`: the key goes into the request path, so it is checked here too.
     async fn delete_one(&self, key: &ObjectKey) -> DeleteOutcome {
+        if let Err(e) = validate_key(key) {
+            return DeleteOutcome::Failed(e);
+        }
         let _permit = self.limiter.acquire("DeleteObject").await;
         match self
             .client
@@ -294,6 +298,37 @@ impl S3Store {
                 err => DeleteOutcome::Failed(err),
             },
         }
+    }
+
+    /// `delete_many` for keys [`validate_key`] accepted: one `DeleteObjects`, or one
+    /// `DeleteObject` per key where the provider lacks multi-object delete (D4). The SDK
+    /// percent-encodes the key in the fallback's request path (reserved characters such as
+    /// `+`, `%`, `?`, `#`, `;`, spaces and non-ASCII; `/` stays a separator), so the server
+    /// reads the same key; dot segments are not encodable, hence [`validate_key`].
+    async fn delete_valid(&self, keys: &[ObjectKey]) -> Vec<DeleteOutcome> {
+        if keys.is_empty() {
+            return Vec::new();
+        }
+        if !self.multi_delete_unsupported.load(Ordering::Relaxed) {
+            match self.delete_batch(keys).await {
+                Ok(outcomes) => return outcomes,
+                Err(StoreError::Unsupported { .. }) => {
+                    tracing::warn!(
+                        "{} does not support DeleteObjects (multi-object delete); falling back to one DeleteObject per key",
+                        self.describe()
+                    );
+                    self.multi_delete_unsupported.store(true, Ordering::Relaxed);
+                }
+                Err(err) => {
+                    return keys
+                        .iter()
+                        .map(|_| DeleteOutcome::Failed(err.clone()))
+                        .collect();
+                }
+            }
+        }
+        let futs: Vec<_> = keys.iter().map(|k| self.delete_one(k)).collect();
+        stream::iter(futs).buffered(8).collect().await
     }
 
     /// Every `(key, size)` below `prefix`, all pages.
@@ -467,8 +502,14 @@ impl Store for S3Store {
             .map_err(|e| self.classify("ListObjectsV2", e))
     }
 
+    /// Keys [`validate_key`] refuses are answered `None` without a request (and are never
+    /// part of a listing prefix); their delete is refused by [`Store::delete_many`].
     async fn stat_many(&self, keys: &[ObjectKey]) -> Result<Vec<Option<u64>>, StoreError> {
-        let prefixes = listing_prefixes(keys.iter().map(ObjectKey::as_str));
+        let prefixes = listing_prefixes(
+            keys.iter()
+                .filter(|k| validate_key(k).is_ok())
+                .map(ObjectKey::as_str),
+        );
         let futs: Vec<_> = prefixes.iter().map(|p| self.list_prefix(p)).collect();
         let listings: Vec<Result<Vec<(String, u64)>, StoreError>> =
             stream::iter(futs).buffer_unordered(4).collect().await;
@@ -478,7 +519,10 @@ impl Store for S3Store {
         }
         Ok(keys
             .iter()
-            .map(|k| sizes.get(k.as_str()).copied())
+            .map(|k| match validate_key(k) {
+                Ok(()) => sizes.get(k.as_str()).copied(),
+                Err(_) => None,
+            })
             .collect())
     }
 
@@ -535,32 +579,32 @@ impl Store for S3Store {
         })
     }
 
+    /// Keys [`validate_key`] refuses fail (`InvalidKey`) without being sent, in
+    /// `DeleteObjects` or in the single-`DeleteObject` fallback: the latter puts the key on
+    /// the request line, where a server normalising dot segments would address another
+    /// object. The others are deleted as usual; outcomes keep the order of `keys`.
     async fn delete_many(&self, keys: &[ObjectKey]) -> Vec<DeleteOutcome> {
-        if keys.is_empty() {
-            return Vec::new();
+        let refused: Vec<Option<StoreError>> = keys.iter().map(|k| validate_key(k).err()).collect();
+        if refused.iter().any(Option::is_some) {
+            let valid: Vec<ObjectKey> = keys
+                .iter()
+                .zip(&refused)
+                .filter(|(_, r)| r.is_none())
+                .map(|(k, _)| k.clone())
+                .collect();
+            let mut sent = self.delete_valid(&valid).await.into_iter();
+            return refused
+                .into_iter()
+                .map(|r| match r {
+                    Some(e) => DeleteOutcome::Failed(e),
+                    None => sent.next().unwrap_or_else(|| {
+                        DeleteOutcome::Failed(StoreError::Transport("no outcome for a key".into()))
+                    }),
+                })
+                .collect();
         }
-        if !self.multi_delete_unsupported.load(Ordering::Relaxed) {
-            match self.delete_batch(keys).await {
-                Ok(outcomes) => return outcomes,
-                Err(StoreError::Unsupported { .. }) => {
-                    tracing::warn!(
-                        "{} does not support DeleteObjects (multi-object delete); falling back to one DeleteObject per key",
-                        self.describe()
-                    );
-                    self.multi_delete_unsupported.store(true, Ordering::Relaxed);
-                }
-                Err(err) => {
-                    return keys
-                        .iter()
-                        .map(|_| DeleteOutcome::Failed(err.clone()))
-                        .collect();
-                }
-            }
-        }
-        let futs: Vec<_> = keys.iter().map(|k| self.delete_one(k)).collect();
-        stream::iter(futs).buffered(8).collect().await
+        self.delete_valid(keys).await
     }
-
     async fn list_versions_page(
         &self,
         prefix: &str,

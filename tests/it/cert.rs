@@ -187,3 +187,86 @@ async fn wrong_cname_is_refused_before_anything_changes() {
     );
     assert!(site.linode().cert.is_none());
 }
+
+/// Records every request that reaches it (the raw head), answering 401 so a client that
+/// should not have come does not hang.
+struct Recorder {
+    addr: std::net::SocketAddr,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Recorder {
+    fn bind(ip: &str) -> Self {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind((ip, 0)).expect("bind the recorder");
+        let addr = listener.local_addr().unwrap();
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        std::thread::spawn(move || {
+            for mut s in listener.incoming().flatten() {
+                s.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+                    .ok();
+                let mut buf = vec![0u8; 16 * 1024];
+                let n = s.read(&mut buf).unwrap_or(0);
+                log.lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(&buf[..n]).into_owned());
+                let _ = s.write_all(
+                    b"HTTP/1.1 401 Unauthorized\r\ncontent-type: application/json\r\ncontent-length: 41\r\nconnection: close\r\n\r\n{\"errors\": [{\"reason\": \"Invalid Token\"}]}",
+                );
+            }
+        });
+        Self { addr, seen }
+    }
+
+    fn requests(&self) -> Vec<String> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+/// Issue 8 case 6: `http://127.0.0.10:…` passed the "loopback only" prefix check and
+/// received the Bearer token. Now the host is compared exactly: nothing is sent, exit 2.
+#[tokio::test]
+async fn case6_linode_token_never_sent_over_plain_http_to_a_non_loopback_host() {
+    let site = Site::new(None, None, &[]).await;
+    let recorder = Recorder::bind("127.0.0.10");
+    let url = format!("http://{}/v4", recorder.addr);
+    let text = std::fs::read_to_string(&site.env_file).unwrap();
+    let text: String = text
+        .lines()
+        .map(|l| {
+            if l.starts_with("LINODE_API_URL=") {
+                format!("LINODE_API_URL={url}\n")
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    std::fs::write(&site.env_file, text).unwrap();
+
+    for run in [site.renew(&["--dry-run"]), site.renew(&[])] {
+        assert_code(&run, 2);
+        assert!(
+            run.stderr.contains("LINODE_API_URL=") && run.stderr.contains("https://"),
+            "the message names the variable and the fix: {}",
+            run.stderr
+        );
+    }
+    let doctor = site.doctor(&[]);
+    assert!(
+        doctor.stdout.contains("LINODE_API_URL="),
+        "doctor reports the URL: {}",
+        doctor.stdout
+    );
+    assert!(!doctor.stdout.contains(LINODE_TOKEN) && !doctor.stderr.contains(LINODE_TOKEN));
+    // Any request would have reached the recorder before the runs exited.
+    let seen = recorder.requests();
+    assert!(
+        seen.is_empty(),
+        "{} request(s) reached http://{}; the first: {}",
+        seen.len(),
+        recorder.addr,
+        seen.first().map(String::as_str).unwrap_or("")
+    );
+    assert!(site.linode().calls.is_empty(), "{:?}", site.linode().calls);
+}

@@ -1,7 +1,8 @@
 //! `mastomedia prune` against a misbehaving S3 server: per-key delete errors (D1), retried
 //! and permanent; SlowDown storms (T1); providers that insist on `Content-MD5` or lack
-//! multi-object delete (D4); the advisory lock; and an interrupt in the middle of a run
-//! (D5: no row ever names a deleted object). Faults are injected by the proxy of
+//! multi-object delete (D4); the advisory lock, held elsewhere or lost mid-run (its
+//! session terminated); and an interrupt in the middle of a run (D5: no row ever names a
+//! deleted object). Faults are injected by the proxy of
 //! `tests/support/s3server.py`.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -554,6 +555,194 @@ async fn d5_interrupt_finishes_in_flight_work_and_never_half_clears_a_row() {
         (rows.len() - cleared) as u64
     );
     assert_eq!(cleared_count(&db).await, rows.len() as i64);
+    assert_eq!(bucket.keys().await, BTreeSet::new());
+    db.drop_db().await;
+}
+
+/// Rows seeded for the lock-loss test: at `--rate 50` with 10 rows per batch the first run
+/// would take over 15 s.
+const LOCK_ROWS: i64 = 800;
+
+/// The backend pid holding an advisory lock in the test's database (the prune's lock
+/// session), waiting until one does.
+async fn advisory_lock_pid(db: &TestDb) -> i32 {
+    let started = Instant::now();
+    loop {
+        let pid: Option<i32> = sqlx::query_scalar(
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted \
+             AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+        )
+        .fetch_optional(&db.pool)
+        .await
+        .expect("read pg_locks");
+        if let Some(p) = pid {
+            return p;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no advisory lock appeared"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Issue 8 case 4: the advisory lock lives on one session; when that session dies the run
+/// must not go on without it. The lock session is terminated in the middle of a slow run:
+/// the run stops before its next delete (exit 3), a second run takes the lock and finishes,
+/// and no key is deleted twice.
+#[tokio::test]
+async fn case4_lost_lock_session_stops_the_run_before_the_next_delete() {
+    let db = TestDb::new(Mastodon::V4_6, "Pacific/Kiritimati").await;
+    let bucket = TestBucket::new().await;
+    sqlx::query(
+        "INSERT INTO media_attachments (id, remote_url, file_file_name, file_content_type, file_file_size, \
+         file_storage_schema_version, created_at, updated_at, file_updated_at) \
+         SELECT $1 + g, 'https://remote.example/media/' || ($1 + g)::text || '.png', lpad(to_hex(g), 16, '0') || '.png', \
+         'image/png', 1234, 1, (now() AT TIME ZONE 'UTC') - interval '30 days', \
+         (now() AT TIME ZONE 'UTC') - interval '30 days', (now() AT TIME ZONE 'UTC') - interval '30 days' \
+         FROM generate_series(0, $2 - 1) AS g",
+    )
+    .bind(BASE_ID)
+    .bind(LOCK_ROWS)
+    .execute(&db.pool)
+    .await
+    .expect("bulk insert media");
+    let rows: BTreeMap<i64, [String; 2]> = (0..LOCK_ROWS)
+        .map(|i| (BASE_ID + i, keys_of(BASE_ID + i, &file_name(i))))
+        .collect();
+    let all: Vec<&String> = rows.values().flatten().collect();
+    stream::iter(all)
+        .map(|k| bucket.put(k, b"x"))
+        .buffer_unordered(32)
+        .collect::<Vec<()>>()
+        .await;
+    bucket.reset_stats();
+    let env = s3_env_file(&db, &bucket.name, &[("S3_BATCH_DELETE_LIMIT", "20")]);
+    let env = env.to_str().unwrap();
+
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mastomedia"));
+    cmd.args(["--env-file", env, "prune", "--rate", "50", "--json"])
+        .env_clear()
+        .env("MASTOMEDIA_STATUS_INTERVAL", "3600")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for k in ["PATH", "HOME"] {
+        if let Ok(v) = std::env::var(k) {
+            cmd.env(k, v);
+        }
+    }
+    let started = Instant::now();
+    let mut first = cmd.spawn().expect("spawn mastomedia");
+    let pid = advisory_lock_pid(&db).await;
+    // Kill the lock session once deleting is under way.
+    loop {
+        if cleared_count(&db).await > 0 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no row was cleared within a minute"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let killed: bool = sqlx::query_scalar("SELECT pg_terminate_backend($1)")
+        .bind(pid)
+        .fetch_one(&db.pool)
+        .await
+        .expect("terminate the lock session");
+    assert!(killed, "the lock session {pid} was terminated");
+    let killed_at = Instant::now();
+
+    // The first run must stop soon; the second starts at the latest 5 s after the kill
+    // (with the old code the first run is still deleting then, without any lock).
+    let mut first_exit = None;
+    while killed_at.elapsed() < Duration::from_secs(5) {
+        if let Some(status) = first.try_wait().expect("poll the first run") {
+            first_exit = Some((status, killed_at.elapsed()));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if first_exit.is_some() {
+        // What the first run left: no row names a deleted object, no cleared row has one
+        // left (rows of deletes sent before the loss were still cleared).
+        let left = bucket.keys().await;
+        let names: BTreeMap<i64, Option<String>> = sqlx::query_as::<_, (i64, Option<String>)>(
+            "SELECT id, file_file_name FROM media_attachments",
+        )
+        .fetch_all(&db.pool)
+        .await
+        .unwrap()
+        .into_iter()
+        .collect();
+        for (id, keys) in &rows {
+            for k in keys {
+                assert_eq!(
+                    names[id].is_some(),
+                    left.contains(k),
+                    "row {id} and its object {k} disagree after the first run"
+                );
+            }
+        }
+    }
+    let second = tokio::task::spawn_blocking({
+        let env = env.to_owned();
+        // Large batches: the rest in a few chunks.
+        move || {
+            crate::support::mastomedia_env(
+                &["--env-file", &env, "prune", "--json"],
+                &[("S3_BATCH_DELETE_LIMIT", "1000")],
+            )
+        }
+    });
+    let out = first.wait_with_output().expect("wait for the first run");
+    let second = second.await.expect("second run");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+
+    // No key was deleted twice, across both runs.
+    let stats = bucket.stats();
+    let mut seen = BTreeMap::<&str, u32>::new();
+    for k in stats["delete_keys"].as_array().expect("delete_keys") {
+        *seen.entry(k.as_str().unwrap()).or_default() += 1;
+    }
+    let twice: Vec<&&str> = seen
+        .iter()
+        .filter(|(_, n)| **n > 1)
+        .map(|(k, _)| k)
+        .collect();
+    assert!(
+        twice.is_empty(),
+        "{} keys were deleted by both runs, e.g. {:?}\nfirst run:\n{stdout}\n{stderr}",
+        twice.len(),
+        twice.first()
+    );
+    let (status, took) = first_exit.unwrap_or_else(|| {
+        panic!(
+            "the first run went on for 5 s after losing its lock\nstdout:\n{stdout}\nstderr:\n{stderr}"
+        )
+    });
+    assert_eq!(
+        status.code(),
+        Some(3),
+        "lost lock: exit 3 (after {took:?})\nstdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    let report: serde_json::Value = serde_json::from_str(&stdout).expect("JSON report");
+    let fatal = report["fatal"].as_str().unwrap_or_default();
+    assert!(
+        fatal.contains("lost the advisory lock")
+            && fatal.contains("stopping before the next delete"),
+        "{report:#}"
+    );
+    assert!(stderr.contains("lost the advisory lock"), "{stderr}");
+    assert_eq!(
+        second.code, 0,
+        "second run\nstdout:\n{}\nstderr:\n{}",
+        second.stdout, second.stderr
+    );
+    // Together they did the whole job, each key deleted once, every row cleared.
+    assert_eq!(seen.len(), rows.len() * 2, "every key deleted exactly once");
+    assert_eq!(cleared_count(&db).await, LOCK_ROWS);
     assert_eq!(bucket.keys().await, BTreeSet::new());
     db.drop_db().await;
 }

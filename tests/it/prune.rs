@@ -618,3 +618,232 @@ async fn profiles_and_preview_cards_follow_tootctl_rules() {
     assert_eq!(card.0, None, "image cleared, the card row stays");
     db.drop_db().await;
 }
+
+/// Issue 8 case 5, S3: a hostile `file_file_name` with `..` segments. Its keys are never
+/// sent (neither in `DeleteObjects` nor on the request line of the single-delete
+/// fallback, where a server that normalises dot segments would delete another object);
+/// the row is left as it is and listed; other rows, also with reserved characters in
+/// their names, are pruned as usual through the fallback.
+#[tokio::test]
+async fn case5_s3_keys_with_dot_segments_never_reach_the_server() {
+    let db = TestDb::new(Mastodon::V4_6, "UTC").await;
+    let bucket = TestBucket::new().await;
+    // Another account's avatar: what the hostile name climbs to (10 segments up from
+    // `original/` of an 18-digit partition under cache/ is the bucket root).
+    let victim = "accounts/avatars/000/000/001/original/victim.png";
+    bucket.put(victim, b"an avatar").await;
+    let hostile_id = 109345678901234567;
+    let hostile = format!("{}{victim}", "../".repeat(10));
+    insert_media(&db, &Media::remote(hostile_id, &hostile, 30.0)).await;
+    // The hostile row's own would-be keys exist literally too (S3 allows any key).
+    for style in ["original", "small"] {
+        bucket
+            .put(
+                &format!("cache/media_attachments/files/{P18}/{style}/{hostile}"),
+                b"literal",
+            )
+            .await;
+    }
+    // Two ordinary rows, one with reserved characters that the fallback must encode.
+    let plain_id = 109345678901234568;
+    let odd_id = 109345678901234569;
+    let odd_name = "a+b c%41;é=?#.png";
+    insert_media(&db, &Media::remote(plain_id, "0123456789abcdef.png", 30.0)).await;
+    insert_media(&db, &Media::remote(odd_id, odd_name, 30.0)).await;
+    let mut ordinary = BTreeSet::new();
+    for (p, name) in [
+        ("109/345/678/901/234/568", "0123456789abcdef.png"),
+        ("109/345/678/901/234/569", odd_name),
+    ] {
+        for style in ["original", "small"] {
+            let k = format!("cache/media_attachments/files/{p}/{style}/{name}");
+            bucket.put(&k, b"cached").await;
+            ordinary.insert(k);
+        }
+    }
+    let before_hostile = row_text(&db, hostile_id).await;
+    let env = s3_env_file(&db, &bucket.name, &[]);
+    let env = env.to_str().unwrap();
+
+    // A provider without multi-object delete, fronted by a dot-segment normaliser.
+    bucket.faults(serde_json::json!({
+        "multi_delete_not_implemented": true,
+        "normalize_dot_segments": true,
+    }));
+    bucket.reset_stats();
+    let run = mastomedia(&["--env-file", env, "prune", "--json"]);
+    let left = bucket.keys().await;
+    assert!(
+        left.contains(victim),
+        "the victim object was deleted through the hostile key\nstdout:\n{}\nstderr:\n{}",
+        run.stdout,
+        run.stderr
+    );
+    assert_eq!(
+        row_text(&db, hostile_id).await,
+        before_hostile,
+        "row untouched"
+    );
+    assert_eq!(
+        run.code, 1,
+        "stdout:\n{}\nstderr:\n{}",
+        run.stdout, run.stderr
+    );
+    let report = run.json();
+    let media = &report["passes"][0];
+    assert_eq!(media["rows_cleared"], 2, "{report:#}");
+    assert_eq!(media["rows_failed"], 1, "{report:#}");
+    let failures = media["failures"].as_array().expect("failures listed");
+    assert_eq!(
+        failures.len(),
+        2,
+        "both styles of the hostile row: {report:#}"
+    );
+    for f in failures {
+        assert_eq!(f["id"], hostile_id, "{f}");
+        assert_eq!(f["code"], "InvalidKey", "{f}");
+    }
+    let stats = bucket.stats();
+    let sent: Vec<&str> = stats["delete_keys"]
+        .as_array()
+        .expect("delete_keys")
+        .iter()
+        .filter_map(|k| k.as_str())
+        .collect();
+    assert!(
+        sent.iter()
+            .all(|k| !k.split('/').any(|s| s == ".." || s == ".")),
+        "a key with dot segments was sent: {sent:?}"
+    );
+    assert_eq!(sent.len(), 4, "one DeleteObject per ordinary key: {stats}");
+    for k in &ordinary {
+        assert!(
+            !left.contains(k),
+            "{k} was pruned (fallback encodes the key)"
+        );
+    }
+    assert_eq!(media_names(&db, plain_id).await.0, None);
+    assert_eq!(media_names(&db, odd_id).await.0, None);
+
+    // A dry run reports the row as failed and sends nothing mutating.
+    bucket.reset_stats();
+    let dry = mastomedia(&["--env-file", env, "prune", "--dry-run", "--json"]);
+    assert_eq!(
+        dry.code, 1,
+        "stdout:\n{}\nstderr:\n{}",
+        dry.stdout, dry.stderr
+    );
+    assert_eq!(dry.json()["passes"][0]["rows_failed"], 1, "{}", dry.stdout);
+    assert_eq!(bucket.stats()["mutating"], 0);
+
+    // With multi-object delete the key is not put into DeleteObjects either.
+    bucket.faults(serde_json::json!({}));
+    bucket.reset_stats();
+    let again = mastomedia(&["--env-file", env, "prune", "--json"]);
+    assert_eq!(
+        again.code, 1,
+        "stdout:\n{}\nstderr:\n{}",
+        again.stdout, again.stderr
+    );
+    assert_eq!(bucket.stats()["mutating"], 0, "{}", bucket.stats());
+    assert!(bucket.keys().await.contains(victim));
+    assert_eq!(row_text(&db, hostile_id).await, before_hostile);
+    db.drop_db().await;
+}
+
+async fn row_text(db: &TestDb, id: i64) -> String {
+    sqlx::query_scalar("SELECT row_to_json(m)::text FROM media_attachments m WHERE id = $1")
+        .bind(id)
+        .fetch_one(&db.pool)
+        .await
+        .expect("media row")
+}
+
+/// Issue 8 case 5, filesystem: a partition folder inside the root that is a symlink to a
+/// folder outside it, and a file that is a symlink to a file outside. Prune deletes
+/// nothing outside the root, removes no folder there, and leaves both rows as they are.
+#[tokio::test]
+async fn case5_fs_symlinks_out_of_the_root_are_never_followed() {
+    let db = TestDb::new(Mastodon::V4_6, "UTC").await;
+    let root = temp_dir("system");
+    let outside = temp_dir("outside");
+    // Row A: its partition folder is a symlink to `outside/part`.
+    let a_id = 109345678901234567;
+    let part = outside.join("part");
+    for style in ["original", "small"] {
+        std::fs::create_dir_all(part.join(style)).unwrap();
+        std::fs::write(part.join(style).join("aaaaaaaaaaaaaaaa.png"), b"not ours").unwrap();
+    }
+    let link = root.join(format!("cache/media_attachments/files/{P18}"));
+    std::fs::create_dir_all(link.parent().unwrap()).unwrap();
+    std::os::unix::fs::symlink(&part, &link).unwrap();
+    insert_media(&db, &Media::remote(a_id, "aaaaaaaaaaaaaaaa.png", 30.0)).await;
+    // Row B: a real folder, but its original is a symlink to a file outside.
+    let b_id = 109345678901234568;
+    let b_dir = root.join("cache/media_attachments/files/109/345/678/901/234/568");
+    std::fs::create_dir_all(b_dir.join("original")).unwrap();
+    std::fs::write(outside.join("victim.png"), b"not ours either").unwrap();
+    std::os::unix::fs::symlink(
+        outside.join("victim.png"),
+        b_dir.join("original/bbbbbbbbbbbbbbbb.png"),
+    )
+    .unwrap();
+    insert_media(&db, &Media::remote(b_id, "bbbbbbbbbbbbbbbb.png", 30.0)).await;
+    // Row C: ordinary, pruned as usual.
+    let c_id = 109345678901234569;
+    let c_dir = root.join("cache/media_attachments/files/109/345/678/901/234/569");
+    for style in ["original", "small"] {
+        std::fs::create_dir_all(c_dir.join(style)).unwrap();
+        std::fs::write(c_dir.join(style).join("cccccccccccccccc.png"), b"cached").unwrap();
+    }
+    insert_media(&db, &Media::remote(c_id, "cccccccccccccccc.png", 30.0)).await;
+    let (before_a, before_b) = (row_text(&db, a_id).await, row_text(&db, b_id).await);
+    let env = fs_env_file(&db, &root);
+
+    let run = mastomedia(&["--env-file", env.to_str().unwrap(), "prune", "--json"]);
+    for style in ["original", "small"] {
+        assert!(
+            part.join(style).is_dir(),
+            "folder {style} outside the root was removed\nstdout:\n{}\nstderr:\n{}",
+            run.stdout,
+            run.stderr
+        );
+        assert!(
+            part.join(style).join("aaaaaaaaaaaaaaaa.png").exists(),
+            "{style} outside the root was deleted"
+        );
+    }
+    assert!(
+        outside.join("victim.png").exists(),
+        "the symlink's target was deleted"
+    );
+    assert_eq!(
+        run.code, 1,
+        "stdout:\n{}\nstderr:\n{}",
+        run.stdout, run.stderr
+    );
+    let report = run.json();
+    let media = &report["passes"][0];
+    assert_eq!(media["rows_cleared"], 1, "{report:#}");
+    assert_eq!(media["rows_failed"], 2, "{report:#}");
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink(),
+        "the partition symlink is left for the admin"
+    );
+    assert_eq!(row_text(&db, a_id).await, before_a, "row A untouched");
+    assert_eq!(row_text(&db, b_id).await, before_b, "row B untouched");
+    assert_eq!(media_names(&db, c_id).await.0, None, "row C cleared");
+    assert!(
+        !c_dir.exists(),
+        "row C's emptied partition folder is removed"
+    );
+    let failures = media["failures"].as_array().expect("failures listed");
+    assert!(
+        failures.iter().all(|f| f["code"] == "InvalidKey"),
+        "{report:#}"
+    );
+    db.drop_db().await;
+}

@@ -24,7 +24,8 @@ Proxy behaviour (everything per bucket = first path segment):
       PUT    /__faults/<bucket>   JSON config (see FAULT_FIELDS), replaces the old one
       GET    /__faults/<bucket>   current config and remaining counters
       DELETE /__faults/<bucket>   clear
-      GET    /__stats/<bucket>    {"ops": {...}, "mutating": N, "total": N, ...}
+      GET    /__stats/<bucket>    {"ops": {...}, "mutating": N, "total": N,
+                                   "delete_keys": [keys named by DeleteObject(s)], ...}
       DELETE /__stats/<bucket>    reset
       POST   /__reset             clear all faults and stats (moto state: POST /moto-api/reset)
       GET    /__health            {"ok": true}
@@ -78,6 +79,10 @@ FAULT_FIELDS = {
     "stall": dict,
     # GetObjectAcl -> 501 NotImplemented (providers without ACL reads, e.g. R2)
     "acl_not_implemented": bool,
+    # object requests (not DeleteObjects) have their path's dot segments removed (RFC 3986
+    # 5.2.4) after the signature check, as some servers and fronting proxies do: a key
+    # with ".." segments then addresses another object
+    "normalize_dot_segments": bool,
 }
 
 ERROR_STATUS = {
@@ -130,6 +135,25 @@ def error_xml(code, message):
         f"<Error><Code>{xml_escape(code)}</Code><Message>{xml_escape(message)}</Message>"
         f"<RequestId>{uuid.uuid4().hex[:16].upper()}</RequestId></Error>"
     ).encode()
+
+
+def remove_dot_segments(path):
+    """RFC 3986 section 5.2.4 on a raw path ("/b/a/../c" -> "/b/c")."""
+    out = []
+    segs = path.split("/")
+    for i, seg in enumerate(segs):
+        last = i == len(segs) - 1
+        if seg == ".":
+            if last:
+                out.append("")
+        elif seg == "..":
+            if len(out) > 1:
+                out.pop()
+            if last:
+                out.append("")
+        else:
+            out.append(seg)
+    return "/".join(out)
 
 
 def local_name(tag):
@@ -306,6 +330,7 @@ class BucketState:
         self.auth_failures = 0
         self.delete_objects_keys = 0
         self.max_delete_objects_keys = 0
+        self.delete_keys = []
 
 
 class State:
@@ -601,9 +626,16 @@ class ProxyHandler(BaseHTTPRequestHandler):
                 if code:
                     raise S3Error(ERROR_STATUS.get(code, 400), code, "injected")
 
+        if op == "DeleteObject":
+            with st.lock:
+                b.delete_keys.append(key)
+
         if op == "DeleteObjects":
             self.delete_objects(b, cfg, target, body)
             return
+
+        if cfg.get("normalize_dot_segments") and key:
+            target = remove_dot_segments(raw_path) + ("?" + raw_query if raw_query else "")
 
         st_, reason, hdrs, data = self.forward(self.command, target, self.headers.items(), body)
         if op == "ListParts" and st_ == 200:
@@ -666,6 +698,7 @@ class ProxyHandler(BaseHTTPRequestHandler):
             raise S3Error(400, "MalformedXML",
                           f"DeleteObjects needs 1 to {MAX_DELETE_KEYS} keys, got {len(objects)}")
         with self.server.state.lock:
+            b.delete_keys.extend(o["Key"] for o in objects)
             b.delete_objects_keys += len(objects)
             b.max_delete_objects_keys = max(b.max_delete_objects_keys, len(objects))
 
@@ -900,7 +933,8 @@ class ProxyHandler(BaseHTTPRequestHandler):
                     out = {"ops": dict(b.ops), "mutating": b.mutating, "total": b.total,
                            "injected": b.injected, "auth_failures": b.auth_failures,
                            "delete_objects_keys": b.delete_objects_keys,
-                           "max_delete_objects_keys": b.max_delete_objects_keys}
+                           "max_delete_objects_keys": b.max_delete_objects_keys,
+                           "delete_keys": list(b.delete_keys)}
                 return self.send_json(200, out)
             if self.command == "DELETE":
                 with st.lock:
