@@ -19,7 +19,8 @@
 //! - [`OwnershipRisk::LargeShare`]: the run would delete more than `--max-share` percent
 //!   (default [`DEFAULT_MAX_SHARE_PERCENT`]) of the objects scanned.
 //! - [`OwnershipRisk::LocalKeys`]: the run would delete keys outside `cache/`, the layout
-//!   of local uploads (which no server can send again) and of legacy remote copies.
+//!   of local uploads (which no server can send again), other than legacy remote copies
+//!   whose partition holds a remote row of the database.
 
 use std::collections::BTreeSet;
 
@@ -68,7 +69,7 @@ pub struct OwnershipStats {
     pub scanned: u64,
     /// Objects the run deletes (or, in a dry run or report, would delete with `--delete`).
     pub deletable: u64,
-    /// Of those, keys outside `cache/`.
+    /// Of those, keys outside `cache/` that no remote row vouches for (may be local).
     pub deletable_local_layout: u64,
     /// Up to five of them.
     pub local_layout_samples: Vec<String>,
@@ -79,10 +80,12 @@ pub struct OwnershipStats {
 }
 
 impl OwnershipStats {
-    /// Counts one deletable key; `cache` = it is under `cache/`.
-    pub fn add_deletable(&mut self, key: &str, cache: bool) {
+    /// Counts one deletable key; `refetchable` = it is under `cache/`, or the database
+    /// shows a remote row in its partition (a legacy remote copy: Mastodon can fetch it
+    /// again). Any other key may be a local upload.
+    pub fn add_deletable(&mut self, key: &str, refetchable: bool) {
         self.deletable += 1;
-        if !cache {
+        if !refetchable {
             self.deletable_local_layout += 1;
             if self.local_layout_samples.len() < SAMPLES {
                 self.local_layout_samples.push(key.to_owned());

@@ -241,6 +241,9 @@ async fn process_batch<S: Store>(
     let mut classes = Vec::with_capacity(objs.len());
     let mut to_delete: Vec<usize> = Vec::new();
     for (i, (o, p)) in objs.iter().zip(&parsed).enumerate() {
+        // The database shows a remote row owning this key's partition (and no local one):
+        // a copy that can be fetched again, whatever its location.
+        let mut remote_row = false;
         let class = match p {
             Err(reason) => Class::Unrecognised(*reason),
             Ok(p) => {
@@ -256,13 +259,17 @@ async fn process_batch<S: Store>(
                     ownership.add_newer(o.key.as_str());
                 }
                 let candidates = owners.candidates(p);
+                remote_row = candidates
+                    .as_deref()
+                    .is_some_and(|c| !c.is_empty() && c.iter().all(|o| o.remote));
                 classify(o.key.as_str(), p, candidates.as_deref(), &s.key_prefix)
             }
         };
         // What --delete would remove, also counted in a report-only scan (its warning).
         if class.deletable(s.include_stale) && !too_young(o.last_modified, now, s.min_age_days) {
-            let cache = p.as_ref().is_ok_and(|p| p.cache);
-            ownership.add_deletable(o.key.as_str(), cache);
+            // Outside cache/ and no remote row vouching for it: it may be a local upload.
+            let refetchable = remote_row || p.as_ref().is_ok_and(|p| p.cache);
+            ownership.add_deletable(o.key.as_str(), refetchable);
             if s.delete {
                 to_delete.push(i);
             }

@@ -313,7 +313,7 @@ impl OrphansReport {
                 "run with --delete --dry-run to see what would go, then --delete (stale copies need --include-stale)"
             );
         }
-        if let (Some(k), false) = (&self.last_key, self.complete) {
+        if let (Some(k), false, None) = (&self.last_key, self.complete, &self.refused) {
             let _ = writeln!(s, "stopped after {k}: run again to continue from there");
         }
         if let Some(f) = &self.fatal {
