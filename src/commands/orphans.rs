@@ -18,7 +18,7 @@ use crate::cli::orphans::Args;
 use crate::config::{Config, StorageConfig};
 use crate::inventory::owners::has_any_rows;
 use crate::journal::{Journal, JournalError, default_path};
-use crate::mastodon::Db;
+use crate::mastodon::{Db, RunLock};
 use crate::plan::layout::KeyPrefix;
 use crate::plan::ownership::{OwnershipRisk, assess, refusal};
 use crate::pool::Gate;
@@ -40,7 +40,7 @@ pub async fn run(
     let db = Db::connect(&cfg.database, args.concurrency + 2)
         .await
         .map_err(CommandError::fatal)?;
-    let _lock = db.lock("orphans").await.map_err(CommandError::fatal)?;
+    let lock = db.lock("orphans").await.map_err(CommandError::fatal)?;
     if args.delete && !args.dry_run && !has_any_rows(&db).await.map_err(CommandError::fatal)? {
         return Err(CommandError::fatal(anyhow!(
             "the database has no media attachments and no accounts, so every object would look orphaned: refusing to delete. Check DATABASE_URL / DB_NAME"
@@ -50,6 +50,7 @@ pub async fn run(
     let job = OrphansJob {
         cfg: &cfg,
         db: &db,
+        lock: &lock,
         args: &args,
         quiet,
         cancel: interrupt_token(),
@@ -90,6 +91,7 @@ async fn ownership_check<S: Store>(
 struct OrphansJob<'a> {
     cfg: &'a Config,
     db: &'a Db,
+    lock: &'a RunLock,
     args: &'a Args,
     quiet: bool,
     cancel: CancellationToken,
@@ -213,6 +215,7 @@ impl WithStore<Result<OrphansReport, CommandError>> for OrphansJob<'_> {
         let progress = Progress::start_unit("orphans", 0, "objects", "scanned", progress_mode);
         let listed_to_end = run_scan(
             self.db,
+            Some(self.lock),
             store.clone(),
             Some(&journal),
             &opts,
@@ -324,7 +327,7 @@ impl OwnershipCheck {
         };
         let progress =
             Progress::start_unit("orphans (ownership check)", 0, "objects", "scanned", mode);
-        let listed = run_scan(db, store, None, &read_only, &progress, cancel, report).await;
+        let listed = run_scan(db, None, store, None, &read_only, &progress, cancel, report).await;
         progress.finish();
         if listed { Self::Listed } else { Self::Stopped }
     }

@@ -20,10 +20,10 @@ use futures::stream;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{Gate, bounded, delete_with_retries};
+use super::{Gate, bounded, delete_with_retries_locked};
 use crate::inventory::owners::Owners;
 use crate::journal::Journal;
-use crate::mastodon::{Db, DbError};
+use crate::mastodon::{Db, DbError, RunLock};
 use crate::plan::layout::{KeyPrefix, ObjectKey};
 use crate::plan::orphans::{Class, classify, too_young};
 use crate::plan::ownership::{NEWER_KEY_GRACE_MINUTES, OwnershipStats, above_max_id, snowflake_ms};
@@ -71,8 +71,10 @@ pub struct ScanOptions {
 /// batch applied. `cancel` stops intake: batches in flight finish and are journalled.
 /// `journal` `None`: the position is not recorded (the read-only first pass of a deleting
 /// run, which decides whether the database may own the storage).
+#[allow(clippy::too_many_arguments)] // the scan's collaborators, each borrowed for the run
 pub async fn run_scan<S: Store>(
     db: &Db,
+    lock: Option<&RunLock>,
     store: Arc<S>,
     journal: Option<&Journal>,
     opts: &ScanOptions,
@@ -121,7 +123,7 @@ pub async fn run_scan<S: Store>(
             batches,
             concurrency,
             stop.clone(),
-            |(seq, objs)| { process_batch(store.as_ref(), db, opts, seq, objs) }
+            |(seq, objs)| { process_batch(store.as_ref(), db, lock, opts, seq, objs) }
         ));
         let mut done: BTreeMap<u64, Batch> = BTreeMap::new();
         let mut next = 0u64;
@@ -215,6 +217,7 @@ enum BatchError {
 async fn process_batch<S: Store>(
     store: &S,
     db: &Db,
+    lock: Option<&RunLock>,
     s: &ScanOptions,
     seq: u64,
     objs: Vec<ObjectMeta>,
@@ -281,7 +284,21 @@ async fn process_batch<S: Store>(
     let outcomes = if keys.is_empty() {
         Vec::new()
     } else {
-        delete_with_retries(s.gate, store, &keys, &sizes, KEY_ATTEMPTS, RETRY_BASE).await
+        // Under the run's advisory lock: proven held before every delete request (8.4).
+        match delete_with_retries_locked(
+            s.gate,
+            store,
+            &keys,
+            &sizes,
+            KEY_ATTEMPTS,
+            RETRY_BASE,
+            lock.filter(|_| !s.gate.is_dry_run()),
+        )
+        .await
+        {
+            Ok(o) => o,
+            Err((_, e)) => return Err(BatchError::Db(e)),
+        }
     };
     if let Some(DeleteOutcome::Failed(e)) = outcomes
         .iter()

@@ -378,3 +378,86 @@ async fn case9_5_stale_copies_of_local_rows_and_wrong_style_copies_are_found_and
     assert!(left.contains(avatar) && left.contains(avatar_static));
     db.drop_db().await;
 }
+
+/// Issue 8, case 4 for orphans: when the session holding the `orphans` advisory lock ends
+/// mid-run, `orphans --delete` stops before its next delete (exit 3) instead of going on
+/// without the lock.
+#[tokio::test]
+async fn case4_orphans_stops_when_its_lock_session_ends() {
+    let db = TestDb::new(Mastodon::V4_6, "UTC").await;
+    let bucket = TestBucket::new().await;
+    // 200 cached orphans (their rows are gone) and one live row.
+    let keep = row(39);
+    insert_media(&db, &keep).await;
+    for k in keys_of(&keep) {
+        bucket.put(&k, b"kept").await;
+    }
+    for i in 0..200 {
+        let m = Media::remote(snowflake(20.0, 1000 + i), &format!("{:016x}.png", i), 20.0);
+        bucket.put(&keys_of(&m)[0], b"orphan").await;
+    }
+    let env = s3_env_file(&db, &bucket.name, &[("S3_BATCH_DELETE_LIMIT", "10")]);
+    let dir = temp_dir("own-lock");
+    let journal = dir.join("j.sqlite");
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_mastomedia"));
+    cmd.args([
+        "--env-file",
+        env.to_str().unwrap(),
+        "orphans",
+        "--journal",
+        journal.to_str().unwrap(),
+        "--delete",
+        "--min-age",
+        "0",
+        "--accept-risk",
+        "large-share",
+        "--rate",
+        "4",
+    ])
+    .env_clear()
+    .env("PATH", std::env::var("PATH").unwrap_or_default())
+    .env("MASTOMEDIA_STATUS_INTERVAL", "3600")
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped());
+    let child = cmd.spawn().expect("spawn mastomedia");
+    // Wait until deleting is under way, then end the lock session.
+    let started = std::time::Instant::now();
+    while bucket.keys().await.len() > 190 {
+        assert!(
+            started.elapsed().as_secs() < 60,
+            "no delete within a minute"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let killed: bool = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND granted \
+         AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .expect("terminate the lock session");
+    assert!(killed);
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{stderr}\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("advisory lock"), "{stdout}");
+    let left = bucket.keys().await;
+    assert!(
+        left.len() > 100,
+        "stopped long before the end: {} left",
+        left.len()
+    );
+    for k in keys_of(&keep) {
+        assert!(left.contains(&k));
+    }
+    db.drop_db().await;
+}
