@@ -178,6 +178,15 @@ impl WithStore<Result<PruneReport, CommandError>> for PruneJob<'_> {
             storage: store.describe(),
             ..PruneReport::default()
         };
+        // A versioned bucket keeps what prune deletes (U2): say so instead of claiming
+        // freed space. A provider that cannot tell is not a reason to stop.
+        report.bucket_versioning = match store.versioning().await {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::debug!("could not read the bucket's versioning: {e}");
+                None
+            }
+        };
         tracing::info!(
             days = self.days,
             source = %self.source,

@@ -138,6 +138,10 @@ pub struct PruneReport {
     pub interrupted: bool,
     /// Set when a fatal storage error stopped the run.
     pub fatal: Option<String>,
+    /// The bucket's versioning (`Enabled`, `Suspended`), when it keeps deleted objects as
+    /// noncurrent versions: the bytes "freed" are then freed only when those versions
+    /// expire (U2). `None`: not versioned, or the filesystem.
+    pub bucket_versioning: Option<String>,
     /// Wall time, seconds.
     pub elapsed_seconds: f64,
 }
@@ -225,6 +229,14 @@ impl PruneReport {
             if unlisted > 0 {
                 let _ = writeln!(s, "  ... and {unlisted} more failures not listed");
             }
+        }
+        if let Some(v) = &self.bucket_versioning {
+            let _ = writeln!(
+                s,
+                "versioned bucket (versioning {v}): deleted objects stay stored as noncurrent versions, so the space above is freed only when they expire. \
+                 Add a lifecycle rule, e.g. {{\"Rules\": [{{\"ID\": \"expire-noncurrent\", \"Status\": \"Enabled\", \"Filter\": {{}}, \"NoncurrentVersionExpiration\": {{\"NoncurrentDays\": 1}}, \"Expiration\": {{\"ExpiredObjectDeleteMarker\": true}}}}]}} \
+                 (aws s3api put-bucket-lifecycle-configuration --bucket BUCKET --lifecycle-configuration file://rule.json); `mastomedia du --versions` shows what is still stored"
+            );
         }
         let _ = writeln!(s, "{}", requests_line(&self.requests));
         if self.interrupted {

@@ -295,6 +295,13 @@ pub trait Store: Send + Sync + 'static {
     /// [`StoreError::AccessDenied`], [`StoreError::Transport`].
     fn check(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
 
+    /// The bucket's versioning state: `Some("Enabled")` or `Some("Suspended")` when deleted
+    /// objects stay stored as noncurrent versions, `None` when they do not (never on the
+    /// filesystem). Errors: the provider could not say.
+    fn versioning(&self) -> impl Future<Output = Result<Option<String>, StoreError>> + Send {
+        async { Ok(None) }
+    }
+
     /// The size in bytes of each key, `None` when the object does not exist, in the order
     /// given. S3 lists each distinct parent "partition" prefix once; the filesystem stats.
     fn stat_many(

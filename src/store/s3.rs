@@ -7,6 +7,7 @@
 //! `DeleteObject` requests where the provider has no multi-object delete (D4).
 
 mod transfer;
+mod versioning;
 
 pub use transfer::{Body, HeadMeta, ObjectHeaders, encode_copy_source, part_size};
 
@@ -488,6 +489,10 @@ impl Store for S3Store {
 
     fn limiter(&self) -> &Limiter {
         &self.limiter
+    }
+
+    async fn versioning(&self) -> Result<Option<String>, StoreError> {
+        self.versioning_status().await
     }
 
     async fn check(&self) -> Result<(), StoreError> {

@@ -109,3 +109,51 @@ async fn case9_2_crc32_setting_falls_back_once_and_remembers_it() {
     );
     db.drop_db().await;
 }
+
+/// Issue 9, case 6: on a versioned bucket a delete keeps the bytes as a noncurrent version;
+/// prune must say the space is freed only when those versions expire, and give the
+/// lifecycle rule to add.
+#[tokio::test]
+async fn case9_6_versioned_bucket_says_space_is_freed_only_when_versions_expire() {
+    let db = TestDb::new(Mastodon::V4_6, "UTC").await;
+    let bucket = TestBucket::new().await;
+    bucket
+        .client
+        .put_bucket_versioning()
+        .bucket(&bucket.name)
+        .versioning_configuration(
+            aws_sdk_s3::types::VersioningConfiguration::builder()
+                .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("enable versioning");
+    world(&db, &bucket).await;
+    let env = s3_env_file(&db, &bucket.name, &[]);
+    let run =
+        crate::support::mastomedia(&["--env-file", env.to_str().unwrap(), "prune", "--days", "7"]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.contains("versioned bucket (versioning Enabled)")
+            && run.stdout.contains("NoncurrentVersionExpiration"),
+        "{}",
+        run.stdout
+    );
+    // The JSON says it too; an unversioned bucket says nothing.
+    let plain = TestBucket::new().await;
+    let env2 = s3_env_file(&db, &plain.name, &[]);
+    let r = prune(&env2, &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.json()["bucket_versioning"], serde_json::Value::Null);
+    assert!(!r.stdout.contains("versioned bucket"));
+    let r = crate::support::mastomedia(&[
+        "--env-file",
+        env.to_str().unwrap(),
+        "prune",
+        "--dry-run",
+        "--json",
+    ]);
+    assert_eq!(r.json()["bucket_versioning"], "Enabled");
+    db.drop_db().await;
+}

@@ -252,6 +252,8 @@ def classify(method, bucket, key, params, headers):
                 return "ListMultipartUploads"
             if "acl" in q:
                 return "GetBucketAcl"
+            if "versioning" in q:
+                return "GetBucketVersioning"
             subresources = {
                 "location", "versioning", "policy", "cors", "lifecycle", "tagging",
                 "website", "logging", "notification", "replication", "encryption",
@@ -638,6 +640,11 @@ class ProxyHandler(BaseHTTPRequestHandler):
             target = remove_dot_segments(raw_path) + ("?" + raw_query if raw_query else "")
 
         st_, reason, hdrs, data = self.forward(self.command, target, self.headers.items(), body)
+        if op == "GetBucketVersioning" and st_ == 200:
+            # moto 5.2.5 names the root GetBucketVersioningResponse; S3 says
+            # VersioningConfiguration (the SDK reads nothing from the other name).
+            data = data.replace(b"<GetBucketVersioningResponse", b"<VersioningConfiguration").replace(
+                b"</GetBucketVersioningResponse>", b"</VersioningConfiguration>")
         if op == "ListParts" and st_ == 200:
             # moto 5.2.5 names the root ListPartsResponse; S3 (and the SDK) say ListPartsResult.
             data = data.replace(b"<ListPartsResponse", b"<ListPartsResult").replace(

@@ -1,0 +1,23 @@
+//! The bucket's versioning state (`GetBucketVersioning`), for prune's freed-space claim
+//! (`provider-quirks.md` U2): on a versioned bucket a delete only adds a delete marker and
+//! keeps the bytes as a noncurrent version until a lifecycle rule expires it.
+
+use super::S3Store;
+use crate::store::StoreError;
+
+impl S3Store {
+    /// `Some("Enabled")` or `Some("Suspended")` when versioning was ever switched on for the
+    /// bucket (suspended buckets keep their old versions), `None` when it never was.
+    /// Errors: the request failed (a provider without the API answers `NotImplemented`).
+    pub async fn versioning_status(&self) -> Result<Option<String>, StoreError> {
+        let _permit = self.limiter.acquire("GetBucketVersioning").await;
+        let out = self
+            .client
+            .get_bucket_versioning()
+            .bucket(&self.bucket)
+            .send()
+            .await
+            .map_err(|e| self.classify("GetBucketVersioning", e))?;
+        Ok(out.status().map(|s| s.as_str().to_owned()))
+    }
+}
