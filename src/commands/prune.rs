@@ -205,7 +205,15 @@ impl WithStore<Result<PruneReport, CommandError>> for PruneJob<'_> {
                 Selection::Profiles { .. } => "profiles",
                 Selection::PreviewCards { .. } => "preview_cards",
             };
-            let total = sel.count(self.db).await.map_err(db_error)?;
+            let total = match sel.count(self.db).await {
+                Ok(t) => t,
+                // Earlier passes may have deleted already: keep their summary.
+                Err(e) if !report.passes.is_empty() => {
+                    report.fatal = Some(db_error(e).error.to_string());
+                    break;
+                }
+                Err(e) => return Err(db_error(e)),
+            };
             let verb = if self.args.dry_run {
                 "would be freed"
             } else {
@@ -234,16 +242,33 @@ impl WithStore<Result<PruneReport, CommandError>> for PruneJob<'_> {
             )
             .await;
             progress.finish();
-            match result {
-                Ok(p) => report.passes.push(p),
-                Err(PassError::Db(e @ DbError::LockLost { .. })) => {
+            let (pass, error) = match result {
+                Ok(p) => (p, None),
+                Err(failure) => {
+                    let (p, e) = *failure;
+                    (p, Some(e))
+                }
+            };
+            report.passes.push(pass);
+            match error {
+                None => {}
+                Some(PassError::Db(e @ DbError::LockLost { .. })) => {
                     // Stop with the summary of what was done; exit 3.
                     tracing::error!("{e}");
                     report.fatal = Some(e.to_string());
                     break;
                 }
-                Err(PassError::Db(e)) => return Err(db_error(e)),
-                Err(PassError::Store(e)) => {
+                // Deletes may have been confirmed before the error: print what was done
+                // (the rows of unfinished batches were left untouched), then exit 3.
+                Some(PassError::Db(e)) => {
+                    let e = db_error(e).error;
+                    tracing::error!("{e:#}");
+                    report.fatal = Some(format!(
+                        "{e:#} (rows whose update did not commit keep their file names; the next run finds their objects already gone and clears them)"
+                    ));
+                    break;
+                }
+                Some(PassError::Store(e)) => {
                     report.fatal = Some(format!(
                         "{e} (the rows of the failed batch were left untouched)"
                     ));

@@ -109,7 +109,7 @@ pub async fn run_pass<S: Store>(
     progress: &Progress,
     cancel: &CancellationToken,
     mut report: PassReport,
-) -> Result<PassReport, PassError> {
+) -> Result<PassReport, Box<(PassReport, PassError)>> {
     let gate = opts.gate;
     let batch_limit = store.batch_limit().max(1);
     let (chunk_tx, mut chunk_rx) = mpsc::channel::<Chunk>(opts.concurrency.max(1));
@@ -219,7 +219,18 @@ pub async fn run_pass<S: Store>(
                     .map(|r| (r.row.id, r.row.expected_names.clone()))
                     .collect(),
             };
-            let cleared = gate.clear(db, &req, Utc::now().naive_utc()).await?;
+            let cleared = match gate.clear(db, &req, Utc::now().naive_utc()).await {
+                Ok(c) => c,
+                Err(e) => {
+                    // Stop intake; the rows of this chunk stay as they were (their objects
+                    // are found already gone by the next run).
+                    fatal.cancel();
+                    report.rows_failed += to_clear.len() as u64;
+                    fatal_error.get_or_insert(PassError::Db(e));
+                    progress.add(rows.len() as u64, failed_rows, bytes);
+                    continue;
+                }
+            };
             let cleared: std::collections::HashSet<i64> = cleared.into_iter().collect();
             for r in to_clear {
                 if cleared.contains(&r.row.id) {
@@ -244,18 +255,20 @@ pub async fn run_pass<S: Store>(
         }
         progress.add(rows.len() as u64, failed_rows, bytes);
     }
+    // The counts so far go back with a fatal error: the summary says what was done.
     match producer.await {
         Ok(Ok(())) => {}
-        Ok(Err(e)) => return Err(PassError::Db(e)),
+        Ok(Err(e)) => return Err(Box::new((report, fatal_error.unwrap_or(PassError::Db(e))))),
         Err(join) => {
-            return Err(PassError::Db(DbError::Query {
+            let e = PassError::Db(DbError::Query {
                 what: format!("reading candidates (task failed: {join})"),
                 source: sqlx::Error::WorkerCrashed,
-            }));
+            });
+            return Err(Box::new((report, fatal_error.unwrap_or(e))));
         }
     }
     if let Some(e) = fatal_error {
-        return Err(e);
+        return Err(Box::new((report, e)));
     }
     Ok(report)
 }

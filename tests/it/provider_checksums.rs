@@ -157,3 +157,53 @@ async fn case9_6_versioned_bucket_says_space_is_freed_only_when_versions_expire(
     assert_eq!(r.json()["bucket_versioning"], "Enabled");
     db.drop_db().await;
 }
+
+/// Issue 9, case 7: a fatal error in the middle of a run (here the database refuses one
+/// chunk's row update) used to drop the report: `--json` printed only `{error,
+/// exit_code}` although objects had been deleted. The summary of what was done is printed,
+/// with the error, and the run exits 3.
+#[tokio::test]
+async fn case9_7_fatal_error_mid_run_still_prints_what_was_done() {
+    let db = TestDb::new(Mastodon::V4_6, "UTC").await;
+    let bucket = TestBucket::new().await;
+    world(&db, &bucket).await;
+    // The test database's own trigger (never Mastodon's schema): the update of the 20th
+    // row fails, as a dropped connection or a constraint would.
+    sqlx::raw_sql(
+        "CREATE FUNCTION mm_fail() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+         RAISE EXCEPTION 'injected failure'; END $$; \
+         CREATE TRIGGER mm_fail BEFORE UPDATE ON media_attachments FOR EACH ROW \
+         WHEN (OLD.id = 109345678901234019) EXECUTE FUNCTION mm_fail();",
+    )
+    .execute(&db.pool)
+    .await
+    .expect("create the trigger");
+    let env = s3_env_file(&db, &bucket.name, &[("S3_BATCH_DELETE_LIMIT", "10")]);
+    let run = crate::support::mastomedia(&[
+        "--env-file",
+        env.to_str().unwrap(),
+        "prune",
+        "--days",
+        "7",
+        "--concurrency",
+        "1",
+        "--json",
+    ]);
+    assert_eq!(run.code, 3, "{}\n{}", run.stdout, run.stderr);
+    let r = run.json();
+    assert!(
+        r["fatal"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("injected failure"),
+        "{r:#}"
+    );
+    let media = &r["passes"][0];
+    let deleted = media["objects_deleted"].as_u64().unwrap();
+    assert!(
+        deleted >= 20,
+        "the chunks before the failure are reported: {r:#}"
+    );
+    assert!(media["rows_cleared"].as_u64().unwrap() >= 10, "{r:#}");
+    db.drop_db().await;
+}
