@@ -355,6 +355,28 @@ async fn read_only_database_user_exits_3_before_any_delete() {
         "the storage was not even contacted"
     );
     inst.assert_untouched(&run).await;
+    // Issue 9.7: a dry run changes nothing, so the same read-only user may audit: it warns
+    // and goes on (it used to stop with the same error).
+    let run = mastomedia(&[
+        "--env-file",
+        env.to_str().unwrap(),
+        "prune",
+        "--dry-run",
+        "--json",
+    ]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr.contains("may not update") && run.stderr.contains("this dry run goes on"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        run.json()["passes"][0]["rows_cleared"],
+        2,
+        "would clear both rows"
+    );
+    assert_eq!(inst.bucket.stats()["mutating"], 0);
+    inst.assert_untouched(&run).await;
     for sql in [format!("DROP OWNED BY {role}"), format!("DROP ROLE {role}")] {
         sqlx::query(&sql)
             .execute(&inst.db.pool)
