@@ -52,8 +52,9 @@ pub struct Args {
     #[arg(long, value_name = "PATH")]
     pub journal: Option<PathBuf>,
 
-    /// Files above this size (bytes) go as multipart uploads with equal parts.
-    #[arg(long, default_value_t = 8 * 1024 * 1024, value_name = "BYTES")]
+    /// Files above this size (bytes) go as multipart uploads with equal parts; at least
+    /// 5242880 (5 MiB, S3's smallest part).
+    #[arg(long, default_value_t = 8 * 1024 * 1024, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(5_242_880..))]
     pub multipart_threshold: u64,
 
     /// After copying, HEAD every migrated object and compare size (and MD5 where the ETag is one).

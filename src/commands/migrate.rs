@@ -469,6 +469,10 @@ async fn copy_all(
         .cloned()
         .collect();
 
+    if todo.iter().any(|f| f.size > ctx.threshold) {
+        abort_stale_uploads(ctx, &todo, cancel, report).await?;
+    }
+
     let progress = Progress::start_unit("migrate", todo.len() as u64, "files", "copied", mode);
     let stop = cancel.child_token();
     let mut results = std::pin::pin!(bounded(
@@ -702,6 +706,74 @@ fn verify_failure(report: &mut MigrateReport, key: &str, code: String, message: 
             message,
         });
     }
+}
+
+/// Aborts the unfinished multipart uploads of keys this run is about to upload above the
+/// multipart threshold, started before this run (a killed run's leftovers, billed as stored
+/// parts until aborted): one `ListMultipartUploads` listing below the target's key prefix,
+/// then one `AbortMultipartUpload` each, through the dry-run gate. Uploads of other keys are
+/// never touched. Errors: the listing failed with a fatal error (a provider without the
+/// API only gets a warning).
+async fn abort_stale_uploads(
+    ctx: &Copy<'_>,
+    todo: &[&SourceFile],
+    cancel: &CancellationToken,
+    report: &mut MigrateReport,
+) -> Result<(), CommandError> {
+    let started = chrono::Utc::now();
+    let prefix = ctx
+        .target_cfg
+        .key_prefix
+        .as_deref()
+        .map(|p| format!("{p}/"))
+        .unwrap_or_default();
+    let big: HashSet<String> = todo
+        .iter()
+        .filter(|f| f.size > ctx.threshold)
+        .map(|f| format!("{prefix}{}", f.key))
+        .collect();
+    let mut marker = None;
+    let mut stale = Vec::new();
+    loop {
+        if cancel.is_cancelled() {
+            return Ok(());
+        }
+        let page = match ctx.target.list_uploads_page(&prefix, marker).await {
+            Ok(p) => p,
+            Err(e) if e.is_fatal() => {
+                return Err(CommandError::fatal(
+                    anyhow!(e).context("listing unfinished multipart uploads"),
+                ));
+            }
+            Err(e) => {
+                tracing::warn!("cannot list unfinished multipart uploads ({e}); none aborted");
+                return Ok(());
+            }
+        };
+        stale.extend(
+            page.uploads.into_iter().filter(|u| {
+                big.contains(u.key.as_str()) && u.initiated.is_some_and(|t| t < started)
+            }),
+        );
+        match page.next {
+            Some(m) => marker = Some(m),
+            None => break,
+        }
+    }
+    for u in stale {
+        let done = ctx
+            .gate
+            .mutate(
+                ctx.target.abort_stale_upload(u.key.as_str(), &u.upload_id),
+                || Ok(()),
+            )
+            .await;
+        match done {
+            Ok(()) => report.stale_uploads_aborted += 1,
+            Err(e) => tracing::warn!("could not abort the unfinished upload of {}: {e}", u.key),
+        }
+    }
+    Ok(())
 }
 
 /// Of `keys` (without `S3_KEY_PREFIX`), those a row of Mastodon's database still names: the

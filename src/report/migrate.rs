@@ -50,6 +50,9 @@ pub struct MigrateReport {
     pub files_skipped_cache: u64,
     /// Symlinks skipped (with a warning).
     pub symlinks_skipped: u64,
+    /// Unfinished multipart uploads of keys this run writes, started before it (left by a
+    /// killed run), aborted (or, in a dry run, that would be).
+    pub stale_uploads_aborted: u64,
     /// Journalled files no longer at the source (deleted between passes); never deleted
     /// from the target by migrate.
     pub deleted_at_source: u64,
@@ -168,6 +171,14 @@ impl MigrateReport {
         }
         if self.files_skipped_cache > 0 {
             let _ = writeln!(s, "left out (cache/): {} files", self.files_skipped_cache);
+        }
+        if self.stale_uploads_aborted > 0 {
+            let _ = writeln!(
+                s,
+                "unfinished multipart uploads of keys copied here, left by an earlier run: {} {}aborted (they were billed as stored parts)",
+                self.stale_uploads_aborted,
+                if self.dry_run { "would be " } else { "" }
+            );
         }
         if self.symlinks_skipped > 0 {
             let _ = writeln!(s, "symlinks skipped: {}", self.symlinks_skipped);

@@ -1376,3 +1376,72 @@ async fn bad_source_bucket_errors_name_the_old_env_file() {
     assert!(err.contains("--repair"), "{err}");
     assert_eq!(target.stats()["mutating"], 0);
 }
+
+/// Issue 9, case 7: a kill during a multipart upload leaves an unfinished upload that is
+/// billed as stored parts. The next run aborts this tool's stale uploads for the keys it
+/// writes (started before it), and leaves every other key's upload alone.
+#[tokio::test]
+async fn case9_7_stale_multipart_upload_of_a_key_it_writes_is_aborted() {
+    let bucket = TestBucket::new().await;
+    let root = temp_dir("system");
+    let big = "media_attachments/files/000/000/001/original/aaaaaaaaaaaaaaaa.mp4";
+    write_file(
+        &root,
+        big,
+        &bytes(b"\x00\x00\x00\x18ftypmp42", big, 6 * 1024 * 1024),
+    );
+    // What a killed run left: an unfinished upload of `big` with one part, and an upload
+    // of another key (someone else's) that must stay.
+    let other = "backups/dumps/000/000/009/original/archive.zip";
+    let mut ids = Vec::new();
+    for key in [big, other] {
+        let up = bucket
+            .client
+            .create_multipart_upload()
+            .bucket(&bucket.name)
+            .key(key)
+            .send()
+            .await
+            .expect("start multipart");
+        bucket
+            .client
+            .upload_part()
+            .bucket(&bucket.name)
+            .key(key)
+            .upload_id(up.upload_id().unwrap())
+            .part_number(1)
+            .body(vec![1u8; 1024].into())
+            .send()
+            .await
+            .expect("upload part");
+        ids.push(up.upload_id().unwrap().to_owned());
+    }
+    let env = env_file(&bucket.name, &[]);
+    let journal = journal();
+    let r = migrate(
+        &env,
+        &journal,
+        &["--from", s(&root), "--multipart-threshold", THRESHOLD],
+        0,
+    );
+    assert_eq!(r["stale_uploads_aborted"], 1, "{r:#}");
+    assert_eq!(r["files_uploaded"], 1, "{r:#}");
+    let left = bucket
+        .client
+        .list_multipart_uploads()
+        .bucket(&bucket.name)
+        .send()
+        .await
+        .expect("list uploads");
+    let left: Vec<(String, String)> = left
+        .uploads()
+        .iter()
+        .map(|u| {
+            (
+                u.key().unwrap().to_owned(),
+                u.upload_id().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(left, vec![(other.to_owned(), ids[1].clone())]);
+}

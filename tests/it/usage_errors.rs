@@ -17,6 +17,16 @@ async fn case9_7_ignored_flags_are_usage_errors() {
         ),
         (vec!["orphans", "--dry-run"], "--delete"),
         (vec!["orphans", "--max-share", "20"], "--delete"),
+        (
+            vec![
+                "migrate",
+                "--from",
+                "/nonexistent",
+                "--multipart-threshold",
+                "0",
+            ],
+            "5242880",
+        ),
     ] {
         let mut all = vec!["--env-file", env];
         all.extend(args.iter().copied());

@@ -247,6 +247,28 @@ impl S3Store {
     }
 
     /// Aborts a multipart upload so its parts are not billed (errors only logged).
+    /// Aborts an unfinished multipart upload (`AbortMultipartUpload`); an upload already
+    /// gone counts as aborted. Errors: the request failed.
+    pub async fn abort_stale_upload(&self, key: &str, upload_id: &str) -> Result<(), StoreError> {
+        let _permit = self.limiter.acquire("AbortMultipartUpload").await;
+        match self
+            .client
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) => match self.classify("AbortMultipartUpload", e) {
+                StoreError::NotFound => Ok(()),
+                StoreError::Other { code, .. } if code == "NoSuchUpload" => Ok(()),
+                err => Err(err),
+            },
+        }
+    }
+
     async fn abort_upload(&self, key: &str, upload_id: &str) {
         let _permit = self.limiter.acquire("AbortMultipartUpload").await;
         if let Err(e) = self
