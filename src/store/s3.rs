@@ -131,7 +131,7 @@ impl S3Store {
         match (&err, code.as_deref(), status) {
             (SdkError::TimeoutError(_), _, _) => StoreError::Transport(format!("{op}: timed out")),
             (SdkError::DispatchFailure(d), _, _) => {
-                StoreError::Transport(format!("{op} to {}: {d:?}", self.endpoint))
+                StoreError::Transport(format!("{op} to {}: {}", self.endpoint, transport_cause(d)))
             }
             (_, Some("NoSuchBucket"), _) => StoreError::NoSuchBucket(self.bucket.clone()),
             (_, Some(c), _) => StoreError::from_code(c, detail),
@@ -394,6 +394,46 @@ fn refuses_checksum_headers(e: &StoreError) -> bool {
         code.as_str(),
         "InvalidArgument" | "InvalidRequest" | "BadRequest" | "InvalidHeader" | "MissingContentMD5"
     ) && (m.contains("unsupported header") || m.contains("checksum") || m.contains("content-md5"))
+}
+
+/// One line for a request that never got an answer: what kind of failure (cannot connect,
+/// timed out, TLS) and the innermost cause, each message once, instead of the SDK's nested
+/// `Debug` dump (`DispatchFailure { source: ConnectorError { … } }`).
+fn transport_cause(d: &aws_smithy_runtime_api::client::result::DispatchFailure) -> String {
+    let kind = if d.is_timeout() {
+        "timed out"
+    } else if d.is_io() {
+        "cannot connect"
+    } else if d.is_user() {
+        "the request could not be built"
+    } else {
+        "no answer"
+    };
+    let mut causes: Vec<String> = Vec::new();
+    let mut err: Option<&(dyn std::error::Error + 'static)> = d
+        .as_connector_error()
+        .map(|c| c as &(dyn std::error::Error + 'static));
+    while let Some(e) = err {
+        let msg = e.to_string();
+        if !msg.is_empty()
+            && !causes
+                .iter()
+                .any(|c| c.contains(&msg) || msg.contains(c.as_str()))
+        {
+            causes.push(msg);
+        } else if let Some(last) = causes.last_mut()
+            && msg.len() > last.len()
+            && msg.contains(last.as_str())
+        {
+            *last = msg;
+        }
+        err = e.source();
+    }
+    // The innermost cause says most ("Connection refused (os error 111)", "dns error").
+    match causes.last() {
+        Some(c) => format!("{kind} ({c})"),
+        None => kind.to_owned(),
+    }
 }
 
 /// Status of a raw HTTP response, whatever the SDK's response type.

@@ -125,3 +125,28 @@ async fn case9_7_journal_on_a_read_only_filesystem_fails_before_any_upload() {
     assert!(bucket.keys().await.is_empty());
     db.drop_db().await;
 }
+
+/// Issue 9.7: a provider that cannot be reached is one line saying what failed, not the
+/// SDK's nested `DispatchFailure { source: ConnectorError { … } }` dump.
+#[tokio::test]
+async fn case9_7_unreachable_endpoint_is_one_readable_line() {
+    let db = TestDb::new(Mastodon::V4_6, "UTC").await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let env = s3_env_file(
+        &db,
+        "mm-nowhere",
+        &[("S3_ENDPOINT", &format!("http://127.0.0.1:{port}"))],
+    );
+    let run = mastomedia(&["--env-file", env.to_str().unwrap(), "du"]);
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("cannot connect") && run.stderr.contains("Connection refused"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("DispatchFailure"), "{}", run.stderr);
+    assert!(!run.stderr.contains("ConnectorError"), "{}", run.stderr);
+    db.drop_db().await;
+}
