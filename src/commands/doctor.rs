@@ -648,14 +648,27 @@ async fn check_cname(
     };
     match dns.cname_chain(host).await {
         Err(e) => r.fail("cname", e.to_string(), "fix the zone's name servers"),
-        Ok(chain) if chain.is_empty() => r.warn(
-            "cname",
-            format!("{host} is not a CNAME (an A record or a flattened CNAME)"),
-            match expected.first() {
-                Some(t) => format!("make it `{host}. IN CNAME {t}.` unless a CDN serves it"),
-                None => "make it a CNAME to the bucket's host unless a CDN serves it".to_owned(),
-            },
-        ),
+        Ok(chain) if chain.is_empty() => {
+            let record = match expected.first() {
+                Some(t) => format!("`{host}. IN CNAME {t}.`"),
+                None => "a CNAME to the bucket's host".to_owned(),
+            };
+            match dns.addresses(host).await {
+                // No CNAME and no address: the name does not exist (NXDOMAIN) or has no
+                // records at all; calling it "not a CNAME" hid that.
+                Ok(a) if a.is_empty() => r.fail(
+                    "cname",
+                    format!("{host} does not resolve: no CNAME and no A/AAAA record (NXDOMAIN or an empty name) via {}", dns.describe()),
+                    format!("add {record} to the zone"),
+                ),
+                Err(e) => r.fail("cname", e.to_string(), "fix the zone's name servers"),
+                Ok(_) => r.warn(
+                    "cname",
+                    format!("{host} is not a CNAME (an A record or a flattened CNAME)"),
+                    format!("make it {record} unless a CDN serves it"),
+                ),
+            }
+        }
         Ok(chain) => {
             let shown = chain.join(" → ");
             if expected.is_empty() {

@@ -150,3 +150,66 @@ async fn case9_7_unreachable_endpoint_is_one_readable_line() {
     assert!(!run.stderr.contains("ConnectorError"), "{}", run.stderr);
     db.drop_db().await;
 }
+
+/// A DNS server on loopback that answers every query NXDOMAIN (RCODE 3), for the one test
+/// that needs a name that does not exist (the lab's mock DNS answers every A query).
+fn nxdomain_server() -> std::net::SocketAddr {
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = sock.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 512];
+        while let Ok((n, from)) = sock.recv_from(&mut buf) {
+            if n < 12 {
+                continue;
+            }
+            // Same id and question; QR=1, RD copied, RA=1, RCODE=3; no answers.
+            let mut resp = buf[..n].to_vec();
+            resp[2] = 0x80 | (buf[2] & 0x01);
+            resp[3] = 0x80 | 0x03;
+            resp[6..12].fill(0); // ANCOUNT, NSCOUNT, ARCOUNT
+            // Drop any additional (EDNS OPT) record the query carried: keep the question.
+            let mut end = 12;
+            while end < n && buf[end] != 0 {
+                end += 1 + buf[end] as usize;
+            }
+            resp.truncate((end + 5).min(n));
+            let _ = sock.send_to(&resp, from);
+        }
+    });
+    addr
+}
+
+/// Issue 9.7: an alias host that does not exist in DNS (NXDOMAIN) used to be reported as
+/// "not a CNAME (an A record or a flattened CNAME)", a warning. It is a failure that says
+/// the name does not resolve, with the record to add.
+#[tokio::test]
+async fn case9_7_doctor_reports_nxdomain_as_a_missing_name() {
+    let db = TestDb::new(Mastodon::V4_6, "UTC").await;
+    let bucket = TestBucket::new().await;
+    let env = s3_env_file(
+        &db,
+        &bucket.name,
+        &[("S3_ALIAS_HOST", "files.does-not-exist.example")],
+    );
+    let dns = nxdomain_server();
+    let run = mastomedia(&[
+        "--env-file",
+        env.to_str().unwrap(),
+        "doctor",
+        "--resolver",
+        &dns.to_string(),
+    ]);
+    assert_eq!(run.code, 1, "{}\n{}", run.stdout, run.stderr);
+    let line = run
+        .stdout
+        .lines()
+        .find(|l| l.get(6..).is_some_and(|r| r.starts_with("cname")))
+        .unwrap_or_else(|| panic!("no cname line:\n{}", run.stdout));
+    assert!(
+        line.starts_with("FAIL")
+            && line.contains("does not resolve")
+            && !line.contains("not a CNAME"),
+        "{line}"
+    );
+    db.drop_db().await;
+}
