@@ -311,14 +311,12 @@ impl Copy<'_> {
         };
         let parsed = parse_key(&f.key, &KeyPrefix::default()).ok();
         let standing = match (self.db, &parsed) {
-            (Some(db), Some(p)) if permission.is_some() => Some(
-                db.standing(p.attachment, &p.id_ranges())
-                    .await
-                    .unwrap_or_else(|e| {
-                        tracing::warn!("{}: {e}; copied private", f.key);
-                        Standing::Hidden
-                    }),
-            ),
+            (Some(db), Some(p)) if permission.is_some() => {
+                Some(vouched_standing(db, &f.key, p).await.unwrap_or_else(|e| {
+                    tracing::warn!("{}: {e}; copied private", f.key);
+                    Standing::Hidden
+                }))
+            }
             _ => None,
         };
         Ok(Uploaded {
@@ -983,7 +981,7 @@ async fn repair_one(
             };
             let parsed = parse_key(key, &KeyPrefix::default()).ok();
             let standing = match (args.repair_acl, &parsed) {
-                (true, Some(parsed)) => Some(standing(db, parsed).await),
+                (true, Some(parsed)) => Some(standing(db, key, parsed).await),
                 _ => None,
             };
             let want = decide_acl(key, parsed.is_some(), Some(p), public, standing);
@@ -1020,16 +1018,42 @@ async fn repair_one(
     }
 }
 
-/// The database's standing of the row of `parsed` ([`Db::standing`]). Without a database,
-/// or when it cannot answer, [`Standing::Hidden`] (keep private).
-async fn standing(db: Option<&Db>, parsed: &crate::plan::parse::ParsedKey<'_>) -> Standing {
+/// The database's standing of `key` ([`vouched_standing`]). Without a database, or when
+/// it cannot answer, [`Standing::Hidden`] (keep private).
+async fn standing(
+    db: Option<&Db>,
+    key: &str,
+    parsed: &crate::plan::parse::ParsedKey<'_>,
+) -> Standing {
     let Some(db) = db else {
         return Standing::Hidden;
     };
-    db.standing(parsed.attachment, &parsed.id_ranges())
-        .await
-        .unwrap_or_else(|e| {
-            tracing::warn!("{e}: left private");
-            Standing::Hidden
-        })
+    vouched_standing(db, key, parsed).await.unwrap_or_else(|e| {
+        tracing::warn!("{e}: left private");
+        Standing::Hidden
+    })
+}
+
+/// [`Db::standing`] of the rows in `key`'s partition, where [`Standing::Good`] also needs a
+/// row that names this very file ([`crate::plan::orphans::row_names`]): a row in the same
+/// folder (another file name, a neighbour in a shared 13–17-digit partition) never vouches
+/// for publishing a private object. `key` is without `S3_KEY_PREFIX`. Errors: a query.
+async fn vouched_standing(
+    db: &Db,
+    key: &str,
+    parsed: &crate::plan::parse::ParsedKey<'_>,
+) -> Result<Standing, crate::mastodon::DbError> {
+    let s = db.standing(parsed.attachment, &parsed.id_ranges()).await?;
+    if s != Standing::Good {
+        return Ok(s);
+    }
+    let owners = crate::inventory::owners::Owners::lookup(db, std::slice::from_ref(parsed)).await?;
+    let named = owners
+        .candidates(parsed)
+        .is_some_and(|c| crate::plan::orphans::row_names(key, parsed, &c, &KeyPrefix::default()));
+    Ok(if named {
+        Standing::Good
+    } else {
+        Standing::NoRow
+    })
 }

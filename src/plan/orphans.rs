@@ -168,6 +168,34 @@ pub fn classify(
     Class::Stale
 }
 
+/// Whether a row of `owners` (the rows in `parsed`'s partition) names exactly this file:
+/// one of its exact keys, or, in a partition of one id, a same-basename variant at the
+/// row's location that is not a copy under the wrong style (what [`classify`] calls
+/// owned or a variant, for local rows too). A shared 13–17-digit partition, a blank
+/// attachment or another file name never counts. This is what may vouch for publishing a
+/// private object (`migrate --repair-acl`, A3): a row in the folder is not enough.
+pub fn row_names(
+    key: &str,
+    parsed: &ParsedKey<'_>,
+    owners: &[Owner<'_>],
+    prefix: &KeyPrefix,
+) -> bool {
+    let exact = owners.iter().any(|o| {
+        o.file
+            .as_ref()
+            .is_some_and(|f| f.keys(prefix).iter().any(|k| k.as_str() == key))
+    });
+    exact
+        || (parsed.id_ranges().len() == 1
+            && owners.iter().any(|o| {
+                o.file.as_ref().is_some_and(|f| {
+                    f.cached() == parsed.cache
+                        && basename(f.file_name) == basename(parsed.file_name)
+                        && !wrong_style(f, parsed, prefix)
+                })
+            }))
+}
+
 /// Whether the key is a copy of one style's file under another style the row has (a video's
 /// `small/<base>.mp4`, where Mastodon writes `small/<base>.png` and `original/<base>.mp4`):
 /// its style directory is one the layout predicts for `f`, and its file name is the one a
@@ -330,6 +358,34 @@ mod tests {
             class(&converted_local, Some(&heic_local)),
             Class::Referenced(Kept::LocalRow)
         );
+    }
+
+    #[test]
+    fn only_a_row_naming_the_file_vouches_for_it() {
+        let none = KeyPrefix::default();
+        let named = |key: &str, owners: &[Owner<'_>]| {
+            row_names(key, &parse_key(key, &none).unwrap(), owners, &none)
+        };
+        let local = [owner(
+            Some(file("8f3a2b1c4d5e6f70.png", None, false)),
+            false,
+        )];
+        let own = format!("media_attachments/files/{P18}/original/8f3a2b1c4d5e6f70.png");
+        let other = format!("media_attachments/files/{P18}/original/ffffffffffffffff.jpg");
+        assert!(named(&own, &local));
+        assert!(!named(&other, &local), "a row in the folder is not enough");
+        assert!(!named(&own, &[owner(None, false)]), "blank attachment");
+        // A shared 17-digit partition: only an exact key of a row counts.
+        let shared = "media_attachments/files/984/249/801/768/961/original/0123456789abcdef.jpg";
+        let neighbour = [Owner {
+            id: 98424980176896130,
+            remote: false,
+            file: Some(StoredAttachment {
+                id: 98424980176896130,
+                ..file("0123456789abcdee.jpg", None, false)
+            }),
+        }];
+        assert!(!named(shared, &neighbour));
     }
 
     #[test]

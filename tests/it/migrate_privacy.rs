@@ -115,6 +115,49 @@ async fn case2_repair_acl_keeps_non_layout_private() {
     db.drop_db().await;
 }
 
+/// Found by review after the first fix: `--repair-acl` judged an object by the rows of its
+/// folder, not by its file name, so a private file no row names (another name in a local
+/// account's folder; an unrelated name in a 17-digit partition shared with a live row) was
+/// published. Only a row that names the file vouches for it.
+#[tokio::test]
+async fn case2_repair_acl_publishes_only_files_a_row_names() {
+    let db = TestDb::new(Mastodon::V4_6, "UTC").await;
+    let bucket = TestBucket::new().await;
+    insert_account(
+        &db,
+        993,
+        None,
+        Some(("55b594690785b89e.jpg", "image/jpeg")),
+        None,
+        None,
+        1.0,
+        1.0,
+    )
+    .await;
+    let avatar = "accounts/avatars/000/000/993/original/55b594690785b89e.jpg";
+    let not_the_avatar = "accounts/avatars/000/000/993/original/ffffffffffffffff.jpg";
+    // A 17-digit id: its partition is shared with up to 99 neighbours (§3.4).
+    insert_account(&db, 7, None, None, None, Some(1), 1.0, 1.0).await;
+    media_row(&db, 98424980176896130, "1111111111111111.jpg", None, 7).await;
+    let shared_unowned =
+        "media_attachments/files/984/249/801/768/961/original/0123456789abcdef.jpg";
+    for k in [avatar, not_the_avatar, shared_unowned] {
+        put_with(&bucket, k, &bytes(PNG, k, 300), None).await;
+    }
+    let env = s3_env_file(&db, &bucket.name, &[]);
+    let r = migrate(&env, &journal(), &["--repair", "--repair-acl"], 0);
+    assert!(acl(&bucket, avatar).await, "the row's own avatar: {r:#}");
+    assert!(
+        !acl(&bucket, not_the_avatar).await,
+        "no row names {not_the_avatar}: stays private"
+    );
+    assert!(
+        !acl(&bucket, shared_unowned).await,
+        "no row names {shared_unowned}: stays private"
+    );
+    db.drop_db().await;
+}
+
 #[tokio::test]
 async fn case2_moderated_post_media_stays_private() {
     let db = TestDb::new(Mastodon::V4_2, "UTC").await;
