@@ -88,6 +88,14 @@ pub struct Args {
     #[arg(long, conflicts_with = "repair")]
     pub reupload_missing: bool,
 
+    /// Go on although the journal knows nothing of this target while the bucket already
+    /// holds some of the source's files (another user's or host's default journal, a lost
+    /// journal): every file missing in the bucket is uploaded, which brings back what
+    /// Mastodon deleted there since an earlier copy. Without it such a run refuses (exit 2);
+    /// pass --journal with the first pass's journal instead.
+    #[arg(long)]
+    pub accept_empty_journal: bool,
+
     /// Print the summary as JSON on stdout.
     #[arg(long)]
     pub json: bool,

@@ -433,6 +433,69 @@ async fn copy_all(
             _ => todo.push(f),
         }
     }
+    // A file copied before whose source changed (a new mtime: `touch`, a copy without -t)
+    // is uploaded again only over an object still there: gone from the bucket means
+    // deleted there on purpose, whatever the source did since (never resurrected).
+    if !args.reupload_missing {
+        let copied_before: Vec<&SourceFile> = todo
+            .iter()
+            .copied()
+            .filter(|f| {
+                known
+                    .get(&f.key)
+                    .is_some_and(|r| matches!(r.state, FileState::Uploaded | FileState::Verified))
+            })
+            .collect();
+        let gone = missing_in_target(ctx, &copied_before).await?;
+        if !gone.is_empty() {
+            let records: Vec<FileRecord> = copied_before
+                .iter()
+                .filter(|f| gone.contains(f.key.as_str()))
+                .map(|f| FileRecord {
+                    key: f.key.clone(),
+                    size: f.size,
+                    version: f.version.clone(),
+                    state: FileState::DeletedInBucket,
+                    source_private: known.get(&f.key).and_then(|r| r.source_private),
+                })
+                .collect();
+            if !args.dry_run {
+                journal
+                    .record_migrated(target_id, &records)
+                    .await
+                    .map_err(CommandError::fatal)?;
+            }
+            todo.retain(|f| !gone.contains(f.key.as_str()));
+            deleted_in_bucket.extend(
+                copied_before
+                    .into_iter()
+                    .filter(|f| gone.contains(f.key.as_str())),
+            );
+        }
+    }
+    // A journal that knows nothing of this target while the bucket already holds the
+    // source's files is not this migration's journal: uploading what is missing would
+    // bring back what Mastodon deleted since the copy.
+    if known.is_empty() && !todo.is_empty() && !args.accept_empty_journal {
+        let step = (todo.len() / SAMPLE).max(1);
+        let sample: Vec<&SourceFile> = todo.iter().copied().step_by(step).take(SAMPLE).collect();
+        let missing = missing_in_target(ctx, &sample).await?;
+        let present: Vec<&str> = sample
+            .iter()
+            .map(|f| f.key.as_str())
+            .filter(|k| !missing.contains(*k))
+            .collect();
+        if !present.is_empty() {
+            return Err(CommandError::usage(anyhow!(
+                "the journal {} knows nothing of this target, but the bucket already holds {} of {} sampled source files (e.g. {}): it is not the journal of the earlier copy (the default one lives under the home of the user who ran it, {}). Uploading what is missing would bring back what Mastodon deleted in the bucket since. Pass --journal with the first pass's journal, or --accept-empty-journal to upload every missing file anyway",
+                journal.path().display(),
+                present.len(),
+                sample.len(),
+                present[0],
+                crate::journal::state_dir().display()
+            )));
+        }
+    }
     if args.reupload_missing && !deleted_in_bucket.is_empty() {
         // With the database, only what a row still names is owed.
         let owed = match ctx.db {
@@ -704,6 +767,44 @@ fn verify_failure(report: &mut MigrateReport, key: &str, code: String, message: 
             message,
         });
     }
+}
+
+/// Source files sampled in the target when the journal is empty.
+const SAMPLE: usize = 16;
+
+/// The keys of `files` that do not exist in the target bucket (one HEAD each, 8 at a time).
+/// Errors: a HEAD failed (other than "not found").
+async fn missing_in_target(
+    ctx: &Copy<'_>,
+    files: &[&SourceFile],
+) -> Result<HashSet<String>, CommandError> {
+    let heads: Vec<Result<Option<String>, StoreError>> = stream::iter(files.iter().copied())
+        .map(|f| async move {
+            let key = ctx.target_cfg.key_prefix.apply(f.key.clone());
+            match ctx.target.head(key.as_str()).await {
+                Ok(None) => Ok(Some(f.key.clone())),
+                Ok(Some(_)) => Ok(None),
+                Err(e) => Err(e),
+            }
+        })
+        .buffer_unordered(8)
+        .collect()
+        .await;
+    let mut missing = HashSet::new();
+    for h in heads {
+        match h {
+            Ok(Some(k)) => {
+                missing.insert(k);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                return Err(CommandError::fatal(
+                    anyhow!(e).context("checking the target for files copied before"),
+                ));
+            }
+        }
+    }
+    Ok(missing)
 }
 
 /// Aborts the unfinished multipart uploads of keys this run is about to upload above the

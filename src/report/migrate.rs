@@ -203,7 +203,7 @@ impl MigrateReport {
         if self.deleted_in_bucket > 0 {
             let _ = writeln!(
                 s,
-                "deleted in the bucket since the copy: {} files (unchanged at the source, gone from the bucket: Mastodon or an admin deleted them there; catch-up passes never upload them again, `--reupload-missing` does)",
+                "deleted in the bucket since the copy: {} file(s) (unchanged at the source, gone from the bucket: Mastodon or an admin deleted them there; catch-up passes never upload them again, `--reupload-missing` does)",
                 self.deleted_in_bucket
             );
             for k in &self.deleted_in_bucket_keys {

@@ -438,6 +438,64 @@ async fn case3_catch_up_never_resurrects_bucket_deletion() {
     w.db.drop_db().await;
 }
 
+/// Found by review after the first fix: the journal is the only memory of the copy, so a
+/// run with another journal (another user's default one, a lost one) uploaded B again, and
+/// so did a run after the source file was merely touched (new mtime, same bytes). A run
+/// whose empty journal meets a bucket that already holds the files refuses; a changed
+/// source never brings back what is gone from the bucket.
+#[tokio::test]
+async fn case3_new_journal_or_touched_source_never_resurrects() {
+    let w = copied_then_b_deleted_in_the_bucket().await;
+    let root = s(&w.root);
+    // A new journal: refused before anything is uploaded.
+    let fresh = journal();
+    w.bucket.reset_stats();
+    let run = mastomedia(&[
+        "--env-file",
+        s(&w.env),
+        "migrate",
+        "--journal",
+        s(&fresh),
+        "--from",
+        root,
+    ]);
+    assert_eq!(run.code, 2, "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr.contains("knows nothing of this target")
+            && run.stderr.contains("--accept-empty-journal"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(w.bucket.stats()["mutating"], 0);
+    assert!(!w.bucket.keys().await.contains(&w.b));
+    // The right journal, after `touch` on B's source (same bytes, new mtime): B stays gone
+    // and is reported as deleted in the bucket.
+    let path = w.root.join(&w.b);
+    let later = std::time::SystemTime::now() + std::time::Duration::from_secs(60);
+    std::fs::File::options()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_modified(later)
+        .unwrap();
+    let r = migrate(&w.env, &w.journal, &["--from", root], 0);
+    assert_eq!(r["files_uploaded"], 0, "{r:#}");
+    assert_eq!(r["deleted_in_bucket"], 1, "{r:#}");
+    assert!(
+        !w.bucket.keys().await.contains(&w.b),
+        "B is not resurrected"
+    );
+    // The explicit flag names the risk and does upload what is missing.
+    let r = migrate(
+        &w.env,
+        &fresh,
+        &["--from", root, "--accept-empty-journal"],
+        0,
+    );
+    assert_eq!(r["files_uploaded"], 2, "{r:#}");
+    w.db.drop_db().await;
+}
+
 #[tokio::test]
 async fn case3_verify_reports_deleted_since_copy() {
     let w = copied_then_b_deleted_in_the_bucket().await;
