@@ -27,7 +27,7 @@ use crate::store::{Limiter, Store, StoreError};
 
 /// Runs `du` and returns the exit code (0, or 130 when interrupted). Prints the report
 /// (stdout) itself. Errors: configuration (2); database, credentials, bucket or a listing
-/// that keeps failing after the SDK's retries (3).
+/// that keeps failing after the retry policy and the item-level retries (3).
 pub async fn run(
     env_file: &std::path::Path,
     args: Args,
@@ -148,7 +148,7 @@ impl WithStore<Result<DuReport, CommandError>> for DuJob<'_> {
         }
         report.complete = walked.complete && !self.cancel.is_cancelled();
         tracing::info!(prefixes = walked.prefixes, "listing finished");
-        report.requests = store.limiter().counts();
+        report.requests = store.limiter().stats();
         report.elapsed_seconds = started.elapsed().as_secs_f64();
         Ok(report)
     }

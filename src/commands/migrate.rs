@@ -138,7 +138,7 @@ pub async fn run(env_file: &Path, args: Args, quiet: bool) -> Result<ExitCode, C
         }
     }
     report.interrupted = cancel.is_cancelled();
-    report.requests = target.limiter().counts();
+    report.requests = target.limiter().stats();
     report.elapsed_seconds = started.elapsed().as_secs_f64();
     let secs = report.elapsed_seconds.max(0.001);
     report.files_per_second = report.files_uploaded as f64 / secs;

@@ -73,11 +73,18 @@ async fn ownership_check<S: Store>(
     }
     let keys: Vec<crate::plan::layout::ObjectKey> =
         sample.iter().map(|k| key_prefix.apply(k.clone())).collect();
-    let sizes = store.stat_many(&keys).await.map_err(|e| CommandError {
-        code: ExitCode::Fatal,
-        error: anyhow!(e).context("checking that the database's files are in this storage"),
-    })?;
-    if sizes.iter().all(Option::is_none) {
+    let sized = store.stat_many(&keys).await;
+    let found = sized.iter().any(|r| matches!(r, Ok(Some(_))));
+    if let Some(Err(e)) = sized
+        .into_iter()
+        .find(|r| r.as_ref().is_err_and(|e| e.is_fatal() || !found))
+    {
+        return Err(CommandError {
+            code: ExitCode::Fatal,
+            error: anyhow!(e).context("checking that the database's files are in this storage"),
+        });
+    }
+    if !found {
         return Err(CommandError::fatal(anyhow!(
             "none of the {} newest files the database names (e.g. {}) exist in {}: the database and the storage do not belong to the same instance, so every object would look orphaned. Refusing to delete; check DATABASE_URL / DB_NAME and S3_BUCKET / S3_KEY_PREFIX",
             keys.len(),
@@ -207,7 +214,7 @@ impl WithStore<Result<OrphansReport, CommandError>> for OrphansJob<'_> {
                         .map_err(CommandError::fatal)?;
                 }
                 first.interrupted = self.cancel.is_cancelled() && first.fatal.is_none();
-                first.requests = store.limiter().counts();
+                first.requests = store.limiter().stats();
                 first.elapsed_seconds = started.elapsed().as_secs_f64();
                 return Ok(first);
             }
@@ -241,7 +248,7 @@ impl WithStore<Result<OrphansReport, CommandError>> for OrphansJob<'_> {
             );
         }
         report.interrupted = self.cancel.is_cancelled() && report.fatal.is_none();
-        report.requests = store.limiter().counts();
+        report.requests = store.limiter().stats();
         report.elapsed_seconds = started.elapsed().as_secs_f64();
         Ok(report)
     }

@@ -282,14 +282,14 @@ impl WithStore<Result<PruneReport, CommandError>> for PruneJob<'_> {
             }
         }
         report.interrupted = self.cancel.is_cancelled();
-        report.requests = store.limiter().counts();
+        report.requests = store.limiter().stats();
         report.elapsed_seconds = started.elapsed().as_secs_f64();
         Ok(report)
     }
 }
 
 /// Checks the store before any change. A retryable failure (SlowDown storm, network
-/// trouble) that outlasts the SDK's own attempts is tried again on the pool's item-level
+/// trouble) that outlasts the store's retry policy is tried again on the pool's item-level
 /// schedule (`key_attempts`, full jitter from `retry_base`) before the run gives up (T1);
 /// anything else (credentials, missing bucket) fails at once.
 async fn check_store<S: Store>(store: &S, opts: &PassOptions) -> Result<(), StoreError> {

@@ -9,8 +9,9 @@
 //! [`bounded`] executor). Every object is visited exactly once: a delimiter listing visits
 //! the objects directly at its level and hands each sub-folder to exactly one task.
 //!
-//! Memory holds counters and the queue of prefixes, never the listing. Request-level
-//! retries (SlowDown, timeouts) are the SDK's; the rate limit is the store's limiter.
+//! Memory holds counters and the queue of prefixes, never the listing. Every page is
+//! retried at item level ([`retry_read`]) on top of the store's request-level retries
+//! (SlowDown, 500, timeouts: `store::RetryPolicy`); the rate limit is the store's limiter.
 
 use std::future::Future;
 
@@ -20,7 +21,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::plan::parse::attachment_of;
-use crate::pool::bounded;
+use crate::pool::{bounded, retry_read};
 use crate::store::{ListMarker, ObjectMeta, Store, StoreError, VersionMeta};
 
 /// One page of a listing, whatever is listed.
@@ -38,8 +39,8 @@ pub struct Page<I, T> {
 pub trait Source<S: Store>: Send + Sync {
     /// One listed entry.
     type Item: Send;
-    /// Pagination token.
-    type Token: Send;
+    /// Pagination token (cloned to retry a page).
+    type Token: Send + Sync + Clone;
 
     /// One page below `prefix`, continuing at `token`.
     fn page(
@@ -145,8 +146,8 @@ enum Task {
 /// Lists everything below `root` (a full key prefix; `layout_offset` bytes of it are the
 /// `S3_KEY_PREFIX` part), `concurrency` prefixes at a time, calling `visit` once per entry
 /// with the accumulator of the task that listed it. `cancel` stops intake: listings in
-/// flight finish their current prefix. Errors: the first listing error (after the SDK's
-/// retries) stops the walk.
+/// flight finish their current prefix. Errors: the first listing error that outlasts the
+/// request-level and item-level retries stops the walk.
 pub async fn walk<S, Src, A, F>(
     store: &S,
     source: &Src,
@@ -241,7 +242,10 @@ where
     let mut children = Vec::new();
     let mut token = None;
     loop {
-        let page = source.page(store, &prefix, delimiter, token).await?;
+        let page = retry_read("listing", || {
+            source.page(store, &prefix, delimiter, token.clone())
+        })
+        .await?;
         for item in &page.items {
             visit(&mut acc, item);
         }

@@ -21,7 +21,9 @@ pub mod scan;
 
 pub use bounded::bounded;
 pub use gate::Gate;
-pub use retry::{delete_with_retries, delete_with_retries_locked};
+pub use retry::{
+    READ_ATTEMPTS, READ_RETRY_BASE, delete_with_retries, delete_with_retries_locked, retry_read,
+};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -325,27 +327,47 @@ async fn process_chunk<S: Store>(
         _ = fatal.cancelled() => {
             return Err(StoreError::Transport("run stopped by an earlier fatal error".into()).into());
         }
-        r = store.stat_many(&keys) => r,
+        r = stat_with_retries(store, &keys, opts) => r,
     };
     if cancel.is_cancelled() {
         return Ok(Vec::new());
     }
-    let sizes = match sized {
-        Ok(s) => s,
-        Err(e) if e.is_fatal() => return Err(e.into()),
-        Err(e) => {
-            // Cannot size: treat every key as failed for this run, touch nothing.
-            out.extend(chunk.rows.into_iter().map(|(row, keys)| RowResult {
-                row,
-                gone: false,
-                deleted: 0,
-                already_gone: 0,
-                failed: keys.into_iter().map(|k| (k, e.clone())).collect(),
-                bytes: 0,
-            }));
-            return Ok(out);
+    if let Some(Err(e)) = sized.iter().find(|r| matches!(r, Err(e) if e.is_fatal())) {
+        return Err(e.clone().into());
+    }
+    // A row with a key that could not be sized (its listing kept failing) is left as it
+    // is for this run, alone: the chunk's other rows go on.
+    let (chunk, keys, sizes) = {
+        let mut kept = Vec::with_capacity(chunk.rows.len());
+        let (mut keys, mut sizes) = (Vec::with_capacity(sized.len()), Vec::new());
+        let mut sized = sized.into_iter();
+        for (row, row_keys) in chunk.rows {
+            let row_sizes: Vec<_> = sized.by_ref().take(row_keys.len()).collect();
+            if row_sizes.iter().all(Result::is_ok) {
+                keys.extend(row_keys.iter().cloned());
+                sizes.extend(row_sizes.into_iter().map(|r| r.unwrap_or(None)));
+                kept.push((row, row_keys));
+            } else {
+                let failed = row_keys
+                    .into_iter()
+                    .zip(row_sizes)
+                    .filter_map(|(k, r)| r.err().map(|e| (k, e)))
+                    .collect();
+                out.push(RowResult {
+                    row,
+                    gone: false,
+                    deleted: 0,
+                    already_gone: 0,
+                    failed,
+                    bytes: 0,
+                });
+            }
         }
+        (Chunk { rows: kept }, keys, sizes)
     };
+    if keys.is_empty() {
+        return Ok(out);
+    }
     // Another chunk hit a fatal error (or lost the lock) while this one was sizing.
     if fatal.is_cancelled() {
         return Err(StoreError::Transport("run stopped by an earlier fatal error".into()).into());
@@ -412,6 +434,33 @@ async fn process_chunk<S: Store>(
             error: PassError::Db(e),
         }),
     }
+}
+
+/// Sizes `keys` ([`Store::stat_many`]), then sizes again the keys whose sizing failed
+/// with a retryable error (their listing kept failing after the request-level retries),
+/// `key_attempts` tries in all with full-jitter backoff from `retry_base`: the item-level
+/// retry of listings. Returns one answer per key, in order.
+async fn stat_with_retries<S: Store>(
+    store: &S,
+    keys: &[ObjectKey],
+    opts: &PassOptions,
+) -> Vec<Result<Option<u64>, StoreError>> {
+    let mut sized = store.stat_many(keys).await;
+    for attempt in 1..opts.key_attempts {
+        let again: Vec<usize> = (0..keys.len())
+            .filter(|&i| matches!(&sized[i], Err(e) if e.is_retryable()))
+            .collect();
+        if again.is_empty() {
+            break;
+        }
+        let cap = opts.retry_base.saturating_mul(1 << (attempt - 1).min(6));
+        tokio::time::sleep(cap.mul_f64(fastrand::f64())).await;
+        let retry_keys: Vec<ObjectKey> = again.iter().map(|&i| keys[i].clone()).collect();
+        for (i, r) in again.into_iter().zip(store.stat_many(&retry_keys).await) {
+            sized[i] = r;
+        }
+    }
+    sized
 }
 
 /// Splits off the rows of `chunk` with a key [`validate_key`] refuses, as failed results

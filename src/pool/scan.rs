@@ -100,7 +100,10 @@ pub async fn run_scan<S: Store>(
                     return Ok(false);
                 }
                 let after = if first { start_after.as_deref() } else { None };
-                let page = store.list_page(&prefix, false, after, token).await?;
+                let page = super::retry_read("listing", || {
+                    store.list_page(&prefix, false, after, token.clone())
+                })
+                .await?;
                 first = false;
                 for chunk in page.objects.chunks(batch_size) {
                     if tx.send((seq, chunk.to_vec())).await.is_err() {

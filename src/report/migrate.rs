@@ -1,7 +1,6 @@
 //! The `migrate` summary: files and bytes copied, skipped and failed, the catch-up gap,
 //! verification and repair results, throughput. Human text or `--json` on stdout.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use humansize::{BINARY, format_size};
@@ -82,8 +81,10 @@ pub struct MigrateReport {
     pub left_private: u64,
     /// Failures (at most 10,000 listed).
     pub failures: Vec<FileFailure>,
-    /// Requests sent per operation.
-    pub requests: BTreeMap<&'static str, u64>,
+    /// Requests to the store: `requests` (operations) and `attempts` per operation,
+    /// `throttled` answers (flattened into the top level of the JSON).
+    #[serde(flatten)]
+    pub requests: crate::store::RequestStats,
     /// Set when a fatal error stopped the run.
     pub fatal: Option<String>,
     /// Set when Ctrl-C stopped intake.

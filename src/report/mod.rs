@@ -17,6 +17,7 @@ use humansize::{BINARY, format_size};
 use serde::Serialize;
 
 use crate::mastodon::RowTable;
+use crate::store::RequestStats;
 
 /// Process exit codes, documented in the README.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,12 +34,40 @@ pub enum ExitCode {
     Interrupted = 130,
 }
 
-/// `requests: <total> (<Op> <n>, ...)`: the requests a run sent, per operation, as every
-/// summary prints them.
-pub fn requests_line(requests: &BTreeMap<&'static str, u64>) -> String {
-    let total: u64 = requests.values().sum();
-    let per_op: Vec<String> = requests.iter().map(|(k, v)| format!("{k} {v}")).collect();
-    format!("requests: {total} ({})", per_op.join(", "))
+/// The request lines every summary prints:
+///
+/// ```text
+/// requests: <total> (<Op> <n>, ...)            operations the tool made
+/// attempts: <total> (<Op> <n>, ...); throttled <t>   HTTP attempts the provider saw
+/// hint: the provider throttled <t> requests: lower --rate (e.g. --rate <r>)
+/// ```
+///
+/// The hint appears only when a throttle (503 `SlowDown`, 429) was answered; it suggests
+/// half the `--rate` in force, or 50 when none was set. No trailing newline.
+pub fn requests_line(stats: &RequestStats) -> String {
+    let list = |m: &BTreeMap<&'static str, u64>| {
+        m.iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut s = format!(
+        "requests: {} ({})\nattempts: {} ({}); throttled {}",
+        stats.total_requests(),
+        list(&stats.requests),
+        stats.total_attempts(),
+        list(&stats.attempts),
+        stats.throttled
+    );
+    if stats.throttled > 0 {
+        let suggest = stats.rate.map_or(50, |r| (r / 2).max(1));
+        let _ = write!(
+            s,
+            "\nhint: the provider throttled {} requests: lower --rate (e.g. --rate {suggest})",
+            stats.throttled
+        );
+    }
+    s
 }
 
 /// A command's final summary: human text, or JSON with `--json`.
@@ -130,8 +159,10 @@ pub struct PruneReport {
     pub preview_cards_cutoff: Option<String>,
     /// The store (`s3://bucket at endpoint` or `file:///root`).
     pub storage: String,
-    /// Requests sent to the store, per operation.
-    pub requests: BTreeMap<&'static str, u64>,
+    /// Requests to the store: `requests` (operations) and `attempts` per operation,
+    /// `throttled` answers (flattened into the top level of the JSON).
+    #[serde(flatten)]
+    pub requests: RequestStats,
     /// The passes that ran.
     pub passes: Vec<PassReport>,
     /// Set when Ctrl-C stopped intake.
@@ -276,5 +307,37 @@ mod tests {
         assert_eq!(r.exit_code(), ExitCode::Interrupted);
         r.fatal = Some("x".into());
         assert_eq!(r.exit_code(), ExitCode::Fatal);
+    }
+
+    #[test]
+    fn requests_lines_show_attempts_and_the_rate_hint_when_throttled() {
+        let mut stats = RequestStats {
+            requests: [("ListObjectsV2", 2)].into_iter().collect(),
+            attempts: [("ListObjectsV2", 5)].into_iter().collect(),
+            throttled: 0,
+            rate: Some(80),
+        };
+        let line = requests_line(&stats);
+        assert_eq!(
+            line,
+            "requests: 2 (ListObjectsV2 2)\nattempts: 5 (ListObjectsV2 5); throttled 0"
+        );
+        stats.throttled = 3;
+        assert!(
+            requests_line(&stats).ends_with(
+                "\nhint: the provider throttled 3 requests: lower --rate (e.g. --rate 40)"
+            ),
+            "{}",
+            requests_line(&stats)
+        );
+        let json = serde_json::to_value(PruneReport {
+            requests: stats,
+            ..PruneReport::default()
+        })
+        .unwrap();
+        assert_eq!(json["requests"]["ListObjectsV2"], 2);
+        assert_eq!(json["attempts"]["ListObjectsV2"], 5);
+        assert_eq!(json["throttled"], 3);
+        assert!(json.get("rate").is_none());
     }
 }

@@ -99,7 +99,7 @@ pub struct KeyFailure {
 ///                "newer_keys": N, "newer_key_samples": ["…"]},
 ///  "ownership_findings": [{"risk": "large-share", "message": "…", "accepted": false}],
 ///  "refused": null,
-///  "requests": {…}, "elapsed_seconds": F}
+///  "requests": {…}, "attempts": {…}, "throttled": N, "elapsed_seconds": F}
 /// ```
 ///
 /// `refused` is the refusal text when a deleting run stopped before deleting anything
@@ -161,8 +161,10 @@ pub struct OrphansReport {
     pub ownership_findings: Vec<Finding>,
     /// Set when a deleting run refused to delete (exit 3): the reasons and the flags.
     pub refused: Option<String>,
-    /// Requests sent to the store, per operation.
-    pub requests: BTreeMap<&'static str, u64>,
+    /// Requests to the store: `requests` (operations) and `attempts` per operation,
+    /// `throttled` answers (flattened into the top level of the JSON).
+    #[serde(flatten)]
+    pub requests: crate::store::RequestStats,
     /// Wall time, seconds.
     pub elapsed_seconds: f64,
 }

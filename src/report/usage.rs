@@ -1,7 +1,7 @@
 //! The `du` report: listed objects and bytes per category beside the database's sums
 //! (human table on stdout, or the stable `--json` shape documented on [`DuReport`]).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fmt::Write as _;
 
 use humansize::{BINARY, format_size};
@@ -72,7 +72,8 @@ pub struct Multipart {
 ///                 "objects": N /* versions + delete_markers */},             // --versions
 ///  "incomplete_multipart": {"uploads": N, "parts": N, "bytes": N,
 ///                           "unsized_uploads": N},                          // --versions
-///  "requests": {"ListObjectsV2": N, …}, "elapsed_seconds": F}
+///  "requests": {"ListObjectsV2": N, …}, "attempts": {"ListObjectsV2": N, …},
+///  "throttled": N, "elapsed_seconds": F}
 /// ```
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct DuReport {
@@ -96,8 +97,10 @@ pub struct DuReport {
     /// With `--versions`: unfinished multipart uploads.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub incomplete_multipart: Option<Multipart>,
-    /// Requests sent to the store, per operation.
-    pub requests: BTreeMap<&'static str, u64>,
+    /// Requests to the store: `requests` (operations) and `attempts` per operation,
+    /// `throttled` answers (flattened into the top level of the JSON).
+    #[serde(flatten)]
+    pub requests: crate::store::RequestStats,
     /// Wall time, seconds.
     pub elapsed_seconds: f64,
 }

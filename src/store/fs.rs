@@ -297,11 +297,9 @@ impl Store for FsStore {
         }
     }
 
-    async fn stat_many(&self, keys: &[ObjectKey]) -> Result<Vec<Option<u64>>, StoreError> {
+    async fn stat_many(&self, keys: &[ObjectKey]) -> Vec<Result<Option<u64>, StoreError>> {
         let futs: Vec<_> = keys.iter().map(|k| self.stat_one(k)).collect();
-        let results: Vec<Result<Option<u64>, StoreError>> =
-            stream::iter(futs).buffered(16).collect().await;
-        results.into_iter().collect()
+        stream::iter(futs).buffered(16).collect().await
     }
 
     async fn list_page(

@@ -14,7 +14,7 @@ use std::future::Future;
 
 use crate::plan::layout::ObjectKey;
 
-pub use limited::{Limiter, RequestCounts};
+pub use limited::{AttemptError, Limiter, RequestCounts, RequestStats, RetryPolicy};
 
 /// A storage failure, classified so callers can decide: retry, count as failed, or stop.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -101,6 +101,16 @@ impl StoreError {
                     | "RequestTimeout"
                     | "OperationAborted"
             ),
+            _ => false,
+        }
+    }
+
+    /// Whether the provider asked us to slow down (503 `SlowDown`/`ServiceUnavailable`,
+    /// 429): counted as a throttled answer, the sign that `--rate` is too high.
+    pub fn is_throttle(&self) -> bool {
+        match self {
+            StoreError::Throttled { .. } => true,
+            StoreError::Other { code, .. } => code == "ServiceUnavailable",
             _ => false,
         }
     }
@@ -302,12 +312,15 @@ pub trait Store: Send + Sync + 'static {
         async { Ok(None) }
     }
 
-    /// The size in bytes of each key, `None` when the object does not exist, in the order
-    /// given. S3 lists each distinct parent "partition" prefix once; the filesystem stats.
+    /// Per key, in the order given: its size in bytes, `None` when the object does not
+    /// exist, or the error that kept it from being sized (the listing of its partition
+    /// failed after the retry policy's attempts, its stat failed). One key's error never
+    /// fails another key's answer. S3 lists each distinct parent "partition" prefix once;
+    /// the filesystem stats.
     fn stat_many(
         &self,
         keys: &[ObjectKey],
-    ) -> impl Future<Output = Result<Vec<Option<u64>>, StoreError>> + Send;
+    ) -> impl Future<Output = Vec<Result<Option<u64>, StoreError>>> + Send;
 
     /// One page of the objects below `prefix` (`""` = everything), in key order, starting
     /// after `start_after` when given (first page only) or from the `continuation` token of

@@ -2,9 +2,17 @@
 //!
 //! Set up for S3-compatible providers, not only AWS (`provider-quirks.md`): custom endpoint,
 //! path-style addressing, checksums only when required (H1/H2), `Content-MD5` on
-//! `DeleteObjects` (D4), the SDK's standard retry with full-jitter exponential backoff for
-//! `SlowDown` (T1), connect and per-attempt timeouts, and a fallback to single
+//! `DeleteObjects` (D4), connect and per-attempt timeouts, and a fallback to single
 //! `DeleteObject` requests where the provider has no multi-object delete (D4).
+//!
+//! Retries are ours, not the SDK's (its retry is disabled): every request goes through
+//! [`S3Store::send`], so each HTTP attempt takes a `--rate` permit and is counted, and
+//! throttles, 500/503, timeouts and connection resets are retried with full-jitter
+//! exponential backoff, honouring `Retry-After` ([`RetryPolicy`], T1). Listings ask for
+//! `EncodingType=url` and decode keys exactly once, so a key with a character XML 1.0
+//! cannot carry (`\x01`, U+FFFE) does not break the listing of its neighbours; such keys
+//! are deleted with `DeleteObject` (the key goes in the path), never in a
+//! `DeleteObjects` body.
 
 mod transfer;
 mod versioning;
@@ -12,6 +20,7 @@ mod versioning;
 pub use transfer::{Body, HeadMeta, ObjectHeaders, encode_copy_source, part_size};
 
 use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -23,13 +32,16 @@ use aws_sdk_s3::config::{
     BehaviorVersion, Region, RequestChecksumCalculation, ResponseChecksumValidation,
 };
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_s3::types::{Delete, ObjectIdentifier};
+use aws_sdk_s3::types::{Delete, EncodingType, ObjectIdentifier};
 use aws_smithy_http_client::tls;
 use base64::Engine;
 use futures::stream::{self, StreamExt};
 use md5::{Digest, Md5};
 
-use super::{DeleteOutcome, Limiter, ListPage, ObjectMeta, Store, StoreError, validate_key};
+use super::{
+    AttemptError, DeleteOutcome, Limiter, ListPage, ObjectMeta, RetryPolicy, Store, StoreError,
+    validate_key,
+};
 use crate::config::{DeleteChecksum, S3Config};
 use crate::plan::layout::ObjectKey;
 
@@ -41,6 +53,8 @@ pub struct S3Store {
     path_style: bool,
     batch_limit: usize,
     limiter: Limiter,
+    /// The retry policy of every request (attempts: `S3_RETRY_LIMIT` + 1, at least 8).
+    policy: RetryPolicy,
     multi_delete_unsupported: AtomicBool,
     /// Connect timeout and the long attempt timeout ([`S3Config::long_timeout`]).
     long_timeouts: (Duration, Duration),
@@ -78,17 +92,11 @@ impl S3Store {
             .force_path_style(cfg.force_path_style)
             .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
             .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
-            // Standard, not adaptive: once throttled at a low request rate, the adaptive
-            // client rate limiter replaces the jittered backoff with a flat ~20 s wait per
-            // retry (a throttled retry costs 10 tokens, refilled at 0.5/s), so one 503 storm
-            // stalls the run for minutes. `--rate` and the pool's item-level retries bound
-            // the load instead.
-            .retry_config(
-                RetryConfig::standard()
-                    .with_max_attempts(cfg.max_attempts)
-                    .with_initial_backoff(Duration::from_millis(200))
-                    .with_max_backoff(Duration::from_secs(20)),
-            )
+            // No SDK retries: they happen inside `send()`, invisible to the limiter (they
+            // bypassed `--rate` and were not counted), and the standard mode's retry quota
+            // runs dry in a long storm (every retry costs tokens, a success refunds one),
+            // after which nothing is retried at all. `S3Store::send` retries instead.
+            .retry_config(RetryConfig::disabled())
             .timeout_config(
                 TimeoutConfig::builder()
                     .connect_timeout(cfg.open_timeout)
@@ -109,9 +117,73 @@ impl S3Store {
             path_style: cfg.force_path_style,
             batch_limit: cfg.batch_delete_limit,
             limiter,
+            policy: RetryPolicy {
+                max_attempts: cfg.max_attempts.max(RetryPolicy::DEFAULT.max_attempts),
+                ..RetryPolicy::DEFAULT
+            },
             multi_delete_unsupported: AtomicBool::new(false),
             long_timeouts: (cfg.open_timeout, cfg.long_timeout),
             delete_crc32: AtomicBool::new(cfg.delete_checksum == DeleteChecksum::Crc32),
+        }
+    }
+
+    /// Runs one `op` request: `attempt()` builds and sends it once per HTTP attempt, each
+    /// under its own limiter permit, retried on retryable errors by the store's
+    /// [`RetryPolicy`] (`Retry-After` honoured). Counts the operation, every attempt and
+    /// every throttled answer. Errors: the classified last error.
+    pub(crate) async fn send<T, E, F, Fut>(
+        &self,
+        op: &'static str,
+        mut attempt: F,
+    ) -> Result<T, StoreError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, SdkError<E, aws_smithy_runtime_api::http::Response>>>,
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        self.limiter
+            .retrying(op, &self.policy, || {
+                let fut = attempt();
+                async move {
+                    fut.await.map_err(|e| {
+                        let retry_after = retry_after(&e);
+                        AttemptError {
+                            error: self.classify(op, e),
+                            retry_after,
+                        }
+                    })
+                }
+            })
+            .await
+    }
+
+    /// [`S3Store::send`] for attempts that can fail before the request is sent (a body
+    /// to open): `attempt()` returns the error already classified.
+    pub(crate) async fn send_with<T, F, Fut>(
+        &self,
+        op: &'static str,
+        attempt: F,
+    ) -> Result<T, StoreError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, AttemptError>>,
+    {
+        self.limiter.retrying(op, &self.policy, attempt).await
+    }
+
+    /// An SDK error as an [`AttemptError`] (classified, with `Retry-After`).
+    pub(crate) fn attempt_error<E>(
+        &self,
+        op: &str,
+        err: SdkError<E, aws_smithy_runtime_api::http::Response>,
+    ) -> AttemptError
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        let retry_after = retry_after(&err);
+        AttemptError {
+            error: self.classify(op, err),
+            retry_after,
         }
     }
 
@@ -148,6 +220,11 @@ impl S3Store {
             (_, None, Some(501)) => StoreError::Unsupported {
                 code: "NotImplemented".into(),
                 detail,
+            },
+            // A 5xx without a body (HEAD): a server error, retryable like InternalError.
+            (_, None, Some(500..=599)) => StoreError::Other {
+                code: "InternalError".into(),
+                message: detail,
             },
             (SdkError::ResponseError(_), _, _) => {
                 StoreError::Transport(format!("{op}: malformed response: {detail}"))
@@ -246,18 +323,18 @@ impl S3Store {
             .quiet(true)
             .build()
             .expect("objects are set");
-        let _permit = self.limiter.acquire("DeleteObjects").await;
         let out = self
-            .client
-            .delete_objects()
-            .bucket(&self.bucket)
-            .delete(delete)
-            .customize()
-            .config_override(self.long_timeout())
-            .mutate_request(move |req| delete_headers(req, mode))
-            .send()
-            .await
-            .map_err(|e| self.classify("DeleteObjects", e))?;
+            .send("DeleteObjects", || {
+                self.client
+                    .delete_objects()
+                    .bucket(&self.bucket)
+                    .delete(delete.clone())
+                    .customize()
+                    .config_override(self.long_timeout())
+                    .mutate_request(move |req| delete_headers(req, mode))
+                    .send()
+            })
+            .await?;
         // Quiet mode lists only failures; everything not listed was deleted (D1).
         let mut failed: HashMap<&str, StoreError> = HashMap::new();
         for e in out.errors() {
@@ -284,20 +361,19 @@ impl S3Store {
         if let Err(e) = validate_key(key) {
             return DeleteOutcome::Failed(e);
         }
-        let _permit = self.limiter.acquire("DeleteObject").await;
         match self
-            .client
-            .delete_object()
-            .bucket(&self.bucket)
-            .key(key.as_str())
-            .send()
+            .send("DeleteObject", || {
+                self.client
+                    .delete_object()
+                    .bucket(&self.bucket)
+                    .key(key.as_str())
+                    .send()
+            })
             .await
         {
             Ok(_) => DeleteOutcome::Deleted,
-            Err(e) => match self.classify("DeleteObject", e) {
-                StoreError::NotFound => DeleteOutcome::AlreadyGone,
-                err => DeleteOutcome::Failed(err),
-            },
+            Err(StoreError::NotFound) => DeleteOutcome::AlreadyGone,
+            Err(err) => DeleteOutcome::Failed(err),
         }
     }
 
@@ -309,6 +385,32 @@ impl S3Store {
     async fn delete_valid(&self, keys: &[ObjectKey]) -> Vec<DeleteOutcome> {
         if keys.is_empty() {
             return Vec::new();
+        }
+        if keys.iter().any(|k| !xml_safe(k.as_str())) {
+            // Keys XML 1.0 cannot carry go one by one (`DeleteObject`, key in the path); the
+            // rest in `DeleteObjects` as usual. Outcomes keep the order of `keys`.
+            let (safe, unsafe_): (Vec<_>, Vec<_>) =
+                keys.iter().cloned().partition(|k| xml_safe(k.as_str()));
+            let mut batch = Box::pin(self.delete_valid(&safe)).await.into_iter();
+            let single: Vec<_> = unsafe_.iter().map(|k| self.delete_one(k)).collect();
+            let mut single = stream::iter(single)
+                .buffered(8)
+                .collect::<Vec<_>>()
+                .await
+                .into_iter();
+            return keys
+                .iter()
+                .map(|k| {
+                    let next = if xml_safe(k.as_str()) {
+                        batch.next()
+                    } else {
+                        single.next()
+                    };
+                    next.unwrap_or_else(|| {
+                        DeleteOutcome::Failed(StoreError::Transport("no outcome for a key".into()))
+                    })
+                })
+                .collect();
         }
         if !self.multi_delete_unsupported.load(Ordering::Relaxed) {
             match self.delete_batch(keys).await {
@@ -337,19 +439,20 @@ impl S3Store {
         let mut token: Option<String> = None;
         let mut out = Vec::new();
         loop {
-            let _permit = self.limiter.acquire("ListObjectsV2").await;
             let page = self
-                .client
-                .list_objects_v2()
-                .bucket(&self.bucket)
-                .prefix(prefix)
-                .set_continuation_token(token.take())
-                .send()
-                .await
-                .map_err(|e| self.classify("ListObjectsV2", e))?;
+                .send("ListObjectsV2", || {
+                    self.client
+                        .list_objects_v2()
+                        .bucket(&self.bucket)
+                        .prefix(prefix)
+                        .encoding_type(EncodingType::Url)
+                        .set_continuation_token(token.clone())
+                        .send()
+                })
+                .await?;
             for o in page.contents() {
-                if let Some(k) = o.key() {
-                    out.push((k.to_owned(), o.size().unwrap_or(0).max(0) as u64));
+                if let Some(k) = o.key().and_then(|k| url_decoded(k, "ListObjectsV2")) {
+                    out.push((k, o.size().unwrap_or(0).max(0) as u64));
                 }
             }
             match page.next_continuation_token() {
@@ -358,6 +461,48 @@ impl S3Store {
             }
         }
     }
+}
+
+/// A key (or prefix, marker) of a listing requested with `EncodingType=url`, decoded
+/// exactly once: `+` is a space (AWS form-encodes spaces; a literal `+` arrives as `%2B`),
+/// then `%XX` escapes. `None` (with a warning) when the bytes are not UTF-8, which no S3
+/// key can be.
+fn url_decoded(raw: &str, op: &str) -> Option<String> {
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match bytes[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push((h * 16 + l) as u8);
+                    i += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    match String::from_utf8(out) {
+        Ok(k) => Some(k),
+        Err(_) => {
+            tracing::warn!("{op}: skipping a listed key that is not UTF-8 once decoded: {raw:?}");
+            None
+        }
+    }
+}
+
+/// Whether XML 1.0 can carry `key` in a `DeleteObjects` body: every character is `\t`,
+/// `\n`, `\r` or in `U+0020..=U+D7FF`, `U+E000..=U+FFFD`, `U+10000..` (XML 1.0 §2.2
+/// `Char`). A key outside it (`\x01`, U+FFFE) makes the whole body unparsable, so it is
+/// deleted with `DeleteObject` instead, as AWS documents.
+fn xml_safe(key: &str) -> bool {
+    key.chars().all(|c| {
+        matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
+    })
 }
 
 /// Sets the integrity headers of a `DeleteObjects` request (before it is signed): always
@@ -434,6 +579,13 @@ fn transport_cause(d: &aws_smithy_runtime_api::client::result::DispatchFailure) 
         Some(c) => format!("{kind} ({c})"),
         None => kind.to_owned(),
     }
+}
+
+/// The `Retry-After` of a failed attempt's response, in whole seconds (RFC 9110 §10.2.3;
+/// the HTTP-date form is not used by S3 providers and is ignored).
+fn retry_after<E>(err: &SdkError<E, aws_smithy_runtime_api::http::Response>) -> Option<Duration> {
+    let v = err.raw_response()?.headers().get("retry-after")?;
+    v.trim().parse::<u64>().ok().map(Duration::from_secs)
 }
 
 /// Status of a raw HTTP response, whatever the SDK's response type.
@@ -536,39 +688,55 @@ impl Store for S3Store {
     }
 
     async fn check(&self) -> Result<(), StoreError> {
-        let _permit = self.limiter.acquire("ListObjectsV2").await;
-        self.client
-            .list_objects_v2()
-            .bucket(&self.bucket)
-            .max_keys(1)
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| self.classify("ListObjectsV2", e))
+        // `EncodingType=url`: the bucket's first key may hold a character XML 1.0 cannot
+        // carry, which would make the answer unparsable.
+        self.send("ListObjectsV2", || {
+            self.client
+                .list_objects_v2()
+                .bucket(&self.bucket)
+                .max_keys(1)
+                .encoding_type(EncodingType::Url)
+                .send()
+        })
+        .await
+        .map(|_| ())
     }
 
     /// Keys [`validate_key`] refuses are answered `None` without a request (and are never
-    /// part of a listing prefix); their delete is refused by [`Store::delete_many`].
-    async fn stat_many(&self, keys: &[ObjectKey]) -> Result<Vec<Option<u64>>, StoreError> {
+    /// part of a listing prefix); their delete is refused by [`Store::delete_many`]. A
+    /// listing that fails (after the retry policy) fails only the keys it would have sized.
+    async fn stat_many(&self, keys: &[ObjectKey]) -> Vec<Result<Option<u64>, StoreError>> {
         let prefixes = listing_prefixes(
             keys.iter()
                 .filter(|k| validate_key(k).is_ok())
                 .map(ObjectKey::as_str),
         );
-        let futs: Vec<_> = prefixes.iter().map(|p| self.list_prefix(p)).collect();
-        let listings: Vec<Result<Vec<(String, u64)>, StoreError>> =
-            stream::iter(futs).buffer_unordered(4).collect().await;
-        let mut sizes: HashMap<String, u64> = HashMap::new();
-        for l in listings {
-            sizes.extend(l?);
-        }
-        Ok(keys
+        let futs: Vec<_> = prefixes
             .iter()
-            .map(|k| match validate_key(k) {
-                Ok(()) => sizes.get(k.as_str()).copied(),
-                Err(_) => None,
+            .map(|p| async move { (p.as_str(), self.list_prefix(p).await) })
+            .collect();
+        let listings: BTreeMap<&str, Result<HashMap<String, u64>, StoreError>> = stream::iter(futs)
+            .buffer_unordered(4)
+            .map(|(p, l)| (p, l.map(|objs| objs.into_iter().collect())))
+            .collect()
+            .await;
+        keys.iter()
+            .map(|k| {
+                validate_key(k).ok().map_or(Ok(None), |()| {
+                    // The listing covering this key: the longest listed prefix of it.
+                    let listing = listings
+                        .range(..=k.as_str())
+                        .rev()
+                        .find(|(p, _)| k.as_str().starts_with(**p))
+                        .map(|(_, l)| l);
+                    match listing {
+                        Some(Ok(sizes)) => Ok(sizes.get(k.as_str()).copied()),
+                        Some(Err(e)) => Err(e.clone()),
+                        None => Ok(None),
+                    }
+                })
             })
-            .collect())
+            .collect()
     }
 
     async fn list_page(
@@ -578,12 +746,12 @@ impl Store for S3Store {
         start_after: Option<&str>,
         continuation: Option<String>,
     ) -> Result<ListPage, StoreError> {
-        let _permit = self.limiter.acquire("ListObjectsV2").await;
         let mut req = self
             .client
             .list_objects_v2()
             .bucket(&self.bucket)
             .prefix(prefix)
+            .encoding_type(EncodingType::Url)
             .set_continuation_token(continuation.clone());
         if delimiter {
             req = req.delimiter("/");
@@ -591,16 +759,13 @@ impl Store for S3Store {
         if let (None, Some(s)) = (&continuation, start_after) {
             req = req.start_after(s);
         }
-        let page = req
-            .send()
-            .await
-            .map_err(|e| self.classify("ListObjectsV2", e))?;
+        let page = self.send("ListObjectsV2", || req.clone().send()).await?;
         let objects = page
             .contents()
             .iter()
             .filter_map(|o| {
                 Some(ObjectMeta {
-                    key: ObjectKey::new(o.key()?),
+                    key: ObjectKey::new(url_decoded(o.key()?, "ListObjectsV2")?),
                     size: o.size().unwrap_or(0).max(0) as u64,
                     last_modified: o
                         .last_modified()
@@ -611,7 +776,7 @@ impl Store for S3Store {
         let common_prefixes = page
             .common_prefixes()
             .iter()
-            .filter_map(|p| p.prefix().map(str::to_owned))
+            .filter_map(|p| url_decoded(p.prefix()?, "ListObjectsV2"))
             .collect();
         let next = match page.next_continuation_token() {
             Some(t) if page.is_truncated() == Some(true) => Some(t.to_owned()),
@@ -680,28 +845,28 @@ impl S3Store {
         delimiter: bool,
         marker: Option<super::ListMarker>,
     ) -> Result<super::VersionPage, StoreError> {
-        let _permit = self.limiter.acquire("ListObjectVersions").await;
         let (key_marker, id_marker) = marker.map_or((None, None), |m| (Some(m.key), m.id));
         let mut req = self
             .client
             .list_object_versions()
             .bucket(&self.bucket)
             .prefix(prefix)
+            .encoding_type(EncodingType::Url)
             .set_key_marker(key_marker)
             .set_version_id_marker(id_marker);
         if delimiter {
             req = req.delimiter("/");
         }
-        let page = req
-            .send()
-            .await
-            .map_err(|e| self.classify("ListObjectVersions", e))?;
+        let page = self
+            .send("ListObjectVersions", || req.clone().send())
+            .await?;
+        let decoded = |k: Option<&str>| url_decoded(k?, "ListObjectVersions");
         let mut versions: Vec<super::VersionMeta> = page
             .versions()
             .iter()
             .filter_map(|v| {
                 Some(super::VersionMeta {
-                    key: ObjectKey::new(v.key()?),
+                    key: ObjectKey::new(decoded(v.key())?),
                     size: v.size().unwrap_or(0).max(0) as u64,
                     is_latest: v.is_latest().unwrap_or(false),
                     delete_marker: false,
@@ -710,7 +875,7 @@ impl S3Store {
             .collect();
         versions.extend(page.delete_markers().iter().filter_map(|d| {
             Some(super::VersionMeta {
-                key: ObjectKey::new(d.key()?),
+                key: ObjectKey::new(decoded(d.key())?),
                 size: 0,
                 is_latest: d.is_latest().unwrap_or(false),
                 delete_marker: true,
@@ -719,11 +884,11 @@ impl S3Store {
         let common_prefixes = page
             .common_prefixes()
             .iter()
-            .filter_map(|p| p.prefix().map(str::to_owned))
+            .filter_map(|p| decoded(p.prefix()))
             .collect();
-        let next = match (page.is_truncated(), page.next_key_marker()) {
+        let next = match (page.is_truncated(), decoded(page.next_key_marker())) {
             (Some(true), Some(k)) => Some(super::ListMarker {
-                key: k.to_owned(),
+                key: k,
                 id: page.next_version_id_marker().map(str::to_owned),
             }),
             _ => None,
@@ -740,18 +905,17 @@ impl S3Store {
         prefix: &str,
         marker: Option<super::ListMarker>,
     ) -> Result<super::UploadPage, StoreError> {
-        let _permit = self.limiter.acquire("ListMultipartUploads").await;
         let (key_marker, id_marker) = marker.map_or((None, None), |m| (Some(m.key), m.id));
-        let page = self
+        let req = self
             .client
             .list_multipart_uploads()
             .bucket(&self.bucket)
             .prefix(prefix)
             .set_key_marker(key_marker)
-            .set_upload_id_marker(id_marker)
-            .send()
-            .await
-            .map_err(|e| self.classify("ListMultipartUploads", e))?;
+            .set_upload_id_marker(id_marker);
+        let page = self
+            .send("ListMultipartUploads", || req.clone().send())
+            .await?;
         let uploads = page
             .uploads()
             .iter()
@@ -779,17 +943,17 @@ impl S3Store {
         let (mut parts, mut bytes) = (0u64, 0u64);
         let mut marker: Option<String> = None;
         loop {
-            let _permit = self.limiter.acquire("ListParts").await;
             let page = self
-                .client
-                .list_parts()
-                .bucket(&self.bucket)
-                .key(key)
-                .upload_id(upload_id)
-                .set_part_number_marker(marker.take())
-                .send()
-                .await
-                .map_err(|e| self.classify("ListParts", e))?;
+                .send("ListParts", || {
+                    self.client
+                        .list_parts()
+                        .bucket(&self.bucket)
+                        .key(key)
+                        .upload_id(upload_id)
+                        .set_part_number_marker(marker.clone())
+                        .send()
+                })
+                .await?;
             for p in page.parts() {
                 parts += 1;
                 bytes += p.size().unwrap_or(0).max(0) as u64;

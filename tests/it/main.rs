@@ -12,6 +12,7 @@ mod migrate_privacy;
 mod orphans_ownership;
 mod provider_checksums;
 mod prune;
+mod storms;
 mod support;
 mod timeouts;
 mod usage_errors;

@@ -25,7 +25,9 @@ Proxy behaviour (everything per bucket = first path segment):
       GET    /__faults/<bucket>   current config and remaining counters
       DELETE /__faults/<bucket>   clear
       GET    /__stats/<bucket>    {"ops": {...}, "mutating": N, "total": N,
-                                   "delete_keys": [keys named by DeleteObject(s)], ...}
+                                   "delete_keys": [keys named by DeleteObject(s)],
+                                   "max_per_second": most requests (attempts) that
+                                   arrived within any 1 s window, ...}
       DELETE /__stats/<bucket>    reset
       POST   /__reset             clear all faults and stats (moto state: POST /moto-api/reset)
       GET    /__health            {"ok": true}
@@ -43,6 +45,7 @@ import http.client
 import json
 import logging
 import os
+import random
 import re
 import sys
 import threading
@@ -77,6 +80,16 @@ FAULT_FIELDS = {
     # {"count": N, "ops": [...], "seconds": S}: the first N requests of those ops (all ops if
     # empty) are answered only after S seconds (a stalled provider)
     "stall": dict,
+    # {"rate": R, "codes": [...], "seed": N, "ops": [...], "seconds": S}: each request of
+    # those ops (all ops if empty) fails with probability R (0..1) with one of the codes
+    # (default SlowDown and InternalError), drawn from a generator seeded with N (default
+    # 0) so a failing run replays; with "seconds", only during the S seconds after the
+    # first request the fault applies to (a storm at the start). Answered before moto
+    # sees the request (nothing happens).
+    "error_rate": dict,
+    # {prefix: code}: every ListObjectsV2 whose prefix parameter starts with one of these
+    # fails with that S3 error code (a listing that keeps failing)
+    "list_errors": dict,
     # GetObjectAcl -> 501 NotImplemented (providers without ACL reads, e.g. R2)
     "acl_not_implemented": bool,
     # object requests (not DeleteObjects) have their path's dot segments removed (RFC 3986
@@ -91,6 +104,7 @@ ERROR_STATUS = {
     "SignatureDoesNotMatch": 403,
     "InternalError": 500,
     "SlowDown": 503,
+    "TooManyRequests": 429,
     "ServiceUnavailable": 503,
     "NoSuchKey": 404,
     "NoSuchBucket": 404,
@@ -322,6 +336,8 @@ class BucketState:
         self.slowdown_left = 0
         self.stall_left = 0
         self.delete_error_counts = {}
+        self.error_rng = random.Random(0)
+        self.error_started = None
         self.reset_stats()
 
     def reset_stats(self):
@@ -333,6 +349,17 @@ class BucketState:
         self.delete_objects_keys = 0
         self.max_delete_objects_keys = 0
         self.delete_keys = []
+        self.arrivals = []
+
+    def max_per_second(self):
+        """Most arrivals within any window [t, t + 1 s)."""
+        best = 0
+        lo = 0
+        for hi, t in enumerate(self.arrivals):
+            while self.arrivals[lo] <= t - 1.0:
+                lo += 1
+            best = max(best, hi - lo + 1)
+        return best
 
 
 class State:
@@ -377,6 +404,27 @@ def validate_config(cfg):
         ops = sd.get("ops") or []
         if not isinstance(ops, list) or not all(isinstance(o, str) for o in ops):
             raise ValueError("slowdown.ops must be a list of operation names")
+    er = cfg.get("error_rate")
+    if er is not None:
+        unknown = set(er) - {"rate", "codes", "seed", "ops", "seconds"}
+        if unknown:
+            raise ValueError(f"unknown error_rate fields {sorted(unknown)}")
+        rate = er.get("rate")
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate <= 1:
+            raise ValueError("error_rate.rate must be a number from 0 to 1")
+        codes = er.get("codes") or ["SlowDown", "InternalError"]
+        if not isinstance(codes, list) or not all(c in ERROR_STATUS for c in codes):
+            raise ValueError(f"error_rate.codes must be a list of {sorted(ERROR_STATUS)}")
+        seed = er.get("seed", 0)
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ValueError("error_rate.seed must be an integer")
+        ops = er.get("ops") or []
+        if not isinstance(ops, list) or not all(isinstance(o, str) for o in ops):
+            raise ValueError("error_rate.ops must be a list of operation names")
+        secs = er.get("seconds")
+        if secs is not None and (isinstance(secs, bool) or not isinstance(secs, (int, float))
+                                 or secs <= 0):
+            raise ValueError("error_rate.seconds must be a positive number")
 
 
 # --------------------------------------------------------------------------- proxy
@@ -574,6 +622,7 @@ class ProxyHandler(BaseHTTPRequestHandler):
             b = st.bucket(bucket)
             b.ops[op] = b.ops.get(op, 0) + 1
             b.total += 1
+            b.arrivals.append(time.monotonic())
             if self.command in ("PUT", "POST", "DELETE"):
                 b.mutating += 1
             cfg = b.config
@@ -623,6 +672,30 @@ class ProxyHandler(BaseHTTPRequestHandler):
                 if hit:
                     raise S3Error(503, "SlowDown", "Please reduce your request rate.",
                                   [("Retry-After", "0")])
+            le = cfg.get("list_errors")
+            if le and op == "ListObjectsV2":
+                q = {unquote(k): unquote(v) for k, v in params}
+                for pfx, code in le.items():
+                    if q.get("prefix", "").startswith(pfx):
+                        self.injected(b)
+                        raise S3Error(ERROR_STATUS.get(code, 400), code, "injected (list_errors)")
+            er = cfg.get("error_rate")
+            if er:
+                ops = er.get("ops") or []
+                code = None
+                with st.lock:
+                    if not ops or op in ops:
+                        now = time.monotonic()
+                        if b.error_started is None:
+                            b.error_started = now
+                        secs = er.get("seconds")
+                        if secs is None or now - b.error_started < secs:
+                            if b.error_rng.random() < er.get("rate", 0):
+                                codes = er.get("codes") or ["SlowDown", "InternalError"]
+                                code = b.error_rng.choice(codes)
+                                b.injected += 1
+                if code:
+                    raise S3Error(ERROR_STATUS[code], code, "injected (error_rate)")
             if op == "DeleteObject" and cfg.get("delete_errors"):
                 code = self.take_delete_error(b, cfg, key)
                 if code:
@@ -917,6 +990,8 @@ class ProxyHandler(BaseHTTPRequestHandler):
                     b.slowdown_left = (cfg.get("slowdown") or {}).get("count", 0)
                     b.stall_left = (cfg.get("stall") or {}).get("count", 0)
                     b.delete_error_counts = {}
+                    b.error_rng = random.Random((cfg.get("error_rate") or {}).get("seed", 0))
+                    b.error_started = None
                 return self.send_json(200, {"bucket": bucket, "config": cfg})
             if self.command == "DELETE":
                 with st.lock:
@@ -941,7 +1016,8 @@ class ProxyHandler(BaseHTTPRequestHandler):
                            "injected": b.injected, "auth_failures": b.auth_failures,
                            "delete_objects_keys": b.delete_objects_keys,
                            "max_delete_objects_keys": b.max_delete_objects_keys,
-                           "delete_keys": list(b.delete_keys)}
+                           "delete_keys": list(b.delete_keys),
+                           "max_per_second": b.max_per_second()}
                 return self.send_json(200, out)
             if self.command == "DELETE":
                 with st.lock:

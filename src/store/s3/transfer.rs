@@ -3,6 +3,7 @@
 //! ACL reads and writes, and in-place metadata repair (one COPY per object, only when it
 //! is needed: T2).
 
+use std::future::Future;
 use std::path::Path;
 
 use aws_sdk_s3::primitives::{ByteStream, Length};
@@ -105,40 +106,55 @@ impl S3Store {
     ) -> Result<(), StoreError> {
         let size = body.size();
         if size <= multipart_threshold.max(1) {
-            let stream = body.range(0, size).await?;
-            return self.put_stream(key, stream, size, headers).await;
+            let body = &body;
+            return self
+                .put_stream(key, || body.range(0, size), size, headers)
+                .await;
         }
         self.upload_multipart(key, body, headers, multipart_threshold)
             .await
     }
 
-    /// One PutObject of `size` bytes from `stream` with `headers`.
-    async fn put_stream(
+    /// One PutObject of `size` bytes with `headers`; `stream()` opens the body afresh for
+    /// every attempt.
+    async fn put_stream<F, Fut>(
         &self,
         key: &str,
-        stream: ByteStream,
+        stream: F,
         size: u64,
         headers: &ObjectHeaders,
-    ) -> Result<(), StoreError> {
-        let _permit = self.limiter.acquire("PutObject").await;
-        let mut req = self
-            .client
-            .put_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .body(stream)
-            .content_length(size as i64)
-            .content_type(&headers.content_type)
-            .cache_control(&headers.cache_control);
-        if let Some(a) = &headers.acl {
-            req = req.acl(acl(a));
-        }
-        req.customize()
-            .config_override(self.long_timeout())
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| self.classify("PutObject", e))
+    ) -> Result<(), StoreError>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<ByteStream, StoreError>>,
+    {
+        let request = || {
+            let req = self
+                .client
+                .put_object()
+                .bucket(&self.bucket)
+                .key(key)
+                .content_length(size as i64)
+                .content_type(&headers.content_type)
+                .cache_control(&headers.cache_control);
+            match &headers.acl {
+                Some(a) => req.acl(acl(a)),
+                None => req,
+            }
+        };
+        self.send_with("PutObject", || {
+            let (req, body) = (request(), stream());
+            async move {
+                req.body(body.await?)
+                    .customize()
+                    .config_override(self.long_timeout())
+                    .send()
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| self.attempt_error("PutObject", e))
+            }
+        })
+        .await
     }
 
     async fn upload_multipart(
@@ -151,7 +167,6 @@ impl S3Store {
         let size = body.size();
         let part = part_size(size, threshold);
         let upload_id = {
-            let _permit = self.limiter.acquire("CreateMultipartUpload").await;
             let mut req = self
                 .client
                 .create_multipart_upload()
@@ -162,9 +177,8 @@ impl S3Store {
             if let Some(a) = &headers.acl {
                 req = req.acl(acl(a));
             }
-            req.send()
-                .await
-                .map_err(|e| self.classify("CreateMultipartUpload", e))?
+            self.send("CreateMultipartUpload", || req.clone().send())
+                .await?
                 .upload_id()
                 .map(str::to_owned)
                 .ok_or_else(|| StoreError::Other {
@@ -175,24 +189,23 @@ impl S3Store {
         let result = self.upload_parts(key, &upload_id, &body, size, part).await;
         match result {
             Ok(parts) => {
-                let _permit = self.limiter.acquire("CompleteMultipartUpload").await;
+                let upload = CompletedMultipartUpload::builder()
+                    .set_parts(Some(parts))
+                    .build();
                 let done = self
-                    .client
-                    .complete_multipart_upload()
-                    .bucket(&self.bucket)
-                    .key(key)
-                    .upload_id(&upload_id)
-                    .multipart_upload(
-                        CompletedMultipartUpload::builder()
-                            .set_parts(Some(parts))
-                            .build(),
-                    )
-                    .customize()
-                    .config_override(self.long_timeout())
-                    .send()
+                    .send("CompleteMultipartUpload", || {
+                        self.client
+                            .complete_multipart_upload()
+                            .bucket(&self.bucket)
+                            .key(key)
+                            .upload_id(&upload_id)
+                            .multipart_upload(upload.clone())
+                            .customize()
+                            .config_override(self.long_timeout())
+                            .send()
+                    })
                     .await
-                    .map(|_| ())
-                    .map_err(|e| self.classify("CompleteMultipartUpload", e));
+                    .map(|_| ());
                 if done.is_err() {
                     self.abort_upload(key, &upload_id).await;
                 }
@@ -218,22 +231,24 @@ impl S3Store {
         let mut number = 1;
         while offset < size {
             let len = part.min(size - offset);
-            let stream = body.range(offset, len).await?;
-            let _permit = self.limiter.acquire("UploadPart").await;
             let out = self
-                .client
-                .upload_part()
-                .bucket(&self.bucket)
-                .key(key)
-                .upload_id(upload_id)
-                .part_number(number)
-                .content_length(len as i64)
-                .body(stream)
-                .customize()
-                .config_override(self.long_timeout())
-                .send()
-                .await
-                .map_err(|e| self.classify("UploadPart", e))?;
+                .send_with("UploadPart", || async move {
+                    let stream = body.range(offset, len).await?;
+                    self.client
+                        .upload_part()
+                        .bucket(&self.bucket)
+                        .key(key)
+                        .upload_id(upload_id)
+                        .part_number(number)
+                        .content_length(len as i64)
+                        .body(stream)
+                        .customize()
+                        .config_override(self.long_timeout())
+                        .send()
+                        .await
+                        .map_err(|e| self.attempt_error("UploadPart", e))
+                })
+                .await?;
             parts.push(
                 CompletedPart::builder()
                     .part_number(number)
@@ -250,39 +265,38 @@ impl S3Store {
     /// Aborts an unfinished multipart upload (`AbortMultipartUpload`); an upload already
     /// gone counts as aborted. Errors: the request failed.
     pub async fn abort_stale_upload(&self, key: &str, upload_id: &str) -> Result<(), StoreError> {
-        let _permit = self.limiter.acquire("AbortMultipartUpload").await;
-        match self
-            .client
-            .abort_multipart_upload()
-            .bucket(&self.bucket)
-            .key(key)
-            .upload_id(upload_id)
-            .send()
-            .await
-        {
+        let sent = self
+            .send("AbortMultipartUpload", || {
+                self.client
+                    .abort_multipart_upload()
+                    .bucket(&self.bucket)
+                    .key(key)
+                    .upload_id(upload_id)
+                    .send()
+            })
+            .await;
+        match sent {
             Ok(_) => Ok(()),
-            Err(e) => match self.classify("AbortMultipartUpload", e) {
-                StoreError::NotFound => Ok(()),
-                StoreError::Other { code, .. } if code == "NoSuchUpload" => Ok(()),
-                err => Err(err),
-            },
+            Err(StoreError::NotFound) => Ok(()),
+            Err(StoreError::Other { code, .. }) if code == "NoSuchUpload" => Ok(()),
+            Err(err) => Err(err),
         }
     }
 
     async fn abort_upload(&self, key: &str, upload_id: &str) {
-        let _permit = self.limiter.acquire("AbortMultipartUpload").await;
         if let Err(e) = self
-            .client
-            .abort_multipart_upload()
-            .bucket(&self.bucket)
-            .key(key)
-            .upload_id(upload_id)
-            .send()
+            .send("AbortMultipartUpload", || {
+                self.client
+                    .abort_multipart_upload()
+                    .bucket(&self.bucket)
+                    .key(key)
+                    .upload_id(upload_id)
+                    .send()
+            })
             .await
         {
             tracing::warn!(
-                "could not abort the multipart upload of {key} ({}): list and abort it with `du --versions`",
-                self.classify("AbortMultipartUpload", e)
+                "could not abort the multipart upload of {key} ({e}): list and abort it with `du --versions`"
             );
         }
     }
@@ -293,28 +307,30 @@ impl S3Store {
         key: &str,
         range: Option<(u64, u64)>,
     ) -> Result<ByteStream, StoreError> {
-        let _permit = self.limiter.acquire("GetObject").await;
         let mut req = self.client.get_object().bucket(&self.bucket).key(key);
         if let Some((off, len)) = range {
             req = req.range(format!("bytes={}-{}", off, off + len - 1));
         }
-        req.customize()
-            .config_override(self.long_timeout())
-            .send()
-            .await
-            .map(|o| o.body)
-            .map_err(|e| self.classify("GetObject", e))
+        self.send("GetObject", || {
+            req.clone()
+                .customize()
+                .config_override(self.long_timeout())
+                .send()
+        })
+        .await
+        .map(|o| o.body)
     }
 
     /// HEAD: `None` when the object does not exist.
     pub async fn head(&self, key: &str) -> Result<Option<HeadMeta>, StoreError> {
-        let _permit = self.limiter.acquire("HeadObject").await;
         match self
-            .client
-            .head_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
+            .send("HeadObject", || {
+                self.client
+                    .head_object()
+                    .bucket(&self.bucket)
+                    .key(key)
+                    .send()
+            })
             .await
         {
             Ok(o) => Ok(Some(HeadMeta {
@@ -323,24 +339,22 @@ impl S3Store {
                 content_type: o.content_type().map(str::to_owned),
                 cache_control: o.cache_control().map(str::to_owned),
             })),
-            Err(e) => match self.classify("HeadObject", e) {
-                StoreError::NotFound => Ok(None),
-                err => Err(err),
-            },
+            Err(StoreError::NotFound) => Ok(None),
+            Err(err) => Err(err),
         }
     }
 
     /// Whether the object grants READ to everyone (public-read).
     pub async fn is_public(&self, key: &str) -> Result<bool, StoreError> {
-        let _permit = self.limiter.acquire("GetObjectAcl").await;
         let out = self
-            .client
-            .get_object_acl()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-            .map_err(|e| self.classify("GetObjectAcl", e))?;
+            .send("GetObjectAcl", || {
+                self.client
+                    .get_object_acl()
+                    .bucket(&self.bucket)
+                    .key(key)
+                    .send()
+            })
+            .await?;
         Ok(out.grants().iter().any(|g| {
             matches!(
                 g.permission(),
@@ -359,7 +373,6 @@ impl S3Store {
         key: &str,
         headers: &ObjectHeaders,
     ) -> Result<(), StoreError> {
-        let _permit = self.limiter.acquire("CopyObject").await;
         let mut req = self
             .client
             .copy_object()
@@ -372,12 +385,14 @@ impl S3Store {
         if let Some(a) = &headers.acl {
             req = req.acl(acl(a));
         }
-        req.customize()
-            .config_override(self.long_timeout())
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| self.classify("CopyObject", e))
+        self.send("CopyObject", || {
+            req.clone()
+                .customize()
+                .config_override(self.long_timeout())
+                .send()
+        })
+        .await
+        .map(|_| ())
     }
 }
 
@@ -392,27 +407,31 @@ impl S3Store {
         headers: &ObjectHeaders,
     ) -> Result<(), StoreError> {
         let size = bytes.len() as u64;
-        self.put_stream(key, ByteStream::from(bytes), size, headers)
-            .await
+        let bytes = bytes::Bytes::from(bytes);
+        self.put_stream(
+            key,
+            || std::future::ready(Ok(ByteStream::from(bytes.clone()))),
+            size,
+            headers,
+        )
+        .await
     }
 
     /// Deletes the one object `key` that the caller itself wrote (a challenge or probe
     /// object; never a key derived from a listing). A missing object counts as deleted.
     pub async fn delete_written(&self, key: &str) -> Result<(), StoreError> {
-        let _permit = self.limiter.acquire("DeleteObject").await;
         match self
-            .client
-            .delete_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
+            .send("DeleteObject", || {
+                self.client
+                    .delete_object()
+                    .bucket(&self.bucket)
+                    .key(key)
+                    .send()
+            })
             .await
         {
-            Ok(_) => Ok(()),
-            Err(e) => match self.classify("DeleteObject", e) {
-                StoreError::NotFound => Ok(()),
-                err => Err(err),
-            },
+            Ok(_) | Err(StoreError::NotFound) => Ok(()),
+            Err(err) => Err(err),
         }
     }
 }

@@ -10,14 +10,14 @@ impl S3Store {
     /// bucket (suspended buckets keep their old versions), `None` when it never was.
     /// Errors: the request failed (a provider without the API answers `NotImplemented`).
     pub async fn versioning_status(&self) -> Result<Option<String>, StoreError> {
-        let _permit = self.limiter.acquire("GetBucketVersioning").await;
         let out = self
-            .client
-            .get_bucket_versioning()
-            .bucket(&self.bucket)
-            .send()
-            .await
-            .map_err(|e| self.classify("GetBucketVersioning", e))?;
+            .send("GetBucketVersioning", || {
+                self.client
+                    .get_bucket_versioning()
+                    .bucket(&self.bucket)
+                    .send()
+            })
+            .await?;
         Ok(out.status().map(|s| s.as_str().to_owned()))
     }
 }
