@@ -170,7 +170,22 @@ async fn case3_du_and_orphans_ride_out_a_storm_at_the_start() {
     );
     assert_eq!(report["total"]["bytes"], 10 * (2 * rows.len() as u64 + 2));
     assert!(bucket.stats()["injected"].as_u64().unwrap() > 0);
-    assert!(report["throttled"].as_u64().unwrap() > 0, "{report:#}");
+    // Retried: more HTTP attempts than operations. (Whether any of the injected answers
+    // was a 503 rather than a 500 depends on how many attempts fell in the 2 s window, so
+    // `throttled` is not asserted here; case3_throttled_runs_print_the_rate_hint does.)
+    let attempts: u64 = report["attempts"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    let requests: u64 = report["requests"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert!(attempts > requests, "{report:#}");
 
     bucket.faults(storm);
     let journal = temp_dir("storm-journal").join("j.sqlite");
