@@ -177,6 +177,10 @@ impl DuReport {
             "{:<6} {:<30} {:>9} {:>11} {:>11} {:>12}",
             "", "category", "objects", "bytes", "database", "difference"
         );
+        let ambiguous = self
+            .categories
+            .iter()
+            .any(|c| !c.cache && location(false, c.class) == "local?" && c.objects > 0);
         for c in &self.categories {
             let name = format!("{}/{}", c.class, c.attachment);
             let (db, diff) = match (c.db_bytes, c.difference) {
@@ -186,7 +190,7 @@ impl DuReport {
             let _ = writeln!(
                 s,
                 "{:<6} {:<30} {:>9} {:>11} {:>11} {:>12}",
-                if c.cache { "cache" } else { "local" },
+                location(c.cache, c.class),
                 name,
                 c.objects,
                 size(c.bytes),
@@ -196,6 +200,12 @@ impl DuReport {
             if let Some(h) = hint(c) {
                 let _ = writeln!(s, "{:<6}   ^ {h}", "");
             }
+        }
+        if ambiguous {
+            let _ = writeln!(
+                s,
+                "local? = outside cache/: local uploads, or remote copies written before the storage schema upgrade (and every remote thumbnail before 4.6); the key alone cannot tell (see the database column)"
+            );
         }
         let _ = writeln!(
             s,
@@ -307,8 +317,33 @@ impl super::Summary for DuReport {
     }
 }
 
+/// The location label of a category: `cache` under `cache/`; outside it `local` for
+/// models that are always local (site uploads, backups, imports, provider icons),
+/// `legacy` for preview cards (always remote: a copy from before the storage schema
+/// upgrade), else `local?` (a local upload, or a legacy remote copy; `mastodon-storage.md`
+/// §3.2–3.3: the key alone cannot tell).
+fn location(cache: bool, class: &str) -> &'static str {
+    match (cache, class) {
+        (true, _) => "cache",
+        (false, "preview_cards") => "legacy",
+        (false, "media_attachments" | "accounts" | "custom_emojis") => "local?",
+        (false, _) => "local",
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    /// Found by review: pre-4.6 remote thumbnails and legacy cards were called "local".
+    #[test]
+    fn keys_outside_cache_are_not_called_local_when_they_may_be_remote() {
+        assert_eq!(super::location(true, "media_attachments"), "cache");
+        assert_eq!(super::location(false, "media_attachments"), "local?");
+        assert_eq!(super::location(false, "accounts"), "local?");
+        assert_eq!(super::location(false, "preview_cards"), "legacy");
+        assert_eq!(super::location(false, "site_uploads"), "local");
+        assert_eq!(super::location(false, "backups"), "local");
+    }
+
     use super::*;
     use crate::plan::layout::Attachment;
 
