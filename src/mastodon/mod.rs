@@ -241,7 +241,11 @@ impl Db {
             let probe = |e| DbError::query("finding out whether the connection is pooled", e);
             let mut a = pool.acquire().await.map_err(probe)?;
             let mut b = pool.acquire().await.map_err(probe)?;
-            exec::probe_pooling(&mut a, &mut b).await.map_err(probe)?
+            // A session pool with one server connection would make `b` wait for ever.
+            tokio::time::timeout(LOCK_CHECK_TIMEOUT, exec::probe_pooling(&mut a, &mut b))
+                .await
+                .unwrap_or(Err(sqlx::Error::PoolTimedOut))
+                .map_err(probe)?
         };
         let mut prepared = cfg.prepared_statements;
         if pooling == Pooling::Transaction && prepared {
@@ -349,8 +353,9 @@ impl Db {
         };
         let mut a = connect(target.options.clone()).await?;
         let mut b = connect(target.options.clone()).await?;
-        let pooling = exec::probe_pooling(&mut a, &mut b)
+        let pooling = tokio::time::timeout(LOCK_CHECK_TIMEOUT, exec::probe_pooling(&mut a, &mut b))
             .await
+            .unwrap_or(Err(sqlx::Error::PoolTimedOut))
             .map_err(|e| DbError::query("probing MASTOMEDIA_LOCK_DATABASE_URL", e))?;
         let _ = b.close().await;
         if pooling == Pooling::Transaction {
