@@ -87,9 +87,21 @@ fn run(env: &str, args: &[&str]) -> Run {
     mastomedia(&all)
 }
 
-/// Advisory locks held in `db` by any session with mastomedia's `prune` or `orphans` key
-/// (a lock left on a pooled server session would block every later run).
+/// Advisory locks held in `db` by any session with mastomedia's `prune` or `orphans` key,
+/// once the backends of finished runs have had up to 10 s to notice their client is gone
+/// (a lock left on a pooled server session stays, and would block every later run).
 async fn mastomedia_locks_held(db: &TestDb) -> i64 {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let n = locks_held_now(db).await;
+        if n == 0 || std::time::Instant::now() > deadline {
+            return n;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+async fn locks_held_now(db: &TestDb) -> i64 {
     let mut n = 0;
     for job in ["prune", "orphans"] {
         let key = mastomedia::mastodon::advisory_key(job);
