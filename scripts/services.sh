@@ -7,6 +7,7 @@
 # - PostgreSQL reachable on 127.0.0.1:5432 as user postgres without a password
 #   (installs Debian's postgresql, starts the cluster, adds a trust line if needed).
 # - Debian's pebble (ACME test server + mock DNS) for the certificate tests.
+# - Debian's pgbouncer (/usr/sbin/pgbouncer) for the transaction-pooling tests.
 # - A Python venv with moto (the local S3 server used by tests/support/s3server.py),
 #   at ${MASTOMEDIA_VENV:-$HOME/.cache/mastomedia/venv}.
 #
@@ -158,10 +159,25 @@ _mm_pebble() {
     _mm_log "pebble ready: $(command -v pebble), $(command -v pebble-challtestsrv)"
 }
 
+# Debian's pgbouncer for the tests of Mastodon behind PgBouncer in transaction pooling
+# (tests/it/pgbouncer.rs starts its own instance per test process, as the postgres user;
+# the package's own system service is not needed and is stopped if the install started it).
+_mm_pgbouncer() {
+    if [ ! -x /usr/sbin/pgbouncer ]; then
+        _mm_log "installing pgbouncer (apt-get)"
+        _mm_apt_install pgbouncer || return 1
+        if command -v service >/dev/null 2>&1; then
+            service pgbouncer stop >/dev/null 2>&1 || true
+        fi
+    fi
+    _mm_log "pgbouncer ready: /usr/sbin/pgbouncer"
+}
+
 mastomedia_services() {
     _mm_postgres || return 1
     _mm_s3_venv || return 1
     _mm_pebble || return 1
+    _mm_pgbouncer || return 1
 }
 
 if [ "${BASH_SOURCE[0]}" = "$0" ]; then

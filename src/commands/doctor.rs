@@ -20,7 +20,7 @@ use crate::cert::net::{Trust, describe_http_error, http_client};
 use crate::cert::{normalize_name, split_alias_host, tls};
 use crate::cli::doctor::Args;
 use crate::config::{Config, DeleteChecksum, LinodeConfig, S3Config, StorageConfig, Vars};
-use crate::mastodon::Db;
+use crate::mastodon::{Db, DbError, Pooling};
 use crate::plan::layout::ObjectKey;
 use crate::pool::Gate;
 use crate::report::ExitCode;
@@ -207,6 +207,7 @@ async fn check_database(cfg: &Config, r: &mut Report) {
                 format!("no answer from {} within 20 s", cfg.database.display),
                 "check DB_HOST/DB_PORT (or DATABASE_URL) and that PostgreSQL is running",
             );
+            r.skip("locking", "the database is not reachable");
             r.skip("retention", "the database is not reachable");
             return;
         }
@@ -216,6 +217,7 @@ async fn check_database(cfg: &Config, r: &mut Report) {
                 e.to_string(),
                 "check DB_HOST/DB_PORT/DB_USER/DB_PASS/DB_NAME (or DATABASE_URL) and that PostgreSQL is running",
             );
+            r.skip("locking", "the database is not reachable");
             r.skip("retention", "the database is not reachable");
             return;
         }
@@ -234,11 +236,13 @@ async fn check_database(cfg: &Config, r: &mut Report) {
     r.ok(
         "database",
         format!(
-            "{} reachable; Mastodon {version} (schema_migrations {}); the media columns mastomedia needs are present",
+            "{} reachable ({}); Mastodon {version} (schema_migrations {}); the media columns mastomedia needs are present",
             cfg.database.display,
+            db.pooling().describe(),
             s.migration_version.as_deref().unwrap_or("?")
         ),
     );
+    check_locking(&db, r).await;
     match db.media_retention_days().await {
         Ok(Some(d)) => r.ok("retention", format!("media cache retention period: {d} days")),
         Ok(None) => r.warn(
@@ -247,6 +251,38 @@ async fn check_database(cfg: &Config, r: &mut Report) {
             "set it under Administration → Server settings → Content retention, or pass prune --days",
         ),
         Err(e) => r.warn("retention", e.to_string(), "check the database user's SELECT on settings"),
+    }
+}
+
+/// Whether the advisory lock that keeps two prunes (or orphan deletions) apart can be
+/// taken and proved held: on `MASTOMEDIA_LOCK_DATABASE_URL` when set, else on the main
+/// connection unless it is transaction-pooled (issue 9.1). Takes and releases the lock of
+/// the job `doctor`, which no other run uses.
+async fn check_locking(db: &Db, r: &mut Report) {
+    let pooled = db.pooling() == Pooling::Transaction;
+    match db.lock("doctor").await {
+        Ok(lock) => {
+            let detail = match (lock.via(), pooled) {
+                (Some(via), true) => format!(
+                    "DATABASE_URL / DB_HOST is behind transaction pooling; the advisory lock is taken and held on MASTOMEDIA_LOCK_DATABASE_URL ({via})"
+                ),
+                (Some(via), false) => format!(
+                    "the advisory lock is taken and held on MASTOMEDIA_LOCK_DATABASE_URL ({via})"
+                ),
+                (None, _) => "an advisory lock is taken and held on a session of its own (PostgreSQL directly or session pooling)".to_owned(),
+            };
+            r.ok("locking", detail);
+        }
+        Err(DbError::LockUnavailable { detail, .. }) => r.fail(
+            "locking",
+            format!("{detail}: prune and orphans --delete refuse to run (exit 3); du, orphans and prune --dry-run run with a warning"),
+            "set MASTOMEDIA_LOCK_DATABASE_URL to a connection straight to PostgreSQL (bypassing PgBouncer), e.g. postgres://mastodon:PASSWORD@127.0.0.1:5432/mastodon_production, or use pool_mode = session",
+        ),
+        Err(e) => r.fail(
+            "locking",
+            e.to_string(),
+            "check MASTOMEDIA_LOCK_DATABASE_URL, or point DATABASE_URL / DB_HOST at PostgreSQL itself",
+        ),
     }
 }
 

@@ -40,7 +40,10 @@ pub async fn run(
     let db = Db::connect(&cfg.database, args.concurrency + 2)
         .await
         .map_err(CommandError::fatal)?;
-    let lock = db.lock("orphans").await.map_err(CommandError::fatal)?;
+    let lock = db
+        .lock_for("orphans", args.delete && !args.dry_run)
+        .await
+        .map_err(CommandError::fatal)?;
     if args.delete && !args.dry_run && !has_any_rows(&db).await.map_err(CommandError::fatal)? {
         return Err(CommandError::fatal(anyhow!(
             "the database has no media attachments and no accounts, so every object would look orphaned: refusing to delete. Check DATABASE_URL / DB_NAME"
@@ -50,7 +53,7 @@ pub async fn run(
     let job = OrphansJob {
         cfg: &cfg,
         db: &db,
-        lock: &lock,
+        lock: lock.as_ref(),
         args: &args,
         quiet,
         cancel: interrupt_token(),
@@ -98,7 +101,7 @@ async fn ownership_check<S: Store>(
 struct OrphansJob<'a> {
     cfg: &'a Config,
     db: &'a Db,
-    lock: &'a RunLock,
+    lock: Option<&'a RunLock>,
     args: &'a Args,
     quiet: bool,
     cancel: CancellationToken,
@@ -222,7 +225,7 @@ impl WithStore<Result<OrphansReport, CommandError>> for OrphansJob<'_> {
         let progress = Progress::start_unit("orphans", 0, "objects", "scanned", progress_mode);
         let listed_to_end = run_scan(
             self.db,
-            Some(self.lock),
+            self.lock,
             store.clone(),
             Some(&journal),
             &opts,

@@ -41,7 +41,11 @@ pub async fn run(
         schema_migration = db.schema().migration_version.as_deref().unwrap_or("?"),
         "connected to Mastodon's database"
     );
-    let lock = Arc::new(db.lock("prune").await.map_err(db_error)?);
+    let lock = db
+        .lock_for("prune", !args.dry_run)
+        .await
+        .map_err(db_error)?
+        .map(Arc::new);
     let setting = db.media_retention_days().await.map_err(db_error)?;
     let (days, source) = effective_days(args.days, setting);
     let now = Utc::now();
@@ -147,7 +151,7 @@ struct PruneJob<'a> {
     quiet: bool,
     cancel: CancellationToken,
     /// Proved held before every delete batch.
-    lock: Arc<RunLock>,
+    lock: Option<Arc<RunLock>>,
 }
 
 fn rfc3339(t: chrono::DateTime<Utc>) -> String {
@@ -165,7 +169,7 @@ impl WithStore<Result<PruneReport, CommandError>> for PruneJob<'_> {
             concurrency: self.args.concurrency as usize,
             key_prefix,
             gate: Gate::new(self.args.dry_run),
-            lock: Some(self.lock.clone()),
+            lock: self.lock.clone(),
             ..PassOptions::default()
         };
         check_store(store.as_ref(), &opts).await.map_err(|e| {

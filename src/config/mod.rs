@@ -147,12 +147,50 @@ pub struct DatabaseConfig {
     pub options: PgConnectOptions,
     /// `postgres://user@host:port/db`, safe to log.
     pub display: String,
+    /// `PREPARED_STATEMENTS` (Mastodon's setting, default true): `false` means no query may
+    /// use a named prepared statement, as PgBouncer in transaction pooling requires; every
+    /// query is then sent as an unnamed statement inside its own transaction.
+    pub prepared_statements: bool,
+    /// `MASTOMEDIA_LOCK_DATABASE_URL`: a connection straight to PostgreSQL (or a
+    /// session-mode pool) on which the advisory lock is taken when `DATABASE_URL` /
+    /// `DB_HOST` reaches the database through transaction pooling. `None` when unset.
+    pub lock: Option<LockDatabaseConfig>,
+}
+
+/// The connection [`DatabaseConfig::lock`] names (`MASTOMEDIA_LOCK_DATABASE_URL`).
+#[derive(Clone)]
+pub struct LockDatabaseConfig {
+    /// Full connection options (may hold the password).
+    pub options: PgConnectOptions,
+    /// `postgres://user@host:port/db`, safe to log.
+    pub display: String,
+}
+
+impl std::fmt::Debug for LockDatabaseConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LockDatabaseConfig")
+            .field("display", &self.display)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `postgres://user@host:port/db` of `options`: no password.
+fn display_target(options: &PgConnectOptions) -> String {
+    format!(
+        "postgres://{}@{}:{}/{}",
+        options.get_username(),
+        options.get_host(),
+        options.get_port(),
+        options.get_database().unwrap_or("")
+    )
 }
 
 impl std::fmt::Debug for DatabaseConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DatabaseConfig")
             .field("display", &self.display)
+            .field("prepared_statements", &self.prepared_statements)
+            .field("lock", &self.lock)
             .finish_non_exhaustive()
     }
 }
@@ -173,6 +211,7 @@ pub const SECRET_VARS: &[&str] = &[
     "AWS_SECRET_ACCESS_KEY",
     "DB_PASS",
     "DATABASE_URL",
+    "MASTOMEDIA_LOCK_DATABASE_URL",
     "REPLICA_DATABASE_URL",
     "SECRET_KEY_BASE",
     "OTP_SECRET",
@@ -469,19 +508,36 @@ fn database_config(vars: &Vars) -> Result<DatabaseConfig, ConfigError> {
         })?;
         o.ssl_mode(ssl)
     };
-    if vars.get("PREPARED_STATEMENTS") == Some("false") {
+    // Mastodon's own reading (config/database.yml): anything but `false` keeps them on.
+    let prepared_statements = vars.get("PREPARED_STATEMENTS") != Some("false");
+    if !prepared_statements {
         options = options.statement_cache_capacity(0);
     }
     options = options.application_name("mastomedia");
-    let host = options.get_host().to_owned();
-    let display = format!(
-        "postgres://{}@{}:{}/{}",
-        options.get_username(),
-        host,
-        options.get_port(),
-        options.get_database().unwrap_or("")
-    );
-    Ok(DatabaseConfig { options, display })
+    let lock = match vars.get("MASTOMEDIA_LOCK_DATABASE_URL") {
+        None => None,
+        Some(url) => {
+            let mut lock = PgConnectOptions::from_str(url).map_err(|_| ConfigError::Invalid {
+                var: "MASTOMEDIA_LOCK_DATABASE_URL",
+                value: "[redacted]".into(),
+                fix: "expected postgres://user:password@host:port/database, reaching PostgreSQL itself (not PgBouncer in transaction pooling)".into(),
+            })?;
+            if !prepared_statements {
+                lock = lock.statement_cache_capacity(0);
+            }
+            let lock = lock.application_name("mastomedia");
+            Some(LockDatabaseConfig {
+                display: display_target(&lock),
+                options: lock,
+            })
+        }
+    };
+    Ok(DatabaseConfig {
+        display: display_target(&options),
+        options,
+        prepared_statements,
+        lock,
+    })
 }
 
 fn s3_config(vars: &Vars) -> Result<S3Config, ConfigError> {
@@ -799,6 +855,37 @@ mod tests {
             c.database.display,
             "postgres://mastodon@other:5432/mastodon_production"
         );
+    }
+
+    #[test]
+    fn issue9_1_prepared_statements_and_lock_url() {
+        let c = Config::from_vars(Path::new(".env"), &s3_vars(&[])).unwrap();
+        assert!(c.database.prepared_statements);
+        assert!(c.database.lock.is_none());
+        let vars = s3_vars(&[
+            ("PREPARED_STATEMENTS", "false"),
+            (
+                "MASTOMEDIA_LOCK_DATABASE_URL",
+                "postgres://u:lock-secret@10.0.0.5:5432/m",
+            ),
+        ]);
+        let c = Config::from_vars(Path::new(".env"), &vars).unwrap();
+        assert!(!c.database.prepared_statements);
+        let lock = c.database.lock.as_ref().unwrap();
+        assert_eq!(lock.display, "postgres://u@10.0.0.5:5432/m");
+        assert!(!format!("{c:?}").contains("lock-secret"));
+        assert!(SECRET_VARS.contains(&"MASTOMEDIA_LOCK_DATABASE_URL"));
+        let err = Config::from_vars(
+            Path::new(".env"),
+            &s3_vars(&[(
+                "MASTOMEDIA_LOCK_DATABASE_URL",
+                "postgres://x:pw-here@h:port/m",
+            )]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("MASTOMEDIA_LOCK_DATABASE_URL"), "{err}");
+        assert!(!err.contains("pw-here"), "{err}");
     }
 
     #[test]

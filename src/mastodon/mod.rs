@@ -5,19 +5,21 @@
 //! columns Mastodon itself clears (`mastodon-storage.md` §7.1–7.3) and `updated_at`, or
 //! write settings.
 
+mod exec;
 pub mod schema;
 mod suspended;
 mod update;
 
+pub use exec::{MastodonPool, Pooling};
 pub use schema::Schema;
 pub use update::{ClearRequest, RowTable, update_columns};
 
 use std::time::Duration;
 
-use sqlx::Row as _;
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{Connection as _, Row as _};
 
-use crate::config::DatabaseConfig;
+use crate::config::{DatabaseConfig, LockDatabaseConfig};
 
 /// A database failure, with what we were doing. All are fatal for a run (exit 3).
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +76,18 @@ pub enum DbError {
         /// What the check saw.
         detail: String,
     },
+    /// No connection on which a session advisory lock can hold: `DATABASE_URL` / `DB_HOST`
+    /// reaches PostgreSQL through transaction pooling and `MASTOMEDIA_LOCK_DATABASE_URL`
+    /// is unset, or that URL itself is pooled or reaches another database.
+    #[error(
+        "cannot take the advisory lock of mastomedia {job}: {detail}. Nothing was changed. Set MASTOMEDIA_LOCK_DATABASE_URL (in the env file or the environment) to a connection straight to PostgreSQL, bypassing PgBouncer (e.g. postgres://mastodon:PASSWORD@127.0.0.1:5432/mastodon_production), or to a PgBouncer pool in pool_mode = session; the other queries keep using DATABASE_URL / DB_HOST"
+    )]
+    LockUnavailable {
+        /// The job (`prune`, `orphans`).
+        job: String,
+        /// Why.
+        detail: String,
+    },
 }
 
 impl DbError {
@@ -85,11 +99,17 @@ impl DbError {
     }
 }
 
-/// A connection pool to Mastodon's database plus its introspected schema.
+/// A connection pool to Mastodon's database plus its introspected schema, how it reaches
+/// PostgreSQL ([`Pooling`]) and where the advisory lock is taken.
 #[derive(Debug, Clone)]
 pub struct Db {
     pool: PgPool,
     schema: Schema,
+    /// Named prepared statements allowed (`PREPARED_STATEMENTS` not `false`, and no
+    /// transaction pooling detected).
+    prepared: bool,
+    pooling: Pooling,
+    lock_target: Option<LockDatabaseConfig>,
 }
 
 /// Holds a session-level advisory lock for as long as it lives: the lock's connection is
@@ -102,6 +122,11 @@ pub struct RunLock {
     key: i64,
     /// `pg_backend_pid()` of the session that took the lock.
     pid: i32,
+    /// Named prepared statements allowed on the lock's connection.
+    prepared: bool,
+    /// Where the lock lives: `None` on a connection of the main pool, else the redacted
+    /// `MASTOMEDIA_LOCK_DATABASE_URL`.
+    via: Option<String>,
     conn: tokio::sync::Mutex<sqlx::PgConnection>,
 }
 
@@ -129,6 +154,7 @@ impl RunLock {
         )
         .bind(self.pid)
         .bind(self.key)
+        .persistent(self.prepared)
         .fetch_one(&mut *conn);
         match tokio::time::timeout(LOCK_CHECK_TIMEOUT, check).await {
             Ok(Ok(true)) => Ok(()),
@@ -148,10 +174,59 @@ impl RunLock {
     pub fn backend_pid(&self) -> i32 {
         self.pid
     }
+
+    /// The redacted `MASTOMEDIA_LOCK_DATABASE_URL` when the lock was taken there, `None`
+    /// when it lives on a connection of `DATABASE_URL` / `DB_HOST`.
+    pub fn via(&self) -> Option<&str> {
+        self.via.as_deref()
+    }
 }
 
+/// Takes `job`'s lock on `conn` (a session of its own, already proved not pooled) and
+/// proves it held.
+async fn lock_on(
+    mut conn: sqlx::PgConnection,
+    job: &str,
+    prepared: bool,
+    via: Option<String>,
+) -> Result<RunLock, DbError> {
+    let key = advisory_key(job);
+    let row = sqlx::query("SELECT pg_try_advisory_lock($1) AS got, pg_backend_pid() AS pid")
+        .bind(key)
+        .persistent(prepared)
+        .fetch_one(&mut conn)
+        .await
+        .map_err(|e| DbError::query("taking the advisory lock", e))?;
+    if !row.get::<bool, _>("got") {
+        return Err(DbError::Locked(job.to_owned()));
+    }
+    let lock = RunLock {
+        job: job.to_owned(),
+        key,
+        pid: row.get("pid"),
+        prepared,
+        via,
+        conn: tokio::sync::Mutex::new(conn),
+    };
+    // Behind a proxy that hands each statement to another session the lock protects
+    // nothing: find out now, before any change, rather than at the first delete.
+    lock.ensure_held().await?;
+    Ok(lock)
+}
+
+/// The identity of the database a connection reaches: name, oid and the server's start
+/// time (a replica or another cluster differs), so the lock connection can be proved to
+/// reach the same database as the main one.
+const IDENTITY_SQL: &str = "SELECT current_database()::text || '/' || \
+    (SELECT oid FROM pg_database WHERE datname = current_database())::text || '/' || \
+    extract(epoch FROM pg_postmaster_start_time())::text";
+
 impl Db {
-    /// Connects (at most `max_connections`) and introspects the schema.
+    /// Connects (at most `max_connections`, at least 2), finds out whether the connection
+    /// reaches PostgreSQL through transaction pooling ([`exec::probe_pooling`]) and
+    /// introspects the schema. With transaction pooling named prepared statements are
+    /// turned off even when `PREPARED_STATEMENTS` is not `false` (with a warning): they
+    /// cannot work there.
     pub async fn connect(cfg: &DatabaseConfig, max_connections: u32) -> Result<Self, DbError> {
         let pool = PgPoolOptions::new()
             .max_connections(max_connections.max(2))
@@ -162,13 +237,49 @@ impl Db {
                 target: cfg.display.clone(),
                 source,
             })?;
-        let schema = Schema::load(&pool).await?;
-        Ok(Self { pool, schema })
+        let pooling = {
+            let probe = |e| DbError::query("finding out whether the connection is pooled", e);
+            let mut a = pool.acquire().await.map_err(probe)?;
+            let mut b = pool.acquire().await.map_err(probe)?;
+            // A session pool with one server connection would make `b` wait for ever.
+            tokio::time::timeout(LOCK_CHECK_TIMEOUT, exec::probe_pooling(&mut a, &mut b))
+                .await
+                .unwrap_or(Err(sqlx::Error::PoolTimedOut))
+                .map_err(probe)?
+        };
+        let mut prepared = cfg.prepared_statements;
+        if pooling == Pooling::Transaction && prepared {
+            tracing::warn!(
+                "{} reaches PostgreSQL through transaction pooling but PREPARED_STATEMENTS is not false: mastomedia uses no named prepared statement anyway; set PREPARED_STATEMENTS=false, as Mastodon itself needs it behind PgBouncer in transaction mode",
+                cfg.display
+            );
+            prepared = false;
+        }
+        let schema = Schema::load(MastodonPool::new(&pool, prepared)).await?;
+        Ok(Self {
+            pool,
+            schema,
+            prepared,
+            pooling,
+            lock_target: cfg.lock.clone(),
+        })
     }
 
-    /// The pool, for inventory queries.
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
+    /// The executor for every query against Mastodon's database (inventory, sums, owner
+    /// lookups, row clears): named prepared statements only when they are allowed
+    /// ([`MastodonPool`]).
+    pub fn pool(&self) -> MastodonPool<'_> {
+        MastodonPool::new(&self.pool, self.prepared)
+    }
+
+    /// How `DATABASE_URL` / `DB_HOST` reaches PostgreSQL, as probed at connect.
+    pub fn pooling(&self) -> Pooling {
+        self.pooling
+    }
+
+    /// The redacted `MASTOMEDIA_LOCK_DATABASE_URL`, when set.
+    pub fn lock_target(&self) -> Option<&str> {
+        self.lock_target.as_ref().map(|t| t.display.as_str())
     }
 
     /// The introspected schema.
@@ -178,38 +289,99 @@ impl Db {
 
     /// Takes the advisory lock for `job` (e.g. `prune`) without waiting and proves it is
     /// held ([`RunLock::ensure_held`]). Two runs of the same job against the same database
-    /// never overlap while each checks the lock before its destructive steps. Errors:
-    /// [`DbError::Locked`], [`DbError::LockLost`].
+    /// never overlap while each checks the lock before its destructive steps. Where: on
+    /// `MASTOMEDIA_LOCK_DATABASE_URL` when set (proved to be one session per connection
+    /// and to reach the same database), else on a connection of the main pool unless that
+    /// one is transaction-pooled. Errors: [`DbError::Locked`], [`DbError::LockLost`],
+    /// [`DbError::LockUnavailable`] (transaction pooling and no usable lock URL),
+    /// [`DbError::Connect`] (the lock URL does not answer).
     pub async fn lock(&self, job: &str) -> Result<RunLock, DbError> {
-        let mut conn = self
+        if let Some(target) = &self.lock_target {
+            return self.lock_via(job, target).await;
+        }
+        if self.pooling == Pooling::Transaction {
+            return Err(DbError::LockUnavailable {
+                job: job.to_owned(),
+                detail: "DATABASE_URL / DB_HOST reaches PostgreSQL through transaction pooling (PgBouncer pool_mode = transaction), where a session advisory lock does not hold".into(),
+            });
+        }
+        let conn = self
             .pool
             .acquire()
             .await
             .map_err(|e| DbError::query("taking a connection for the advisory lock", e))?;
-        let key = advisory_key(job);
-        let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
-            .bind(key)
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(|e| DbError::query("taking the advisory lock", e))?;
-        if !got {
-            return Err(DbError::Locked(job.to_owned()));
-        }
-        let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(|e| DbError::query("reading the advisory lock's session", e))?;
         // Detach: the lock lives with this session; dropping closes the connection.
-        let lock = RunLock {
+        lock_on(conn.detach(), job, self.prepared, None).await
+    }
+
+    /// Like [`Db::lock`], but for a run that changes nothing (`prune --dry-run`, `orphans`
+    /// without `--delete`, or `--delete --dry-run`): when no lock can be had through
+    /// transaction pooling ([`DbError::LockUnavailable`]), warns and returns `None`, as a
+    /// read-only run cannot harm a concurrent one. `destructive` runs get [`Db::lock`]'s
+    /// errors.
+    pub async fn lock_for(&self, job: &str, destructive: bool) -> Result<Option<RunLock>, DbError> {
+        match self.lock(job).await {
+            Ok(lock) => Ok(Some(lock)),
+            Err(DbError::LockUnavailable { detail, .. }) if !destructive => {
+                tracing::warn!(
+                    "running mastomedia {job} without its advisory lock, as this run changes nothing: {detail}. A run that deletes needs MASTOMEDIA_LOCK_DATABASE_URL (a connection straight to PostgreSQL)"
+                );
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Takes the lock on `MASTOMEDIA_LOCK_DATABASE_URL` after proving that it is one
+    /// session per connection and reaches the same database as the main pool.
+    async fn lock_via(&self, job: &str, target: &LockDatabaseConfig) -> Result<RunLock, DbError> {
+        let unavailable = |detail: String| DbError::LockUnavailable {
             job: job.to_owned(),
-            key,
-            pid,
-            conn: tokio::sync::Mutex::new(conn.detach()),
+            detail,
         };
-        // Behind a proxy that hands each statement to another session the lock protects
-        // nothing: find out now, before any change, rather than at the first delete.
-        lock.ensure_held().await?;
-        Ok(lock)
+        let connect = |options: PgConnectOptions| async move {
+            tokio::time::timeout(
+                Duration::from_secs(15),
+                sqlx::PgConnection::connect_with(&options),
+            )
+            .await
+            .unwrap_or(Err(sqlx::Error::PoolTimedOut))
+            .map_err(|source| DbError::Connect {
+                target: format!("{} (MASTOMEDIA_LOCK_DATABASE_URL)", target.display),
+                source,
+            })
+        };
+        let mut a = connect(target.options.clone()).await?;
+        let mut b = connect(target.options.clone()).await?;
+        let pooling = tokio::time::timeout(LOCK_CHECK_TIMEOUT, exec::probe_pooling(&mut a, &mut b))
+            .await
+            .unwrap_or(Err(sqlx::Error::PoolTimedOut))
+            .map_err(|e| DbError::query("probing MASTOMEDIA_LOCK_DATABASE_URL", e))?;
+        let _ = b.close().await;
+        if pooling == Pooling::Transaction {
+            return Err(unavailable(format!(
+                "MASTOMEDIA_LOCK_DATABASE_URL ({}) also reaches PostgreSQL through transaction pooling",
+                target.display
+            )));
+        }
+        let here: String = sqlx::query_scalar(IDENTITY_SQL)
+            .persistent(self.prepared)
+            .fetch_one(&mut a)
+            .await
+            .map_err(|e| {
+                DbError::query("reading the database of MASTOMEDIA_LOCK_DATABASE_URL", e)
+            })?;
+        let main: String = sqlx::query_scalar(IDENTITY_SQL)
+            .fetch_one(self.pool())
+            .await
+            .map_err(|e| DbError::query("reading the database of DATABASE_URL", e))?;
+        if here != main {
+            return Err(unavailable(format!(
+                "MASTOMEDIA_LOCK_DATABASE_URL ({}) reaches another database or server than DATABASE_URL / DB_HOST, so its lock would not keep two runs against Mastodon's database apart",
+                target.display
+            )));
+        }
+        lock_on(a, job, self.prepared, Some(target.display.clone())).await
     }
 
     /// The instance's `media_cache_retention_period` in days, `None` when unset, empty or
@@ -227,7 +399,7 @@ impl Db {
             "SELECT value FROM settings WHERE var = 'media_cache_retention_period'{filter} ORDER BY id LIMIT 1"
         );
         let value: Option<Option<String>> = sqlx::query_scalar(&sql)
-            .fetch_optional(&self.pool)
+            .fetch_optional(self.pool())
             .await
             .map_err(|e| DbError::query("reading the media cache retention setting", e))?;
         let raw = value.flatten();
@@ -256,7 +428,7 @@ impl Db {
         )
         .bind(table)
         .bind(columns)
-        .fetch_all(&self.pool)
+        .fetch_all(self.pool())
         .await
         .map_err(|e| DbError::query("checking UPDATE privileges", e))?;
         let mut user = String::new();

@@ -4,9 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use sqlx::PgPool;
-
-use super::DbError;
+use super::{DbError, MastodonPool};
 
 /// Tables whose columns are read at start-up.
 pub const TABLES: &[&str] = &[
@@ -50,7 +48,7 @@ pub struct Schema {
 impl Schema {
     /// Reads the columns of [`TABLES`] in the current schema. Errors: the query fails, or a
     /// core column is missing ([`DbError::NotMastodon`]).
-    pub async fn load(pool: &PgPool) -> Result<Self, DbError> {
+    pub async fn load(pool: MastodonPool<'_>) -> Result<Self, DbError> {
         let rows: Vec<(String, String)> = sqlx::query_as(
             "SELECT table_name::text, column_name::text FROM information_schema.columns \
              WHERE table_schema = current_schema() AND table_name = ANY($1)",

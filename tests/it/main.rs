@@ -10,6 +10,7 @@ mod faults;
 mod migrate;
 mod migrate_privacy;
 mod orphans_ownership;
+mod pgbouncer;
 mod provider_checksums;
 mod prune;
 mod storms;

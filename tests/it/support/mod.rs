@@ -409,3 +409,97 @@ pub fn mastomedia_env(args: &[&str], env: &[(&str, &str)]) -> Run {
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
 }
+
+/// Debian's PgBouncer (`/usr/sbin/pgbouncer`), started once per test process on a free
+/// loopback port in front of the test PostgreSQL, in `pool_mode = transaction` (the set-up
+/// Mastodon's docs recommend), `auth_type = trust`. It runs as the `postgres` user
+/// (PgBouncer refuses root) under a shell that stops it when this process ends.
+pub struct PgBouncer {
+    /// The loopback port it listens on.
+    pub port: u16,
+    /// Its folder (config, log).
+    pub dir: PathBuf,
+    _child: Mutex<Child>,
+}
+
+impl PgBouncer {
+    /// A `postgres://` URL reaching `db` through the pooler.
+    pub fn url(&self, db: &TestDb) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{}", self.port, db.name)
+    }
+
+    /// The pooler's log so far (for assertion messages).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("pgbouncer.log")).unwrap_or_default()
+    }
+}
+
+/// The PgBouncer of this test process (started on first use). A missing binary FAILS the
+/// test with the install command (`scripts/services.sh` installs it); nothing is skipped.
+pub fn pgbouncer() -> &'static PgBouncer {
+    static BOUNCER: OnceLock<PgBouncer> = OnceLock::new();
+    BOUNCER.get_or_init(start_pgbouncer)
+}
+
+fn start_pgbouncer() -> PgBouncer {
+    let bin = std::env::var("MASTOMEDIA_TEST_PGBOUNCER")
+        .unwrap_or_else(|_| "/usr/sbin/pgbouncer".to_owned());
+    if !Path::new(&bin).is_file() {
+        panic!(
+            "PgBouncer is required for the pgbouncer tests at {bin}: `apt-get install -y pgbouncer` \
+             (scripts/services.sh does it) or set MASTOMEDIA_TEST_PGBOUNCER"
+        );
+    }
+    let admin: PgConnectOptions = admin_url().parse().expect("admin url");
+    let pg_host = admin.get_host().to_owned();
+    let pg_port = admin.get_port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free loopback port")
+        .port();
+    let dir = temp_dir("pgbouncer");
+    // PgBouncer drops to the postgres user before opening its log.
+    let mut perms = std::fs::metadata(&dir).expect("dir").permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o777);
+    std::fs::set_permissions(&dir, perms).expect("chmod pgbouncer dir");
+    std::fs::write(dir.join("userlist.txt"), "\"postgres\" \"\"\n").expect("userlist");
+    let config = format!(
+        "[databases]\n* = host={pg_host} port={pg_port}\n\n[pgbouncer]\nlisten_addr = 127.0.0.1\n\
+         listen_port = {port}\nunix_socket_dir =\nauth_type = trust\nauth_file = {userlist}\n\
+         pool_mode = transaction\ndefault_pool_size = 8\nmax_client_conn = 200\n\
+         ignore_startup_parameters = extra_float_digits,search_path\nlogfile = {log}\n\
+         server_login_retry = 1\n",
+        userlist = dir.join("userlist.txt").display(),
+        log = dir.join("pgbouncer.log").display(),
+    );
+    let ini = dir.join("pgbouncer.ini");
+    std::fs::write(&ini, config).expect("write pgbouncer.ini");
+    let child = Command::new("sh")
+        .arg("-c")
+        .arg("\"$@\" & c=$!; cat >/dev/null; kill $c 2>/dev/null; wait $c")
+        .arg("sh")
+        .arg(&bin)
+        .arg("-u")
+        .arg("postgres")
+        .arg(&ini)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if std::time::Instant::now() > deadline {
+            panic!(
+                "PgBouncer did not listen on 127.0.0.1:{port} within 20 s; log:\n{}",
+                std::fs::read_to_string(dir.join("pgbouncer.log")).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    PgBouncer {
+        port,
+        dir,
+        _child: Mutex::new(child),
+    }
+}
