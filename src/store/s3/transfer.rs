@@ -261,9 +261,8 @@ impl S3Store {
         Ok(parts)
     }
 
-    /// Aborts a multipart upload so its parts are not billed (errors only logged).
-    /// Aborts an unfinished multipart upload (`AbortMultipartUpload`); an upload already
-    /// gone counts as aborted. Errors: the request failed.
+    /// Aborts an unfinished multipart upload (`AbortMultipartUpload`) so its parts are not
+    /// billed; an upload already gone counts as aborted. Errors: the request failed.
     pub async fn abort_stale_upload(&self, key: &str, upload_id: &str) -> Result<(), StoreError> {
         let sent = self
             .send("AbortMultipartUpload", || {
@@ -283,18 +282,9 @@ impl S3Store {
         }
     }
 
+    /// [`S3Store::abort_stale_upload`] after a failed upload of ours: errors only logged.
     async fn abort_upload(&self, key: &str, upload_id: &str) {
-        if let Err(e) = self
-            .send("AbortMultipartUpload", || {
-                self.client
-                    .abort_multipart_upload()
-                    .bucket(&self.bucket)
-                    .key(key)
-                    .upload_id(upload_id)
-                    .send()
-            })
-            .await
-        {
+        if let Err(e) = self.abort_stale_upload(key, upload_id).await {
             tracing::warn!(
                 "could not abort the multipart upload of {key} ({e}): list and abort it with `du --versions`"
             );
