@@ -748,6 +748,19 @@ async fn public_read(
             "check that the alias host forwards to the bucket",
         ),
         Ok(rsp) => {
+            // Followed redirects: the browser loads media from that host too (P2).
+            let asked = reqwest::Url::parse(&url).ok();
+            let landed = rsp.url().clone();
+            if let Some(asked) = asked
+                && asked.host_str() != landed.host_str()
+            {
+                let to = landed.host_str().unwrap_or("?").to_owned();
+                r.warn(
+                    "alias redirect",
+                    format!("GET {url} is redirected to {landed}: browsers load the media from {to} too, and remote servers store URLs of {}", asked.host_str().unwrap_or("?")),
+                    format!("serve the bucket at the alias host itself, or add {to} to EXTRA_MEDIA_HOSTS (Content-Security-Policy) if the redirect is meant"),
+                );
+            }
             let status = rsp.status();
             let served = rsp
                 .headers()

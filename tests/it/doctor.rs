@@ -141,6 +141,34 @@ async fn case9_2_write_test_probes_a_two_key_delete_objects() {
     );
 }
 
+/// Issue 9.7: an alias host that redirects to another host is reported (the browser
+/// loads media from that host too, which Mastodon's Content-Security-Policy must allow).
+#[tokio::test]
+async fn case9_7_alias_host_redirect_to_another_host_is_reported() {
+    let site = healthy_site(None, None, &[]).await;
+    let other = healthy_site(None, None, &[]).await;
+    crate::support::certlab::redirect_host(
+        &site.domain,
+        &format!("https://{}:{}", other.domain, lab().https_port),
+    );
+    let run = site.doctor(&[]);
+    let l = line(&run, "alias redirect");
+    assert!(
+        l.starts_with("warn") && l.contains(&other.domain) && l.contains("EXTRA_MEDIA_HOSTS"),
+        "{l}\n{}",
+        run.stdout
+    );
+    // The object is still read (through the redirect).
+    assert!(
+        line(&run, "public read").starts_with("ok"),
+        "{}",
+        run.stdout
+    );
+    // Without a redirect there is no such line.
+    let run = other.doctor(&[]);
+    assert!(!run.stdout.contains("alias redirect"), "{}", run.stdout);
+}
+
 #[tokio::test]
 async fn private_objects_are_named() {
     let site = healthy_site(None, None, &[]).await;

@@ -550,6 +550,21 @@ fn respond(s: &mut impl Write, status: u16, content_type: Option<&str>, body: &[
     let _ = s.flush();
 }
 
+/// Hosts whose front answers every request with a 302 to `<base><path>` (a CDN or an
+/// alias host that redirects to another host), set by [`redirect_host`].
+fn redirects() -> &'static Mutex<BTreeMap<String, String>> {
+    static REDIRECTS: OnceLock<Mutex<BTreeMap<String, String>>> = OnceLock::new();
+    REDIRECTS.get_or_init(|| Mutex::new(BTreeMap::new()))
+}
+
+/// Makes the fronts answer requests for `host` with `302 Found`, `Location: <base><path>`.
+pub fn redirect_host(host: &str, base: &str) {
+    redirects()
+        .lock()
+        .unwrap()
+        .insert(host.to_ascii_lowercase(), base.to_owned());
+}
+
 /// Serves `GET/HEAD /<key>` from the bucket named by the Host header (port stripped) or
 /// the TLS SNI name, through the S3 proxy, unsigned (the tests set `allow_anonymous`).
 fn serve_bucket(s: &mut (impl Read + Write), proxy: &str, sni: Option<&str>) {
@@ -562,6 +577,16 @@ fn serve_bucket(s: &mut (impl Read + Write), proxy: &str, sni: Option<&str>) {
         })
         .unwrap_or_default()
         .to_ascii_lowercase();
+    let target = redirects().lock().unwrap().get(&host).cloned();
+    if let Some(base) = target {
+        let out = format!(
+            "HTTP/1.1 302 Found\r\nConnection: close\r\nLocation: {base}{}\r\nContent-Length: 0\r\n\r\n",
+            req.target
+        );
+        let _ = s.write_all(out.as_bytes());
+        let _ = s.flush();
+        return;
+    }
     let head = req.method == "HEAD";
     let (status, ct, body) = fetch_object(proxy, &req.method, &host, &req.target);
     respond(s, status, ct.as_deref(), &body, head);
