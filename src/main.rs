@@ -43,7 +43,7 @@ fn main() {
                 eprintln!("error: {:#}", e.error);
                 if json {
                     // Scripts reading --json still get one object, with the reason.
-                    println!(
+                    mastomedia::outln!(
                         "{}",
                         serde_json::json!({ "error": format!("{:#}", e.error), "exit_code": e.code as i32 })
                     );

@@ -334,13 +334,13 @@ async fn renew(env_file: &Path, a: RenewArgs, quiet: bool) -> Result<ExitCode, C
                 state.write_meta(&meta).map_err(fail)?;
             }
             match &current {
-                Some(c) => println!(
+                Some(c) => crate::outln!(
                     "not due: the certificate for {domain} expires {} ({} days left); renewal at {} ({why}). Nothing changed.",
                     fmt_time(c.leaf.not_after),
                     c.leaf.days_left(now),
                     fmt_time(at)
                 ),
-                None => println!(
+                None => crate::outln!(
                     "not due: next attempt at {} ({why}). Nothing changed.",
                     fmt_time(at)
                 ),
@@ -372,7 +372,7 @@ async fn renew(env_file: &Path, a: RenewArgs, quiet: bool) -> Result<ExitCode, C
         tracing::info!("preflight: {n}");
     }
     if gate.is_dry_run() {
-        println!(
+        crate::outln!(
             "dry run: preflight passed ({}).\nWould {}order a certificate ({key_type}) for {domain} from {directory}, write the challenge into bucket {} ({}), {} through the Linode API and probe https://{domain}:{}. Nothing changed.",
             notes.join("; "),
             if acme.is_none() {
@@ -428,7 +428,7 @@ async fn renew(env_file: &Path, a: RenewArgs, quiet: bool) -> Result<ExitCode, C
             state.write_meta(&meta).map_err(fail)?;
             let next = timing::lifetime_renewal(leaf.not_before, leaf.not_after);
             let probe = confirm_served(&domain, &a.net, &trust, probe_dns, &leaf).await;
-            println!(
+            crate::outln!(
                 "renewed {domain}: {key_type} certificate from {}, valid until {}, installed on bucket {} ({}); next renewal around {}.",
                 leaf.issuer,
                 fmt_time(leaf.not_after),
@@ -438,11 +438,11 @@ async fn renew(env_file: &Path, a: RenewArgs, quiet: bool) -> Result<ExitCode, C
             );
             match probe {
                 Ok(line) => {
-                    println!("{line}");
+                    crate::outln!("{line}");
                     Ok(ExitCode::Success)
                 }
                 Err(line) => {
-                    println!("{line}");
+                    crate::outln!("{line}");
                     Ok(ExitCode::ItemsFailed)
                 }
             }
@@ -731,12 +731,12 @@ async fn status(env_file: &Path, a: StatusArgs) -> Result<ExitCode, CommandError
     }
     let healthy = report.live.as_ref().is_some_and(|p| p.fault.is_none());
     if a.json {
-        println!(
+        crate::outln!(
             "{}",
             serde_json::to_string_pretty(&report).expect("report serialises")
         );
     } else {
-        print!("{}", human_status(&report, a.net.https_port, now));
+        crate::out!("{}", human_status(&report, a.net.https_port, now));
     }
     Ok(if healthy {
         ExitCode::Success

@@ -87,7 +87,7 @@ pub async fn run(env_file: &Path, args: Args, _quiet: bool) -> Result<ExitCode, 
     let failed = r.checks.iter().any(|c| c.status == Status::Fail);
     if args.json {
         let v = serde_json::json!({ "ok": !failed, "checks": r.checks });
-        println!("{}", serde_json::to_string_pretty(&v).expect("serialises"));
+        crate::outln!("{}", serde_json::to_string_pretty(&v).expect("serialises"));
     } else {
         for c in &r.checks {
             let status = match c.status {
@@ -96,13 +96,13 @@ pub async fn run(env_file: &Path, args: Args, _quiet: bool) -> Result<ExitCode, 
                 Status::Fail => "FAIL",
             };
             match &c.fix {
-                Some(f) => println!("{status}  {:<12} {} → {f}", c.check, c.detail),
-                None => println!("{status}  {:<12} {}", c.check, c.detail),
+                Some(f) => crate::outln!("{status}  {:<12} {} → {f}", c.check, c.detail),
+                None => crate::outln!("{status}  {:<12} {}", c.check, c.detail),
             }
         }
         let fails = r.checks.iter().filter(|c| c.status == Status::Fail).count();
         let warns = r.checks.iter().filter(|c| c.status == Status::Warn).count();
-        println!(
+        crate::outln!(
             "{} checks: {} failed, {warns} warnings",
             r.checks.len(),
             fails

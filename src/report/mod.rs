@@ -70,6 +70,37 @@ pub fn requests_line(stats: &RequestStats) -> String {
     s
 }
 
+/// Writes `text` to stdout, where every report goes. A closed stdout (`mastomedia orphans
+/// --json | head -1`, a pager quit early) is not an error of the run: the rest is dropped
+/// quietly instead of panicking as `print!` does. Other write errors are said on stderr.
+pub fn out(text: &str) {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+        && e.kind() != std::io::ErrorKind::BrokenPipe
+    {
+        eprintln!("cannot write the report to stdout: {e}");
+    }
+}
+
+/// `println!` through [`out`]: a closed stdout never panics.
+#[macro_export]
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::report::out(&format!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// `print!` through [`out`].
+#[macro_export]
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::report::out(&format!($($arg)*))
+    };
+}
+
 /// A command's final summary: human text, or JSON with `--json`.
 pub trait Summary: Serialize {
     /// The human summary.
@@ -78,12 +109,12 @@ pub trait Summary: Serialize {
     /// Prints the summary on stdout: pretty JSON when `json`, else the human text.
     fn print(&self, json: bool) {
         if json {
-            println!(
+            crate::outln!(
                 "{}",
                 serde_json::to_string_pretty(self).expect("summaries serialise")
             );
         } else {
-            print!("{}", self.human());
+            crate::out!("{}", self.human());
         }
     }
 }

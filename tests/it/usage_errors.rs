@@ -213,3 +213,28 @@ async fn case9_7_doctor_reports_nxdomain_as_a_missing_name() {
     );
     db.drop_db().await;
 }
+
+/// Issue 10, item 6: a closed stdout (`mastomedia du --json | head -1`) ends the output
+/// quietly: no panic, the run's own exit code.
+#[tokio::test]
+async fn closed_stdout_is_not_a_panic() {
+    let db = TestDb::new(Mastodon::V4_6, "UTC").await;
+    let bucket = TestBucket::new().await;
+    bucket.put("robots.txt", b"x").await;
+    let env = s3_env_file(&db, &bucket.name, &[]);
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_mastomedia"))
+        .args(["--env-file", env.to_str().unwrap(), "du", "--json"])
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    // The reader goes away before anything is written, as `head -0` would.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    db.drop_db().await;
+}
