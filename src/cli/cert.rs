@@ -64,7 +64,7 @@ pub struct NetArgs {
 /// a third of the certificate's lifetime is left; otherwise says when it will act and exits
 /// 0. Safe to run daily from cron. Needs LINODE_TOKEN (Object Storage read/write) in the env
 /// file or the environment; LINODE_REGION is optional (found through the API), and
-/// LINODE_API_URL overrides https://api.linode.com/v4.
+/// LINODE_API_URL overrides the API address (default `https://api.linode.com/v4`).
 ///
 /// Before changing anything it checks that S3_BUCKET equals the domain, that the domain is
 /// a CNAME to the bucket's host, and that CAA records allow the CA.

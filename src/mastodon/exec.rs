@@ -49,7 +49,7 @@ impl Pooling {
 /// statement of any kind). Best effort: a busy pooler that happens to hand `a` the same
 /// session again is not caught here, which is why [`super::RunLock::ensure_held`] also
 /// compares the backend pid before every destructive step.
-pub async fn probe_pooling(
+pub(crate) async fn probe_pooling(
     a: &mut PgConnection,
     b: &mut PgConnection,
 ) -> Result<Pooling, sqlx::Error> {

@@ -223,7 +223,7 @@ const IDENTITY_SQL: &str = "SELECT current_database()::text || '/' || \
 
 impl Db {
     /// Connects (at most `max_connections`, at least 2), finds out whether the connection
-    /// reaches PostgreSQL through transaction pooling ([`exec::probe_pooling`]) and
+    /// reaches PostgreSQL through transaction pooling (`exec::probe_pooling`) and
     /// introspects the schema. With transaction pooling named prepared statements are
     /// turned off even when `PREPARED_STATEMENTS` is not `false` (with a warning): they
     /// cannot work there.

@@ -2,7 +2,7 @@
 //! batches of the store's batch limit; batches processed `concurrency` at a time (parse
 //! every key with [`parse_key`], one owner lookup per table per batch
 //! ([`Owners::lookup`]), classify with [`classify`], delete the deletable ones older than
-//! `min_age_days` through the dry-run [`Gate`] via [`delete_with_retries`]); results
+//! `min_age_days` through the dry-run [`Gate`] via [`super::delete_with_retries_locked`]); results
 //! applied and the journal position moved in key order, so it never passes a batch that
 //! is not finished (L1).
 //!

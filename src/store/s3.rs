@@ -6,7 +6,7 @@
 //! `DeleteObject` requests where the provider has no multi-object delete (D4).
 //!
 //! Retries are ours, not the SDK's (its retry is disabled): every request goes through
-//! [`S3Store::send`], so each HTTP attempt takes a `--rate` permit and is counted, and
+//! `S3Store::send`, so each HTTP attempt takes a `--rate` permit and is counted, and
 //! throttles, 500/503, timeouts and connection resets are retried with full-jitter
 //! exponential backoff, honouring `Retry-After` ([`RetryPolicy`], T1). Listings ask for
 //! `EncodingType=url` and decode keys exactly once, so a key with a character XML 1.0
