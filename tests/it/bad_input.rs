@@ -32,13 +32,7 @@ impl Instance {
             (109345678901234568, "8f3a2b1c4d5e6f71.png"),
         ] {
             insert_media(&db, &Media::remote(id, name, 30.0)).await;
-            let p = id
-                .to_string()
-                .as_bytes()
-                .chunks(3)
-                .map(|c| std::str::from_utf8(c).unwrap().to_owned())
-                .collect::<Vec<_>>()
-                .join("/");
+            let p = crate::support::partition18(id);
             for style in ["original", "small"] {
                 let k = format!("cache/media_attachments/files/{p}/{style}/{name}");
                 bucket.put(&k, b"bytes").await;

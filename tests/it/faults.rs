@@ -17,18 +17,6 @@ use crate::support::{Mastodon, TestBucket, TestDb, mastomedia, s3_env_file};
 /// First id of the rows seeded here (18 digits: one partition per row).
 const BASE_ID: i64 = 109345678901240000;
 
-/// The Paperclip partition of an 18-digit id: six groups of three digits.
-fn partition(id: i64) -> String {
-    let digits = id.to_string();
-    assert_eq!(digits.len(), 18, "helper only handles 18-digit ids");
-    digits
-        .as_bytes()
-        .chunks(3)
-        .map(|c| std::str::from_utf8(c).unwrap())
-        .collect::<Vec<_>>()
-        .join("/")
-}
-
 /// The stored file name of seeded row `i`: 16 hex characters and `.png`.
 fn file_name(i: i64) -> String {
     format!("{i:016x}.png")
@@ -36,7 +24,7 @@ fn file_name(i: i64) -> String {
 
 /// The two keys (original, small) of a remote PNG row with schema version 1.
 fn keys_of(id: i64, name: &str) -> [String; 2] {
-    let p = partition(id);
+    let p = crate::support::partition18(id);
     [
         format!("cache/media_attachments/files/{p}/original/{name}"),
         format!("cache/media_attachments/files/{p}/small/{name}"),

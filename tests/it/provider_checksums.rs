@@ -15,13 +15,7 @@ async fn world(db: &TestDb, bucket: &TestBucket) -> BTreeSet<String> {
         let id = 109_345_678_901_234_000 + i;
         let name = format!("{:016x}.png", 0xfeed_0000 + i);
         insert_media(db, &Media::remote(id, &name, 30.0)).await;
-        let p = id
-            .to_string()
-            .as_bytes()
-            .chunks(3)
-            .map(|c| std::str::from_utf8(c).unwrap().to_owned())
-            .collect::<Vec<_>>()
-            .join("/");
+        let p = crate::support::partition18(id);
         for style in ["original", "small"] {
             let k = format!("cache/media_attachments/files/{p}/{style}/{name}");
             bucket.put(&k, b"png bytes").await;

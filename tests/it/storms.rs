@@ -20,21 +20,9 @@ const BASE_ID: i64 = 109345678901240000;
 /// Ids this far apart never share a (coarse) listing prefix: one listing per row.
 const SPARSE: i64 = 1_000_000_000;
 
-/// The Paperclip partition of an 18-digit id: six groups of three digits.
-fn partition(id: i64) -> String {
-    let digits = id.to_string();
-    assert_eq!(digits.len(), 18, "helper only handles 18-digit ids");
-    digits
-        .as_bytes()
-        .chunks(3)
-        .map(|c| std::str::from_utf8(c).unwrap())
-        .collect::<Vec<_>>()
-        .join("/")
-}
-
 /// The two keys (original, small) of a remote row with schema version 1.
 fn keys_of(id: i64, name: &str) -> [String; 2] {
-    let p = partition(id);
+    let p = crate::support::partition18(id);
     [
         format!("cache/media_attachments/files/{p}/original/{name}"),
         format!("cache/media_attachments/files/{p}/small/{name}"),

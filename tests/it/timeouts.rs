@@ -17,13 +17,7 @@ async fn case9_7_read_timeout_applies_to_short_requests_and_batch_deletes_keep_1
         let id = 109_345_678_901_235_000 + i;
         let name = format!("{:016x}.png", 0xbeef_0000 + i);
         insert_media(&db, &Media::remote(id, &name, 30.0)).await;
-        let p = id
-            .to_string()
-            .as_bytes()
-            .chunks(3)
-            .map(|c| std::str::from_utf8(c).unwrap().to_owned())
-            .collect::<Vec<_>>()
-            .join("/");
+        let p = crate::support::partition18(id);
         for style in ["original", "small"] {
             bucket
                 .put(

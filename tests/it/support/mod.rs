@@ -503,3 +503,16 @@ fn start_pgbouncer() -> PgBouncer {
         _child: Mutex::new(child),
     }
 }
+
+/// The Paperclip partition of an 18-digit id: six groups of three digits
+/// (`mastodon-storage.md` §3.4), written here independently of the code under test.
+pub fn partition18(id: i64) -> String {
+    let digits = id.to_string();
+    assert_eq!(digits.len(), 18, "helper only handles 18-digit ids");
+    digits
+        .as_bytes()
+        .chunks(3)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect::<Vec<_>>()
+        .join("/")
+}
