@@ -121,26 +121,21 @@ pub fn classify(
     if owners.is_empty() {
         return Class::Orphan(OrphanReason::RowGone);
     }
-    let owns = |o: &Owner<'_>| {
-        o.file
-            .as_ref()
-            .is_some_and(|f| f.keys(prefix).iter().any(|k| k.as_str() == key))
-    };
-    if owners.iter().any(owns) {
+    if owners.iter().any(|o| owns_exactly(o, key, prefix)) {
         return Class::Referenced(Kept::Owned);
     }
     let same_base = |f: &StoredAttachment<'_>| basename(f.file_name) == basename(parsed.file_name);
     let shared = parsed.id_ranges().len() > 1;
     if owners.iter().any(|o| !o.remote) {
         // A local row in a partition of its own: a key it does not own is a stale copy when
-        // it is sure not to be the row's file: under cache/ (a local row never is), a copy
-        // of another style's file under the wrong style (§3.6), or another file name (an
-        // avatar or header replaced since). Everything else of a local row is kept.
+        // it is surely not a variant of the row's file: under cache/ (a local row never is),
+        // a copy of another style's file under the wrong style (§3.6), or another file name
+        // (an avatar or header replaced since). Everything else of a local row is kept.
         let stale = !shared
             && owners.iter().all(|o| {
-                o.file.as_ref().is_some_and(|f| {
-                    parsed.cache || !same_base(f) || wrong_style(f, parsed, prefix)
-                })
+                o.file
+                    .as_ref()
+                    .is_some_and(|f| !is_variant(f, parsed, prefix))
             });
         return if stale {
             Class::Stale
@@ -156,9 +151,9 @@ pub fn classify(
             return Class::Referenced(Kept::Uncertain);
         }
     } else if owners.iter().any(|o| {
-        o.file.as_ref().is_some_and(|f| {
-            f.cached() == parsed.cache && same_base(f) && !wrong_style(f, parsed, prefix)
-        })
+        o.file
+            .as_ref()
+            .is_some_and(|f| is_variant(f, parsed, prefix))
     }) {
         return Class::Referenced(Kept::Variant);
     }
@@ -180,20 +175,29 @@ pub fn row_names(
     owners: &[Owner<'_>],
     prefix: &KeyPrefix,
 ) -> bool {
-    let exact = owners.iter().any(|o| {
-        o.file
-            .as_ref()
-            .is_some_and(|f| f.keys(prefix).iter().any(|k| k.as_str() == key))
-    });
-    exact
+    owners.iter().any(|o| owns_exactly(o, key, prefix))
         || (parsed.id_ranges().len() == 1
             && owners.iter().any(|o| {
-                o.file.as_ref().is_some_and(|f| {
-                    f.cached() == parsed.cache
-                        && basename(f.file_name) == basename(parsed.file_name)
-                        && !wrong_style(f, parsed, prefix)
-                })
+                o.file
+                    .as_ref()
+                    .is_some_and(|f| is_variant(f, parsed, prefix))
             }))
+}
+
+/// Whether `key` is one of the exact keys `o` owns now (its attachment, every style).
+fn owns_exactly(o: &Owner<'_>, key: &str, prefix: &KeyPrefix) -> bool {
+    o.file
+        .as_ref()
+        .is_some_and(|f| f.keys(prefix).iter().any(|k| k.as_str() == key))
+}
+
+/// Whether the parsed key may be a variant of `f` that the layout does not predict: at the
+/// row's location (`cache/` or not), with the stored basename, and not a copy of another
+/// style's file under the wrong style. Only meaningful in a partition of one id.
+fn is_variant(f: &StoredAttachment<'_>, parsed: &ParsedKey<'_>, prefix: &KeyPrefix) -> bool {
+    f.cached() == parsed.cache
+        && basename(f.file_name) == basename(parsed.file_name)
+        && !wrong_style(f, parsed, prefix)
 }
 
 /// Whether the key is a copy of one style's file under another style the row has (a video's
