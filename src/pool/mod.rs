@@ -21,9 +21,7 @@ pub mod scan;
 
 pub use bounded::bounded;
 pub use gate::Gate;
-pub use retry::{
-    READ_ATTEMPTS, READ_RETRY_BASE, delete_with_retries, delete_with_retries_locked, retry_read,
-};
+pub use retry::{READ_ATTEMPTS, READ_RETRY_BASE, delete_with_retries_locked, retry_read};
 
 use std::sync::Arc;
 use std::time::Duration;

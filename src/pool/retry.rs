@@ -17,24 +17,10 @@ use crate::store::{DeleteOutcome, Store, StoreError};
 /// time up to `base`, `2 × base`, `4 × base`, ... between tries. `sizes[i]` is the listed
 /// size of `keys[i]` (`None`: not there), used by the gate in a dry run. Returns one
 /// outcome per key, in order; keys still failing keep their last error.
-pub async fn delete_with_retries<S: Store>(
-    gate: Gate,
-    store: &S,
-    keys: &[ObjectKey],
-    sizes: &[Option<u64>],
-    attempts: u32,
-    base: Duration,
-) -> Vec<DeleteOutcome> {
-    match delete_with_retries_locked(gate, store, keys, sizes, attempts, base, None).await {
-        Ok(outcomes) => outcomes,
-        Err((outcomes, _)) => outcomes, // no lock to lose
-    }
-}
-
-/// [`delete_with_retries`] under a run's advisory lock: [`RunLock::ensure_held`] passes
-/// right before the first batch and before every retry batch. Errors: the lock is gone;
-/// then the outcomes so far come back with it (`Failed` for keys never sent), and
-/// nothing more is sent.
+///
+/// With a run's advisory `lock`, [`RunLock::ensure_held`] passes right before the first
+/// batch and before every retry batch. Errors: the lock is gone; then the outcomes so far
+/// come back with it (`Failed` for keys never sent), and nothing more is sent.
 pub async fn delete_with_retries_locked<S: Store>(
     gate: Gate,
     store: &S,
