@@ -20,6 +20,19 @@ use std::time::Duration;
 
 use crate::plan::layout::KeyPrefix;
 
+/// How an invalid value appears in an error: quoted, and only its first line. A value
+/// that runs over several lines comes from an unterminated quote, which swallows the lines
+/// after it, secrets included (`DB_PASS=…`): those lines are never printed, only counted.
+fn shown_value(value: &str) -> String {
+    match value.split_once('\n') {
+        None => format!("{value:?}"),
+        Some((first, rest)) => format!(
+            "{first:?}… (the value runs on over {} more line(s), not shown: is its closing quote missing?)",
+            rest.lines().count().max(1)
+        ),
+    }
+}
+
 /// A configuration problem: the message names the variable (or file) and says what to fix.
 /// Maps to exit code 2.
 #[derive(Debug, thiserror::Error)]
@@ -53,7 +66,7 @@ pub enum ConfigError {
         fix: String,
     },
     /// A variable has a value we cannot use.
-    #[error("{var}={value:?} is invalid: {fix}")]
+    #[error("{var}={} is invalid: {fix}", shown_value(value))]
     Invalid {
         /// The variable name.
         var: &'static str,
@@ -603,6 +616,30 @@ fn filesystem_config(env_file: &Path, vars: &Vars) -> Result<StorageConfig, Conf
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by tests/it/parsers.rs: `S3_ENABLED="true` (no closing quote) swallowed the
+    /// lines below it, and the error printed them, `DB_PASS` included.
+    #[test]
+    fn an_unterminated_quote_never_prints_the_lines_it_swallowed() {
+        let dir =
+            std::env::temp_dir().join(format!("mastomedia-unterminated-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(".env.production");
+        std::fs::write(
+            &path,
+            "S3_ENABLED=\"true\nDB_PASS=hunter2-secret\nS3_BUCKET=b\"\n",
+        )
+        .unwrap();
+        let vars = Vars::load(&path, Vec::new()).unwrap();
+        let e = Config::from_vars(&path, &vars).unwrap_err().to_string();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(!e.contains("hunter2"), "{e}");
+        assert!(
+            e.contains("S3_ENABLED=\"true\"… (the value runs on over 2 more line(s)"),
+            "{e}"
+        );
+        assert!(e.contains("closing quote missing"), "{e}");
+    }
 
     fn s3_vars(extra: &[(&str, &str)]) -> Vars {
         let mut v = vec![
