@@ -7,6 +7,7 @@
 pub mod listing;
 pub mod owners;
 pub mod source;
+pub mod standing;
 pub mod usage;
 
 use chrono::{DateTime, NaiveDateTime, Utc};

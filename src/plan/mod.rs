@@ -3,6 +3,7 @@
 
 pub mod headers;
 pub mod layout;
+pub mod migrate;
 pub mod orphans;
 pub mod ownership;
 pub mod parse;

@@ -15,9 +15,12 @@
 //! ([`PassOptions::lock`]); once it is lost no chunk sends another delete.
 
 mod bounded;
+pub mod copy;
 mod gate;
+pub mod repair;
 mod retry;
 pub mod scan;
+pub mod verify;
 
 pub use bounded::bounded;
 pub use gate::Gate;
