@@ -8,8 +8,7 @@ use std::collections::HashSet;
 
 use super::owners::Owners;
 use crate::mastodon::{Db, DbError};
-use crate::plan::headers::Standing;
-use crate::plan::layout::KeyPrefix;
+use crate::model::{KeyPrefix, Standing};
 use crate::plan::migrate::{still_named as names_it, vouched};
 use crate::plan::orphans::{classify, row_names};
 use crate::plan::parse::{ParsedKey, parse_key};

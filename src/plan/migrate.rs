@@ -9,8 +9,9 @@ use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
 
-use super::headers::{CACHE_CONTROL, Standing, acl_for, decide_acl};
+use super::headers::{CACHE_CONTROL, acl_for, decide_acl};
 use super::orphans::{Class, Kept};
+use crate::model::Standing;
 
 /// State of a journalled file (stored as text by `journal/migrate.rs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]

@@ -17,8 +17,8 @@ use crate::inventory::standing::{still_named, vouched_standing};
 use crate::journal::migrate::{FileRecord, FileState};
 use crate::journal::{Journal, JournalError};
 use crate::mastodon::{Db, DbError};
-use crate::plan::headers::{CACHE_CONTROL, Standing, content_type};
-use crate::plan::layout::KeyPrefix;
+use crate::model::{KeyPrefix, Standing};
+use crate::plan::headers::{CACHE_CONTROL, content_type};
 use crate::plan::migrate::{
     Diff, Journalled, SourceFacts, UploadAcl, deleted_at_source, diff, empty_journal_sample,
     is_stale_upload, multipart_keys, owed, refuses_empty_journal, skipped_by_cache, upload_acl,

@@ -14,7 +14,6 @@
 //! Right before each delete batch the run's advisory lock is proved held
 //! ([`PassOptions::lock`]); once it is lost no chunk sends another delete.
 
-mod bounded;
 pub mod copy;
 mod gate;
 pub mod repair;
@@ -22,9 +21,10 @@ mod retry;
 pub mod scan;
 pub mod verify;
 
-pub use bounded::bounded;
+pub use crate::inventory::bounded;
+pub use crate::inventory::{READ_ATTEMPTS, READ_RETRY_BASE, retry_read};
 pub use gate::Gate;
-pub use retry::{READ_ATTEMPTS, READ_RETRY_BASE, delete_with_retries_locked, retry_read};
+pub use retry::delete_with_retries_locked;
 
 use std::sync::Arc;
 use std::time::Duration;
