@@ -9,6 +9,7 @@ pub mod listing;
 pub mod owners;
 mod retry;
 pub mod source;
+pub mod standing;
 pub mod usage;
 
 pub use bounded::bounded;

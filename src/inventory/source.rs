@@ -5,8 +5,145 @@
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
+use md5::{Digest, Md5};
+use tokio::io::AsyncReadExt;
+
 use crate::plan::layout::KeyPrefix;
+use crate::store::s3::S3Store;
 use crate::store::{Store, StoreError};
+
+/// Where `migrate` copies from: a `public/system` folder (canonical path), or another
+/// provider's bucket with its own `S3_KEY_PREFIX`.
+pub enum Source {
+    /// A folder on disk.
+    Dir(PathBuf),
+    /// A bucket, and the key prefix its objects live below.
+    Bucket(Box<S3Store>, KeyPrefix),
+}
+
+/// Why the source could not be enumerated.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// The folder walk failed at its root (a usage error: wrong `--from`).
+    #[error("source: {0}")]
+    Walk(StoreError),
+    /// The blocking walk task died.
+    #[error("walking the source: {0}")]
+    Task(String),
+    /// Listing the source bucket failed.
+    #[error("listing the source bucket: {0}")]
+    Listing(StoreError),
+}
+
+impl Source {
+    /// `file:///…` or the bucket's description, for the summary.
+    pub fn describe(&self) -> String {
+        match self {
+            Source::Dir(d) => format!("file://{}", d.display()),
+            Source::Bucket(s, _) => s.describe(),
+        }
+    }
+
+    /// Every file to copy, sorted by key (folders: [`walk_dir`] on a blocking thread;
+    /// buckets: [`list_bucket`]), and what a folder walk skipped (buckets skip nothing).
+    /// Errors: [`SourceError`].
+    pub async fn files(&self) -> Result<(Vec<SourceFile>, Vec<SkippedFile>), SourceError> {
+        match self {
+            Source::Dir(dir) => {
+                let dir = dir.clone();
+                tokio::task::spawn_blocking(move || walk_dir(&dir))
+                    .await
+                    .map_err(|e| SourceError::Task(e.to_string()))?
+                    .map_err(SourceError::Walk)
+            }
+            Source::Bucket(store, prefix) => list_bucket(store.as_ref(), prefix)
+                .await
+                .map(|files| (files, Vec::new()))
+                .map_err(SourceError::Listing),
+        }
+    }
+
+    /// Whether the source of `f` is public: a world-readable file, or an object whose ACL
+    /// grants READ to everyone. `Ok((public, unreadable))`; an ACL that cannot be read
+    /// counts as private (with a warning). Errors: the object vanished (`NotFound`).
+    pub async fn is_public(&self, f: &SourceFile) -> Result<(bool, bool), StoreError> {
+        match (self, &f.source_key) {
+            (Source::Bucket(store, _), Some(src_key)) => match store.is_public(src_key).await {
+                Ok(public) => Ok((public, false)),
+                Err(StoreError::NotFound) => Err(StoreError::NotFound),
+                Err(e) => {
+                    tracing::warn!(
+                        "{}: the source ACL cannot be read ({e}); copied private",
+                        f.key
+                    );
+                    Ok((false, true))
+                }
+            },
+            _ => Ok((f.world_readable.unwrap_or(false), false)),
+        }
+    }
+
+    /// The local file of a journalled `key` (folder sources), for an MD5 check.
+    pub fn local_path(&self, key: &str) -> Option<PathBuf> {
+        match self {
+            Source::Dir(root) => Some(root.join(key)),
+            Source::Bucket(..) => None,
+        }
+    }
+}
+
+/// The first 64 bytes of the file at `path` (fewer if it is shorter), for content-type
+/// sniffing. Errors: open or read failures as [`StoreError::Other`] (`EACCES`, …).
+pub async fn read_head(path: &Path) -> Result<Vec<u8>, StoreError> {
+    let mut file = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| io_failure(path, &e))?;
+    let mut buf = vec![0u8; 64];
+    let mut n = 0;
+    while n < buf.len() {
+        let read = file
+            .read(&mut buf[n..])
+            .await
+            .map_err(|e| io_failure(path, &e))?;
+        if read == 0 {
+            break;
+        }
+        n += read;
+    }
+    buf.truncate(n);
+    Ok(buf)
+}
+
+fn io_failure(path: &Path, e: &std::io::Error) -> StoreError {
+    StoreError::Other {
+        code: if e.kind() == ErrorKind::PermissionDenied {
+            "EACCES".into()
+        } else {
+            format!("{:?}", e.kind())
+        },
+        message: format!("{}: {e}", path.display()),
+    }
+}
+
+/// The MD5 of the file at `path` as 32 lowercase hex digits (what S3 gives as the ETag of
+/// a single-part upload), read in 256 KiB blocks. Errors: open or read failures.
+pub async fn md5_file(path: &Path) -> std::io::Result<String> {
+    let mut file = tokio::fs::File::open(path).await?;
+    let mut hasher = Md5::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = file.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
 
 /// One file to copy.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -202,6 +339,16 @@ mod tests {
         assert_eq!(skipped.len(), 1);
         assert!(!skipped[0].failed);
         assert!(walk_dir(&root.join("missing")).is_err());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let path = root.join("cache/a b/x+y%z ü.png");
+        assert_eq!(rt.block_on(read_head(&path)).unwrap(), b"1");
+        // MD5 of "1".
+        assert_eq!(
+            rt.block_on(md5_file(&path)).unwrap(),
+            "c4ca4238a0b923820dcc509a6f75849b"
+        );
         let _ = std::fs::remove_dir_all(&root);
     }
 }

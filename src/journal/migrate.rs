@@ -11,21 +11,9 @@ use chrono::Utc;
 
 use super::{Journal, JournalError};
 
-/// State of a journalled file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FileState {
-    /// Uploaded with the right headers.
-    Uploaded,
-    /// Uploaded and checked by `--verify` (size, and MD5 where the ETag is one).
-    Verified,
-    /// `--verify` found a difference: uploaded again on the next run.
-    Mismatch,
-    /// Copied, unchanged at the source, and gone from the bucket: deleted there on purpose
-    /// after the copy (Mastodon deleted the media, or an admin the object). Never uploaded
-    /// again by a catch-up pass; only `--reupload-missing` puts it back.
-    DeletedInBucket,
-}
+/// State of a journalled file: a pure noun of the migrate decisions, kept in
+/// `plan/migrate.rs` and re-exported here.
+pub use crate::plan::migrate::FileState;
 
 impl FileState {
     fn as_str(self) -> &'static str {

@@ -14,9 +14,12 @@
 //! Right before each delete batch the run's advisory lock is proved held
 //! ([`PassOptions::lock`]); once it is lost no chunk sends another delete.
 
+pub mod copy;
 mod gate;
+pub mod repair;
 mod retry;
 pub mod scan;
+pub mod verify;
 
 pub use crate::inventory::bounded;
 pub use crate::inventory::{READ_ATTEMPTS, READ_RETRY_BASE, retry_read};

@@ -110,6 +110,28 @@ impl MigrateReport {
         }
     }
 
+    /// Records a `--verify` mismatch (`SizeMismatch`, `Md5Mismatch`, `Missing`,
+    /// `HeadFailed`), listing at most 10,000 failures.
+    pub fn mismatch(&mut self, key: &str, code: String, message: String) {
+        self.verify_mismatches += 1;
+        if self.failures.len() < super::MAX_LISTED_FAILURES {
+            self.failures.push(FileFailure {
+                key: key.to_owned(),
+                code,
+                message,
+            });
+        }
+    }
+
+    /// Sets the wall time (`elapsed`) and the rates derived from it (files and MiB
+    /// uploaded per second; a run under a millisecond counts as one).
+    pub fn finish(&mut self, elapsed: std::time::Duration) {
+        self.elapsed_seconds = elapsed.as_secs_f64();
+        let secs = self.elapsed_seconds.max(0.001);
+        self.files_per_second = self.files_uploaded as f64 / secs;
+        self.mib_per_second = self.bytes_uploaded as f64 / 1048576.0 / secs;
+    }
+
     /// Exit code: 3 fatal, 130 interrupted, 1 some files failed or mismatched, else 0.
     pub fn exit_code(&self) -> ExitCode {
         if self.fatal.is_some() {

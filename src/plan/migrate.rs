@@ -1,0 +1,885 @@
+//! The pure decisions of `migrate`: the journal diff (what a catch-up pass does with one
+//! source file given its journal record), the empty-journal refusal sample, the files gone
+//! from the source, which unfinished multipart uploads are stale, the upload ACL, the
+//! verify classification and the `--repair` decision table. The I/O that gathers the facts
+//! lives in `pool/copy.rs`, `pool/verify.rs` and `pool/repair.rs`; the rules are those of
+//! docs/ARCHITECTURE.md, invariants 10 and 11. No tokio, sqlx or AWS types here.
+
+use std::collections::HashSet;
+
+use chrono::{DateTime, Utc};
+
+use super::headers::{CACHE_CONTROL, acl_for, decide_acl};
+use super::orphans::{Class, Kept};
+use crate::model::Standing;
+
+/// State of a journalled file (stored as text by `journal/migrate.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileState {
+    /// Uploaded with the right headers.
+    Uploaded,
+    /// Uploaded and checked by `--verify` (size, and MD5 where the ETag is one).
+    Verified,
+    /// `--verify` found a difference: uploaded again on the next run.
+    Mismatch,
+    /// Copied, unchanged at the source, and gone from the bucket: deleted there on purpose
+    /// after the copy (Mastodon deleted the media, or an admin the object). Never uploaded
+    /// again by a catch-up pass; only `--reupload-missing` puts it back.
+    DeletedInBucket,
+}
+
+/// What the source says of one file now (`inventory::source::SourceFile`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SourceFacts<'a> {
+    /// Size in bytes.
+    pub size: u64,
+    /// Change-detection version: mtime in nanoseconds, or `size:last_modified`.
+    pub version: &'a str,
+    /// Folder sources: whether the file is world-readable; `None` for bucket sources.
+    pub world_readable: Option<bool>,
+}
+
+/// What the journal says of one file (`journal::migrate::FileRecord`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Journalled<'a> {
+    /// Size in bytes as copied.
+    pub size: u64,
+    /// Source version as copied.
+    pub version: &'a str,
+    /// State.
+    pub state: FileState,
+    /// Whether the source was private when copied; `None` for rows older than that column.
+    pub source_private: Option<bool>,
+}
+
+/// What a catch-up pass does with one source file ([`diff`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Diff {
+    /// Copied before, unchanged at the source (size, version and privacy): skipped.
+    Unchanged,
+    /// Journalled as deleted in the bucket and unchanged at the source: never uploaded
+    /// again, unless `--reupload-missing` (and, with `--database`, a row still names it).
+    DeletedInBucket,
+    /// Never copied, journalled as a mismatch, or journalled in a state that proves
+    /// nothing about the bucket: uploaded.
+    Upload,
+    /// Copied before (uploaded or verified) but changed at the source since (a new mtime
+    /// or size, or its privacy): uploaded again only over an object still in the bucket
+    /// (one HEAD), since gone from the bucket means deleted there on purpose. With
+    /// `--reupload-missing` uploaded without the check.
+    UploadIfPresent,
+}
+
+/// The journal diff of one source file `f` against its journal record `rec` (`None`: never
+/// journalled for this target). See [`Diff`] for the rules (invariant 11).
+pub fn diff(rec: Option<&Journalled<'_>>, f: &SourceFacts<'_>) -> Diff {
+    let Some(r) = rec else {
+        return Diff::Upload;
+    };
+    let same = r.size == f.size && r.version == f.version;
+    if same && r.state == FileState::DeletedInBucket {
+        return Diff::DeletedInBucket;
+    }
+    if same && r.state != FileState::Mismatch && !privacy_changed(r.source_private, f) {
+        return Diff::Unchanged;
+    }
+    if matches!(r.state, FileState::Uploaded | FileState::Verified) {
+        Diff::UploadIfPresent
+    } else {
+        Diff::Upload
+    }
+}
+
+/// Whether a journalled, otherwise unchanged file changed its privacy at the source since
+/// the copy (a folder source only: Mastodon chmods the files of a suspended account to
+/// 0600 and back on unsuspension, leaving the mtime alone). A row journalled before the
+/// privacy was recorded (`source_private` `None`) counts as copied public, what migrate
+/// then did.
+pub fn privacy_changed(source_private: Option<bool>, f: &SourceFacts<'_>) -> bool {
+    match f.world_readable {
+        Some(readable) => source_private.unwrap_or(false) == readable,
+        None => false,
+    }
+}
+
+/// Whether `--skip-cache` leaves `key` (relative to the source root) out: `cache/…`.
+pub fn skipped_by_cache(key: &str, skip_cache: bool) -> bool {
+    skip_cache && key.starts_with("cache/")
+}
+
+/// Source files sampled in the target when the journal is empty.
+pub const SAMPLE: usize = 16;
+
+/// The files of `todo` to HEAD in the target before uploading, to prove the journal is
+/// this migration's: when the journal knows nothing of the target (`journal_empty`), there
+/// is something to upload and `--accept-empty-journal` is not given, at most [`SAMPLE`]
+/// files spread evenly over `todo` (every `len / 16`-th from the first); otherwise none.
+/// If any sampled file is already in the bucket the run refuses ([`refuses_empty_journal`]).
+pub fn empty_journal_sample<T: Copy>(journal_empty: bool, accept: bool, todo: &[T]) -> Vec<T> {
+    if !journal_empty || todo.is_empty() || accept {
+        return Vec::new();
+    }
+    let step = (todo.len() / SAMPLE).max(1);
+    todo.iter().copied().step_by(step).take(SAMPLE).collect()
+}
+
+/// Whether the run refuses (exit 2) after sampling: some sampled source files are already
+/// in the bucket (`present`), so the journal is not the one of the earlier copy and
+/// uploading what is missing would bring back what Mastodon deleted there since.
+pub fn refuses_empty_journal(present: &[&str]) -> bool {
+    !present.is_empty()
+}
+
+/// Journalled keys no longer at the source (`seen`: the keys enumerated this run), sorted;
+/// keys `--skip-cache` leaves out do not count. migrate never deletes them in the target.
+pub fn deleted_at_source<'a>(
+    journalled: impl IntoIterator<Item = &'a str>,
+    seen: &HashSet<&str>,
+    skip_cache: bool,
+) -> Vec<&'a str> {
+    let mut gone: Vec<&str> = journalled
+        .into_iter()
+        .filter(|k| !(seen.contains(k) || skipped_by_cache(k, skip_cache)))
+        .collect();
+    gone.sort_unstable();
+    gone
+}
+
+/// Whether a file the journal holds as deleted in the bucket is uploaded by
+/// `--reupload-missing`: always without a database (`named` `None`), else only when a row
+/// still names its key.
+pub fn owed(key: &str, named: Option<&HashSet<String>>) -> bool {
+    named.is_none_or(|n| n.contains(key))
+}
+
+/// Whether an `orphans` classification of a missing key means a row still names it (the
+/// row's exact key, a variant, or a shared partition or table the database cannot answer
+/// for): then the object is owed.
+pub fn still_named(class: &Class) -> bool {
+    matches!(
+        class,
+        Class::Referenced(Kept::Owned | Kept::Variant | Kept::Uncertain)
+    )
+}
+
+/// The full target keys (with `list_prefix`, the target's `S3_KEY_PREFIX` and `/`) of the
+/// files this run uploads in parts: larger than `threshold` bytes.
+pub fn multipart_keys<'a>(
+    files: impl IntoIterator<Item = (&'a str, u64)>,
+    threshold: u64,
+    list_prefix: &str,
+) -> HashSet<String> {
+    files
+        .into_iter()
+        .filter(|(_, size)| *size > threshold)
+        .map(|(key, _)| format!("{list_prefix}{key}"))
+        .collect()
+}
+
+/// Whether an unfinished multipart upload of `key` (a full target key) is a killed run's
+/// leftover to abort: its key is one this run uploads in parts (`big`,
+/// [`multipart_keys`]) and it was initiated before this run `started` (an upload without a
+/// start time is never touched).
+pub fn is_stale_upload(
+    key: &str,
+    initiated: Option<DateTime<Utc>>,
+    big: &HashSet<String>,
+    started: DateTime<Utc>,
+) -> bool {
+    big.contains(key) && initiated.is_some_and(|t| t < started)
+}
+
+/// The database's standing of a key's partition narrowed to this very file:
+/// [`Standing::Good`] only when a row names the file (`names_file`,
+/// `plan::orphans::row_names`), since a neighbour row in the same folder never vouches for
+/// publishing a private object; a good partition without such a row is [`Standing::NoRow`].
+pub fn vouched(partition: Standing, names_file: bool) -> Standing {
+    match partition {
+        Standing::Good if !names_file => Standing::NoRow,
+        s => s,
+    }
+}
+
+/// How one file is (or would be) uploaded: the ACL decision of a copy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadAcl {
+    /// The source was private (file not world-readable, private or unreadable ACL).
+    pub source_private: bool,
+    /// The source ACL could not be read (taken as private).
+    pub acl_unreadable: bool,
+    /// The canned ACL to send (`None`: no ACL header).
+    pub acl: Option<String>,
+}
+
+/// The ACL of a copy of `key` ([`decide_acl`]): `public` and `acl_unreadable` describe the
+/// source (an unreadable ACL comes in as not public), `standing` the database's
+/// ([`vouched`]; `None` without `--database` or for keys outside the layout).
+pub fn upload_acl(
+    key: &str,
+    in_layout: bool,
+    permission: Option<&str>,
+    public: bool,
+    acl_unreadable: bool,
+    standing: Option<Standing>,
+) -> UploadAcl {
+    UploadAcl {
+        source_private: !public,
+        acl_unreadable,
+        acl: decide_acl(key, in_layout, permission, public, standing),
+    }
+}
+
+/// Whether a stored `Content-Type` says nothing (empty or a generic binary type), so
+/// `--repair` sniffs the object's first bytes instead.
+pub fn is_generic_content_type(ct: &str) -> bool {
+    ct.is_empty() || ct == "binary/octet-stream" || ct == "application/octet-stream"
+}
+
+/// The ACL side of a `--repair` of one object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AclRepair {
+    /// The canned ACL the object must carry (`None`: send none).
+    pub acl: Option<String>,
+    /// Whether that differs from what it carries (public or not).
+    pub changes: bool,
+    /// A private object this run could have published (not a backup or import, and the
+    /// permission is a public one) but does not.
+    pub left_private: bool,
+}
+
+/// The ACL `--repair` gives the object at `key` (without `S3_KEY_PREFIX`), public now or
+/// not, with `permission` (`S3_PERMISSION`, `None`: no ACL is sent, nothing changes) and
+/// the database's `standing` (`--repair-acl`), by [`decide_acl`].
+pub fn repair_acl(
+    key: &str,
+    in_layout: bool,
+    permission: Option<&str>,
+    public: bool,
+    standing: Option<Standing>,
+) -> AclRepair {
+    let Some(p) = permission else {
+        return AclRepair {
+            acl: None,
+            changes: false,
+            left_private: false,
+        };
+    };
+    let want = decide_acl(key, in_layout, Some(p), public, standing);
+    let want_public = want.as_deref() != Some("private");
+    let left_private =
+        !want_public && !public && acl_for(key, Some(p)).as_deref() != Some("private");
+    AclRepair {
+        acl: want,
+        changes: want_public != public,
+        left_private,
+    }
+}
+
+/// What `--repair` does with one object it found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RepairVerdict {
+    /// Headers and ACL are right: nothing sent.
+    Fine,
+    /// Headers and ACL are right, and the object stays private ([`AclRepair::left_private`]).
+    LeftPrivate,
+    /// Rewritten in place (one COPY) with the wanted headers and ACL.
+    Rewrite {
+        /// The object stays private ([`AclRepair::left_private`]).
+        left_private: bool,
+    },
+}
+
+/// The `--repair` decision for one object from what its HEAD said (`content_type`,
+/// `cache_control`), the wanted `Content-Type` (`want_ct`) and the [`AclRepair`]: a
+/// rewrite when any of the three differs (Cache-Control must be Mastodon's
+/// [`CACHE_CONTROL`]).
+pub fn repair_verdict(
+    content_type: Option<&str>,
+    cache_control: Option<&str>,
+    want_ct: &str,
+    acl: &AclRepair,
+) -> RepairVerdict {
+    let ct_changes = content_type != Some(want_ct);
+    let cc_changes = cache_control != Some(CACHE_CONTROL);
+    if ct_changes || cc_changes || acl.changes {
+        RepairVerdict::Rewrite {
+            left_private: acl.left_private,
+        }
+    } else if acl.left_private {
+        RepairVerdict::LeftPrivate
+    } else {
+        RepairVerdict::Fine
+    }
+}
+
+/// Whether an ETag is a plain MD5 hex digest (a single-part upload), which `--verify` can
+/// compare with the file's MD5; a multipart ETag (`…-N`) cannot be.
+pub fn is_md5(etag: &str) -> bool {
+    etag.len() == 32 && etag.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// What `--verify` learns from the HEAD of one journalled object ([`check_head`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeadCheck {
+    /// Not in the bucket (classified by [`missing_verdict`]).
+    Missing,
+    /// The bucket's size differs from the journal's.
+    SizeMismatch {
+        /// Bytes in the bucket.
+        bucket: u64,
+        /// Bytes in the journal.
+        journal: u64,
+    },
+    /// The size matches and the ETag is an MD5 to compare with the local file's.
+    CompareMd5(String),
+    /// The size matches and nothing more can be compared: verified.
+    Matches,
+}
+
+/// The check of one object from its HEAD (`head`: size and ETag, `None` when missing),
+/// the journal's size and whether the source is a local file (only then is an MD5
+/// compared).
+pub fn check_head(head: Option<(u64, Option<&str>)>, journal_size: u64, local: bool) -> HeadCheck {
+    match head {
+        None => HeadCheck::Missing,
+        Some((size, _)) if size != journal_size => HeadCheck::SizeMismatch {
+            bucket: size,
+            journal: journal_size,
+        },
+        Some((_, Some(etag))) if local && is_md5(etag) => HeadCheck::CompareMd5(etag.to_owned()),
+        Some(_) => HeadCheck::Matches,
+    }
+}
+
+/// The `(code, message)` of a failed check, `None` when it passed (or cannot fail:
+/// [`HeadCheck::Missing`] is classified apart). `local_md5` is the file's MD5 for
+/// [`HeadCheck::CompareMd5`], `None` when the file is gone or unreadable now (the size
+/// check then stands).
+pub fn check_failure(check: &HeadCheck, local_md5: Option<&str>) -> Option<(String, String)> {
+    match check {
+        HeadCheck::SizeMismatch { bucket, journal } => Some((
+            "SizeMismatch".to_owned(),
+            format!("bucket has {bucket} bytes, journal {journal}"),
+        )),
+        HeadCheck::CompareMd5(etag) => match local_md5 {
+            Some(local) if local != etag => Some((
+                "Md5Mismatch".to_owned(),
+                format!("bucket {etag}, file {local}"),
+            )),
+            _ => None,
+        },
+        HeadCheck::Missing | HeadCheck::Matches => None,
+    }
+}
+
+/// Whether the source still holds a journalled file as copied: `current` is its size and
+/// version at the source now, `None` when it is gone there too (which counts as unchanged).
+pub fn unchanged_at_source(rec: &Journalled<'_>, current: Option<(u64, &str)>) -> bool {
+    current.is_none_or(|(size, version)| size == rec.size && version == rec.version)
+}
+
+/// What a journalled object missing from the bucket means ([`missing_verdict`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MissingVerdict {
+    /// Deleted in the bucket since the copy, not owed: journalled
+    /// [`FileState::DeletedInBucket`], listed, not a failure.
+    DeletedInBucket,
+    /// Copied and unchanged, but a row still names it: a failure that
+    /// `--reupload-missing --database` repairs (journalled deleted in the bucket).
+    StillNamed,
+    /// Changed at the source since the copy (or journalled a mismatch): a failure,
+    /// journalled a mismatch so the next run uploads it.
+    ChangedAtSource,
+}
+
+impl MissingVerdict {
+    /// The state journalled for the object.
+    pub fn state(self) -> FileState {
+        match self {
+            MissingVerdict::DeletedInBucket | MissingVerdict::StillNamed => {
+                FileState::DeletedInBucket
+            }
+            MissingVerdict::ChangedAtSource => FileState::Mismatch,
+        }
+    }
+
+    /// The failure message, `None` when it is not a failure.
+    pub fn failure(self) -> Option<&'static str> {
+        match self {
+            MissingVerdict::DeletedInBucket => None,
+            MissingVerdict::StillNamed => Some(
+                "not in the bucket, but a row of the database still names it: `migrate --reupload-missing --database` puts it back",
+            ),
+            MissingVerdict::ChangedAtSource => Some(
+                "not in the bucket (changed at the source since the copy: the next run uploads it)",
+            ),
+        }
+    }
+}
+
+/// The verdict on a journalled object missing from the bucket, in state `state`,
+/// [`unchanged_at_source`] or not, and, with `--database`, whether a row still names its
+/// key (`named`). Without a database a copied, unchanged file is deleted in the bucket on
+/// purpose; with one, the database decides whether it is owed.
+pub fn missing_verdict(state: FileState, unchanged: bool, named: Option<bool>) -> MissingVerdict {
+    let copied = state != FileState::Mismatch && unchanged;
+    let owed = named.unwrap_or(!copied);
+    if !owed {
+        MissingVerdict::DeletedInBucket
+    } else if copied {
+        MissingVerdict::StillNamed
+    } else {
+        MissingVerdict::ChangedAtSource
+    }
+}
+
+/// The journal's name for a target: `<endpoint or "aws">/<bucket>[/<S3_KEY_PREFIX>]`. The
+/// key prefix is part of it: journal rows hold keys without it, so after a change of
+/// `S3_KEY_PREFIX` they must not claim the objects are already there.
+pub fn target_id(endpoint: Option<&str>, bucket: &str, key_prefix: Option<&str>) -> String {
+    let id = format!("{}/{bucket}", endpoint.unwrap_or("aws"));
+    match key_prefix {
+        Some(prefix) => format!("{id}/{prefix}"),
+        None => id,
+    }
+}
+
+/// The AWS CLI command that deletes one key of the target bucket, `{}` standing for the
+/// key below `S3_KEY_PREFIX` (`report::migrate::MigrateReport::remove_command_for`).
+pub fn remove_command(endpoint: Option<&str>, bucket: &str, key_prefix: Option<&str>) -> String {
+    let endpoint = endpoint
+        .map(|e| format!(" --endpoint-url {e}"))
+        .unwrap_or_default();
+    let prefix = key_prefix.map(|p| format!("{p}/")).unwrap_or_default();
+    format!("aws{endpoint} s3 rm 's3://{bucket}/{prefix}{{}}'")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use FileState::*;
+
+    fn rec(size: u64, version: &str, state: FileState, private: Option<bool>) -> Journalled<'_> {
+        Journalled {
+            size,
+            version,
+            state,
+            source_private: private,
+        }
+    }
+
+    fn src(size: u64, version: &str, readable: Option<bool>) -> SourceFacts<'_> {
+        SourceFacts {
+            size,
+            version,
+            world_readable: readable,
+        }
+    }
+
+    #[test]
+    fn journal_diff() {
+        type Case<'a> = (Option<Journalled<'a>>, SourceFacts<'a>, Diff);
+        let cases: Vec<Case<'_>> = vec![
+            // never journalled
+            (None, src(5, "1", Some(true)), Diff::Upload),
+            // copied, unchanged
+            (
+                Some(rec(5, "1", Uploaded, Some(false))),
+                src(5, "1", Some(true)),
+                Diff::Unchanged,
+            ),
+            (
+                Some(rec(5, "1", Verified, None)),
+                src(5, "1", None),
+                Diff::Unchanged,
+            ),
+            // journalled before privacy was kept: copied public
+            (
+                Some(rec(5, "1", Uploaded, None)),
+                src(5, "1", Some(true)),
+                Diff::Unchanged,
+            ),
+            // new mtime or size: re-upload only over an existing object
+            (
+                Some(rec(5, "1", Uploaded, Some(false))),
+                src(5, "2", Some(true)),
+                Diff::UploadIfPresent,
+            ),
+            (
+                Some(rec(5, "1", Verified, Some(false))),
+                src(6, "1", Some(true)),
+                Diff::UploadIfPresent,
+            ),
+            // privacy changed at the source (suspension chmod), mtime kept
+            (
+                Some(rec(5, "1", Uploaded, Some(false))),
+                src(5, "1", Some(false)),
+                Diff::UploadIfPresent,
+            ),
+            (
+                Some(rec(5, "1", Uploaded, Some(true))),
+                src(5, "1", Some(true)),
+                Diff::UploadIfPresent,
+            ),
+            (
+                Some(rec(5, "1", Uploaded, None)),
+                src(5, "1", Some(false)),
+                Diff::UploadIfPresent,
+            ),
+            // bucket sources: privacy is read at copy time, never a change here
+            (
+                Some(rec(5, "1", Uploaded, Some(true))),
+                src(5, "1", None),
+                Diff::Unchanged,
+            ),
+            // deleted in the bucket: never re-created while unchanged
+            (
+                Some(rec(5, "1", DeletedInBucket, Some(false))),
+                src(5, "1", Some(true)),
+                Diff::DeletedInBucket,
+            ),
+            (
+                Some(rec(5, "1", DeletedInBucket, Some(false))),
+                src(5, "1", Some(false)),
+                Diff::DeletedInBucket,
+            ),
+            // ...but a new version at the source is uploaded
+            (
+                Some(rec(5, "1", DeletedInBucket, Some(false))),
+                src(5, "2", Some(true)),
+                Diff::Upload,
+            ),
+            // a mismatch is uploaded again, unconditionally
+            (
+                Some(rec(5, "1", Mismatch, Some(false))),
+                src(5, "1", Some(true)),
+                Diff::Upload,
+            ),
+            (
+                Some(rec(5, "1", Mismatch, Some(false))),
+                src(7, "3", Some(true)),
+                Diff::Upload,
+            ),
+        ];
+        for (r, f, want) in cases {
+            assert_eq!(diff(r.as_ref(), &f), want, "{r:?} {f:?}");
+        }
+    }
+
+    #[test]
+    fn empty_journal_sampling() {
+        let todo: Vec<u32> = (0..100).collect();
+        let sample = empty_journal_sample(true, false, &todo);
+        assert_eq!(sample.len(), SAMPLE);
+        assert_eq!(&sample[..3], &[0, 6, 12]);
+        assert_eq!(empty_journal_sample(true, false, &[1, 2, 3]), vec![1, 2, 3]);
+        assert!(empty_journal_sample(true, true, &todo).is_empty());
+        assert!(empty_journal_sample(false, false, &todo).is_empty());
+        assert!(empty_journal_sample::<u32>(true, false, &[]).is_empty());
+        assert!(refuses_empty_journal(&["a"]));
+        assert!(!refuses_empty_journal(&[]));
+    }
+
+    #[test]
+    fn gone_from_the_source() {
+        let seen: HashSet<&str> = ["a", "cache/x"].into_iter().collect();
+        let known = ["z", "a", "cache/y", "b"];
+        assert_eq!(
+            deleted_at_source(known, &seen, false),
+            ["b", "cache/y", "z"]
+        );
+        assert_eq!(deleted_at_source(known, &seen, true), ["b", "z"]);
+        assert!(skipped_by_cache("cache/a", true));
+        assert!(!skipped_by_cache("cache/a", false));
+        assert!(!skipped_by_cache("media_attachments/cache/a", true));
+    }
+
+    #[test]
+    fn owed_with_and_without_database() {
+        let named: HashSet<String> = ["a".to_owned()].into_iter().collect();
+        assert!(owed("a", None));
+        assert!(owed("b", None));
+        assert!(owed("a", Some(&named)));
+        assert!(!owed("b", Some(&named)));
+        use crate::plan::orphans::OrphanReason;
+        let cases = [
+            (Class::Referenced(Kept::Owned), true),
+            (Class::Referenced(Kept::Variant), true),
+            (Class::Referenced(Kept::Uncertain), true),
+            (Class::Referenced(Kept::LocalRow), false),
+            (Class::Orphan(OrphanReason::RowGone), false),
+            (Class::Stale, false),
+        ];
+        for (class, want) in cases {
+            assert_eq!(still_named(&class), want, "{class:?}");
+        }
+    }
+
+    #[test]
+    fn stale_uploads() {
+        let big = multipart_keys([("a", 10), ("b", 11), ("c", 12)], 10, "p/");
+        let want: HashSet<String> = ["p/b".to_owned(), "p/c".to_owned()].into_iter().collect();
+        assert_eq!(big, want);
+        let now = Utc::now();
+        let before = now - chrono::Duration::seconds(1);
+        assert!(is_stale_upload("p/b", Some(before), &big, now));
+        assert!(!is_stale_upload("p/b", Some(now), &big, now));
+        assert!(!is_stale_upload("p/b", None, &big, now));
+        assert!(!is_stale_upload("p/a", Some(before), &big, now));
+    }
+
+    #[test]
+    fn only_a_row_naming_the_file_vouches() {
+        use Standing::*;
+        let cases = [
+            (Good, true, Good),
+            (Good, false, NoRow),
+            (Hidden, true, Hidden),
+            (Hidden, false, Hidden),
+            (NoRow, true, NoRow),
+            (NoRow, false, NoRow),
+        ];
+        for (partition, named, want) in cases {
+            assert_eq!(vouched(partition, named), want, "{partition:?} {named}");
+        }
+    }
+
+    #[test]
+    fn upload_acls() {
+        let media = "media_attachments/files/000/000/005/original/a.png";
+        let p = Some("public-read");
+        let up = upload_acl(media, true, p, false, true, None);
+        assert_eq!(
+            up,
+            UploadAcl {
+                source_private: true,
+                acl_unreadable: true,
+                acl: Some("private".into())
+            }
+        );
+        let up = upload_acl(media, true, p, false, false, Some(Standing::Good));
+        assert_eq!(up.acl.as_deref(), Some("public-read"));
+        assert!(up.source_private);
+        let up = upload_acl(media, true, None, true, false, None);
+        assert_eq!(up.acl, None);
+        assert!(!up.source_private);
+    }
+
+    #[test]
+    fn repair_table() {
+        use Standing::*;
+        let media = "media_attachments/files/000/000/005/original/a.png";
+        let backup = "backups/dumps/000/000/001/original/a.zip";
+        let p = Some("public-read");
+        type Case<'a> = (
+            &'a str,
+            bool,
+            Option<&'a str>,
+            bool,
+            Option<Standing>,
+            AclRepair,
+        );
+        let r = |acl: Option<&str>, changes, left_private| AclRepair {
+            acl: acl.map(str::to_owned),
+            changes,
+            left_private,
+        };
+        let cases: Vec<Case<'_>> = vec![
+            // no ACL sent: nothing to change
+            (media, true, None, false, Some(Good), r(None, false, false)),
+            // public stays public
+            (media, true, p, true, None, r(p, false, false)),
+            // private without a database: left private
+            (media, true, p, false, None, r(Some("private"), false, true)),
+            // vouched for: published
+            (media, true, p, false, Some(Good), r(p, true, false)),
+            // hidden: made private
+            (
+                media,
+                true,
+                p,
+                true,
+                Some(Hidden),
+                r(Some("private"), true, false),
+            ),
+            (
+                media,
+                true,
+                p,
+                false,
+                Some(Hidden),
+                r(Some("private"), false, true),
+            ),
+            // backups: private, never "left private"
+            (
+                backup,
+                true,
+                p,
+                false,
+                None,
+                r(Some("private"), false, false),
+            ),
+            (backup, true, p, true, None, r(Some("private"), true, false)),
+            // outside the layout: current privacy
+            (
+                "x/notes.txt",
+                false,
+                p,
+                false,
+                Some(Good),
+                r(Some("private"), false, true),
+            ),
+        ];
+        for (key, in_layout, perm, public, standing, want) in cases {
+            assert_eq!(
+                repair_acl(key, in_layout, perm, public, standing),
+                want,
+                "{key} {perm:?} public={public} {standing:?}"
+            );
+        }
+        let ok = r(p, false, false);
+        let left = r(Some("private"), false, true);
+        let cc = Some(CACHE_CONTROL);
+        let verdicts = [
+            (Some("image/png"), cc, &ok, RepairVerdict::Fine),
+            (Some("image/png"), cc, &left, RepairVerdict::LeftPrivate),
+            (
+                None,
+                cc,
+                &ok,
+                RepairVerdict::Rewrite {
+                    left_private: false,
+                },
+            ),
+            (
+                Some("image/png"),
+                None,
+                &left,
+                RepairVerdict::Rewrite { left_private: true },
+            ),
+            (
+                Some("image/png"),
+                cc,
+                &r(p, true, false),
+                RepairVerdict::Rewrite {
+                    left_private: false,
+                },
+            ),
+        ];
+        for (ct, cc, acl, want) in verdicts {
+            assert_eq!(
+                repair_verdict(ct, cc, "image/png", acl),
+                want,
+                "{ct:?} {cc:?}"
+            );
+        }
+        for (ct, generic) in [
+            ("", true),
+            ("binary/octet-stream", true),
+            ("application/octet-stream", true),
+            ("image/png", false),
+        ] {
+            assert_eq!(is_generic_content_type(ct), generic, "{ct}");
+        }
+    }
+
+    #[test]
+    fn verify_classification() {
+        let md5 = "0123456789abcdef0123456789ABCDEF";
+        assert!(is_md5(md5));
+        assert!(!is_md5("0123456789abcdef0123456789abcdef-2"));
+        assert!(!is_md5("g123456789abcdef0123456789abcdef"));
+        assert_eq!(check_head(None, 5, true), HeadCheck::Missing);
+        assert_eq!(
+            check_head(Some((4, Some(md5))), 5, true),
+            HeadCheck::SizeMismatch {
+                bucket: 4,
+                journal: 5
+            }
+        );
+        assert_eq!(
+            check_head(Some((5, Some(md5))), 5, true),
+            HeadCheck::CompareMd5(md5.to_owned())
+        );
+        assert_eq!(
+            check_head(Some((5, Some(md5))), 5, false),
+            HeadCheck::Matches
+        );
+        assert_eq!(
+            check_head(Some((5, Some("ab-2"))), 5, true),
+            HeadCheck::Matches
+        );
+        assert_eq!(check_head(Some((5, None)), 5, true), HeadCheck::Matches);
+        let cmp = HeadCheck::CompareMd5("aa".into());
+        assert_eq!(check_failure(&cmp, Some("aa")), None);
+        assert_eq!(check_failure(&cmp, None), None);
+        assert_eq!(
+            check_failure(&cmp, Some("bb")),
+            Some(("Md5Mismatch".into(), "bucket aa, file bb".into()))
+        );
+        assert_eq!(
+            check_failure(
+                &HeadCheck::SizeMismatch {
+                    bucket: 4,
+                    journal: 5
+                },
+                None
+            ),
+            Some((
+                "SizeMismatch".into(),
+                "bucket has 4 bytes, journal 5".into()
+            ))
+        );
+        assert_eq!(check_failure(&HeadCheck::Matches, None), None);
+    }
+
+    #[test]
+    fn missing_objects() {
+        use MissingVerdict as V;
+        let r = rec(5, "1", Uploaded, None);
+        assert!(unchanged_at_source(&r, None));
+        assert!(unchanged_at_source(&r, Some((5, "1"))));
+        assert!(!unchanged_at_source(&r, Some((5, "2"))));
+        assert!(!unchanged_at_source(&r, Some((6, "1"))));
+        let cases = [
+            // no database: copied and unchanged = deleted there on purpose
+            (Uploaded, true, None, V::DeletedInBucket),
+            (Verified, true, None, V::DeletedInBucket),
+            (Uploaded, false, None, V::ChangedAtSource),
+            (Mismatch, true, None, V::ChangedAtSource),
+            // the database decides
+            (Uploaded, true, Some(false), V::DeletedInBucket),
+            (Uploaded, false, Some(false), V::DeletedInBucket),
+            (Uploaded, true, Some(true), V::StillNamed),
+            (Uploaded, false, Some(true), V::ChangedAtSource),
+            (Mismatch, true, Some(true), V::ChangedAtSource),
+        ];
+        for (state, unchanged, named, want) in cases {
+            assert_eq!(
+                missing_verdict(state, unchanged, named),
+                want,
+                "{state:?} {unchanged} {named:?}"
+            );
+        }
+        assert_eq!(V::DeletedInBucket.state(), DeletedInBucket);
+        assert_eq!(V::StillNamed.state(), DeletedInBucket);
+        assert_eq!(V::ChangedAtSource.state(), Mismatch);
+        assert_eq!(V::DeletedInBucket.failure(), None);
+        assert!(V::StillNamed.failure().is_some());
+    }
+
+    #[test]
+    fn target_names_and_remove_commands() {
+        assert_eq!(target_id(None, "b", None), "aws/b");
+        assert_eq!(
+            target_id(Some("https://s3.example"), "b", Some("p")),
+            "https://s3.example/b/p"
+        );
+        assert_eq!(remove_command(None, "b", None), "aws s3 rm 's3://b/{}'");
+        assert_eq!(
+            remove_command(Some("https://s3.example"), "b", Some("p/q")),
+            "aws --endpoint-url https://s3.example s3 rm 's3://b/p/q/{}'"
+        );
+    }
+}

@@ -1,0 +1,188 @@
+//! `migrate --repair`: every object below the target's key prefix, listed page by page and
+//! checked through [`bounded`]: one HEAD (and, for a missing or generic Content-Type, a GET
+//! of its first 64 bytes), its ACL when `S3_PERMISSION` is set, the database's standing
+//! with `--repair-acl`; the decision is `plan::migrate` (`repair_acl`, `repair_verdict`),
+//! the rewrite one COPY in place through the dry-run [`Gate`]. Fills the repair fields of
+//! a [`MigrateReport`].
+
+use futures::stream::{self, StreamExt};
+use tokio_util::sync::CancellationToken;
+
+use super::copy::MigrateError;
+use super::{Gate, bounded};
+use crate::inventory::standing::standing_or_hidden;
+use crate::mastodon::Db;
+use crate::model::KeyPrefix;
+use crate::plan::headers::{CACHE_CONTROL, content_type};
+use crate::plan::migrate::{RepairVerdict, is_generic_content_type, repair_acl, repair_verdict};
+use crate::plan::parse::parse_key;
+use crate::report::migrate::MigrateReport;
+use crate::report::{Progress, ProgressMode};
+use crate::store::s3::{ObjectHeaders, S3Store};
+use crate::store::{Store as _, StoreError};
+
+/// One `--repair` run.
+pub struct Repair<'a> {
+    /// The bucket repaired in place.
+    pub target: &'a S3Store,
+    /// Its `S3_KEY_PREFIX`: only objects below it are listed.
+    pub key_prefix: &'a KeyPrefix,
+    /// Its `S3_PERMISSION` (`None`: set but empty, ACLs are left alone).
+    pub permission: Option<&'a str>,
+    /// The dry-run gate every rewrite passes.
+    pub gate: Gate,
+    /// Objects checked at once.
+    pub concurrency: usize,
+    /// `--repair-acl`: ask the database before publishing or hiding.
+    pub repair_acl: bool,
+    /// Mastodon's database (with `--repair-acl`).
+    pub db: Option<&'a Db>,
+}
+
+/// What was done with one object.
+enum Repaired {
+    Fine,
+    Fixed,
+    FixedLeftPrivate,
+    LeftPrivate,
+    Vanished,
+}
+
+/// Every object below the key prefix gets Mastodon's Content-Type (when it is missing or
+/// generic) and Cache-Control, and its ACL (`plan::headers::decide_acl`): backups and
+/// imports private; keys outside Mastodon's layout keep their ACL; otherwise public objects
+/// stay public and private ones private, unless `--repair-acl`, which asks the database:
+/// media of suspended accounts and moderated posts become private, and a private object
+/// becomes public only when its row exists in good standing (A3). One COPY per object
+/// that needs it, none otherwise. Per-object failures are listed in `report`. Errors: a
+/// listing page failed ([`MigrateError::Listing`]).
+pub async fn repair(
+    job: &Repair<'_>,
+    cancel: &CancellationToken,
+    mode: ProgressMode,
+    report: &mut MigrateReport,
+) -> Result<(), MigrateError> {
+    let prefix = job
+        .key_prefix
+        .as_deref()
+        .map(|p| format!("{p}/"))
+        .unwrap_or_default();
+    let progress = Progress::start_unit("repair", 0, "objects", "checked", mode);
+    let mut token = None;
+    loop {
+        if cancel.is_cancelled() {
+            break;
+        }
+        let page = job
+            .target
+            .list_page(&prefix, false, None, token)
+            .await
+            .map_err(MigrateError::Listing)?;
+        let keys: Vec<String> = page
+            .objects
+            .iter()
+            .map(|o| o.key.as_str().to_owned())
+            .collect();
+        let mut results = std::pin::pin!(bounded(
+            stream::iter(keys),
+            job.concurrency,
+            cancel.clone(),
+            |key: String| {
+                let prefix_len = prefix.len();
+                async move {
+                    let out = repair_one(job, &key, &key[prefix_len..]).await;
+                    (key, out)
+                }
+            },
+        ));
+        while let Some((key, out)) = results.next().await {
+            report.repair_checked += 1;
+            progress.add(1, u64::from(out.is_err()), 0);
+            match out {
+                Ok(Repaired::Fixed) => report.repaired += 1,
+                Ok(Repaired::FixedLeftPrivate) => {
+                    report.repaired += 1;
+                    report.left_private += 1;
+                }
+                Ok(Repaired::LeftPrivate) => report.left_private += 1,
+                Ok(Repaired::Fine) | Ok(Repaired::Vanished) => {}
+                Err(e) => report.fail(&key, e.code(), e.to_string()),
+            }
+        }
+        match page.next {
+            Some(t) => token = Some(t),
+            None => break,
+        }
+    }
+    progress.finish();
+    Ok(())
+}
+
+/// Reads the facts of one object (`full_key` with the prefix, `key` without) and rewrites
+/// it when [`repair_verdict`] says so. An object deleted since the listing is not an error
+/// (L3).
+async fn repair_one(job: &Repair<'_>, full_key: &str, key: &str) -> Result<Repaired, StoreError> {
+    let Some(head) = job.target.head(full_key).await? else {
+        return Ok(Repaired::Vanished);
+    };
+    let want_ct = match head.content_type.as_deref() {
+        Some(ct) if !is_generic_content_type(ct) => ct.to_owned(),
+        _ => {
+            let bytes = match job
+                .target
+                .get_stream(full_key, (head.size > 0).then(|| (0, head.size.min(64))))
+                .await
+            {
+                Ok(s) => s
+                    .collect()
+                    .await
+                    .map(|b| b.into_bytes().to_vec())
+                    .unwrap_or_default(),
+                Err(StoreError::NotFound) => return Ok(Repaired::Vanished),
+                Err(e) => return Err(e),
+            };
+            content_type(key, &bytes)
+        }
+    };
+    let acl = match job.permission {
+        None => repair_acl(key, false, None, false, None),
+        Some(p) => {
+            let public = match job.target.is_public(full_key).await {
+                Ok(public) => public,
+                Err(StoreError::NotFound) => return Ok(Repaired::Vanished),
+                Err(e) => return Err(e),
+            };
+            let parsed = parse_key(key, &KeyPrefix::default()).ok();
+            let standing = match (job.repair_acl, &parsed) {
+                (true, Some(parsed)) => Some(standing_or_hidden(job.db, key, parsed).await),
+                _ => None,
+            };
+            repair_acl(key, parsed.is_some(), Some(p), public, standing)
+        }
+    };
+    let left_private = match repair_verdict(
+        head.content_type.as_deref(),
+        head.cache_control.as_deref(),
+        &want_ct,
+        &acl,
+    ) {
+        RepairVerdict::Fine => return Ok(Repaired::Fine),
+        RepairVerdict::LeftPrivate => return Ok(Repaired::LeftPrivate),
+        RepairVerdict::Rewrite { left_private } => left_private,
+    };
+    let headers = ObjectHeaders {
+        content_type: want_ct,
+        cache_control: CACHE_CONTROL.to_owned(),
+        acl: acl.acl,
+    };
+    match job
+        .gate
+        .mutate(job.target.repair_in_place(full_key, &headers), || Ok(()))
+        .await
+    {
+        Ok(()) if left_private => Ok(Repaired::FixedLeftPrivate),
+        Ok(()) => Ok(Repaired::Fixed),
+        Err(StoreError::NotFound) => Ok(Repaired::Vanished),
+        Err(e) => Err(e),
+    }
+}

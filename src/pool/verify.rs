@@ -1,0 +1,118 @@
+//! `migrate --verify`: one HEAD per journalled object of this source, compared with the
+//! journal (size, and MD5 where the ETag is a plain MD5 and the source is a local file),
+//! classified by `plan::migrate` (`check_head`, `check_failure`, `missing_verdict`),
+//! journalled in one transaction. Fills the verify fields of a [`MigrateReport`].
+
+use std::collections::HashMap;
+
+use futures::stream::{self, StreamExt};
+
+use super::copy::{MigrateError, Migration, journalled};
+use crate::inventory::source::{SourceFile, md5_file};
+use crate::inventory::standing::still_named;
+use crate::journal::migrate::FileState;
+use crate::plan::migrate::{
+    HeadCheck, check_failure, check_head, missing_verdict, unchanged_at_source,
+};
+use crate::report::MAX_LISTED_FAILURES;
+use crate::report::migrate::MigrateReport;
+
+/// HEADs every journalled object of this source and compares size, and MD5 where the ETag
+/// is a plain MD5 (single-part upload) and the source is a local file.
+///
+/// An object missing from the bucket whose file is unchanged at the source (or gone there
+/// too) was deleted in the bucket since the copy (Mastodon deleted the media after the
+/// switch): journalled [`FileState::DeletedInBucket`], listed, not a failure, never
+/// uploaded again by a catch-up pass (case 3). With `--database` the database decides
+/// instead: a missing key no row names any more is not owed; one a row still names is a
+/// failure that `--reupload-missing` repairs. Errors: the journal, or the owner lookup.
+pub async fn verify(
+    job: &Migration<'_>,
+    files: &[SourceFile],
+    report: &mut MigrateReport,
+) -> Result<(), MigrateError> {
+    let current: HashMap<&str, (u64, &str)> = files
+        .iter()
+        .map(|f| (f.key.as_str(), (f.size, f.version.as_str())))
+        .collect();
+    let known = job.journal.migrate_files(job.target_id).await?;
+    let checks = stream::iter(known.values().cloned()).map(|rec| {
+        let path = job.source.local_path(&rec.key);
+        async move {
+            let key = job.key_prefix.apply(rec.key.clone());
+            let outcome = match job.target.head(key.as_str()).await {
+                Err(e) => Err(("HeadFailed".to_owned(), e.to_string())),
+                Ok(head) => {
+                    let check = check_head(
+                        head.as_ref().map(|h| (h.size, h.etag.as_deref())),
+                        rec.size,
+                        path.is_some(),
+                    );
+                    let local = match (&check, &path) {
+                        // The file is gone or unreadable now: the size check stands.
+                        (HeadCheck::CompareMd5(_), Some(p)) => md5_file(p).await.ok(),
+                        _ => None,
+                    };
+                    match check_failure(&check, local.as_deref()) {
+                        Some(failure) => Err(failure),
+                        None if check == HeadCheck::Missing => {
+                            Err(("Missing".to_owned(), "not in the bucket".to_owned()))
+                        }
+                        None => Ok(()),
+                    }
+                }
+            };
+            (rec, outcome)
+        }
+    });
+    let mut checks = std::pin::pin!(checks.buffer_unordered(job.opts.concurrency));
+    let mut batch = Vec::new();
+    let mut missing = Vec::new();
+    while let Some((mut rec, outcome)) = checks.next().await {
+        report.verified += 1;
+        match outcome {
+            Ok(()) => {
+                rec.state = FileState::Verified;
+                batch.push(rec);
+            }
+            Err((code, _)) if code == "Missing" => missing.push(rec),
+            Err((code, message)) => {
+                report.mismatch(&rec.key, code, message);
+                rec.state = FileState::Mismatch;
+                batch.push(rec);
+            }
+        }
+    }
+    // Which missing objects are owed.
+    let named = match job.db {
+        Some(db) => {
+            let keys: Vec<&str> = missing.iter().map(|r| r.key.as_str()).collect();
+            Some(still_named(db, &keys).await.map_err(MigrateError::Owners)?)
+        }
+        None => None,
+    };
+    missing.sort_by(|a, b| a.key.cmp(&b.key));
+    report.deleted_in_bucket = 0;
+    report.deleted_in_bucket_keys.clear();
+    for mut rec in missing {
+        let unchanged =
+            unchanged_at_source(&journalled(&rec), current.get(rec.key.as_str()).copied());
+        let verdict = missing_verdict(
+            rec.state,
+            unchanged,
+            named.as_ref().map(|n| n.contains(&rec.key)),
+        );
+        match verdict.failure() {
+            None => {
+                report.deleted_in_bucket += 1;
+                if report.deleted_in_bucket_keys.len() < MAX_LISTED_FAILURES {
+                    report.deleted_in_bucket_keys.push(rec.key.clone());
+                }
+            }
+            Some(message) => report.mismatch(&rec.key, "Missing".to_owned(), message.to_owned()),
+        }
+        rec.state = verdict.state();
+        batch.push(rec);
+    }
+    Ok(job.journal.record_migrated(job.target_id, &batch).await?)
+}
