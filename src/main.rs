@@ -4,6 +4,7 @@
 use clap::Parser;
 use mastomedia::cli::{Cli, Command};
 use mastomedia::commands;
+use mastomedia::report::LogWriter;
 use tracing_subscriber::EnvFilter;
 
 fn main() {
@@ -18,7 +19,8 @@ fn main() {
         .unwrap_or_else(|_| EnvFilter::new(format!("mastomedia={default_level},warn")));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        // stderr, above the progress bar when one is drawn (never through it).
+        .with_writer(LogWriter)
         .with_target(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();

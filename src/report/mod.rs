@@ -8,7 +8,7 @@ pub mod orphans;
 mod progress;
 pub mod usage;
 
-pub use progress::{Progress, ProgressMode};
+pub use progress::{LogWriter, Progress, ProgressMode};
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
