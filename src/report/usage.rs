@@ -157,11 +157,11 @@ impl DuReport {
 
     /// 130 when interrupted, else 0.
     pub fn exit_code(&self) -> ExitCode {
-        if self.complete {
-            ExitCode::Success
-        } else {
-            ExitCode::Interrupted
+        super::Outcome {
+            interrupted: !self.complete,
+            ..super::Outcome::default()
         }
+        .exit_code()
     }
 
     /// The human table (stdout).
