@@ -4,7 +4,7 @@
 //! Order: target config and bucket check → journal → source enumeration → plan (journal
 //! diff) → uploads through the pool's bounded executor and the dry-run gate, journalled in
 //! batches → optional verification → summary. A provider that rejects ACLs stops the run
-//! at the first upload with the setting to change (A1).
+//! at the first upload with the setting to change (`docs/reference/provider-quirks.md#a1`).
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -941,7 +941,7 @@ async fn md5_file(path: &Path) -> std::io::Result<String> {
 /// imports private; keys outside Mastodon's layout keep their ACL; otherwise public objects
 /// stay public and private ones private, unless `--repair-acl`, which asks the database:
 /// media of suspended accounts and moderated posts become private, and a private object
-/// becomes public only when its row exists in good standing (A3). One COPY per object
+/// becomes public only when its row exists in good standing (`docs/reference/provider-quirks.md#a3`). One COPY per object
 /// that needs it, none otherwise.
 #[allow(clippy::too_many_arguments)]
 async fn repair(
@@ -1047,7 +1047,7 @@ async fn repair_one(
     gate: Gate,
     db: Option<&Db>,
 ) -> Result<Repaired, StoreError> {
-    // An object deleted since the listing is not an error (L3).
+    // An object deleted since the listing is not an error (docs/reference/provider-quirks.md#l3).
     let Some(head) = target.head(full_key).await? else {
         return Ok(Repaired::Vanished);
     };

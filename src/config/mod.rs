@@ -2,7 +2,7 @@
 //! validated into one [`Config`].
 //!
 //! Owns: reading the env file (dotenv syntax, as Mastodon's Ruby dotenv reads it), the
-//! defaults Mastodon applies (`mastodon-storage.md` §5), and the redaction of secrets.
+//! defaults Mastodon applies (`docs/reference/env-file.md`), and the redaction of secrets.
 //! Must not: be read by anything but `commands/`, open connections, or print secrets.
 
 mod linode;
@@ -77,7 +77,7 @@ pub enum StorageConfig {
     Filesystem(FsConfig),
 }
 
-/// The S3 settings of `.env.production` (§5.2), with Mastodon's defaults applied.
+/// The S3 settings of `.env.production` (`docs/reference/env-file.md#s3`), with Mastodon's defaults applied.
 #[derive(Debug, Clone)]
 pub struct S3Config {
     /// `S3_BUCKET`.
@@ -122,7 +122,7 @@ pub struct S3Config {
     pub delete_checksum: DeleteChecksum,
 }
 
-/// Which integrity headers a `DeleteObjects` request carries (`provider-quirks.md` D4, H1).
+/// Which integrity headers a `DeleteObjects` request carries (`docs/reference/provider-quirks.md#d4`, `docs/reference/provider-quirks.md#h1`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeleteChecksum {
     /// `Content-MD5` only: what S3 has always accepted, and what Backblaze B2, OVH,
@@ -133,14 +133,14 @@ pub enum DeleteChecksum {
     Crc32,
 }
 
-/// Filesystem storage (§5.3).
+/// Filesystem storage (`docs/reference/env-file.md#filesystem`).
 #[derive(Debug, Clone)]
 pub struct FsConfig {
     /// `PAPERCLIP_ROOT_PATH` (default `<dir of the env file>/public/system`), normalised.
     pub root: PathBuf,
 }
 
-/// Connection settings for Mastodon's PostgreSQL database (§5.4).
+/// Connection settings for Mastodon's PostgreSQL database (`docs/reference/env-file.md#database`).
 #[derive(Clone)]
 pub struct DatabaseConfig {
     /// Full connection options (may hold the password).
@@ -711,7 +711,7 @@ pub fn media_root(env_file: &Path, vars: &Vars) -> PathBuf {
     }
 }
 
-/// K1: an endpoint whose host starts with `<bucket>.` (copied from a provider's
+/// `docs/reference/provider-quirks.md#k1`: an endpoint whose host starts with `<bucket>.` (copied from a provider's
 /// "bucket URL") breaks path-style requests; use the bare endpoint and say so.
 fn strip_bucket_host(endpoint: &str, bucket: &str) -> String {
     let Some((scheme, rest)) = endpoint.split_once("://") else {

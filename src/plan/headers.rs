@@ -1,5 +1,5 @@
-//! The headers an object must carry to look as if Mastodon wrote it (`mastodon-storage.md`
-//! §6, provider-quirks M3, A3): Content-Type from the bytes (magic numbers) else the
+//! The headers an object must carry to look as if Mastodon wrote it (`docs/reference/key-layout.md#upload-headers`,
+//! `docs/reference/provider-quirks.md#m3`, `docs/reference/provider-quirks.md#a3`): Content-Type from the bytes (magic numbers) else the
 //! extension, never empty or `binary/octet-stream` for media; Mastodon's ten-year
 //! immutable Cache-Control; the ACL from `S3_PERMISSION`, except backups and imports,
 //! which stay private, and objects Mastodon (or an admin) made private, which stay private
@@ -54,7 +54,7 @@ pub fn acl_for(key: &str, permission: Option<&str>) -> Option<String> {
 }
 
 /// What Mastodon's database says about the row a key in its layout belongs to, for the
-/// ACL decision (provider-quirks A3, `mastodon-storage.md` §6).
+/// ACL decision (`docs/reference/provider-quirks.md#a3`, `docs/reference/key-layout.md#acl`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Standing {
     /// A row with this id exists, its attachment is stored, its account is not suspended

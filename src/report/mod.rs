@@ -214,7 +214,7 @@ pub struct PassReport {
     pub objects_already_gone: u64,
     /// Objects whose delete failed.
     pub objects_failed: u64,
-    /// Bytes of the deleted objects as the store listed them (D6).
+    /// Bytes of the deleted objects as the store listed them (`docs/reference/provider-quirks.md#d6`).
     pub bytes_freed: u64,
     /// What the database's `*_file_size` columns claim for the cleared rows (tootctl's figure).
     pub db_bytes: u64,
@@ -258,7 +258,7 @@ pub struct PruneReport {
     pub fatal: Option<String>,
     /// The bucket's versioning (`Enabled`, `Suspended`), when it keeps deleted objects as
     /// noncurrent versions: the bytes "freed" are then freed only when those versions
-    /// expire (U2). `None`: not versioned, or the filesystem.
+    /// expire (`docs/reference/provider-quirks.md#u2`). `None`: not versioned, or the filesystem.
     pub bucket_versioning: Option<String>,
     /// Wall time, seconds.
     pub elapsed_seconds: f64,

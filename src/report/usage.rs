@@ -320,8 +320,8 @@ impl super::Summary for DuReport {
 /// The location label of a category: `cache` under `cache/`; outside it `local` for
 /// models that are always local (site uploads, backups, imports, provider icons),
 /// `legacy` for preview cards (always remote: a copy from before the storage schema
-/// upgrade), else `local?` (a local upload, or a legacy remote copy; `mastodon-storage.md`
-/// §3.2–3.3: the key alone cannot tell).
+/// upgrade), else `local?` (a local upload, or a legacy remote copy; `docs/reference/key-layout.md#cache-prefix`,
+/// `docs/reference/key-layout.md#remote-thumbnails`: the key alone cannot tell).
 fn location(cache: bool, class: &str) -> &'static str {
     match (cache, class) {
         (true, _) => "cache",
