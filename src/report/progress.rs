@@ -78,7 +78,9 @@ pub struct LogLine {
 
 impl LogLine {
     fn emit(&mut self) -> std::io::Result<()> {
-        self.emit_to(&mut std::io::stderr().lock())
+        // Not `stderr().lock()` held across `suspend`: the bar's ticker thread takes the
+        // bar's lock and then stderr's, so this side must take them in that order too.
+        self.emit_to(&mut std::io::stderr())
     }
 
     /// Writes the collected text above the newest bar (see [`write_above`]) and clears it.
