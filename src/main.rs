@@ -1,13 +1,28 @@
 //! The `mastomedia` binary: parse arguments, set up logging, run the command, map the
 //! outcome to an exit code (0, 1, 2, 3, 130; see the README).
+//!
+//! The one way out is `main`'s return value: nothing here calls `std::process::exit`, so
+//! stdout is flushed and destructors run. (The only other exit is the second Ctrl-C in
+//! `commands::interrupt_token`, documented as "exit at once".)
+
+use std::process::ExitCode as ProcessExit;
 
 use clap::Parser;
 use mastomedia::cli::{Cli, Command};
 use mastomedia::commands;
+use mastomedia::report::{ExitCode, LogWriter};
 use tracing_subscriber::EnvFilter;
 
-fn main() {
-    let cli = Cli::parse();
+fn main() -> ProcessExit {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // What clap's `parse` does, returned instead of exiting: `--help`/`--version`
+            // on stdout with 0, a usage error on stderr with 2. A closed stdout is ignored.
+            let _ = e.print();
+            return ProcessExit::from(u8::try_from(e.exit_code()).unwrap_or(ExitCode::Usage as u8));
+        }
+    };
     let default_level = match (cli.quiet, cli.verbose) {
         (true, _) => "error",
         (false, 0) => "warn",
@@ -18,15 +33,22 @@ fn main() {
         .unwrap_or_else(|_| EnvFilter::new(format!("mastomedia={default_level},warn")));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        // stderr, above the progress bar when one is drawn (never through it).
+        .with_writer(LogWriter)
         .with_target(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .expect("tokio runtime");
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::Fatal.into();
+        }
+    };
     let json = cli.command.json();
     let code = runtime.block_on(async {
         let result = match cli.command {
@@ -52,5 +74,8 @@ fn main() {
             }
         }
     });
-    std::process::exit(code as i32);
+    // Like the `std::process::exit` this replaces, do not wait for tasks still running
+    // (a ticker, a blocking DNS lookup): the run is over and its report printed.
+    runtime.shutdown_background();
+    code.into()
 }

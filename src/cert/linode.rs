@@ -1,4 +1,4 @@
-//! The Linode (Akamai) Object Storage API, the calls `cert` needs (`certificates.md` §2.3):
+//! The Linode (Akamai) Object Storage API, the calls `cert` needs (`docs/reference/acme-and-linode.md#linode-api`):
 //! list buckets (all pages), read one bucket, and read, upload and delete its TLS
 //! certificate. The token travels only in the `Authorization` header (marked sensitive)
 //! and is never printed.

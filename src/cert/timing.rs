@@ -4,7 +4,7 @@
 //!   the CA's suggested window (kept, so daily runs agree), or now once the window has
 //!   passed.
 //! - Without: when a third of the lifetime is left, or half of it for certificates of less
-//!   than ten days (`certificates.md` §4.5). Works for 90-day, 64/45-day and 160-hour
+//!   than ten days (`docs/reference/acme-and-linode.md#when-to-renew`). Works for 90-day, 64/45-day and 160-hour
 //!   certificates alike.
 //! - After failures: back off 1 min, 10 min, 100 min, then a day, so an hourly cron stays
 //!   below Let's Encrypt's 5 failed authorizations per hour.

@@ -748,7 +748,7 @@ async fn public_read(
             "check that the alias host forwards to the bucket",
         ),
         Ok(rsp) => {
-            // Followed redirects: the browser loads media from that host too (P2).
+            // Followed redirects: the browser loads media from that host too (docs/reference/provider-quirks.md#p2).
             let asked = reqwest::Url::parse(&url).ok();
             let landed = rsp.url().clone();
             if let Some(asked) = asked

@@ -1,4 +1,4 @@
-//! `mastomedia du`: what is in the bucket, beside what the database thinks (U1, U2).
+//! `mastomedia du`: what is in the bucket, beside what the database thinks (`docs/reference/provider-quirks.md#u1`, `docs/reference/provider-quirks.md#u2`).
 //!
 //! Order of work: config → database (schema) → store check → the listing (parallel over
 //! prefixes, [`crate::inventory::listing`]) and the database sums (one scan per table) at

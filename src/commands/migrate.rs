@@ -4,7 +4,7 @@
 //! Order: target config and bucket check → journal → source enumeration → plan (journal
 //! diff) → uploads through the pool's bounded executor and the dry-run gate, journalled in
 //! batches → optional verification → summary. A provider that rejects ACLs stops the run
-//! at the first upload with the setting to change (A1). The decisions are
+//! at the first upload with the setting to change (`docs/reference/provider-quirks.md#a1`). The decisions are
 //! `plan/migrate.rs`, the pipelines `pool/copy.rs`, `pool/verify.rs` and `pool/repair.rs`.
 
 use std::path::Path;

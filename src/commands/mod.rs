@@ -91,6 +91,7 @@ pub fn interrupt_token() -> CancellationToken {
                 );
                 t.cancel();
             } else {
+                // The one exit besides `main`'s return: the documented "exit at once".
                 std::process::exit(ExitCode::Interrupted as i32);
             }
         }

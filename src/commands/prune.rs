@@ -187,7 +187,7 @@ impl WithStore<Result<PruneReport, CommandError>> for PruneJob<'_> {
             storage: store.describe(),
             ..PruneReport::default()
         };
-        // A versioned bucket keeps what prune deletes (U2): say so instead of claiming
+        // A versioned bucket keeps what prune deletes (docs/reference/provider-quirks.md#u2): say so instead of claiming
         // freed space. A provider that cannot tell is not a reason to stop.
         report.bucket_versioning = match store.versioning().await {
             Ok(v) => v,
@@ -294,7 +294,7 @@ impl WithStore<Result<PruneReport, CommandError>> for PruneJob<'_> {
 
 /// Checks the store before any change. A retryable failure (SlowDown storm, network
 /// trouble) that outlasts the store's retry policy is tried again on the pool's item-level
-/// schedule (`key_attempts`, full jitter from `retry_base`) before the run gives up (T1);
+/// schedule (`key_attempts`, full jitter from `retry_base`) before the run gives up (`docs/reference/provider-quirks.md#t1`);
 /// anything else (credentials, missing bucket) fails at once.
 async fn check_store<S: Store>(store: &S, opts: &PassOptions) -> Result<(), StoreError> {
     let mut attempt = 1;

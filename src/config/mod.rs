@@ -2,7 +2,7 @@
 //! validated into one [`Config`].
 //!
 //! Owns: reading the env file (dotenv syntax, as Mastodon's Ruby dotenv reads it), the
-//! defaults Mastodon applies (`mastodon-storage.md` §5), and the redaction of secrets.
+//! defaults Mastodon applies (`docs/reference/env-file.md`), and the redaction of secrets.
 //! Must not: be read by anything but `commands/`, open connections, or print secrets.
 
 mod linode;
@@ -90,7 +90,7 @@ pub enum StorageConfig {
     Filesystem(FsConfig),
 }
 
-/// Filesystem storage (§5.3).
+/// Filesystem storage (`docs/reference/env-file.md#filesystem`).
 #[derive(Debug, Clone)]
 pub struct FsConfig {
     /// `PAPERCLIP_ROOT_PATH` (default `<dir of the env file>/public/system`), normalised.
@@ -584,7 +584,7 @@ pub fn media_root(env_file: &Path, vars: &Vars) -> PathBuf {
     }
 }
 
-/// K1: an endpoint whose host starts with `<bucket>.` (copied from a provider's
+/// `docs/reference/provider-quirks.md#k1`: an endpoint whose host starts with `<bucket>.` (copied from a provider's
 /// "bucket URL") breaks path-style requests; use the bare endpoint and say so.
 fn strip_bucket_host(endpoint: &str, bucket: &str) -> String {
     let Some((scheme, rest)) = endpoint.split_once("://") else {

@@ -1,7 +1,7 @@
 //! Read-only streams of candidate rows from Mastodon's database.
 //!
-//! Owns: the selection SQL of each prune pass (tootctl's rules, `mastodon-storage.md`
-//! §7.1–7.3) and keyset pagination by primary key, so memory does not grow with the
+//! Owns: the selection SQL of each prune pass (tootctl's rules, `docs/reference/tootctl-rules.md`
+//! `#media-remove`, `#profiles`, `#preview-cards`) and keyset pagination by primary key, so memory does not grow with the
 //! number of rows. Must not: write anything.
 
 mod bounded;
@@ -54,7 +54,7 @@ pub enum Selection {
     },
 }
 
-/// The Paperclip snowflake id of a moment: Unix milliseconds shifted left 16 bits (§2).
+/// The Paperclip snowflake id of a moment: Unix milliseconds shifted left 16 bits (`docs/reference/mastodon-schema.md#snowflake-ids`).
 pub fn snowflake_at(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis() << 16
 }
@@ -128,7 +128,7 @@ impl Selection {
                 keep_interacted,
             } => {
                 // The primary key is the only cheap time filter: a superset bound one day
-                // past the cutoff, then the exact created_at test (§2.1).
+                // past the cutoff, then the exact created_at test (`docs/reference/mastodon-schema.md#id-time-bound`).
                 let bound = snowflake_at(*cutoff + chrono::Duration::days(1));
                 let mut filter = format!(
                     "m.remote_url <> '' AND m.created_at <= $2 AND m.id < $3 AND {}",

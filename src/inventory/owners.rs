@@ -11,7 +11,7 @@ use crate::plan::layout::{Attachment, StoredAttachment};
 use crate::plan::orphans::Owner;
 use crate::plan::parse::ParsedKey;
 
-/// The SQL predicate that a row of `table` (alias `t`) is remote (§3.2): media
+/// The SQL predicate that a row of `table` (alias `t`) is remote (`docs/reference/key-layout.md#cache-prefix`): media
 /// `remote_url <> ''`, accounts and emoji `domain IS NOT NULL`, preview cards always,
 /// site uploads, backups, imports and provider icons never.
 pub fn remote_sql(table: &str) -> &'static str {

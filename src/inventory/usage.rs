@@ -1,6 +1,6 @@
 //! What `du` counts: listed objects per Mastodon category (attachment slot, `cache/` or
 //! not, decided by [`parse_key`]), keys outside the layout, noncurrent versions, and the
-//! database's own sums as `tootctl media usage` computes them (`mastodon-storage.md` §7.4),
+//! database's own sums as `tootctl media usage` computes them (`docs/reference/tootctl-rules.md#media-usage`),
 //! split the same way. Read-only.
 
 use std::collections::{BTreeSet, HashMap};
@@ -35,7 +35,7 @@ impl Category {
     }
 
     /// Whether Mastodon ever writes this category: site uploads, backups, imports and
-    /// provider icons are never remote, so never under `cache/` (§3.2).
+    /// provider icons are never remote, so never under `cache/` (`docs/reference/key-layout.md#cache-prefix`).
     pub fn possible(&self) -> bool {
         !self.cache
             || !matches!(
@@ -84,7 +84,7 @@ impl Tally {
     }
 }
 
-/// Versions a versioned bucket still bills for after deletes (U2).
+/// Versions a versioned bucket still bills for after deletes (`docs/reference/provider-quirks.md#u2`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Noncurrent {
     /// Noncurrent (overwritten or deleted) versions.

@@ -1,6 +1,6 @@
 //! The orphan scan journal (`migrations/0002_orphans.sql`): per storage target and listing
 //! prefix, the last key whose batch was fully handled, so `orphans` continues after it
-//! (L1). Written once per batch, in key order; removed when a scan reaches the end.
+//! (`docs/reference/provider-quirks.md#l1`). Written once per batch, in key order; removed when a scan reaches the end.
 
 use chrono::{SecondsFormat, Utc};
 

@@ -8,7 +8,7 @@ use std::str::FromStr;
 
 use sqlx::postgres::{PgConnectOptions, PgSslMode};
 
-/// Connection settings for Mastodon's PostgreSQL database (§5.4).
+/// Connection settings for Mastodon's PostgreSQL database (`docs/reference/env-file.md#database`).
 #[derive(Clone)]
 pub struct DatabaseConfig {
     /// Full connection options (may hold the password).

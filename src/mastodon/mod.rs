@@ -2,7 +2,7 @@
 //! the media retention setting, privilege checks and the documented column updates.
 //!
 //! Must not: run DDL or migrations, write any table or column beyond the attachment
-//! columns Mastodon itself clears (`mastodon-storage.md` §7.1–7.3) and `updated_at`, or
+//! columns Mastodon itself clears (`docs/reference/tootctl-rules.md#refetch`) and `updated_at`, or
 //! write settings.
 
 mod connect;
@@ -385,7 +385,7 @@ impl Db {
     }
 
     /// The instance's `media_cache_retention_period` in days, `None` when unset, empty or
-    /// not a positive integer (§8.3). Read-only.
+    /// not a positive integer (`docs/reference/tootctl-rules.md#retention-setting`). Read-only.
     pub async fn media_retention_days(&self) -> Result<Option<i64>, DbError> {
         if !self.schema.has("settings", "var") {
             return Ok(None);
@@ -464,7 +464,7 @@ pub fn advisory_key(job: &str) -> i64 {
 }
 
 /// Parses Mastodon's YAML-serialised setting value leniently: strips `---`, `...` and
-/// whitespace, reads an integer; `None` for anything else or ≤ 0 (§8.3).
+/// whitespace, reads an integer; `None` for anything else or ≤ 0 (`docs/reference/tootctl-rules.md#retention-setting`).
 pub fn parse_retention_yaml(value: &str) -> Option<i64> {
     let v = value.trim();
     let v = v.strip_prefix("---").unwrap_or(v).trim();

@@ -1,4 +1,4 @@
-//! Schema introspection (`mastodon-storage.md` §1): read `information_schema.columns` for
+//! Schema introspection (`docs/reference/mastodon-schema.md#schema-detection`): read `information_schema.columns` for
 //! the tables we touch and derive what this Mastodon version (4.2–4.6, forks) has, instead
 //! of assuming. Behaviour is gated on columns, never on version strings.
 
@@ -138,7 +138,7 @@ impl Schema {
 
     /// The columns Paperclip clears when an attachment is destroyed: every existing one of
     /// `<att>_file_name`, `_content_type`, `_file_size`, `_fingerprint`, `_created_at`,
-    /// `_updated_at` (§8.1). Storage schema version and `*_remote_url` are never among them.
+    /// `_updated_at` (`docs/reference/tootctl-rules.md#attachment-batch`). Storage schema version and `*_remote_url` are never among them.
     pub fn attachment_columns(&self, table: &str, att: &str) -> Vec<String> {
         [
             "file_name",

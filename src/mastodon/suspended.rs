@@ -1,7 +1,7 @@
 //! Whether an object's row is in good standing: Mastodon makes media, avatars and headers
 //! of suspended accounts private, and from 4.4 the media of posts removed by moderators
-//! inaccessible (`mastodon-storage.md` §6), so neither a permission repair nor a copy may
-//! republish them (A3). Read-only; absent columns are never named.
+//! inaccessible (`docs/reference/mastodon-schema.md#suspended`), so neither a permission repair nor a copy may
+//! republish them (`docs/reference/provider-quirks.md#a3`). Read-only; absent columns are never named.
 
 use std::ops::RangeInclusive;
 

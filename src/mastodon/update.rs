@@ -1,6 +1,6 @@
 //! The only writes mastomedia makes to Mastodon's database: clearing attachment columns of
 //! rows whose objects are confirmed gone, exactly as `tootctl media remove` /
-//! `tootctl preview_cards remove` leave them (§7.1–7.3, §9).
+//! `tootctl preview_cards remove` leave them (`docs/reference/tootctl-rules.md#media-remove`, `docs/reference/tootctl-rules.md#refetch`).
 //!
 //! Cleared: every existing column among `<att>_file_name`, `_content_type`, `_file_size`,
 //! `_fingerprint`, `_created_at`, `_updated_at`; `updated_at` = now (UTC), as the CLI does.

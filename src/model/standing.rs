@@ -2,7 +2,7 @@
 //! of `migrate` (`src/plan/headers.rs` `decide_acl`; `src/mastodon/suspended.rs` reads it).
 
 /// What Mastodon's database says about the row a key in its layout belongs to, for the
-/// ACL decision (provider-quirks A3, `mastodon-storage.md` §6).
+/// ACL decision (`docs/reference/provider-quirks.md#a3`, `docs/reference/key-layout.md#acl`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Standing {
     /// A row with this id exists, its attachment is stored, its account is not suspended

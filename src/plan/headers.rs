@@ -1,5 +1,5 @@
-//! The headers an object must carry to look as if Mastodon wrote it (`mastodon-storage.md`
-//! §6, provider-quirks M3, A3): Content-Type from the bytes (magic numbers) else the
+//! The headers an object must carry to look as if Mastodon wrote it (`docs/reference/key-layout.md#upload-headers`,
+//! `docs/reference/provider-quirks.md#m3`, `docs/reference/provider-quirks.md#a3`): Content-Type from the bytes (magic numbers) else the
 //! extension, never empty or `binary/octet-stream` for media; Mastodon's ten-year
 //! immutable Cache-Control; the ACL from `S3_PERMISSION`, except backups and imports,
 //! which stay private, and objects Mastodon (or an admin) made private, which stay private

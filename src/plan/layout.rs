@@ -1,7 +1,7 @@
 //! Paperclip's key layout, as Mastodon 4.2–4.6 writes it: pure functions from a row's
 //! attachment columns to the exact object keys (or paths below `PAPERCLIP_ROOT_PATH`) it owns.
 //!
-//! Template (see `mastodon-storage.md` §3):
+//! Template (see `docs/reference/key-layout.md#template`):
 //! `[S3_KEY_PREFIX "/"] [cache/] <class>/<attachment>/<id_partition>/<style>/<filename>`.
 //! Nothing here performs I/O; everything is covered by table tests with the documented
 //! worked examples.
@@ -28,7 +28,7 @@ const APP_ICON_SIZES: [&str; 18] = [
     "256", "384", "512", "1024",
 ];
 
-/// The styles stored for an attachment (§3.6). `original` always comes first; the stored
+/// The styles stored for an attachment (`docs/reference/key-layout.md#styles`). `original` always comes first; the stored
 /// name is used for it whatever its format.
 ///
 /// - `content_type`: the row's `<att>_content_type` (media styles and GIF avatars depend on it).
@@ -82,7 +82,7 @@ pub fn styles(
     }
 }
 
-/// Paperclip's `id_partition` (§3.4): ids of up to 9 digits are zero-padded to 9, longer
+/// Paperclip's `id_partition` (`docs/reference/key-layout.md#id-partition`): ids of up to 9 digits are zero-padded to 9, longer
 /// ones to 12; the digits are cut into groups of three from the left and a final group
 /// shorter than three is dropped. `1` → `000/000/001`; an 18-digit snowflake gives six groups.
 pub fn id_partition(id: i64) -> String {
@@ -101,7 +101,7 @@ pub fn id_partition(id: i64) -> String {
     groups.join("/")
 }
 
-/// The file name of a style (§3.5): `original` keeps the stored name; other styles take the
+/// The file name of a style (`docs/reference/key-layout.md#file-names`): `original` keeps the stored name; other styles take the
 /// stored basename plus the style's format, or the stored extension when it has none.
 pub fn style_file_name(stored: &str, style: Style) -> String {
     if style.name == "original" {
@@ -140,7 +140,7 @@ pub struct StoredAttachment<'a> {
 }
 
 impl StoredAttachment<'_> {
-    /// Whether the keys start with `cache/` (§3.2): schema version ≥ 1 on this row and
+    /// Whether the keys start with `cache/` (`docs/reference/key-layout.md#cache-prefix`): schema version ≥ 1 on this row and
     /// attachment, and a remote record. Site uploads, backups, imports and provider icons
     /// are never remote.
     pub fn cached(&self) -> bool {

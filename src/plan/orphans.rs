@@ -1,13 +1,13 @@
 //! Pure decisions of `orphans`: which class an object falls in, given its parsed key and
 //! the rows that could own it, and whether it may be deleted.
 //!
-//! Compared with `tootctl media remove-orphans` (`mastodon-storage.md` §7.5): the key is
+//! Compared with `tootctl media remove-orphans` (`docs/reference/tootctl-rules.md#remove-orphans`): the key is
 //! compared with the exact keys the row owns now ([`StoredAttachment::keys`]), so a legacy
 //! copy beside a `cache/` one (or an old file name, or a copy of one style's file under
 //! another style) is a *stale copy*, not the row's; a key of a local row is kept unless it is
 //! surely not the row's file (under `cache/`, another file name, the wrong style), in which
 //! case it is a stale copy too; in a partition shared by several ids (13–17 digit
-//! ids, §3.4) a key whose file name a neighbour row holds is kept as uncertain; keys the
+//! ids, `docs/reference/key-layout.md#shared-partitions`) a key whose file name a neighbour row holds is kept as uncertain; keys the
 //! parser cannot place are never deleted.
 
 use chrono::{DateTime, Utc};
@@ -101,7 +101,7 @@ impl Class {
 pub struct Owner<'a> {
     /// Primary key.
     pub id: i64,
-    /// Remote record, decided from the database (§3.2).
+    /// Remote record, decided from the database (`docs/reference/key-layout.md#cache-prefix`).
     pub remote: bool,
     /// The key's attachment on this row; `None` when blank.
     pub file: Option<StoredAttachment<'a>>,
@@ -129,7 +129,7 @@ pub fn classify(
     if owners.iter().any(|o| !o.remote) {
         // A local row in a partition of its own: a key it does not own is a stale copy when
         // it is surely not a variant of the row's file: under cache/ (a local row never is),
-        // a copy of another style's file under the wrong style (§3.6), or another file name
+        // a copy of another style's file under the wrong style (`docs/reference/key-layout.md#styles`), or another file name
         // (an avatar or header replaced since). Everything else of a local row is kept.
         let stale = !shared
             && owners.iter().all(|o| {
@@ -168,7 +168,7 @@ pub fn classify(
 /// row's location that is not a copy under the wrong style (what [`classify`] calls
 /// owned or a variant, for local rows too). A shared 13–17-digit partition, a blank
 /// attachment or another file name never counts. This is what may vouch for publishing a
-/// private object (`migrate --repair-acl`, A3): a row in the folder is not enough.
+/// private object (`migrate --repair-acl`, `docs/reference/provider-quirks.md#a3`): a row in the folder is not enough.
 pub fn row_names(
     key: &str,
     parsed: &ParsedKey<'_>,
@@ -204,7 +204,7 @@ fn is_variant(f: &StoredAttachment<'_>, parsed: &ParsedKey<'_>, prefix: &KeyPref
 /// `small/<base>.mp4`, where Mastodon writes `small/<base>.png` and `original/<base>.mp4`):
 /// its style directory is one the layout predicts for `f`, and its file name is the one a
 /// *different* style of `f` has. A same-basename file under a predicted style with a name
-/// no style has (a converted HEIC kept as `.jpeg`, §3.6) is not one: it stays a variant.
+/// no style has (a converted HEIC kept as `.jpeg`, `docs/reference/key-layout.md#styles`) is not one: it stays a variant.
 fn wrong_style(f: &StoredAttachment<'_>, parsed: &ParsedKey<'_>, prefix: &KeyPrefix) -> bool {
     let keys = f.keys(prefix);
     let split = |k: &str| -> Option<(String, String)> {

@@ -222,7 +222,7 @@ pub fn above_max_id(min_id: Option<i64>, max_id: Option<i64>) -> bool {
 }
 
 /// The creation time (Unix milliseconds) a Mastodon snowflake id carries: ids of 18 digits
-/// are `ms << 16 | sequence` (`mastodon-storage.md` §2); `None` for serial ids.
+/// are `ms << 16 | sequence` (`docs/reference/mastodon-schema.md#snowflake-ids`); `None` for serial ids.
 pub fn snowflake_ms(id: i64) -> Option<i64> {
     (100_000_000_000_000_000..=999_999_999_999_999_999)
         .contains(&id)
@@ -309,7 +309,7 @@ mod tests {
 
     #[test]
     fn snowflake_ms_reads_the_creation_time_of_18_digit_ids() {
-        // mastodon-storage.md §2: 2024-01-01T00:00Z is 111677748019200000.
+        // docs/reference/mastodon-schema.md#snowflake-ids: 2024-01-01T00:00Z is 111677748019200000.
         assert_eq!(
             snowflake_ms(111_677_748_019_200_000),
             Some(1_704_067_200_000)

@@ -1,5 +1,5 @@
 //! The inverse of [`super::layout`]: parse an object key back into Mastodon's layout
-//! (`mastodon-storage.md` §3, §7.5), for `du` and `orphans`.
+//! (`docs/reference/key-layout.md#template`, `docs/reference/tootctl-rules.md#remove-orphans`), for `du` and `orphans`.
 //!
 //! Unlike tootctl's `remove-orphans`, only one leading `cache/` segment is accepted, the
 //! configured `S3_KEY_PREFIX` is stripped first, every partition group must be exactly three
@@ -26,7 +26,7 @@ pub struct ParsedKey<'a> {
 }
 
 impl ParsedKey<'_> {
-    /// The ids whose partition is this one (§3.4): one id for 3 and 6 groups; for 4 groups
+    /// The ids whose partition is this one (`docs/reference/key-layout.md#shared-partitions`): one id for 3 and 6 groups; for 4 groups
     /// the 12-digit id and the 13–14-digit ids sharing its first 12 digits; for 5 groups the
     /// 15-digit id and the 16–17-digit ids sharing its first 15 digits.
     pub fn id_ranges(&self) -> Vec<RangeInclusive<i64>> {

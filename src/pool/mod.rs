@@ -319,7 +319,7 @@ async fn process_chunk<S: Store>(
     if fatal.is_cancelled() {
         return Err(StoreError::Transport("run stopped by an earlier fatal error".into()).into());
     }
-    // Sizes from the store itself (D6); the same in a dry run. Sizing only reads, so an
+    // Sizes from the store itself (docs/reference/provider-quirks.md#d6); the same in a dry run. Sizing only reads, so an
     // interrupt abandons it and skips the chunk: nothing of it has been deleted yet.
     let sized = tokio::select! {
         biased;

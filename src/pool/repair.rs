@@ -53,7 +53,7 @@ enum Repaired {
 /// imports private; keys outside Mastodon's layout keep their ACL; otherwise public objects
 /// stay public and private ones private, unless `--repair-acl`, which asks the database:
 /// media of suspended accounts and moderated posts become private, and a private object
-/// becomes public only when its row exists in good standing (A3). One COPY per object
+/// becomes public only when its row exists in good standing (`docs/reference/provider-quirks.md#a3`). One COPY per object
 /// that needs it, none otherwise. Per-object failures are listed in `report`. Errors: a
 /// listing page failed ([`MigrateError::Listing`]).
 pub async fn repair(
@@ -120,7 +120,7 @@ pub async fn repair(
 
 /// Reads the facts of one object (`full_key` with the prefix, `key` without) and rewrites
 /// it when [`repair_verdict`] says so. An object deleted since the listing is not an error
-/// (L3).
+/// (`docs/reference/provider-quirks.md#l3`).
 async fn repair_one(job: &Repair<'_>, full_key: &str, key: &str) -> Result<Repaired, StoreError> {
     let Some(head) = job.target.head(full_key).await? else {
         return Ok(Repaired::Vanished);

@@ -4,7 +4,7 @@
 //! ([`Owners::lookup`]), classify with [`classify`], delete the deletable ones older than
 //! `min_age_days` through the dry-run [`Gate`] via [`super::delete_with_retries_locked`]); results
 //! applied and the journal position moved in key order, so it never passes a batch that
-//! is not finished (L1).
+//! is not finished (`docs/reference/provider-quirks.md#l1`).
 //!
 //! What may be deleted: exact listed keys that the parser placed in Mastodon's layout and
 //! whose batch lookup proved unowned (orphans; stale copies only with `include_stale`),

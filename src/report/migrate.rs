@@ -134,15 +134,12 @@ impl MigrateReport {
 
     /// Exit code: 3 fatal, 130 interrupted, 1 some files failed or mismatched, else 0.
     pub fn exit_code(&self) -> ExitCode {
-        if self.fatal.is_some() {
-            ExitCode::Fatal
-        } else if self.interrupted {
-            ExitCode::Interrupted
-        } else if self.files_failed > 0 || self.verify_mismatches > 0 {
-            ExitCode::ItemsFailed
-        } else {
-            ExitCode::Success
+        super::Outcome {
+            fatal: self.fatal.is_some(),
+            interrupted: self.interrupted,
+            failed: self.files_failed > 0 || self.verify_mismatches > 0,
         }
+        .exit_code()
     }
 
     /// The shell command that deletes `key` from the target, from [`Self::remove_command`]

@@ -8,7 +8,7 @@ pub mod orphans;
 mod progress;
 pub mod usage;
 
-pub use progress::{Progress, ProgressMode};
+pub use progress::{LogWriter, Progress, ProgressMode};
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -32,6 +32,62 @@ pub enum ExitCode {
     Fatal = 3,
     /// Interrupted (Ctrl-C / SIGTERM); in-flight work was finished, safe to re-run.
     Interrupted = 130,
+}
+
+impl ExitCode {
+    /// Rank for [`ExitCode::worst`]: success < items failed < interrupted < usage < fatal.
+    fn severity(self) -> u8 {
+        match self {
+            ExitCode::Success => 0,
+            ExitCode::ItemsFailed => 1,
+            ExitCode::Interrupted => 2,
+            ExitCode::Usage => 3,
+            ExitCode::Fatal => 4,
+        }
+    }
+
+    /// The worst of `codes`, the one a run that met all of them exits with: fatal (3) >
+    /// usage (2) > interrupted (130) > items failed (1) > success (0). No codes: success.
+    pub fn worst(codes: impl IntoIterator<Item = ExitCode>) -> ExitCode {
+        codes
+            .into_iter()
+            .max_by_key(|c| c.severity())
+            .unwrap_or(ExitCode::Success)
+    }
+}
+
+impl From<ExitCode> for std::process::ExitCode {
+    /// The process status: the enum's value (0, 1, 2, 3 or 130).
+    fn from(code: ExitCode) -> Self {
+        std::process::ExitCode::from(code as u8)
+    }
+}
+
+/// What a finished run came to, the three facts every summary's exit code is read from
+/// (the one ladder of the README's exit codes): fatal > interrupted > failed > success.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// A fatal error (or a refusal) stopped the run: exit 3.
+    pub fatal: bool,
+    /// Ctrl-C / SIGTERM stopped intake: exit 130.
+    pub interrupted: bool,
+    /// Some items (rows, keys, files, checks) failed: exit 1.
+    pub failed: bool,
+}
+
+impl Outcome {
+    /// The exit code: [`ExitCode::worst`] of the codes whose fact is true (0 when none).
+    pub fn exit_code(self) -> ExitCode {
+        ExitCode::worst(
+            [
+                (self.fatal, ExitCode::Fatal),
+                (self.interrupted, ExitCode::Interrupted),
+                (self.failed, ExitCode::ItemsFailed),
+            ]
+            .into_iter()
+            .filter_map(|(fact, code)| fact.then_some(code)),
+        )
+    }
 }
 
 /// The request lines every summary prints:
@@ -158,7 +214,7 @@ pub struct PassReport {
     pub objects_already_gone: u64,
     /// Objects whose delete failed.
     pub objects_failed: u64,
-    /// Bytes of the deleted objects as the store listed them (D6).
+    /// Bytes of the deleted objects as the store listed them (`docs/reference/provider-quirks.md#d6`).
     pub bytes_freed: u64,
     /// What the database's `*_file_size` columns claim for the cleared rows (tootctl's figure).
     pub db_bytes: u64,
@@ -202,7 +258,7 @@ pub struct PruneReport {
     pub fatal: Option<String>,
     /// The bucket's versioning (`Enabled`, `Suspended`), when it keeps deleted objects as
     /// noncurrent versions: the bytes "freed" are then freed only when those versions
-    /// expire (U2). `None`: not versioned, or the filesystem.
+    /// expire (`docs/reference/provider-quirks.md#u2`). `None`: not versioned, or the filesystem.
     pub bucket_versioning: Option<String>,
     /// Wall time, seconds.
     pub elapsed_seconds: f64,
@@ -211,19 +267,15 @@ pub struct PruneReport {
 impl PruneReport {
     /// The exit code this report calls for.
     pub fn exit_code(&self) -> ExitCode {
-        if self.fatal.is_some() {
-            ExitCode::Fatal
-        } else if self.interrupted {
-            ExitCode::Interrupted
-        } else if self
-            .passes
-            .iter()
-            .any(|p| p.rows_failed > 0 || p.objects_failed > 0)
-        {
-            ExitCode::ItemsFailed
-        } else {
-            ExitCode::Success
+        Outcome {
+            fatal: self.fatal.is_some(),
+            interrupted: self.interrupted,
+            failed: self
+                .passes
+                .iter()
+                .any(|p| p.rows_failed > 0 || p.objects_failed > 0),
         }
+        .exit_code()
     }
 
     /// The human summary (stdout).
@@ -338,6 +390,55 @@ mod tests {
         assert_eq!(r.exit_code(), ExitCode::Interrupted);
         r.fatal = Some("x".into());
         assert_eq!(r.exit_code(), ExitCode::Fatal);
+    }
+
+    #[test]
+    fn outcome_ladder_fatal_then_interrupted_then_failed() {
+        let cases = [
+            // (fatal, interrupted, failed) => code
+            ((false, false, false), ExitCode::Success),
+            ((false, false, true), ExitCode::ItemsFailed),
+            ((false, true, false), ExitCode::Interrupted),
+            ((false, true, true), ExitCode::Interrupted),
+            ((true, false, false), ExitCode::Fatal),
+            ((true, false, true), ExitCode::Fatal),
+            ((true, true, false), ExitCode::Fatal),
+            ((true, true, true), ExitCode::Fatal),
+        ];
+        for ((fatal, interrupted, failed), want) in cases {
+            let o = Outcome {
+                fatal,
+                interrupted,
+                failed,
+            };
+            assert_eq!(o.exit_code(), want, "{o:?}");
+        }
+    }
+
+    #[test]
+    fn worst_ranks_fatal_usage_interrupted_failed_success() {
+        use ExitCode::*;
+        let cases: &[(&[ExitCode], ExitCode)] = &[
+            (&[], Success),
+            (&[Success], Success),
+            (&[Success, ItemsFailed], ItemsFailed),
+            (&[ItemsFailed, Interrupted, Success], Interrupted),
+            (&[Interrupted, Usage], Usage),
+            (&[Fatal, Usage, Interrupted, ItemsFailed], Fatal),
+            (&[ItemsFailed, Fatal], Fatal),
+        ];
+        for (codes, want) in cases {
+            assert_eq!(ExitCode::worst(codes.iter().copied()), *want, "{codes:?}");
+        }
+        let status = |c: ExitCode| format!("{:?}", std::process::ExitCode::from(c));
+        assert_eq!(
+            status(Interrupted),
+            format!("{:?}", std::process::ExitCode::from(130))
+        );
+        assert_eq!(
+            status(Fatal),
+            format!("{:?}", std::process::ExitCode::from(3))
+        );
     }
 
     #[test]

@@ -217,15 +217,12 @@ impl OrphansReport {
 
     /// 3 fatal or refused, 130 interrupted, 1 some deletes failed, else 0.
     pub fn exit_code(&self) -> ExitCode {
-        if self.fatal.is_some() || self.refused.is_some() {
-            ExitCode::Fatal
-        } else if self.interrupted {
-            ExitCode::Interrupted
-        } else if self.failed > 0 {
-            ExitCode::ItemsFailed
-        } else {
-            ExitCode::Success
+        super::Outcome {
+            fatal: self.fatal.is_some() || self.refused.is_some(),
+            interrupted: self.interrupted,
+            failed: self.failed > 0,
         }
+        .exit_code()
     }
 
     /// The human summary (stdout): counts, then up to 50 keys.

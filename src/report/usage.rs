@@ -157,11 +157,11 @@ impl DuReport {
 
     /// 130 when interrupted, else 0.
     pub fn exit_code(&self) -> ExitCode {
-        if self.complete {
-            ExitCode::Success
-        } else {
-            ExitCode::Interrupted
+        super::Outcome {
+            interrupted: !self.complete,
+            ..super::Outcome::default()
         }
+        .exit_code()
     }
 
     /// The human table (stdout).
@@ -320,8 +320,8 @@ impl super::Summary for DuReport {
 /// The location label of a category: `cache` under `cache/`; outside it `local` for
 /// models that are always local (site uploads, backups, imports, provider icons),
 /// `legacy` for preview cards (always remote: a copy from before the storage schema
-/// upgrade), else `local?` (a local upload, or a legacy remote copy; `mastodon-storage.md`
-/// §3.2–3.3: the key alone cannot tell).
+/// upgrade), else `local?` (a local upload, or a legacy remote copy; `docs/reference/key-layout.md#cache-prefix`,
+/// `docs/reference/key-layout.md#remote-thumbnails`: the key alone cannot tell).
 fn location(cache: bool, class: &str) -> &'static str {
     match (cache, class) {
         (true, _) => "cache",

@@ -1,8 +1,8 @@
 //! The filesystem backend: keys are paths below `PAPERCLIP_ROOT_PATH`.
 //!
-//! Deletes remove the file, count `ENOENT` as already gone (D2), then remove parent folders
+//! Deletes remove the file, count `ENOENT` as already gone (`docs/reference/provider-quirks.md#d2`), then remove parent folders
 //! that became empty, never the root itself and never a folder that still holds anything
-//! (D5). Keys [`validate_key`] refuses (`.`, `..` or empty segments, a leading slash) get
+//! (`docs/reference/provider-quirks.md#d5`). Keys [`validate_key`] refuses (`.`, `..` or empty segments, a leading slash) get
 //! no filesystem call. Folders are resolved before any stat or unlink: a symlinked folder
 //! leading outside the root, or a file that is itself a symlink, is refused, and only
 //! folders inside the root are ever removed. (Not proof against a concurrent swap of a

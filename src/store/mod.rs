@@ -282,7 +282,7 @@ fn unsupported_listing(what: &str, store: String) -> StoreError {
 pub enum DeleteOutcome {
     /// The store confirmed the delete.
     Deleted,
-    /// The object was already missing (404, `NoSuchKey`, `ENOENT`): counts as gone (D2).
+    /// The object was already missing (404, `NoSuchKey`, `ENOENT`): counts as gone (`docs/reference/provider-quirks.md#d2`).
     AlreadyGone,
     /// The delete failed; the object may still exist.
     Failed(StoreError),

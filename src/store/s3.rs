@@ -1,14 +1,14 @@
 //! The S3 backend on aws-sdk-s3 (the only module that imports it).
 //!
-//! Set up for S3-compatible providers, not only AWS (`provider-quirks.md`): custom endpoint,
-//! path-style addressing, checksums only when required (H1/H2), `Content-MD5` on
-//! `DeleteObjects` (D4), connect and per-attempt timeouts, and a fallback to single
-//! `DeleteObject` requests where the provider has no multi-object delete (D4).
+//! Set up for S3-compatible providers, not only AWS (`docs/reference/provider-quirks.md`): custom endpoint,
+//! path-style addressing, checksums only when required (`docs/reference/provider-quirks.md#h1`, `docs/reference/provider-quirks.md#h2`), `Content-MD5` on
+//! `DeleteObjects` (`docs/reference/provider-quirks.md#d4`), connect and per-attempt timeouts, and a fallback to single
+//! `DeleteObject` requests where the provider has no multi-object delete (`docs/reference/provider-quirks.md#d4`).
 //!
 //! Retries are ours, not the SDK's (its retry is disabled): every request goes through
 //! `S3Store::send`, so each HTTP attempt takes a `--rate` permit and is counted, and
 //! throttles, 500/503, timeouts and connection resets are retried with full-jitter
-//! exponential backoff, honouring `Retry-After` ([`RetryPolicy`], T1). Listings ask for
+//! exponential backoff, honouring `Retry-After` ([`RetryPolicy`], `docs/reference/provider-quirks.md#t1`). Listings ask for
 //! `EncodingType=url` and decode keys exactly once, so a key with a character XML 1.0
 //! cannot carry (`\x01`, U+FFFE) does not break the listing of its neighbours; such keys
 //! are deleted with `DeleteObject` (the key goes in the path), never in a
@@ -261,7 +261,7 @@ impl S3Store {
 
     /// One `DeleteObjects` with the current checksum headers; when the provider refuses
     /// them ("Unsupported header", or a demand for a flexible checksum), once more with
-    /// the other choice, which is then kept for the rest of the run (D4, H1).
+    /// the other choice, which is then kept for the rest of the run (`docs/reference/provider-quirks.md#d4`, `docs/reference/provider-quirks.md#h1`).
     async fn delete_batch(&self, keys: &[ObjectKey]) -> Result<Vec<DeleteOutcome>, StoreError> {
         let mode = self.delete_checksum();
         match self.delete_batch_with(keys, mode).await {
@@ -337,7 +337,7 @@ impl S3Store {
                     .send()
             })
             .await?;
-        // Quiet mode lists only failures; everything not listed was deleted (D1).
+        // Quiet mode lists only failures; everything not listed was deleted (docs/reference/provider-quirks.md#d1).
         let mut failed: HashMap<&str, StoreError> = HashMap::new();
         for e in out.errors() {
             let Some(key) = e.key() else { continue };
@@ -380,7 +380,7 @@ impl S3Store {
     }
 
     /// `delete_many` for keys [`validate_key`] accepted: one `DeleteObjects`, or one
-    /// `DeleteObject` per key where the provider lacks multi-object delete (D4). The SDK
+    /// `DeleteObject` per key where the provider lacks multi-object delete (`docs/reference/provider-quirks.md#d4`). The SDK
     /// percent-encodes the key in the fallback's request path (reserved characters such as
     /// `+`, `%`, `?`, `#`, `;`, spaces and non-ASCII; `/` stays a separator), so the server
     /// reads the same key; dot segments are not encodable, hence [`validate_key`].
@@ -508,8 +508,8 @@ fn xml_safe(key: &str) -> bool {
 }
 
 /// Sets the integrity headers of a `DeleteObjects` request (before it is signed): always
-/// `Content-MD5` (MinIO and others insist on it, D4); with [`DeleteChecksum::Md5`] the
-/// SDK's `x-amz-checksum-*` and `x-amz-sdk-checksum-algorithm` are removed (H1).
+/// `Content-MD5` (MinIO and others insist on it, `docs/reference/provider-quirks.md#d4`); with [`DeleteChecksum::Md5`] the
+/// SDK's `x-amz-checksum-*` and `x-amz-sdk-checksum-algorithm` are removed (`docs/reference/provider-quirks.md#h1`).
 fn delete_headers(req: &mut aws_smithy_runtime_api::http::Request, mode: DeleteChecksum) {
     if let Some(body) = req.body().bytes() {
         let digest = Md5::digest(body);
@@ -839,7 +839,7 @@ impl Store for S3Store {
     }
 }
 
-/// Versions and unfinished uploads, for `du --versions` (U2): read-only listings.
+/// Versions and unfinished uploads, for `du --versions` (`docs/reference/provider-quirks.md#u2`): read-only listings.
 impl S3Store {
     async fn versions_page(
         &self,

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::model::{KeyPrefix, Secret};
 
-/// The S3 settings of `.env.production` (§5.2), with Mastodon's defaults applied.
+/// The S3 settings of `.env.production` (`docs/reference/env-file.md#s3`), with Mastodon's defaults applied.
 #[derive(Debug, Clone)]
 pub struct S3Config {
     /// `S3_BUCKET`.
@@ -51,7 +51,7 @@ pub struct S3Config {
     pub delete_checksum: DeleteChecksum,
 }
 
-/// Which integrity headers a `DeleteObjects` request carries (`provider-quirks.md` D4, H1).
+/// Which integrity headers a `DeleteObjects` request carries (`docs/reference/provider-quirks.md#d4`, `docs/reference/provider-quirks.md#h1`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeleteChecksum {
     /// `Content-MD5` only: what S3 has always accepted, and what Backblaze B2, OVH,

@@ -1,7 +1,7 @@
 //! Uploads, downloads and metadata of single objects on S3, for `migrate`: PUT with
-//! Mastodon's headers, multipart with equal part sizes and abort on failure (M1), HEAD,
+//! Mastodon's headers, multipart with equal part sizes and abort on failure (`docs/reference/provider-quirks.md#m1`), HEAD,
 //! ACL reads and writes, and in-place metadata repair (one COPY per object, only when it
-//! is needed: T2).
+//! is needed: `docs/reference/provider-quirks.md#t2`).
 
 use std::future::Future;
 use std::path::Path;
@@ -22,7 +22,7 @@ const MIN_PART: u64 = 5 * 1024 * 1024;
 /// The AllUsers group, whose READ grant makes an object public.
 const ALL_USERS: &str = "http://acs.amazonaws.com/groups/global/AllUsers";
 
-/// The headers every uploaded object gets, as Mastodon writes them (§6).
+/// The headers every uploaded object gets, as Mastodon writes them (`docs/reference/key-layout.md#upload-headers`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectHeaders {
     /// `Content-Type` (never empty).
@@ -96,7 +96,7 @@ impl S3Store {
     /// Uploads `body` to `key` with `headers`: one PUT up to `multipart_threshold` bytes,
     /// else a multipart upload with equal parts that is aborted if any part fails.
     /// Errors: `AccessControlListNotSupported` surfaces as [`StoreError::Unsupported`]
-    /// with code `AccessControlListNotSupported` (the caller stops and explains A1).
+    /// with code `AccessControlListNotSupported` (the caller stops and explains `docs/reference/provider-quirks.md#a1`).
     pub async fn upload(
         &self,
         key: &str,

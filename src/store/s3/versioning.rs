@@ -1,5 +1,5 @@
 //! The bucket's versioning state (`GetBucketVersioning`), for prune's freed-space claim
-//! (`provider-quirks.md` U2): on a versioned bucket a delete only adds a delete marker and
+//! (`docs/reference/provider-quirks.md#u2`): on a versioned bucket a delete only adds a delete marker and
 //! keeps the bytes as a noncurrent version until a lifecycle rule expires it.
 
 use super::S3Store;
