@@ -22,7 +22,7 @@ use crate::cli::migrate::Args;
 use crate::config::{Config, S3Config, StorageConfig, media_root};
 use crate::inventory::source::{SourceFile, list_bucket, walk_dir};
 use crate::journal::migrate::{FileRecord, FileState};
-use crate::journal::{Journal, default_path};
+use crate::journal::{Journal as _, SqliteJournal as Journal, default_path};
 use crate::mastodon::Db;
 use crate::plan::headers::{CACHE_CONTROL, Standing, acl_for, content_type, decide_acl};
 use crate::plan::layout::KeyPrefix;
