@@ -18,11 +18,12 @@ use crate::cli::prune::Args;
 use crate::config::{Config, StorageConfig};
 use crate::inventory::Selection;
 use crate::mastodon::{Db, DbError, RunLock};
+use crate::model::JobKey;
 use crate::plan::layout::KeyPrefix;
 use crate::plan::prune::{
     DEFAULT_PREVIEW_CARD_DAYS, DaysSource, MIN_PREVIEW_CARD_DAYS, cutoff, effective_days,
 };
-use crate::pool::{Gate, JobKey, LockedDb, PassError, PassOptions, run_pass};
+use crate::pool::{Gate, LockedDb, PassError, PassOptions, run_pass};
 use crate::report::Summary as _;
 use crate::report::{ExitCode, PassReport, Progress, ProgressMode, PruneReport};
 use crate::store::{Limiter, Store, StoreError};

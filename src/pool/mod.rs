@@ -14,18 +14,16 @@
 //! Right before each delete batch the run's advisory lock is proved held (the database
 //! side's [`HeldLock`]); once it is lost no chunk sends another delete.
 
-mod bounded;
 pub mod engine;
 mod gate;
-pub mod job;
 mod retry;
 pub mod scan;
 
-pub use bounded::bounded;
+pub use crate::inventory::bounded;
+pub use crate::inventory::{READ_ATTEMPTS, READ_RETRY_BASE, retry_read};
 pub use engine::{HeldLock, RowSink};
 pub use gate::Gate;
-pub use job::{JobKey, Shard};
-pub use retry::{READ_ATTEMPTS, READ_RETRY_BASE, delete_with_retries_locked, retry_read};
+pub use retry::delete_with_retries_locked;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -538,4 +536,22 @@ fn split_refused(chunk: Chunk) -> (Chunk, Vec<RowResult>) {
         }
     }
     (Chunk { rows: kept }, refused)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::mastodon::advisory_key;
+    use crate::model::{JobKey, Shard};
+
+    /// Without a shard the advisory lock keys are those every release took so far, so
+    /// runs of an older and of this version exclude each other.
+    #[test]
+    fn job_keys_lock_as_before_without_a_shard() {
+        for job in ["prune", "orphans", "migrate"] {
+            let k = JobKey::new(job, "s3://media@host");
+            assert_eq!(advisory_key(&k.lock_name()), advisory_key(job));
+            let sharded = k.with_shard(Shard { index: 1, count: 2 });
+            assert_ne!(advisory_key(&sharded.lock_name()), advisory_key(job));
+        }
+    }
 }
