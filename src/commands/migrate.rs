@@ -16,7 +16,7 @@ use super::{CommandError, interrupt_token};
 use crate::cli::migrate::Args;
 use crate::config::{Config, S3Config, StorageConfig, media_root};
 use crate::inventory::source::{Source, SourceError};
-use crate::journal::{Journal, default_path};
+use crate::journal::{SqliteJournal as Journal, default_path};
 use crate::mastodon::Db;
 use crate::plan::migrate::{remove_command, target_id};
 use crate::pool::Gate;

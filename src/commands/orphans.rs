@@ -17,8 +17,9 @@ use super::{CommandError, WithStore, interrupt_token, load_config, with_store};
 use crate::cli::orphans::Args;
 use crate::config::{Config, StorageConfig};
 use crate::inventory::owners::has_any_rows;
-use crate::journal::{Journal, JournalError, default_path};
+use crate::journal::{Journal, JournalError, RunId, SqliteJournal, default_path};
 use crate::mastodon::{Db, RunLock};
+use crate::model::JobKey;
 use crate::plan::layout::KeyPrefix;
 use crate::plan::ownership::{OwnershipRisk, assess, refusal};
 use crate::pool::Gate;
@@ -40,8 +41,9 @@ pub async fn run(
     let db = Db::connect(&cfg.database, args.concurrency + 2)
         .await
         .map_err(CommandError::fatal)?;
+    let key = JobKey::new("orphans", journal_target(&cfg));
     let lock = db
-        .lock_for("orphans", args.delete && !args.dry_run)
+        .lock_for(&key.lock_name(), args.delete && !args.dry_run)
         .await
         .map_err(CommandError::fatal)?;
     if args.delete && !args.dry_run && !has_any_rows(&db).await.map_err(CommandError::fatal)? {
@@ -54,6 +56,7 @@ pub async fn run(
         cfg: &cfg,
         db: &db,
         lock: lock.as_ref(),
+        key: &key,
         args: &args,
         quiet,
         cancel: interrupt_token(),
@@ -102,6 +105,8 @@ struct OrphansJob<'a> {
     cfg: &'a Config,
     db: &'a Db,
     lock: Option<&'a RunLock>,
+    /// The job's identity: the journal's keys.
+    key: &'a JobKey,
     args: &'a Args,
     quiet: bool,
     cancel: CancellationToken,
@@ -133,133 +138,168 @@ impl WithStore<Result<OrphansReport, CommandError>> for OrphansJob<'_> {
             .map(|p| format!("{p}/"))
             .unwrap_or_default();
         let prefix = format!("{base}{}", args.prefix);
-        let target = journal_target(self.cfg);
+        let target = self.key.journal_target().into_owned();
         let journal_path = args
             .journal
             .clone()
             .unwrap_or_else(|| default_path("orphans", &target));
-        let journal = Journal::open(&journal_path)
+        let journal = SqliteJournal::open(&journal_path)
             .await
             .map_err(CommandError::usage)?;
-        let mode = match (args.delete, args.include_stale) {
-            (false, _) => "report",
-            (true, false) => "delete",
-            (true, true) => "delete+stale",
-        };
-        // A dry run deletes nothing: it must never move a deleting scan's position.
-        let journal_mode = if args.dry_run { "report" } else { mode };
-        let start_after = resume_point(&journal, &target, &prefix, journal_mode, args)
+        let run = journal
+            .run_started(self.key.job(), &target)
             .await
             .map_err(CommandError::fatal)?;
-        let mut report = OrphansReport {
-            storage: store.describe(),
-            prefix: prefix.clone(),
-            journal: journal_path.display().to_string(),
-            mode: mode.to_owned(),
-            dry_run: args.dry_run,
-            include_stale: args.include_stale,
-            min_age_days: args.min_age,
-            resumed_after: start_after.clone(),
-            last_key: start_after.clone(),
-            ..OrphansReport::default()
-        };
-        report.ownership.stored_files_named = !sample.is_empty();
-        let opts = ScanOptions {
-            key_prefix: key_prefix.clone(),
-            prefix: prefix.clone(),
-            start_after,
-            delete: args.delete,
-            include_stale: args.include_stale,
-            min_age_days: args.min_age,
-            gate: Gate::new(args.dry_run || !args.delete),
-            concurrency: args.concurrency as usize,
-            target: target.clone(),
-            max_ids: Arc::new(max_ids),
-            started: chrono::Utc::now(),
-        };
-        let accepted: BTreeSet<OwnershipRisk> =
-            args.accept_risk.iter().map(|r| (*r).into()).collect();
-        let progress_mode = ProgressMode::detect(self.quiet);
-        if args.delete && !args.dry_run {
-            // Pass 1, read-only and unjournalled: would the database own what goes?
-            let mut first = OrphansReport {
-                dry_run: true,
-                ..report.clone()
+        let result = async {
+            let mode = match (args.delete, args.include_stale) {
+                (false, _) => "report",
+                (true, false) => "delete",
+                (true, true) => "delete+stale",
             };
-            let check = OwnershipCheck::run(
-                self.db,
-                store.clone(),
-                &opts,
-                &self.cancel,
-                progress_mode,
-                &mut first,
-            )
-            .await;
-            let findings = assess(&first.ownership, args.max_share, &accepted);
-            first.ownership_findings = findings.clone();
-            // Nothing would be deleted: nothing is at risk (the signs stay as warnings).
-            if let Some(r) = refusal(&findings).filter(|_| first.ownership.deletable > 0) {
-                tracing::error!("{r}");
-                first.refused = Some(r);
-            }
-            let stop_here = match check {
-                OwnershipCheck::Stopped => true,
-                OwnershipCheck::Listed => first.refused.is_some() || first.deleted.objects == 0,
-            };
-            if stop_here {
-                if first.refused.is_none() && first.fatal.is_none() && !self.cancel.is_cancelled() {
-                    // Nothing to delete: the read-only pass was the whole run.
-                    first.dry_run = false;
-                    first.complete = true;
-                    journal
-                        .orphan_scan_finish(&target, &prefix)
-                        .await
-                        .map_err(CommandError::fatal)?;
-                }
-                first.interrupted = self.cancel.is_cancelled() && first.fatal.is_none();
-                first.requests = store.limiter().stats();
-                first.elapsed_seconds = started.elapsed().as_secs_f64();
-                return Ok(first);
-            }
-        }
-        let progress = Progress::start_unit("orphans", 0, "objects", "scanned", progress_mode);
-        let listed_to_end = run_scan(
-            self.db,
-            self.lock,
-            store.clone(),
-            Some(&journal),
-            &opts,
-            &progress,
-            &self.cancel,
-            &mut report,
-        )
-        .await;
-        progress.finish();
-        if listed_to_end {
-            report.complete = true;
-            journal
-                .orphan_scan_finish(&target, &prefix)
+            // A dry run deletes nothing: it must never move a deleting scan's position.
+            let journal_mode = if args.dry_run { "report" } else { mode };
+            let start_after = resume_point(&journal, &target, &prefix, journal_mode, args)
                 .await
                 .map_err(CommandError::fatal)?;
+            let mut report = OrphansReport {
+                storage: store.describe(),
+                prefix: prefix.clone(),
+                journal: journal_path.display().to_string(),
+                mode: mode.to_owned(),
+                dry_run: args.dry_run,
+                include_stale: args.include_stale,
+                min_age_days: args.min_age,
+                resumed_after: start_after.clone(),
+                last_key: start_after.clone(),
+                ..OrphansReport::default()
+            };
+            report.ownership.stored_files_named = !sample.is_empty();
+            let opts = ScanOptions {
+                key_prefix: key_prefix.clone(),
+                prefix: prefix.clone(),
+                start_after,
+                delete: args.delete,
+                include_stale: args.include_stale,
+                min_age_days: args.min_age,
+                gate: Gate::new(args.dry_run || !args.delete),
+                concurrency: args.concurrency as usize,
+                target: target.clone(),
+                max_ids: Arc::new(max_ids),
+                started: chrono::Utc::now(),
+            };
+            let accepted: BTreeSet<OwnershipRisk> =
+                args.accept_risk.iter().map(|r| (*r).into()).collect();
+            let progress_mode = ProgressMode::detect(self.quiet);
+            if args.delete && !args.dry_run {
+                // Pass 1, read-only and unjournalled: would the database own what goes?
+                let mut first = OrphansReport {
+                    dry_run: true,
+                    ..report.clone()
+                };
+                let check = OwnershipCheck::run(
+                    self.db,
+                    store.clone(),
+                    &opts,
+                    &self.cancel,
+                    progress_mode,
+                    &mut first,
+                )
+                .await;
+                let findings = assess(&first.ownership, args.max_share, &accepted);
+                first.ownership_findings = findings.clone();
+                // Nothing would be deleted: nothing is at risk (the signs stay as warnings).
+                if let Some(r) = refusal(&findings).filter(|_| first.ownership.deletable > 0) {
+                    tracing::error!("{r}");
+                    first.refused = Some(r);
+                }
+                let stop_here = match check {
+                    OwnershipCheck::Stopped => true,
+                    OwnershipCheck::Listed => first.refused.is_some() || first.deleted.objects == 0,
+                };
+                if stop_here {
+                    if first.refused.is_none()
+                        && first.fatal.is_none()
+                        && !self.cancel.is_cancelled()
+                    {
+                        // Nothing to delete: the read-only pass was the whole run.
+                        first.dry_run = false;
+                        first.complete = true;
+                        journal
+                            .orphan_scan_finish(&target, &prefix)
+                            .await
+                            .map_err(CommandError::fatal)?;
+                    }
+                    first.interrupted = self.cancel.is_cancelled() && first.fatal.is_none();
+                    first.requests = store.limiter().stats();
+                    first.elapsed_seconds = started.elapsed().as_secs_f64();
+                    return Ok(first);
+                }
+            }
+            let progress = Progress::start_unit("orphans", 0, "objects", "scanned", progress_mode);
+            let listed_to_end = run_scan(
+                self.db,
+                self.lock,
+                store.clone(),
+                Some(&journal),
+                &opts,
+                &progress,
+                &self.cancel,
+                &mut report,
+            )
+            .await;
+            progress.finish();
+            if listed_to_end {
+                report.complete = true;
+                journal
+                    .orphan_scan_finish(&target, &prefix)
+                    .await
+                    .map_err(CommandError::fatal)?;
+            }
+            report.ownership_findings = assess(&report.ownership, args.max_share, &accepted);
+            for f in report.ownership_findings.iter().filter(|f| !f.accepted) {
+                tracing::warn!(
+                    "the database may not own this storage ({}): {}; orphans --delete would refuse",
+                    f.risk.name(),
+                    f.message
+                );
+            }
+            report.interrupted = self.cancel.is_cancelled() && report.fatal.is_none();
+            report.requests = store.limiter().stats();
+            report.elapsed_seconds = started.elapsed().as_secs_f64();
+            Ok(report)
         }
-        report.ownership_findings = assess(&report.ownership, args.max_share, &accepted);
-        for f in report.ownership_findings.iter().filter(|f| !f.accepted) {
-            tracing::warn!(
-                "the database may not own this storage ({}): {}; orphans --delete would refuse",
-                f.risk.name(),
-                f.message
-            );
-        }
-        report.interrupted = self.cancel.is_cancelled() && report.fatal.is_none();
-        report.requests = store.limiter().stats();
-        report.elapsed_seconds = started.elapsed().as_secs_f64();
-        Ok(report)
+        .await;
+        finish_run(&journal, run, &result).await;
+        result
+    }
+}
+
+/// Records how the run ended in the journal's `runs` table (the exit code's name). A
+/// failure to write it is only a warning: the work itself is done and journalled.
+async fn finish_run(
+    journal: &impl Journal,
+    run: RunId,
+    result: &Result<OrphansReport, CommandError>,
+) {
+    let code = match result {
+        Ok(report) => report.exit_code(),
+        Err(e) => e.code,
+    };
+    let outcome = match code {
+        ExitCode::Success => "success",
+        ExitCode::ItemsFailed => "items_failed",
+        ExitCode::Usage => "usage",
+        ExitCode::Fatal => "fatal",
+        ExitCode::Interrupted => "interrupted",
+    };
+    if let Err(e) = journal.run_finished(run, outcome).await {
+        tracing::warn!("{e}");
     }
 }
 
 /// The storage a scan position belongs to: `s3://<bucket>@<endpoint>` or
 /// `file://<root>` (also names the default journal file).
-fn journal_target(cfg: &Config) -> String {
+pub(super) fn journal_target(cfg: &Config) -> String {
     match &cfg.storage {
         StorageConfig::S3(s3) => {
             let endpoint = s3.endpoint.as_deref().unwrap_or("aws");
@@ -276,7 +316,7 @@ fn journal_target(cfg: &Config) -> String {
 /// Where the listing starts: `--start-after`, else the journalled position of a scan of
 /// the same mode, else the beginning. Records the start in the journal.
 async fn resume_point(
-    journal: &Journal,
+    journal: &impl Journal,
     target: &str,
     prefix: &str,
     mode: &str,
@@ -337,7 +377,11 @@ impl OwnershipCheck {
         };
         let progress =
             Progress::start_unit("orphans (ownership check)", 0, "objects", "scanned", mode);
-        let listed = run_scan(db, None, store, None, &read_only, &progress, cancel, report).await;
+        let (lock, journal) = (None::<&RunLock>, None::<&SqliteJournal>);
+        let listed = run_scan(
+            db, lock, store, journal, &read_only, &progress, cancel, report,
+        )
+        .await;
         progress.finish();
         if listed { Self::Listed } else { Self::Stopped }
     }

@@ -18,11 +18,12 @@ use crate::cli::prune::Args;
 use crate::config::{Config, StorageConfig};
 use crate::inventory::Selection;
 use crate::mastodon::{Db, DbError, RunLock};
+use crate::model::JobKey;
 use crate::plan::layout::KeyPrefix;
 use crate::plan::prune::{
     DEFAULT_PREVIEW_CARD_DAYS, DaysSource, MIN_PREVIEW_CARD_DAYS, cutoff, effective_days,
 };
-use crate::pool::{Gate, PassError, PassOptions, run_pass};
+use crate::pool::{Gate, LockedDb, PassError, PassOptions, run_pass};
 use crate::report::Summary as _;
 use crate::report::{ExitCode, PassReport, Progress, ProgressMode, PruneReport};
 use crate::store::{Limiter, Store, StoreError};
@@ -41,8 +42,9 @@ pub async fn run(
         schema_migration = db.schema().migration_version.as_deref().unwrap_or("?"),
         "connected to Mastodon's database"
     );
+    let key = JobKey::new("prune", super::orphans::journal_target(&cfg));
     let lock = db
-        .lock_for("prune", !args.dry_run)
+        .lock_for(&key.lock_name(), !args.dry_run)
         .await
         .map_err(db_error)?
         .map(Arc::new);
@@ -169,7 +171,6 @@ impl WithStore<Result<PruneReport, CommandError>> for PruneJob<'_> {
             concurrency: self.args.concurrency as usize,
             key_prefix,
             gate: Gate::new(self.args.dry_run),
-            lock: self.lock.clone(),
             ..PassOptions::default()
         };
         check_store(store.as_ref(), &opts).await.map_err(|e| {
@@ -240,8 +241,13 @@ impl WithStore<Result<PruneReport, CommandError>> for PruneJob<'_> {
                 rows_selected: total.max(0) as u64,
                 ..PassReport::default()
             };
+            let rows = LockedDb {
+                db: self.db,
+                lock: self.lock.as_deref(),
+            };
             let result = run_pass(
-                self.db,
+                sel.cursor(self.db, opts.page_size),
+                &rows,
                 store.clone(),
                 sel,
                 &opts,

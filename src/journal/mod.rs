@@ -1,20 +1,24 @@
-//! The tool's own durable state: a SQLite database (schema in `migrations/`, embedded with
-//! `sqlx::migrate!`), one file per target, under the user's state directory by default
+//! The tool's own durable state, behind the [`Journal`] trait: resumption state of long
+//! jobs (migration file states, orphan scan positions) and a record of each run. One
+//! implementation today, SQLite ([`sqlite::SqliteJournal`], schema in `migrations/sqlite/`),
+//! one file per target under the user's state directory by default
 //! (`$XDG_STATE_HOME/mastomedia`, else `~/.local/state/mastomedia`).
 //!
-//! Owns: resumption state of long jobs (migration file states, orphan scan positions).
+//! Owns: resumption state of long jobs, the run records.
 //! Must not: share tables with Mastodon, or be written outside the pool's gate for
 //! anything that would hide a destructive action.
 
 pub mod migrate;
 pub mod orphans;
+pub mod sqlite;
 
+use std::collections::HashMap;
+use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+pub use self::migrate::{FileRecord, FileState};
+pub use self::orphans::ScanPosition;
+pub use self::sqlite::SqliteJournal;
 
 /// A journal failure.
 #[derive(Debug, thiserror::Error)]
@@ -37,11 +41,82 @@ pub enum JournalError {
     },
 }
 
-/// An open journal.
-#[derive(Debug, Clone)]
-pub struct Journal {
-    pool: SqlitePool,
-    path: PathBuf,
+/// The id of a run record ([`Journal::run_started`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunId(pub i64);
+
+/// What migrate and orphans keep between runs. Every write is durable when its future
+/// resolves (a crash loses at most the writes still in flight, never corrupts the state).
+pub trait Journal {
+    /// Where the journal lives (a file path), for messages.
+    fn path(&self) -> &Path;
+
+    /// Writes and removes one record, committed, so a journal that cannot be written (a
+    /// read-only file or filesystem, a full disk) fails before anything is uploaded or
+    /// deleted, not at the first progress write of a running job. Errors: the write.
+    fn probe_writable(&self) -> impl Future<Output = Result<(), JournalError>> + Send;
+
+    /// Records that `command` (`orphans`, `migrate`) started against `target` now (UTC).
+    fn run_started(
+        &self,
+        command: &str,
+        target: &str,
+    ) -> impl Future<Output = Result<RunId, JournalError>> + Send;
+
+    /// Records when run `id` finished and how (`outcome`: `success`, `items_failed`,
+    /// `usage`, `fatal`, `interrupted`; see [`crate::report::ExitCode`]).
+    fn run_finished(
+        &self,
+        id: RunId,
+        outcome: &str,
+    ) -> impl Future<Output = Result<(), JournalError>> + Send;
+
+    /// Every file recorded for migration `target`, by key.
+    fn migrate_files(
+        &self,
+        target: &str,
+    ) -> impl Future<Output = Result<HashMap<String, FileRecord>, JournalError>> + Send;
+
+    /// Records `files` for migration `target` at once (insert or replace; all or none).
+    fn record_migrated(
+        &self,
+        target: &str,
+        files: &[FileRecord],
+    ) -> impl Future<Output = Result<(), JournalError>> + Send;
+
+    /// The unfinished orphan scan of `prefix` on `target`, if any.
+    fn orphan_scan(
+        &self,
+        target: &str,
+        prefix: &str,
+    ) -> impl Future<Output = Result<Option<ScanPosition>, JournalError>> + Send;
+
+    /// Starts a new orphan scan of `prefix` on `target` in `mode`, after `start_after`
+    /// (`""`: from the beginning), replacing any earlier position.
+    fn orphan_scan_start(
+        &self,
+        target: &str,
+        prefix: &str,
+        mode: &str,
+        start_after: &str,
+    ) -> impl Future<Output = Result<(), JournalError>> + Send;
+
+    /// Moves the scan position to `last_key` after a batch of `objects` objects was
+    /// handled.
+    fn orphan_scan_advance(
+        &self,
+        target: &str,
+        prefix: &str,
+        last_key: &str,
+        objects: u64,
+    ) -> impl Future<Output = Result<(), JournalError>> + Send;
+
+    /// Forgets the scan: it reached the end, the next run starts from the beginning.
+    fn orphan_scan_finish(
+        &self,
+        target: &str,
+        prefix: &str,
+    ) -> impl Future<Output = Result<(), JournalError>> + Send;
 }
 
 /// `$XDG_STATE_HOME/mastomedia`, else `$HOME/.local/state/mastomedia`, else `./.mastomedia`.
@@ -71,105 +146,9 @@ pub fn default_path(job: &str, target: &str) -> PathBuf {
     state_dir().join(format!("{job}-{safe}.sqlite"))
 }
 
-impl Journal {
-    /// Opens (creating it and its folder if needed) and migrates the journal at `path`.
-    /// WAL mode with `synchronous=NORMAL`: a crash loses at most the last transactions,
-    /// never corrupts the file.
-    pub async fn open(path: &Path) -> Result<Self, JournalError> {
-        let err = |source| JournalError::Open {
-            path: path.to_owned(),
-            source,
-        };
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| err(sqlx::Error::Io(e)))?;
-        }
-        let opts = SqliteConnectOptions::from_str("sqlite://")
-            .map_err(err)?
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(std::time::Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(opts)
-            .await
-            .map_err(err)?;
-        sqlx::migrate!("./migrations")
-            .run(&pool)
-            .await
-            .map_err(|e| err(e.into()))?;
-        probe_writable(&pool).await.map_err(err)?;
-        Ok(Self {
-            pool,
-            path: path.to_owned(),
-        })
-    }
-
-    /// The SQLite pool.
-    pub fn pool(&self) -> &SqlitePool {
-        &self.pool
-    }
-
-    /// The file.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-}
-
-/// Writes and removes one row, committed, so a journal that cannot be written (a read-only
-/// file or filesystem, a full disk) fails at open, before anything is uploaded or deleted,
-/// not at the first progress write of a running job.
-async fn probe_writable(pool: &SqlitePool) -> Result<(), sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    let id: i64 = sqlx::query_scalar(
-        "INSERT INTO runs (command, target, started_at) VALUES ('probe', '', datetime('now')) RETURNING id",
-    )
-    .fetch_one(&mut *tx)
-    .await?;
-    sqlx::query("DELETE FROM runs WHERE id = ?")
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-    tx.commit().await
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[tokio::test]
-    async fn opens_and_migrates_twice() {
-        let dir = std::env::temp_dir().join(format!("mm-journal-{}", std::process::id()));
-        let path = dir.join("j.sqlite");
-        let j = Journal::open(&path).await.unwrap();
-        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM runs")
-            .fetch_one(j.pool())
-            .await
-            .unwrap();
-        assert_eq!(n, 0);
-        drop(j);
-        Journal::open(&path).await.unwrap();
-        let _ = std::fs::remove_dir_all(dir);
-    }
-
-    /// Issue 9.7: a journal that cannot be written fails at open.
-    #[tokio::test]
-    async fn case9_7_read_only_journal_fails_at_open() {
-        let dir = std::env::temp_dir().join(format!("mm-journal-ro-{}", std::process::id()));
-        let path = dir.join("j.sqlite");
-        drop(Journal::open(&path).await.unwrap());
-        // Opened read-only, as SQLite does by itself with a file it may not write.
-        let ro = SqliteConnectOptions::from_str("sqlite://")
-            .unwrap()
-            .filename(&path)
-            .read_only(true);
-        let pool = SqlitePoolOptions::new().connect_with(ro).await.unwrap();
-        let e = probe_writable(&pool).await.unwrap_err().to_string();
-        assert!(e.contains("readonly") || e.contains("read-only"), "{e}");
-        pool.close().await;
-        let _ = std::fs::remove_dir_all(dir);
-    }
 
     #[test]
     fn default_paths_are_safe_file_names() {

@@ -6,12 +6,14 @@
 //! module may import it; `scripts/check-layers.py` keeps it at the bottom of the layer order.
 
 mod attachment;
+mod job;
 mod key;
 mod row;
 mod secret;
 mod standing;
 
 pub use attachment::Attachment;
+pub use job::{JobKey, Shard};
 pub use key::{KeyPrefix, ObjectKey};
 pub use row::{CandidateFile, CandidateRow, RowTable};
 pub use secret::Secret;

@@ -15,7 +15,7 @@ use super::{Gate, bounded};
 use crate::inventory::source::{Source, SourceFile, read_head};
 use crate::inventory::standing::{still_named, vouched_standing};
 use crate::journal::migrate::{FileRecord, FileState};
-use crate::journal::{Journal, JournalError};
+use crate::journal::{Journal as _, JournalError, SqliteJournal};
 use crate::mastodon::{Db, DbError};
 use crate::model::{KeyPrefix, Standing};
 use crate::plan::headers::{CACHE_CONTROL, content_type};
@@ -102,7 +102,7 @@ pub struct Migration<'a> {
     /// The dry-run gate every upload and abort passes.
     pub gate: Gate,
     /// The journal.
-    pub journal: &'a Journal,
+    pub journal: &'a SqliteJournal,
     /// The journal's name of the target (`plan::migrate::target_id`).
     pub target_id: &'a str,
     /// Mastodon's database (`--database`): suspension and moderation state.

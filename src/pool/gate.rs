@@ -4,7 +4,8 @@
 
 use chrono::NaiveDateTime;
 
-use crate::mastodon::{ClearRequest, Db, DbError};
+use super::RowSink;
+use crate::mastodon::{ClearRequest, DbError};
 use crate::plan::layout::ObjectKey;
 use crate::store::{DeleteOutcome, Store};
 
@@ -58,17 +59,18 @@ impl Gate {
         if self.dry_run { dry() } else { action.await }
     }
 
-    /// Clears the rows of `req`. In a dry run, returns every row id as if cleared, without
-    /// a statement.
-    pub async fn clear(
+    /// Clears the rows of `req` through the database side `rows` ([`RowSink::clear_rows`];
+    /// Mastodon's: one guarded `Db::clear` statement). In a dry run, returns every row id
+    /// as if cleared, without a statement.
+    pub async fn clear<R: RowSink>(
         self,
-        db: &Db,
+        rows: &R,
         req: &ClearRequest,
         now: NaiveDateTime,
     ) -> Result<Vec<i64>, DbError> {
         if self.dry_run {
             return Ok(req.rows.iter().map(|(id, _)| *id).collect());
         }
-        db.clear(req, now).await
+        rows.clear_rows(req, now).await
     }
 }

@@ -1,20 +1,21 @@
-//! The staged worker pool and **the one dry-run gate**.
+//! The staged worker pool, its pipeline engine ([`engine`]) and **the one dry-run gate**.
 //!
-//! A prune pass runs as overlapping stages joined by bounded queues, so memory stays flat
-//! whatever the number of rows:
+//! A prune pass runs on the engine as overlapping stages joined by bounded queues, so
+//! memory stays flat whatever the number of rows:
 //!
 //! ```text
-//! rows (keyset pages) → chunks of ≤ batch-limit keys → [stat sizes → delete → retry]×concurrency → row clears
+//! rows (keyset pages) → chunks of ≤ batch-limit keys → [stat sizes → delete → retry]×concurrency → row clears (in order)
 //! ```
 //!
 //! Invariants: a row is cleared only when every one of its keys is confirmed gone (deleted
 //! or already missing); a row with a failed key is left as it was and counted. Every delete
 //! and every row update goes through [`Gate`]; with `dry_run` nothing is sent that changes
 //! anything. Cancelling stops intake; chunks already in flight finish, with their updates.
-//! Right before each delete batch the run's advisory lock is proved held
-//! ([`PassOptions::lock`]); once it is lost no chunk sends another delete.
+//! Right before each delete batch the run's advisory lock is proved held (the database
+//! side's [`HeldLock`]); once it is lost no chunk sends another delete.
 
 pub mod copy;
+pub mod engine;
 mod gate;
 pub mod repair;
 mod retry;
@@ -23,23 +24,24 @@ pub mod verify;
 
 pub use crate::inventory::bounded;
 pub use crate::inventory::{READ_ATTEMPTS, READ_RETRY_BASE, retry_read};
+pub use engine::{HeldLock, RowSink};
 pub use gate::Gate;
 pub use retry::delete_with_retries_locked;
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
-use futures::stream::{self, StreamExt};
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
+use chrono::{NaiveDateTime, Utc};
 
-use crate::inventory::{CandidateRow, Selection};
+use self::engine::{AfterFatal, Commit, Control, EngineOptions, Failed, FlushPolicy, Intake};
+use crate::inventory::{CandidateRow, Cursor, Selection};
 use crate::mastodon::{ClearRequest, Db, DbError, RunLock};
 use crate::plan::layout::{KeyPrefix, ObjectKey};
 use crate::plan::prune::row_keys;
 use crate::report::{Failure, PassReport, Progress};
 use crate::store::{DeleteOutcome, Store, StoreError, validate_key};
+use tokio_util::sync::CancellationToken;
 
 /// Settings of one pass.
 #[derive(Debug, Clone)]
@@ -56,9 +58,6 @@ pub struct PassOptions {
     pub retry_base: Duration,
     /// The dry-run gate every delete and row update passes through.
     pub gate: Gate,
-    /// The run's advisory lock, proved held right before every delete batch
-    /// ([`RunLock::ensure_held`]); `None` only in tests of the pool itself.
-    pub lock: Option<Arc<RunLock>>,
 }
 
 impl Default for PassOptions {
@@ -70,7 +69,6 @@ impl Default for PassOptions {
             key_attempts: 4,
             retry_base: Duration::from_millis(500),
             gate: Gate::new(true),
-            lock: None,
         }
     }
 }
@@ -84,6 +82,55 @@ pub enum PassError {
     /// The store failed in a way no other request can avoid (fatal).
     #[error("{0}")]
     Store(StoreError),
+}
+
+/// The candidate rows of a pass, one keyset page at a time (`inventory::Cursor` on
+/// Mastodon's database).
+pub trait Rows: Send {
+    /// The next page, in id order; empty at the end. Errors: the query failed (fatal).
+    fn next_page(&mut self) -> impl Future<Output = Result<Vec<CandidateRow>, DbError>> + Send;
+}
+
+impl Rows for Cursor {
+    async fn next_page(&mut self) -> Result<Vec<CandidateRow>, DbError> {
+        Cursor::next_page(self).await
+    }
+}
+
+impl HeldLock for RunLock {
+    async fn ensure_held(&self) -> Result<(), DbError> {
+        RunLock::ensure_held(self).await
+    }
+}
+
+/// Mastodon's database as a deleting job's database side: guarded clears on `db`, the
+/// advisory lock proved on `lock` (`None`: a run without the lock, e.g. a dry run through
+/// transaction pooling, or tests of the pool).
+#[derive(Debug, Clone, Copy)]
+pub struct LockedDb<'a> {
+    /// Where rows are cleared.
+    pub db: &'a Db,
+    /// The run's advisory lock.
+    pub lock: Option<&'a RunLock>,
+}
+
+impl HeldLock for LockedDb<'_> {
+    async fn ensure_held(&self) -> Result<(), DbError> {
+        match self.lock {
+            Some(l) => l.ensure_held().await,
+            None => Ok(()),
+        }
+    }
+}
+
+impl RowSink for LockedDb<'_> {
+    async fn clear_rows(
+        &self,
+        req: &ClearRequest,
+        now: NaiveDateTime,
+    ) -> Result<Vec<i64>, DbError> {
+        self.db.clear(req, now).await
+    }
 }
 
 /// A chunk: rows whose keys together fit in one batch delete.
@@ -101,11 +148,15 @@ struct RowResult {
     bytes: u64,
 }
 
-/// Runs one prune pass of `selection` and returns its report. `cancel` stops intake.
-/// Errors: fatal database or storage errors ([`PassError`]); the report up to then is lost
-/// only in the sense that the caller reports the error instead.
-pub async fn run_pass<S: Store>(
-    db: &Db,
+/// Runs one prune pass of `selection` over `rows` and returns its report. `sink` is the
+/// database side (row clears through the gate, the advisory lock proved before every
+/// delete batch). `cancel` stops intake.
+/// Errors: fatal database or storage errors ([`PassError`]), with the report up to then
+/// (the summary says what was deleted and cleared before the error).
+#[allow(clippy::too_many_arguments)] // the pass's collaborators, each borrowed for the run
+pub async fn run_pass<S: Store, R: Rows, K: RowSink>(
+    mut rows: R,
+    sink: &K,
     store: Arc<S>,
     selection: &Selection,
     opts: &PassOptions,
@@ -115,82 +166,93 @@ pub async fn run_pass<S: Store>(
 ) -> Result<PassReport, Box<(PassReport, PassError)>> {
     let gate = opts.gate;
     let batch_limit = store.batch_limit().max(1);
-    let (chunk_tx, mut chunk_rx) = mpsc::channel::<Chunk>(opts.concurrency.max(1));
-    let fatal = CancellationToken::new();
-
-    // Stage 1: read pages and cut them into chunks of at most `batch_limit` keys.
-    let producer = {
-        let db = db.clone();
-        let mut cursor = selection.cursor(&db, opts.page_size);
-        let cancel = cancel.clone();
-        let fatal = fatal.clone();
-        let prefix = opts.key_prefix.clone();
-        tokio::spawn(async move {
-            let mut chunk = Chunk { rows: Vec::new() };
-            let mut keys_in_chunk = 0usize;
-            loop {
-                if cancel.is_cancelled() || fatal.is_cancelled() {
-                    break;
-                }
-                let page = cursor.next_page().await?;
-                if page.is_empty() {
-                    break;
-                }
-                for row in page {
-                    if cancel.is_cancelled() || fatal.is_cancelled() {
-                        // Stop intake at once: rows not yet handed to a worker stay as they are.
-                        return Ok(());
-                    }
-                    let keys = row_keys(&row, &prefix);
-                    if keys_in_chunk + keys.len() > batch_limit && !chunk.rows.is_empty() {
-                        let full = std::mem::replace(&mut chunk, Chunk { rows: Vec::new() });
-                        if chunk_tx.send(full).await.is_err() {
-                            return Ok::<(), DbError>(());
-                        }
-                        keys_in_chunk = 0;
-                    }
-                    keys_in_chunk += keys.len();
-                    chunk.rows.push((row, keys));
-                }
-            }
-            if !chunk.rows.is_empty() && !cancel.is_cancelled() && !fatal.is_cancelled() {
-                let _ = chunk_tx.send(chunk).await;
-            }
-            Ok(())
-        })
+    let engine = EngineOptions {
+        concurrency: opts.concurrency,
+        flush: FlushPolicy::EACH,
+        // After a fatal error (or a lost advisory lock) no chunk starts deleting any more,
+        // but rows whose objects were already confirmed gone are still cleared: the
+        // guarded UPDATE cannot clear a row another run or Mastodon changed meanwhile,
+        // and skipping it would leave rows naming deleted objects until the next run.
+        after_fatal: AfterFatal::CommitFinished,
     };
 
-    // Stage 2: size and delete chunks, `concurrency` at a time.
-    let chunks = stream::poll_fn(move |cx| chunk_rx.poll_recv(cx));
-    // Intake is stopped by the producer (Ctrl-C) or a fatal error; chunks already sent finish.
-    let mut results = std::pin::pin!(bounded(
-        chunks,
-        opts.concurrency,
-        CancellationToken::new(),
-        |chunk| process_chunk(store.as_ref(), gate, chunk, opts, &fatal, cancel),
-    ));
-
-    // Stage 3: clear rows whose objects are all gone, one statement per chunk. After a
-    // fatal error (or a lost advisory lock) no chunk starts deleting any more, but rows
-    // whose objects were already confirmed gone are still cleared: the guarded UPDATE
-    // cannot clear a row another run or Mastodon changed meanwhile, and skipping it
-    // would leave rows naming deleted objects until the next run.
-    let mut fatal_error: Option<PassError> = None;
-    while let Some(outcome) = results.next().await {
-        let rows = match outcome {
-            Ok(rows) => rows,
-            Err(ChunkError { rows, error }) => {
-                fatal.cancel();
-                // The lock loss is the cause to report, whatever other chunks saw after it.
-                match (&fatal_error, &error) {
-                    (None, _) | (Some(PassError::Store(_)), PassError::Db(_)) => {
-                        fatal_error = Some(error)
-                    }
-                    _ => {}
-                }
-                rows
+    // Stage 1: read pages and cut them into chunks of at most `batch_limit` keys.
+    let prefix = opts.key_prefix.clone();
+    let producer = |mut intake: Intake<Chunk>| async move {
+        let mut chunk = Chunk { rows: Vec::new() };
+        let mut keys_in_chunk = 0usize;
+        loop {
+            if intake.is_stopped() {
+                break;
             }
-        };
+            let page = rows.next_page().await.map_err(PassError::Db)?;
+            if page.is_empty() {
+                break;
+            }
+            for row in page {
+                if intake.is_stopped() {
+                    // Stop intake at once: rows not yet handed to a worker stay as they are.
+                    return Ok(false);
+                }
+                let keys = row_keys(&row, &prefix);
+                if keys_in_chunk + keys.len() > batch_limit && !chunk.rows.is_empty() {
+                    let full = std::mem::replace(&mut chunk, Chunk { rows: Vec::new() });
+                    if !intake.send(full).await {
+                        return Ok(false);
+                    }
+                    keys_in_chunk = 0;
+                }
+                keys_in_chunk += keys.len();
+                chunk.rows.push((row, keys));
+            }
+        }
+        if !chunk.rows.is_empty() && !intake.is_stopped() {
+            intake.send(chunk).await;
+        }
+        Ok(true)
+    };
+
+    // Stage 2: size and delete chunks, `concurrency` at a time; stage 3: clear rows whose
+    // objects are all gone, one statement per chunk, in chunk order.
+    let mut commit = PruneCommit {
+        sink,
+        gate,
+        selection,
+        progress,
+        report: &mut report,
+    };
+    let outcome = engine::run(
+        &engine,
+        cancel,
+        producer,
+        |chunk, ctl| process_chunk(store.as_ref(), gate, chunk, opts, sink, ctl),
+        &mut commit,
+    )
+    .await;
+    // The counts so far go back with a fatal error: the summary says what was done.
+    let fatal = match outcome.produced {
+        Ok(_) => outcome.fatal,
+        Err(e) => Some(outcome.fatal.unwrap_or(e)),
+    };
+    match fatal {
+        Some(e) => Err(Box::new((report, e))),
+        None => Ok(report),
+    }
+}
+
+/// The commit stage of a pass: counts every row of a finished chunk and clears, through
+/// the gate, the rows whose objects are all gone.
+struct PruneCommit<'a, K> {
+    sink: &'a K,
+    gate: Gate,
+    selection: &'a Selection,
+    progress: &'a Progress,
+    report: &'a mut PassReport,
+}
+
+impl<K: RowSink> Commit<Vec<RowResult>, PassError> for PruneCommit<'_, K> {
+    async fn commit(&mut self, rows: Vec<RowResult>) -> Result<(), PassError> {
+        let report = &mut *self.report;
         let mut to_clear = Vec::new();
         let (mut bytes, mut failed_rows) = (0u64, 0u64);
         for r in &rows {
@@ -215,23 +277,25 @@ pub async fn run_pass<S: Store>(
         }
         if !to_clear.is_empty() {
             let req = ClearRequest {
-                table: selection.table(),
-                attachments: selection.clear_groups(),
+                table: self.selection.table(),
+                attachments: self.selection.clear_groups(),
                 rows: to_clear
                     .iter()
                     .map(|r| (r.row.id, r.row.expected_names.clone()))
                     .collect(),
             };
-            let cleared = match gate.clear(db, &req, Utc::now().naive_utc()).await {
+            let cleared = match self
+                .gate
+                .clear(self.sink, &req, Utc::now().naive_utc())
+                .await
+            {
                 Ok(c) => c,
                 Err(e) => {
                     // Stop intake; the rows of this chunk stay as they were (their objects
                     // are found already gone by the next run).
-                    fatal.cancel();
                     report.rows_failed += to_clear.len() as u64;
-                    fatal_error.get_or_insert(PassError::Db(e));
-                    progress.add(rows.len() as u64, failed_rows, bytes);
-                    continue;
+                    self.progress.add(rows.len() as u64, failed_rows, bytes);
+                    return Err(PassError::Db(e));
                 }
             };
             let cleared: std::collections::HashSet<i64> = cleared.into_iter().collect();
@@ -256,52 +320,41 @@ pub async fn run_pass<S: Store>(
                 }
             }
         }
-        progress.add(rows.len() as u64, failed_rows, bytes);
+        self.progress.add(rows.len() as u64, failed_rows, bytes);
+        Ok(())
     }
-    // The counts so far go back with a fatal error: the summary says what was done.
-    match producer.await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => return Err(Box::new((report, fatal_error.unwrap_or(PassError::Db(e))))),
-        Err(join) => {
-            let e = PassError::Db(DbError::Query {
-                what: format!("reading candidates (task failed: {join})"),
-                source: sqlx::Error::WorkerCrashed,
-            });
-            return Err(Box::new((report, fatal_error.unwrap_or(e))));
-        }
+
+    /// The lock loss is the cause to report, whatever other chunks saw after it.
+    fn supersedes(new: &PassError, old: &PassError) -> bool {
+        matches!((old, new), (PassError::Store(_), PassError::Db(_)))
     }
-    if let Some(e) = fatal_error {
-        return Err(Box::new((report, e)));
-    }
-    Ok(report)
 }
 
 /// A chunk that stopped the pass: the error, and the results of the rows of the chunk
 /// whose deletes had already been sent (their confirmed-gone rows are still cleared).
-struct ChunkError {
-    rows: Vec<RowResult>,
-    error: PassError,
+type ChunkError = Failed<Vec<RowResult>, PassError>;
+
+fn store_fatal(e: StoreError) -> ChunkError {
+    Failed::nothing(PassError::Store(e))
 }
 
-impl From<StoreError> for ChunkError {
-    fn from(e: StoreError) -> Self {
-        ChunkError {
-            rows: Vec::new(),
-            error: PassError::Store(e),
-        }
-    }
+/// The error of a chunk that stopped because another one hit a fatal error first.
+fn stopped() -> ChunkError {
+    store_fatal(StoreError::Transport(
+        "run stopped by an earlier fatal error".into(),
+    ))
 }
 
 /// Sizes, deletes and retries one chunk. Returns a fatal store error (bad credentials,
 /// missing bucket) instead of per-row results when nothing else could work either, and
 /// [`DbError::LockLost`] when the advisory lock is gone right before a delete batch.
-async fn process_chunk<S: Store>(
+async fn process_chunk<S: Store, L: HeldLock>(
     store: &S,
     gate: Gate,
     chunk: Chunk,
     opts: &PassOptions,
-    fatal: &CancellationToken,
-    cancel: &CancellationToken,
+    lock: &L,
+    ctl: Control,
 ) -> Result<Vec<RowResult>, ChunkError> {
     // A row with a key no backend may address (`..`, `.` or empty segments, built from a
     // hostile `*_file_name`) is left as it is and listed; none of its keys is sized or
@@ -316,25 +369,23 @@ async fn process_chunk<S: Store>(
     if keys.is_empty() {
         return Ok(out);
     }
-    if fatal.is_cancelled() {
-        return Err(StoreError::Transport("run stopped by an earlier fatal error".into()).into());
+    if ctl.fatal() {
+        return Err(stopped());
     }
     // Sizes from the store itself (docs/reference/provider-quirks.md#d6); the same in a dry run. Sizing only reads, so an
     // interrupt abandons it and skips the chunk: nothing of it has been deleted yet.
     let sized = tokio::select! {
         biased;
-        _ = cancel.cancelled() => return Ok(Vec::new()),
+        _ = ctl.interrupt() => return Ok(Vec::new()),
         // Another chunk hit a fatal error or lost the lock: this one has deleted nothing.
-        _ = fatal.cancelled() => {
-            return Err(StoreError::Transport("run stopped by an earlier fatal error".into()).into());
-        }
+        _ = ctl.fatal_stop() => return Err(stopped()),
         r = stat_with_retries(store, &keys, opts) => r,
     };
-    if cancel.is_cancelled() {
+    if ctl.interrupted() {
         return Ok(Vec::new());
     }
     if let Some(Err(e)) = sized.iter().find(|r| matches!(r, Err(e) if e.is_fatal())) {
-        return Err(e.clone().into());
+        return Err(store_fatal(e.clone()));
     }
     // A row with a key that could not be sized (its listing kept failing) is left as it
     // is for this run, alone: the chunk's other rows go on.
@@ -370,8 +421,8 @@ async fn process_chunk<S: Store>(
         return Ok(out);
     }
     // Another chunk hit a fatal error (or lost the lock) while this one was sizing.
-    if fatal.is_cancelled() {
-        return Err(StoreError::Transport("run stopped by an earlier fatal error".into()).into());
+    if ctl.fatal() {
+        return Err(stopped());
     }
     // Item-level retries of retryable per-key failures, full jitter, doubling; the lock is
     // proved held right before each batch is sent.
@@ -382,14 +433,14 @@ async fn process_chunk<S: Store>(
         &sizes,
         opts.key_attempts,
         opts.retry_base,
-        opts.lock.as_deref(),
+        Some(lock),
     )
     .await
     {
         Ok(o) => (o, None),
         Err((o, e)) => {
             // Stop the other chunks before their next delete, at once.
-            fatal.cancel();
+            ctl.stop_fatal();
             (o, Some(e))
         }
     };
@@ -397,7 +448,7 @@ async fn process_chunk<S: Store>(
         .iter()
         .find(|o| matches!(o, DeleteOutcome::Failed(e) if e.is_fatal()))
     {
-        return Err(e.clone().into());
+        return Err(store_fatal(e.clone()));
     }
     let mut i = 0;
     out.reserve(chunk.rows.len());
@@ -430,8 +481,8 @@ async fn process_chunk<S: Store>(
     }
     match lock_lost {
         None => Ok(out),
-        Some(e) => Err(ChunkError {
-            rows: out,
+        Some(e) => Err(Failed {
+            partial: Some(out),
             error: PassError::Db(e),
         }),
     }
@@ -488,4 +539,22 @@ fn split_refused(chunk: Chunk) -> (Chunk, Vec<RowResult>) {
         }
     }
     (Chunk { rows: kept }, refused)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::mastodon::advisory_key;
+    use crate::model::{JobKey, Shard};
+
+    /// Without a shard the advisory lock keys are those every release took so far, so
+    /// runs of an older and of this version exclude each other.
+    #[test]
+    fn job_keys_lock_as_before_without_a_shard() {
+        for job in ["prune", "orphans", "migrate"] {
+            let k = JobKey::new(job, "s3://media@host");
+            assert_eq!(advisory_key(&k.lock_name()), advisory_key(job));
+            let sharded = k.with_shard(Shard { index: 1, count: 2 });
+            assert_ne!(advisory_key(&sharded.lock_name()), advisory_key(job));
+        }
+    }
 }

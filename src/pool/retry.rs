@@ -6,8 +6,8 @@
 
 use std::time::Duration;
 
-use super::Gate;
-use crate::mastodon::{DbError, RunLock};
+use super::{Gate, HeldLock};
+use crate::mastodon::DbError;
 use crate::plan::layout::ObjectKey;
 use crate::store::{DeleteOutcome, Store, StoreError};
 
@@ -17,17 +17,17 @@ use crate::store::{DeleteOutcome, Store, StoreError};
 /// size of `keys[i]` (`None`: not there), used by the gate in a dry run. Returns one
 /// outcome per key, in order; keys still failing keep their last error.
 ///
-/// With a run's advisory `lock`, [`RunLock::ensure_held`] passes right before the first
+/// With a run's advisory `lock`, [`HeldLock::ensure_held`] passes right before the first
 /// batch and before every retry batch. Errors: the lock is gone; then the outcomes so far
 /// come back with it (`Failed` for keys never sent), and nothing more is sent.
-pub async fn delete_with_retries_locked<S: Store>(
+pub async fn delete_with_retries_locked<S: Store, L: HeldLock>(
     gate: Gate,
     store: &S,
     keys: &[ObjectKey],
     sizes: &[Option<u64>],
     attempts: u32,
     base: Duration,
-    lock: Option<&RunLock>,
+    lock: Option<&L>,
 ) -> Result<Vec<DeleteOutcome>, (Vec<DeleteOutcome>, DbError)> {
     let check = async || match lock {
         Some(l) => l.ensure_held().await,

@@ -4,26 +4,24 @@
 //! ([`Owners::lookup`]), classify with [`classify`], delete the deletable ones older than
 //! `min_age_days` through the dry-run [`Gate`] via [`super::delete_with_retries_locked`]); results
 //! applied and the journal position moved in key order, so it never passes a batch that
-//! is not finished (`docs/reference/provider-quirks.md#l1`).
+//! is not finished (`docs/reference/provider-quirks.md#l1`). Runs on the pipeline engine ([`super::engine`]).
 //!
 //! What may be deleted: exact listed keys that the parser placed in Mastodon's layout and
 //! whose batch lookup proved unowned (orphans; stale copies only with `include_stale`),
 //! never a prefix, never an unrecognised or referenced key, never a young object.
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
-use futures::stream;
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 
-use super::{Gate, bounded, delete_with_retries_locked};
+use super::engine::{self, AfterFatal, Commit, EngineOptions, Failed, FlushPolicy, Intake};
+use super::{Gate, HeldLock, delete_with_retries_locked};
 use crate::inventory::owners::Owners;
-use crate::journal::Journal;
-use crate::mastodon::{Db, DbError, RunLock};
+use crate::journal::{Journal, JournalError};
+use crate::mastodon::{Db, DbError};
 use crate::plan::layout::{KeyPrefix, ObjectKey};
 use crate::plan::orphans::{Class, classify, too_young};
 use crate::plan::ownership::{NEWER_KEY_GRACE_MINUTES, OwnershipStats, above_max_id, snowflake_ms};
@@ -31,10 +29,27 @@ use crate::plan::parse::{ParsedKey, Unrecognised, parse_key};
 use crate::report::Progress;
 use crate::report::orphans::{Action, KeyFailure, OrphansReport};
 use crate::store::{DeleteOutcome, ObjectMeta, Store, StoreError};
+use tokio_util::sync::CancellationToken;
 
 /// Attempts per key for retryable delete failures, and the first backoff.
 const KEY_ATTEMPTS: u32 = 4;
 const RETRY_BASE: Duration = Duration::from_millis(500);
+
+/// The database side of the scan: who owns the keys of a batch.
+pub trait OwnerLookup: Sync {
+    /// The rows owning `keys`' partitions ([`Owners::lookup`] on Mastodon's database).
+    /// Errors: the lookup failed (fatal).
+    fn owners(
+        &self,
+        keys: &[ParsedKey<'_>],
+    ) -> impl Future<Output = Result<Owners, DbError>> + Send;
+}
+
+impl OwnerLookup for Db {
+    async fn owners(&self, keys: &[ParsedKey<'_>]) -> Result<Owners, DbError> {
+        Owners::lookup(self, keys).await
+    }
+}
 
 /// Settings of one scan.
 #[derive(Debug, Clone)]
@@ -69,119 +84,84 @@ pub struct ScanOptions {
 /// Runs the scan, counting into `report` (classes, keys, deletes, failures, `last_key`,
 /// `fatal`, ownership signs). Returns whether the listing reached its end with every
 /// batch applied. `cancel` stops intake: batches in flight finish and are journalled.
+/// `db` answers the owner lookups; `lock` is proved held before every delete request.
 /// `journal` `None`: the position is not recorded (the read-only first pass of a deleting
 /// run, which decides whether the database may own the storage).
 #[allow(clippy::too_many_arguments)] // the scan's collaborators, each borrowed for the run
-pub async fn run_scan<S: Store>(
-    db: &Db,
-    lock: Option<&RunLock>,
+pub async fn run_scan<S: Store, O: OwnerLookup, L: HeldLock + Sync, J: Journal + Sync>(
+    db: &O,
+    lock: Option<&L>,
     store: Arc<S>,
-    journal: Option<&Journal>,
+    journal: Option<&J>,
     opts: &ScanOptions,
     progress: &Progress,
     cancel: &CancellationToken,
     report: &mut OrphansReport,
 ) -> bool {
-    let stop = cancel.child_token();
     let batch_size = store.batch_limit().clamp(1, 1000);
-    let concurrency = opts.concurrency.max(1);
-    let (tx, mut rx) = mpsc::channel::<(u64, Vec<ObjectMeta>)>(concurrency);
+    let engine = EngineOptions {
+        concurrency: opts.concurrency,
+        // The position moves after every batch (`docs/reference/provider-quirks.md#l1`).
+        flush: FlushPolicy::EACH,
+        // After a fatal error nothing more is applied: the position stays before the
+        // batches not applied, so the next run handles them again.
+        after_fatal: AfterFatal::Discard,
+    };
 
     // Stage 1: one listing in key order, cut into batches.
     let producer = {
-        let (store, stop, prefix) = (store.clone(), stop.clone(), opts.prefix.clone());
+        let (store, prefix) = (store.clone(), opts.prefix.clone());
         let start_after = opts.start_after.clone();
-        async move {
+        move |mut intake: Intake<Vec<ObjectMeta>>| async move {
             let mut token = None;
             let mut first = true;
-            let mut seq = 0u64;
             loop {
-                if stop.is_cancelled() {
+                if intake.is_stopped() {
                     return Ok(false);
                 }
                 let after = if first { start_after.as_deref() } else { None };
                 let page = super::retry_read("listing", || {
                     store.list_page(&prefix, false, after, token.clone())
                 })
-                .await?;
+                .await
+                .map_err(ScanError::Listing)?;
                 first = false;
                 for chunk in page.objects.chunks(batch_size) {
-                    if tx.send((seq, chunk.to_vec())).await.is_err() {
+                    if !intake.send(chunk.to_vec()).await {
                         return Ok(false);
                     }
-                    seq += 1;
                 }
                 match page.next {
                     Some(t) => token = Some(t),
-                    None => return Ok::<bool, StoreError>(true),
+                    None => return Ok(true),
                 }
             }
         }
     };
 
-    // Stage 2: batches, `concurrency` at a time; stage 3: results in key order.
-    let consumer = async {
-        let batches = stream::poll_fn(move |cx| rx.poll_recv(cx));
-        let mut results = std::pin::pin!(bounded(
-            batches,
-            concurrency,
-            stop.clone(),
-            |(seq, objs)| { process_batch(store.as_ref(), db, lock, opts, seq, objs) }
-        ));
-        let mut done: BTreeMap<u64, Batch> = BTreeMap::new();
-        let mut next = 0u64;
-        let mut fatal: Option<String> = None;
-        while let Some(r) = results.next().await {
-            match r {
-                Ok(b) => {
-                    done.insert(b.seq, b);
-                }
-                Err(e) => {
-                    fatal.get_or_insert_with(|| e.to_string());
-                    stop.cancel();
-                }
-            }
-            // Commit in key order: the position never passes an unfinished batch.
-            while let Some(b) = done.remove(&next) {
-                next += 1;
-                if fatal.is_some() {
-                    continue;
-                }
-                let n = b.objects.len() as u64;
-                let (mut bytes, mut failed) = (0u64, 0u64);
-                for (class, size, listed) in b.objects {
-                    report.count(class, size);
-                    bytes += size;
-                    if let Some((key, action)) = listed {
-                        failed += u64::from(action == Action::Failed);
-                        report.record(&key, class, size, action);
-                    }
-                }
-                for f in b.failures {
-                    report.push_failure(f);
-                }
-                report.ownership.merge(b.ownership);
-                progress.add(n, failed, bytes);
-                let advanced = match journal {
-                    Some(j) => {
-                        j.orphan_scan_advance(&opts.target, &opts.prefix, &b.last_key, n)
-                            .await
-                    }
-                    None => Ok(()),
-                };
-                if let Err(e) = advanced {
-                    fatal.get_or_insert_with(|| e.to_string());
-                    stop.cancel();
-                    continue;
-                }
-                report.last_key = Some(b.last_key);
-            }
-        }
-        fatal
+    // Stage 2: batches, `concurrency` at a time; stage 3: results in key order, the
+    // journal position moved after each.
+    let mut commit = ScanCommit {
+        journal,
+        opts,
+        progress,
+        report: &mut *report,
+        position: None,
     };
-    let (listed, fatal) = tokio::join!(producer, consumer);
-    report.fatal = fatal;
-    match listed {
+    let outcome = engine::run(
+        &engine,
+        cancel,
+        producer,
+        |objs, _| async {
+            process_batch(store.as_ref(), db, lock, opts, objs)
+                .await
+                .map_err(Failed::nothing)
+        },
+        &mut commit,
+    )
+    .await;
+    report.fatal = outcome.fatal.map(|e| e.to_string());
+    match outcome.produced {
         Ok(true) => report.fatal.is_none() && !cancel.is_cancelled(),
         Ok(false) => false,
         Err(e) => {
@@ -193,10 +173,55 @@ pub async fn run_scan<S: Store>(
     }
 }
 
+/// The commit stage of a scan: counts a finished batch into the report, and (flush)
+/// moves the journal position after it.
+struct ScanCommit<'a, J> {
+    journal: Option<&'a J>,
+    opts: &'a ScanOptions,
+    progress: &'a Progress,
+    report: &'a mut OrphansReport,
+    /// The last key committed and the objects committed since the last flush.
+    position: Option<(String, u64)>,
+}
+
+impl<J: Journal + Sync> Commit<Batch, ScanError> for ScanCommit<'_, J> {
+    async fn commit(&mut self, b: Batch) -> Result<(), ScanError> {
+        let n = b.objects.len() as u64;
+        let (mut bytes, mut failed) = (0u64, 0u64);
+        for (class, size, listed) in b.objects {
+            self.report.count(class, size);
+            bytes += size;
+            if let Some((key, action)) = listed {
+                failed += u64::from(action == Action::Failed);
+                self.report.record(&key, class, size, action);
+            }
+        }
+        for f in b.failures {
+            self.report.push_failure(f);
+        }
+        self.report.ownership.merge(b.ownership);
+        self.progress.add(n, failed, bytes);
+        let done = self.position.take().map_or(0, |(_, n)| n);
+        self.position = Some((b.last_key, done + n));
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<(), ScanError> {
+        let Some((last_key, n)) = self.position.take() else {
+            return Ok(());
+        };
+        if let Some(j) = self.journal {
+            j.orphan_scan_advance(&self.opts.target, &self.opts.prefix, &last_key, n)
+                .await?;
+        }
+        self.report.last_key = Some(last_key);
+        Ok(())
+    }
+}
+
 /// What one batch produced: per object its class and size, and for the keys worth
 /// listing (not referenced) what happened to them.
 struct Batch {
-    seq: u64,
     last_key: String,
     objects: Vec<Handled>,
     failures: Vec<KeyFailure>,
@@ -206,25 +231,32 @@ struct Batch {
 /// One object of a batch: its class, size, and for keys worth listing what happened.
 type Handled = (Class, u64, Option<(String, Action)>);
 
-/// Why a batch stopped the run.
+/// Why the scan stopped.
 #[derive(Debug, thiserror::Error)]
-enum BatchError {
+enum ScanError {
+    /// A batch's owner lookup or the advisory lock.
     #[error(transparent)]
     Db(#[from] DbError),
+    /// A delete failed in a way no other request can avoid.
     #[error("{0}")]
     Store(StoreError),
+    /// The journal position could not be written.
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    /// The listing kept failing (formatted with the store by [`run_scan`]).
+    #[error("{0}")]
+    Listing(StoreError),
 }
 
 /// Classifies one batch and deletes what may go. Errors: the owner lookup failed, or a
 /// delete failed in a way no other request can avoid (credentials, bucket).
-async fn process_batch<S: Store>(
+async fn process_batch<S: Store, O: OwnerLookup, L: HeldLock>(
     store: &S,
-    db: &Db,
-    lock: Option<&RunLock>,
+    db: &O,
+    lock: Option<&L>,
     s: &ScanOptions,
-    seq: u64,
     objs: Vec<ObjectMeta>,
-) -> Result<Batch, BatchError> {
+) -> Result<Batch, ScanError> {
     let parsed: Vec<Result<ParsedKey<'_>, Unrecognised>> = objs
         .iter()
         .map(|o| parse_key(o.key.as_str(), &s.key_prefix))
@@ -236,7 +268,7 @@ async fn process_batch<S: Store>(
     let owners = if placed.is_empty() {
         Owners::default()
     } else {
-        Owners::lookup(db, &placed).await?
+        db.owners(&placed).await?
     };
     let now = Utc::now();
     let settled_before = s.started - chrono::Duration::minutes(NEWER_KEY_GRACE_MINUTES);
@@ -300,14 +332,14 @@ async fn process_batch<S: Store>(
         .await
         {
             Ok(o) => o,
-            Err((_, e)) => return Err(BatchError::Db(e)),
+            Err((_, e)) => return Err(ScanError::Db(e)),
         }
     };
     if let Some(DeleteOutcome::Failed(e)) = outcomes
         .iter()
         .find(|o| matches!(o, DeleteOutcome::Failed(e) if e.is_fatal()))
     {
-        return Err(BatchError::Store(e.clone()));
+        return Err(ScanError::Store(e.clone()));
     }
     let mut outcome_of: BTreeMap<usize, DeleteOutcome> =
         to_delete.into_iter().zip(outcomes).collect();
@@ -343,7 +375,6 @@ async fn process_batch<S: Store>(
         out.push((class, o.size, Some((o.key.to_string(), action))));
     }
     Ok(Batch {
-        seq,
         last_key: objs.last().map(|o| o.key.to_string()).unwrap_or_default(),
         objects: out,
         failures,

@@ -10,6 +10,7 @@ use futures::stream::{self, StreamExt};
 use super::copy::{MigrateError, Migration, journalled};
 use crate::inventory::source::{SourceFile, md5_file};
 use crate::inventory::standing::still_named;
+use crate::journal::Journal as _;
 use crate::journal::migrate::FileState;
 use crate::plan::migrate::{
     HeadCheck, check_failure, check_head, missing_verdict, unchanged_at_source,
