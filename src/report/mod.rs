@@ -3,6 +3,7 @@
 //!
 //! Must not: print progress to stdout, or print secrets.
 
+pub mod cert;
 pub mod migrate;
 pub mod orphans;
 mod progress;
