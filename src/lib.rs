@@ -31,6 +31,7 @@ pub mod config;
 pub mod inventory;
 pub mod journal;
 pub mod mastodon;
+pub mod model;
 pub mod plan;
 pub mod pool;
 pub mod report;

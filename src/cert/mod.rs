@@ -12,7 +12,8 @@
 //! ([`acme`]), the Linode Object Storage API client ([`linode`]), trust and HTTP clients
 //! ([`net`]), the TLS probe ([`tls`]), renewal timing ([`timing`]), the renewal flow
 //! ([`renew`]), the install/restore transaction ([`install`]), `cert status`
-//! ([`status`]) and the state directory ([`state`]).
+//! ([`status`]), the state directory ([`state`]) and doctor's DNS/CAA/TLS/alias-host
+//! checks ([`diagnose`]).
 //!
 //! Must not: import aws-sdk-s3 (challenge objects go through [`crate::store::s3::S3Store`]),
 //! print the Linode token, or change anything (bucket objects, the CA's orders, the Linode
@@ -22,6 +23,7 @@ pub mod acme;
 pub mod alias;
 pub mod caa;
 pub mod challenge;
+pub mod diagnose;
 pub mod dns;
 pub mod install;
 pub mod keys;

@@ -5,6 +5,7 @@
 //! columns Mastodon itself clears (`mastodon-storage.md` §7.1–7.3) and `updated_at`, or
 //! write settings.
 
+pub mod diagnose;
 mod exec;
 pub mod schema;
 mod suspended;

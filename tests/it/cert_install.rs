@@ -1,5 +1,8 @@
 //! Issue 10.4: the install/restore transaction of `cert renew` (`cert::install`) on the
-//! paths `cert.rs` does not cover, against the Linode double (`support::certlab`).
+//! paths `cert.rs` does not cover, against the Linode double (`support::certlab`), and the
+//! one alias-host rule (`cert::alias`) as cert and doctor apply it: a flattened CNAME is
+//! accepted by both; addresses that are not the bucket's are refused by cert and a warning
+//! in doctor.
 
 use crate::support::Run;
 use crate::support::certlab::{Site, lab};
@@ -26,6 +29,13 @@ fn expect(run: &Run, code: i32, words: &[&str]) {
             run.stderr
         );
     }
+}
+
+fn doctor_line<'a>(run: &'a Run, check: &str) -> &'a str {
+    run.stdout
+        .lines()
+        .find(|l| l.get(6..).is_some_and(|rest| rest.starts_with(check)))
+        .unwrap_or_else(|| panic!("no `{check}` line:\n{}", run.stdout))
 }
 
 /// A bucket without a certificate whose first upload keeps failing: nothing to restore,
@@ -140,4 +150,55 @@ async fn a_failed_restore_is_reported_and_keeps_both_pairs() {
     lab()
         .linode
         .with_bucket(&site.domain, |b| b.fail_all = false);
+}
+
+/// A flattened CNAME (no CNAME; the name answers with the bucket host's addresses, as
+/// Cloudflare's flattening does): cert's preflight and doctor both accept it, with a note.
+/// The lab's DNS answers every A query without a record of its own with 127.0.0.1.
+#[tokio::test]
+async fn a_flattened_cname_is_accepted_by_cert_and_doctor() {
+    let site = Site::new(None, None, &[]).await;
+    lab().mock_dns(
+        "/clear-cname",
+        serde_json::json!({"host": format!("{}.", site.domain)}),
+    );
+    let dry = site.renew(&["--dry-run"]);
+    expect(&dry, 0, &["dry run", "flattened CNAME"]);
+    let run = site.doctor(&[]);
+    let l = doctor_line(&run, "cname");
+    assert!(
+        l.starts_with("ok") && l.contains("flattened CNAME"),
+        "{l}\n{}",
+        run.stdout
+    );
+}
+
+/// Addresses that are not the bucket's: cert refuses (exit 2, nothing changed), doctor
+/// warns (a CDN may front the bucket) with the record to add.
+#[tokio::test]
+async fn foreign_addresses_are_refused_by_cert_and_a_warning_in_doctor() {
+    let site = Site::new(None, None, &[]).await;
+    lab().mock_dns(
+        "/clear-cname",
+        serde_json::json!({"host": format!("{}.", site.domain)}),
+    );
+    lab().mock_dns(
+        "/add-a",
+        serde_json::json!({"host": format!("{}.", site.domain), "addresses": ["127.0.0.2"]}),
+    );
+    let run = site.renew(&[]);
+    expect(&run, 2, &["is not a CNAME to the bucket's host"]);
+    assert!(site.linode().cert.is_none());
+    let doctor = site.doctor(&[]);
+    let l = doctor_line(&doctor, "cname");
+    assert!(
+        l.starts_with("warn")
+            && l.contains("does not resolve to the bucket's addresses")
+            && l.contains(&format!(
+                "IN CNAME {}",
+                crate::support::certlab::bucket_hostname(&site.domain)
+            )),
+        "{l}\n{}",
+        doctor.stdout
+    );
 }

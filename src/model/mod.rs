@@ -1,0 +1,3 @@
+//! Shared nouns every layer may name (they import nothing of the crate).
+
+pub mod check;
