@@ -7,9 +7,8 @@
 //!
 //! Must not: write or delete anything itself.
 
-use super::s3::{HeadMeta, ObjectHeaders, S3Store};
+use super::s3::{DeleteChecksum, HeadMeta, ObjectHeaders, S3Store};
 use super::{Store, StoreError};
-use crate::config::DeleteChecksum;
 use crate::model::check::{Check, Checks};
 
 /// Hosts of providers that refuse the SDK's `x-amz-checksum-*` headers on

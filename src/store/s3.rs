@@ -14,8 +14,11 @@
 //! are deleted with `DeleteObject` (the key goes in the path), never in a
 //! `DeleteObjects` body.
 
+mod settings;
 mod transfer;
 mod versioning;
+
+pub use settings::{DeleteChecksum, S3Config};
 
 pub use transfer::{Body, HeadMeta, ObjectHeaders, encode_copy_source, part_size};
 
@@ -42,7 +45,6 @@ use super::{
     AttemptError, DeleteOutcome, Limiter, ListPage, ObjectMeta, RetryPolicy, Store, StoreError,
     validate_key,
 };
-use crate::config::{DeleteChecksum, S3Config};
 use crate::plan::layout::ObjectKey;
 
 /// An S3 bucket reached through aws-sdk-s3.
