@@ -1,8 +1,8 @@
 //! `doctor`'s checks of the Linode API and the alias host (`S3_ALIAS_HOST`): `linode`,
 //! `alias host`, `protocol`, `dns`, `cname` (the rule of [`super::alias`], shared with
 //! `cert renew`), `caa`, `tls`, and the anonymous GETs `public read` / `probe read` (with
-//! `alias redirect` when the alias host sends browsers elsewhere). Returns [`Check`]s; the
-//! report's wording is `report::doctor`'s.
+//! `alias redirect` when the alias host sends browsers elsewhere). Returns
+//! [`Check`](crate::model::check::Check)s; the report's wording is `report::doctor`'s.
 //!
 //! Must not: change anything (GET, HEAD and DNS queries only), or print the Linode token.
 

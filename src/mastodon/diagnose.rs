@@ -1,7 +1,7 @@
 //! `doctor`'s database checks: `database` (reachable, Mastodon version, the columns we
 //! need), `locking` (the advisory lock that keeps two destructive runs apart, issue 9.1)
-//! and `retention` (the media cache retention setting). Returns [`Check`]s; the wording of
-//! the report is `report::doctor`'s.
+//! and `retention` (the media cache retention setting). Returns
+//! [`Check`](crate::model::check::Check)s; the wording of the report is `report::doctor`'s.
 //!
 //! Must not: write to the database (the `doctor` lock is taken and released at once).
 
