@@ -7,27 +7,37 @@
 //!   → TLS probe of the domain
 //! ```
 //!
-//! Owns: DNS lookups ([`dns`]) and CAA evaluation ([`caa`]), keys and certificate parsing
-//! ([`keys`]), the ACME client ([`acme`]), the Linode Object Storage API client
-//! ([`linode`]), trust and HTTP clients ([`net`]), the TLS probe ([`tls`]), renewal timing
-//! ([`timing`]) and the state directory ([`state`]).
+//! Owns: DNS lookups ([`dns`]), the one alias-host rule cert and doctor share ([`alias`])
+//! and CAA evaluation ([`caa`]), keys and certificate parsing ([`keys`]), the ACME client
+//! ([`acme`]), the Linode Object Storage API client ([`linode`]), trust and HTTP clients
+//! ([`net`]), the TLS probe ([`tls`]), renewal timing ([`timing`]), the renewal flow
+//! ([`renew`]), the install/restore transaction ([`install`]), `cert status`
+//! ([`status`]), the state directory ([`state`]) and doctor's DNS/CAA/TLS/alias-host
+//! checks ([`diagnose`]).
 //!
 //! Must not: import aws-sdk-s3 (challenge objects go through [`crate::store::s3::S3Store`]),
 //! print the Linode token, or change anything (bucket objects, the CA's orders, the Linode
 //! certificate) except through [`crate::pool::Gate::mutate`].
 
 pub mod acme;
+pub mod alias;
 pub mod caa;
 pub mod challenge;
+pub mod diagnose;
 pub mod dns;
+pub mod install;
 pub mod keys;
 pub mod linode;
 pub mod net;
+pub mod renew;
 pub mod state;
+pub mod status;
 pub mod timing;
 pub mod tls;
 
 use std::path::PathBuf;
+
+use crate::report::ExitCode;
 
 /// Let's Encrypt's production directory.
 pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
@@ -92,6 +102,24 @@ pub enum CertError {
 }
 
 impl CertError {
+    /// The exit code this error maps to: 2 for what the admin must fix first
+    /// ([`CertError::Setup`]), 3 when something needed is unreachable or refuses us, 1 for
+    /// a failed attempt (the CA, a certificate, the Linode upload).
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            CertError::Setup(_) => ExitCode::Usage,
+            CertError::Network(_)
+            | CertError::Dns(_)
+            | CertError::LinodeAuth(_)
+            | CertError::Locked(_)
+            | CertError::File { .. } => ExitCode::Fatal,
+            CertError::Acme(_)
+            | CertError::Invalid(_)
+            | CertError::Linode { .. }
+            | CertError::Install(_) => ExitCode::ItemsFailed,
+        }
+    }
+
     pub(crate) fn file(path: &std::path::Path, source: std::io::Error) -> Self {
         CertError::File {
             path: path.to_owned(),

@@ -6,6 +6,7 @@
 //! write settings.
 
 mod connect;
+pub mod diagnose;
 mod exec;
 pub mod schema;
 mod suspended;

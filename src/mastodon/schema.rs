@@ -45,6 +45,22 @@ pub struct Schema {
     pub migration_version: Option<String>,
 }
 
+/// The Mastodon release a schema's markers point at: `media_attachments.thumbnail_storage_schema_version`
+/// appeared in 4.6 (`thumbnail`), the `quotes` table in 4.5 (`quotes`), and
+/// `settings.thing_type` was dropped in 4.4 (`settings_thing_type` true before it). One of
+/// `"4.6 or later"`, `"4.5"`, `"4.4"`, `"4.2 or 4.3"`.
+pub fn sniff_version(thumbnail: bool, quotes: bool, settings_thing_type: bool) -> &'static str {
+    if thumbnail {
+        "4.6 or later"
+    } else if quotes {
+        "4.5"
+    } else if !settings_thing_type {
+        "4.4"
+    } else {
+        "4.2 or 4.3"
+    }
+}
+
 impl Schema {
     /// Reads the columns of [`TABLES`] in the current schema. Errors: the query fails, or a
     /// core column is missing ([`DbError::NotMastodon`]).
@@ -127,6 +143,16 @@ impl Schema {
         self.has_table("quotes")
     }
 
+    /// The Mastodon version these columns point at, for `doctor`'s line only (behaviour is
+    /// gated on columns): [`sniff_version`] over the capabilities above.
+    pub fn version_label(&self) -> &'static str {
+        sniff_version(
+            self.thumbnail_schema_version(),
+            self.quotes(),
+            self.settings_thing_type(),
+        )
+    }
+
     /// The SQL for `<table>.<column>` if it exists, else `NULL::<ty>`.
     pub fn column_or_null(&self, alias: &str, table: &str, column: &str, ty: &str) -> String {
         if self.has(table, column) {
@@ -157,7 +183,29 @@ impl Schema {
 
 #[cfg(test)]
 mod tests {
-    use super::Schema;
+    use super::{Schema, sniff_version};
+
+    #[test]
+    fn version_from_schema_markers() {
+        // (thumbnail_storage_schema_version, quotes, settings.thing_type) → version
+        let cases = [
+            ((true, true, false), "4.6 or later"),
+            ((true, false, true), "4.6 or later"),
+            ((false, true, false), "4.5"),
+            ((false, false, false), "4.4"),
+            ((false, false, true), "4.2 or 4.3"),
+        ];
+        for ((t, q, s), want) in cases {
+            assert_eq!(sniff_version(t, q, s), want, "{t} {q} {s}");
+        }
+        let v42 = Schema::from_columns([("settings", "thing_type"), ("accounts", "domain")]);
+        assert_eq!(v42.version_label(), "4.2 or 4.3");
+        let v46 = Schema::from_columns([
+            ("media_attachments", "thumbnail_storage_schema_version"),
+            ("quotes", "id"),
+        ]);
+        assert_eq!(v46.version_label(), "4.6 or later");
+    }
 
     #[test]
     fn attachment_columns_only_lists_existing_ones() {

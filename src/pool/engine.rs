@@ -16,7 +16,7 @@
 //!   on) or stops the run ([`Failed`]: a fatal error, with what the item had already done,
 //!   which is still committed under [`AfterFatal::CommitFinished`]).
 //! - **Commit**: finished items are handed to [`Commit::commit`] strictly in the order they
-//!   were sent, so a journal position never passes an unfinished item (L1 of the orphan
+//!   were sent, so a journal position never passes an unfinished item (`docs/reference/provider-quirks.md#l1`, the orphan
 //!   scan); the database side (row clears) and the counts live in the job's [`Commit`].
 //! - **Flush**: [`Commit::flush`] (the journal checkpoint) runs after every
 //!   [`FlushPolicy::every`] commits or once [`FlushPolicy::interval`] has passed since the

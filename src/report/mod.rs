@@ -3,6 +3,8 @@
 //!
 //! Must not: print progress to stdout, or print secrets.
 
+pub mod cert;
+pub mod doctor;
 pub mod migrate;
 pub mod orphans;
 mod progress;

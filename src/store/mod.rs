@@ -6,6 +6,7 @@
 //! Must not: know about Mastodon (rows, attachments), decide what to delete, or bypass the
 //! pool's dry-run gate (only `pool` calls [`Store::delete_many`]).
 
+pub mod diagnose;
 pub mod fs;
 pub mod limited;
 pub mod s3;

@@ -7,6 +7,7 @@
 
 mod bad_input;
 mod cert;
+mod cert_install;
 mod cert_tokenless;
 mod closed_stdout;
 mod doctor;

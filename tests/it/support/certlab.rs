@@ -87,6 +87,8 @@ pub struct DoubleBucket {
     pub accepted: Vec<String>,
     /// Refuse (HTTP 500) any certificate not accepted before.
     pub fail_new: bool,
+    /// Refuse (HTTP 500) every upload, even of a certificate accepted before.
+    pub fail_all: bool,
     /// `METHOD path` of every call about this bucket.
     pub calls: Vec<String>,
 }
@@ -649,7 +651,8 @@ fn bucket_json(label: &str) -> serde_json::Value {
 }
 
 /// The Linode API double: bearer token, paginated bucket list (2 per page), one bucket,
-/// and GET/POST/DELETE `…/ssl`, with the upload failure mode of [`DoubleBucket::fail_new`].
+/// and GET/POST/DELETE `…/ssl`, with the upload failure modes of [`DoubleBucket::fail_new`]
+/// and [`DoubleBucket::fail_all`].
 fn serve_linode(mut s: TcpStream, linode: &LinodeDouble) {
     let Some(req) = read_request(&mut s) else {
         return;
@@ -739,7 +742,7 @@ fn serve_linode(mut s: TcpStream, linode: &LinodeDouble) {
                         if b.cert.is_some() {
                             return Err("a certificate is already installed; delete it first");
                         }
-                        if b.fail_new && !b.accepted.iter().any(|c| c == cert) {
+                        if b.fail_all || (b.fail_new && !b.accepted.iter().any(|c| c == cert)) {
                             return Err("injected upload failure");
                         }
                         b.cert = Some((cert.to_owned(), key.to_owned()));
