@@ -1,4 +1,5 @@
-//! Pure decisions: the key layout ([`layout`]) and the prune policy ([`prune`]). Nothing
+//! Pure decisions: the key layout ([`layout`]), the prune policy ([`prune`]) and the
+//! listing prefixes that size a batch of keys ([`partition`]). Nothing
 //! here touches tokio, sqlx or the AWS SDK; everything is table-tested inline.
 
 pub mod headers;
@@ -6,4 +7,5 @@ pub mod layout;
 pub mod orphans;
 pub mod ownership;
 pub mod parse;
+pub mod partition;
 pub mod prune;

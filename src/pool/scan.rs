@@ -72,7 +72,7 @@ pub struct ScanOptions {
 /// `journal` `None`: the position is not recorded (the read-only first pass of a deleting
 /// run, which decides whether the database may own the storage).
 #[allow(clippy::too_many_arguments)] // the scan's collaborators, each borrowed for the run
-pub async fn run_scan<S: Store>(
+pub async fn run_scan<S: Store + ?Sized>(
     db: &Db,
     lock: Option<&RunLock>,
     store: Arc<S>,
@@ -217,7 +217,7 @@ enum BatchError {
 
 /// Classifies one batch and deletes what may go. Errors: the owner lookup failed, or a
 /// delete failed in a way no other request can avoid (credentials, bucket).
-async fn process_batch<S: Store>(
+async fn process_batch<S: Store + ?Sized>(
     store: &S,
     db: &Db,
     lock: Option<&RunLock>,
