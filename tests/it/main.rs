@@ -17,6 +17,7 @@ mod orphans_ownership;
 mod pgbouncer;
 mod provider_checksums;
 mod prune;
+mod store_conformance;
 mod storms;
 mod support;
 mod timeouts;
