@@ -7,9 +7,11 @@
 //!                     commands/ wires them, one file per subcommand
 //! ```
 //!
+//! - [`model`]: the shared nouns (object keys, attachment slots, candidate rows, secrets);
+//!   imports nothing else of the crate.
 //! - [`cli`]: clap argument types; reads neither files nor the environment.
 //! - [`config`]: Mastodon's `.env.production` plus the process environment, validated into
-//!   one [`config::Config`]; secrets wrapped in [`config::Secret`].
+//!   one [`config::Config`]; secrets wrapped in [`model::Secret`].
 //! - [`inventory`]: read-only streams of candidate rows from Mastodon's database.
 //! - [`plan`]: pure decisions: the key layout of every Paperclip attachment and the
 //!   pruning policy (which keys a row owns, which columns to clear).
@@ -31,6 +33,7 @@ pub mod config;
 pub mod inventory;
 pub mod journal;
 pub mod mastodon;
+pub mod model;
 pub mod plan;
 pub mod pool;
 pub mod report;

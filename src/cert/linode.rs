@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::CertError;
 use super::net::describe_http_error;
-use crate::config::Secret;
+use crate::model::Secret;
 
 /// The default API base.
 pub const DEFAULT_API: &str = "https://api.linode.com/v4";

@@ -6,19 +6,32 @@
 //! Must not: be read by anything but `commands/`, open connections, or print secrets.
 
 mod linode;
-mod secret;
 
+use crate::mastodon::DatabaseSettings;
+pub use crate::mastodon::{DatabaseConfig, LockDatabaseConfig};
+pub use crate::model::Secret;
+pub use crate::store::s3::{DeleteChecksum, S3Config};
 pub use linode::LinodeConfig;
-pub use secret::Secret;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::postgres::{PgConnectOptions, PgSslMode};
-
 use crate::plan::layout::KeyPrefix;
+
+/// How an invalid value appears in an error: quoted, and only its first line. A value
+/// that runs over several lines comes from an unterminated quote, which swallows the lines
+/// after it, secrets included (`DB_PASS=…`): those lines are never printed, only counted.
+fn shown_value(value: &str) -> String {
+    match value.split_once('\n') {
+        None => format!("{value:?}"),
+        Some((first, rest)) => format!(
+            "{first:?}… (the value runs on over {} more line(s), not shown: is its closing quote missing?)",
+            rest.lines().count().max(1)
+        ),
+    }
+}
 
 /// A configuration problem: the message names the variable (or file) and says what to fix.
 /// Maps to exit code 2.
@@ -53,7 +66,7 @@ pub enum ConfigError {
         fix: String,
     },
     /// A variable has a value we cannot use.
-    #[error("{var}={value:?} is invalid: {fix}")]
+    #[error("{var}={} is invalid: {fix}", shown_value(value))]
     Invalid {
         /// The variable name.
         var: &'static str,
@@ -77,122 +90,11 @@ pub enum StorageConfig {
     Filesystem(FsConfig),
 }
 
-/// The S3 settings of `.env.production` (§5.2), with Mastodon's defaults applied.
-#[derive(Debug, Clone)]
-pub struct S3Config {
-    /// `S3_BUCKET`.
-    pub bucket: String,
-    /// `S3_REGION` (default `us-east-1`): the signing region.
-    pub region: String,
-    /// `S3_ENDPOINT`: the API endpoint URL; `None` for AWS itself.
-    pub endpoint: Option<String>,
-    /// Path-style addressing: on whenever `S3_ENDPOINT` is set unless
-    /// `S3_OVERRIDE_PATH_STYLE=true`; forced on for dotted bucket names over HTTPS.
-    pub force_path_style: bool,
-    /// `S3_PROTOCOL` (default `https`): scheme of public URLs only.
-    pub protocol: String,
-    /// `S3_HOSTNAME` (default `s3-<region>.amazonaws.com`): host of public URLs only.
-    pub hostname: String,
-    /// `S3_ALIAS_HOST` (or legacy `S3_CLOUDFRONT_HOST`): public host, possibly with a path.
-    pub alias_host: Option<String>,
-    /// `S3_PERMISSION` (default `public-read`); `None` when set but empty (send no ACL).
-    pub permission: Option<String>,
-    /// `S3_BATCH_DELETE_LIMIT` (default 1000, at most 1000): keys per `DeleteObjects`.
-    pub batch_delete_limit: usize,
-    /// `S3_KEY_PREFIX` (4.3+), normalised.
-    pub key_prefix: KeyPrefix,
-    /// `AWS_ACCESS_KEY_ID`.
-    pub access_key_id: String,
-    /// `AWS_SECRET_ACCESS_KEY`.
-    pub secret_access_key: Secret<String>,
-    /// `S3_OPEN_TIMEOUT` (default 5 s): connect timeout.
-    pub open_timeout: Duration,
-    /// `S3_READ_TIMEOUT` (default 5 s): the time one attempt of a short request (listing,
-    /// HEAD, ACL read, single delete) may take.
-    pub read_timeout: Duration,
-    /// The same, raised to at least 120 s as Mastodon's batch delete does: the attempt
-    /// timeout of `DeleteObjects` and of requests that carry or copy a body (PutObject,
-    /// UploadPart, CopyObject, CompleteMultipartUpload, GetObject).
-    pub long_timeout: Duration,
-    /// `S3_RETRY_LIMIT`: SDK attempts per request (we use at least 3).
-    pub max_attempts: u32,
-    /// `MASTOMEDIA_DELETE_CHECKSUM` (`md5`, the default, or `crc32`): the integrity
-    /// headers of `DeleteObjects`. The store switches to the other one for the rest of the
-    /// run when the provider refuses them.
-    pub delete_checksum: DeleteChecksum,
-}
-
-/// Which integrity headers a `DeleteObjects` request carries (`provider-quirks.md` D4, H1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeleteChecksum {
-    /// `Content-MD5` only: what S3 has always accepted, and what Backblaze B2, OVH,
-    /// Cloudflare R2 and older MinIO need (they refuse `x-amz-checksum-*` headers).
-    Md5,
-    /// The SDK's `x-amz-checksum-crc32` and `x-amz-sdk-checksum-algorithm`, plus
-    /// `Content-MD5`: for a provider that insists on a flexible checksum.
-    Crc32,
-}
-
 /// Filesystem storage (§5.3).
 #[derive(Debug, Clone)]
 pub struct FsConfig {
     /// `PAPERCLIP_ROOT_PATH` (default `<dir of the env file>/public/system`), normalised.
     pub root: PathBuf,
-}
-
-/// Connection settings for Mastodon's PostgreSQL database (§5.4).
-#[derive(Clone)]
-pub struct DatabaseConfig {
-    /// Full connection options (may hold the password).
-    pub options: PgConnectOptions,
-    /// `postgres://user@host:port/db`, safe to log.
-    pub display: String,
-    /// `PREPARED_STATEMENTS` (Mastodon's setting, default true): `false` means no query may
-    /// use a named prepared statement, as PgBouncer in transaction pooling requires; every
-    /// query is then sent as an unnamed statement inside its own transaction.
-    pub prepared_statements: bool,
-    /// `MASTOMEDIA_LOCK_DATABASE_URL`: a connection straight to PostgreSQL (or a
-    /// session-mode pool) on which the advisory lock is taken when `DATABASE_URL` /
-    /// `DB_HOST` reaches the database through transaction pooling. `None` when unset.
-    pub lock: Option<LockDatabaseConfig>,
-}
-
-/// The connection [`DatabaseConfig::lock`] names (`MASTOMEDIA_LOCK_DATABASE_URL`).
-#[derive(Clone)]
-pub struct LockDatabaseConfig {
-    /// Full connection options (may hold the password).
-    pub options: PgConnectOptions,
-    /// `postgres://user@host:port/db`, safe to log.
-    pub display: String,
-}
-
-impl std::fmt::Debug for LockDatabaseConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LockDatabaseConfig")
-            .field("display", &self.display)
-            .finish_non_exhaustive()
-    }
-}
-
-/// `postgres://user@host:port/db` of `options`: no password.
-fn display_target(options: &PgConnectOptions) -> String {
-    format!(
-        "postgres://{}@{}:{}/{}",
-        options.get_username(),
-        options.get_host(),
-        options.get_port(),
-        options.get_database().unwrap_or("")
-    )
-}
-
-impl std::fmt::Debug for DatabaseConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DatabaseConfig")
-            .field("display", &self.display)
-            .field("prepared_statements", &self.prepared_statements)
-            .field("lock", &self.lock)
-            .finish_non_exhaustive()
-    }
 }
 
 /// The validated configuration every command starts from.
@@ -460,15 +362,11 @@ impl Config {
 }
 
 fn database_config(vars: &Vars) -> Result<DatabaseConfig, ConfigError> {
-    let mut options = if let Some(url) = vars.get("DATABASE_URL") {
-        PgConnectOptions::from_str(url).map_err(|_| ConfigError::Invalid {
-            var: "DATABASE_URL",
-            value: "[redacted]".into(),
-            fix: "expected postgres://user:password@host:port/database".into(),
-        })?
-    } else {
-        let host = vars.get("DB_HOST").unwrap_or("localhost");
-        let port: u16 = vars
+    let url = vars.get("DATABASE_URL");
+    let mut port = 5432;
+    let mut password = None;
+    if url.is_none() {
+        port = vars
             .number(
                 "DB_PORT",
                 "use the TCP port of PostgreSQL (1-65535), e.g. 5432",
@@ -481,11 +379,6 @@ fn database_config(vars: &Vars) -> Result<DatabaseConfig, ConfigError> {
                 fix: "use the TCP port of PostgreSQL (1-65535), e.g. 5432".into(),
             });
         }
-        let mut o = PgConnectOptions::new_without_pgpass()
-            .host(host)
-            .port(port)
-            .username(vars.get("DB_USER").unwrap_or("mastodon"))
-            .database(vars.get("DB_NAME").unwrap_or("mastodon_production"));
         if let Some(pass) = vars.raw("DB_PASS").filter(|p| !p.is_empty()) {
             // libpq and sqlx end the password at a NUL byte: refuse rather than log in with
             // a truncated one.
@@ -498,45 +391,25 @@ fn database_config(vars: &Vars) -> Result<DatabaseConfig, ConfigError> {
                             .into(),
                 });
             }
-            o = o.password(pass);
+            password = Some(pass);
         }
-        let mode = vars.get("DB_SSLMODE").unwrap_or("prefer");
-        let ssl = PgSslMode::from_str(mode).map_err(|_| ConfigError::Invalid {
-            var: "DB_SSLMODE",
-            value: mode.to_owned(),
-            fix: "use one of disable, allow, prefer, require, verify-ca, verify-full".into(),
-        })?;
-        o.ssl_mode(ssl)
-    };
-    // Mastodon's own reading (config/database.yml): anything but `false` keeps them on.
-    let prepared_statements = vars.get("PREPARED_STATEMENTS") != Some("false");
-    if !prepared_statements {
-        options = options.statement_cache_capacity(0);
     }
-    options = options.application_name("mastomedia");
-    let lock = match vars.get("MASTOMEDIA_LOCK_DATABASE_URL") {
-        None => None,
-        Some(url) => {
-            let mut lock = PgConnectOptions::from_str(url).map_err(|_| ConfigError::Invalid {
-                var: "MASTOMEDIA_LOCK_DATABASE_URL",
-                value: "[redacted]".into(),
-                fix: "expected postgres://user:password@host:port/database, reaching PostgreSQL itself (not PgBouncer in transaction pooling)".into(),
-            })?;
-            if !prepared_statements {
-                lock = lock.statement_cache_capacity(0);
-            }
-            let lock = lock.application_name("mastomedia");
-            Some(LockDatabaseConfig {
-                display: display_target(&lock),
-                options: lock,
-            })
-        }
-    };
-    Ok(DatabaseConfig {
-        display: display_target(&options),
-        options,
-        prepared_statements,
-        lock,
+    DatabaseConfig::from_settings(DatabaseSettings {
+        url,
+        host: vars.get("DB_HOST").unwrap_or("localhost"),
+        port,
+        user: vars.get("DB_USER").unwrap_or("mastodon"),
+        name: vars.get("DB_NAME").unwrap_or("mastodon_production"),
+        password,
+        ssl_mode: vars.get("DB_SSLMODE").unwrap_or("prefer"),
+        // Mastodon's own reading (config/database.yml): anything but `false` keeps them on.
+        prepared_statements: vars.get("PREPARED_STATEMENTS") != Some("false"),
+        lock_url: vars.get("MASTOMEDIA_LOCK_DATABASE_URL"),
+    })
+    .map_err(|e| ConfigError::Invalid {
+        var: e.var,
+        value: e.value,
+        fix: e.fix,
     })
 }
 
@@ -743,6 +616,30 @@ fn filesystem_config(env_file: &Path, vars: &Vars) -> Result<StorageConfig, Conf
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by tests/it/parsers.rs: `S3_ENABLED="true` (no closing quote) swallowed the
+    /// lines below it, and the error printed them, `DB_PASS` included.
+    #[test]
+    fn an_unterminated_quote_never_prints_the_lines_it_swallowed() {
+        let dir =
+            std::env::temp_dir().join(format!("mastomedia-unterminated-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(".env.production");
+        std::fs::write(
+            &path,
+            "S3_ENABLED=\"true\nDB_PASS=hunter2-secret\nS3_BUCKET=b\"\n",
+        )
+        .unwrap();
+        let vars = Vars::load(&path, Vec::new()).unwrap();
+        let e = Config::from_vars(&path, &vars).unwrap_err().to_string();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(!e.contains("hunter2"), "{e}");
+        assert!(
+            e.contains("S3_ENABLED=\"true\"… (the value runs on over 2 more line(s)"),
+            "{e}"
+        );
+        assert!(e.contains("closing quote missing"), "{e}");
+    }
 
     fn s3_vars(extra: &[(&str, &str)]) -> Vars {
         let mut v = vec![

@@ -20,8 +20,8 @@ use futures::stream;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::{bounded, retry_read};
 use crate::plan::parse::attachment_of;
-use crate::pool::{bounded, retry_read};
 use crate::store::{ListMarker, ObjectMeta, Store, StoreError, VersionMeta};
 
 /// One page of a listing, whatever is listed.

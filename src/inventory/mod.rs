@@ -4,16 +4,22 @@
 //! §7.1–7.3) and keyset pagination by primary key, so memory does not grow with the
 //! number of rows. Must not: write anything.
 
+mod bounded;
 pub mod listing;
 pub mod owners;
+mod retry;
 pub mod source;
 pub mod usage;
+
+pub use bounded::bounded;
+pub use retry::{READ_ATTEMPTS, READ_POLICY, READ_RETRY_BASE, retry_read};
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 use sqlx::Row as _;
 
-use crate::mastodon::{Db, DbError, RowTable};
-use crate::plan::layout::Attachment;
+use crate::mastodon::{Db, DbError};
+use crate::model::{Attachment, RowTable};
+pub use crate::model::{CandidateFile, CandidateRow};
 
 /// Which rows a pass selects.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,36 +51,6 @@ pub enum Selection {
         /// Strict cutoff.
         cutoff: DateTime<Utc>,
     },
-}
-
-/// One stored attachment of a candidate row.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CandidateFile {
-    /// Which slot.
-    pub attachment: Attachment,
-    /// `<att>_file_name` (non-blank).
-    pub file_name: String,
-    /// `<att>_content_type`.
-    pub content_type: Option<String>,
-    /// `<att>_storage_schema_version` (`None`: NULL or no such column).
-    pub storage_schema_version: Option<i32>,
-    /// `<att>_file_size` as the database has it (0 when NULL), bytes.
-    pub db_size: i64,
-}
-
-/// One candidate row: its stored files and the file names the clear must still find.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CandidateRow {
-    /// The table.
-    pub table: RowTable,
-    /// Primary key.
-    pub id: i64,
-    /// Media only: attached to a status or scheduled status (comes back via the media proxy).
-    pub attached_to_status: bool,
-    /// Non-blank attachments, whose keys are deleted.
-    pub files: Vec<CandidateFile>,
-    /// `<att>_file_name` per clear group of the selection, as selected.
-    pub expected_names: Vec<Option<String>>,
 }
 
 /// The Paperclip snowflake id of a moment: Unix milliseconds shifted left 16 bits (§2).

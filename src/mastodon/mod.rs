@@ -5,11 +5,13 @@
 //! columns Mastodon itself clears (`mastodon-storage.md` §7.1–7.3) and `updated_at`, or
 //! write settings.
 
+mod connect;
 mod exec;
 pub mod schema;
 mod suspended;
 mod update;
 
+pub use connect::{DatabaseConfig, DatabaseSettings, InvalidSetting, LockDatabaseConfig};
 pub use exec::{MastodonPool, Pooling};
 pub use schema::Schema;
 pub use update::{ClearRequest, RowTable, update_columns};
@@ -18,8 +20,6 @@ use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Connection as _, Row as _};
-
-use crate::config::{DatabaseConfig, LockDatabaseConfig};
 
 /// A database failure, with what we were doing. All are fatal for a run (exit 3).
 #[derive(Debug, thiserror::Error)]

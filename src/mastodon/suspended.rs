@@ -6,8 +6,7 @@
 use std::ops::RangeInclusive;
 
 use super::{Db, DbError};
-use crate::plan::headers::Standing;
-use crate::plan::layout::Attachment;
+use crate::model::{Attachment, Standing};
 
 impl Db {
     /// What the database says about the rows with an id in `ids` of `attachment`'s table

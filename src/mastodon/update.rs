@@ -14,36 +14,14 @@
 use chrono::NaiveDateTime;
 
 use super::{Db, DbError, Schema};
+pub use crate::model::RowTable;
 
-/// The tables prune writes to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RowTable {
-    /// `media_attachments` (remote rows only: `remote_url <> ''`).
-    MediaAttachments,
-    /// `accounts` (remote rows only: `domain IS NOT NULL`).
-    Accounts,
-    /// `preview_cards` (always remote).
-    PreviewCards,
-}
-
-impl RowTable {
-    /// The table name.
-    pub fn name(self) -> &'static str {
-        match self {
-            RowTable::MediaAttachments => "media_attachments",
-            RowTable::Accounts => "accounts",
-            RowTable::PreviewCards => "preview_cards",
-        }
-    }
-
-    /// The guard that keeps local rows untouchable whatever the caller passes.
-    fn remote_guard(self) -> &'static str {
-        match self {
-            RowTable::MediaAttachments => "t.remote_url <> ''",
-            RowTable::Accounts => "t.domain IS NOT NULL",
-            RowTable::PreviewCards => "TRUE",
-        }
+/// The guard that keeps local rows of `table` untouchable whatever the caller passes.
+fn remote_guard(table: RowTable) -> &'static str {
+    match table {
+        RowTable::MediaAttachments => "t.remote_url <> ''",
+        RowTable::Accounts => "t.domain IS NOT NULL",
+        RowTable::PreviewCards => "TRUE",
     }
 }
 
@@ -107,7 +85,7 @@ impl Db {
             args = unnest_args.join(", "),
             names = names.join(", "),
             guards = guards.join(" AND "),
-            remote = req.table.remote_guard(),
+            remote = remote_guard(req.table),
         );
         let ids: Vec<i64> = req.rows.iter().map(|(id, _)| *id).collect();
         let mut q = sqlx::query_scalar::<_, i64>(&sql).bind(now).bind(ids);

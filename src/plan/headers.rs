@@ -5,6 +5,8 @@
 //! which stay private, and objects Mastodon (or an admin) made private, which stay private
 //! unless the database says their owner and post are in good standing ([`decide_acl`]).
 
+pub use crate::model::Standing;
+
 /// Mastodon's `Cache-Control` for every uploaded file (about ten years, immutable).
 pub const CACHE_CONTROL: &str = "public, max-age=315576000, immutable";
 
@@ -51,22 +53,6 @@ pub fn acl_for(key: &str, permission: Option<&str>) -> Option<String> {
         Some(_) if private => Some("private".to_owned()),
         Some(p) => Some(p.to_owned()),
     }
-}
-
-/// What Mastodon's database says about the row a key in its layout belongs to, for the
-/// ACL decision (provider-quirks A3, `mastodon-storage.md` §6).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Standing {
-    /// A row with this id exists, its attachment is stored, its account is not suspended
-    /// and (for media) its status is not deleted or removed by a moderator.
-    Good,
-    /// Mastodon hides it: the account is suspended (`accounts.suspended_at`), or the media
-    /// belongs to a status that is deleted or was removed by a moderator
-    /// (`statuses.deleted_at`; 4.4+ makes such media inaccessible). Also the answer when
-    /// the database could not be asked (conservative).
-    Hidden,
-    /// No row in the key's partition stores this attachment: nothing vouches for it.
-    NoRow,
 }
 
 /// The canned ACL an object at `key` (without `S3_KEY_PREFIX`) must carry, given whether

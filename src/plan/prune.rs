@@ -4,7 +4,7 @@
 use chrono::{DateTime, Duration, Utc};
 
 use super::layout::{KeyPrefix, ObjectKey, StoredAttachment};
-use crate::inventory::CandidateRow;
+use crate::model::CandidateRow;
 
 /// Every key a candidate row owns: all styles of all its stored attachments, for a remote
 /// record (candidates are remote by selection). Exact keys only, never a prefix.
@@ -80,8 +80,7 @@ pub fn cutoff(now: DateTime<Utc>, days: u32) -> DateTime<Utc> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::inventory::CandidateFile;
-    use crate::mastodon::RowTable;
+    use crate::model::{CandidateFile, RowTable};
     use crate::plan::layout::Attachment;
 
     #[test]

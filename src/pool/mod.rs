@@ -14,14 +14,14 @@
 //! Right before each delete batch the run's advisory lock is proved held
 //! ([`PassOptions::lock`]); once it is lost no chunk sends another delete.
 
-mod bounded;
 mod gate;
 mod retry;
 pub mod scan;
 
-pub use bounded::bounded;
+pub use crate::inventory::bounded;
+pub use crate::inventory::{READ_ATTEMPTS, READ_RETRY_BASE, retry_read};
 pub use gate::Gate;
-pub use retry::{READ_ATTEMPTS, READ_RETRY_BASE, delete_with_retries_locked, retry_read};
+pub use retry::delete_with_retries_locked;
 
 use std::sync::Arc;
 use std::time::Duration;

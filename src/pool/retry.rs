@@ -4,7 +4,6 @@
 //! sizes). Request-level retries (every HTTP attempt, `store::RetryPolicy`) happen
 //! inside the store; these retry what is still failing after them.
 
-use std::future::Future;
 use std::time::Duration;
 
 use super::Gate;
@@ -69,34 +68,4 @@ pub async fn delete_with_retries_locked<S: Store + ?Sized>(
         }
     }
     Ok(outcomes)
-}
-
-/// Attempts of one listing page at item level (each is a whole request with its own
-/// request-level retries), and the first backoff between them.
-pub const READ_ATTEMPTS: u32 = 3;
-/// The first item-level backoff of a read (full jitter, doubling).
-pub const READ_RETRY_BASE: Duration = Duration::from_secs(1);
-
-/// Runs one read (`read()`: a listing page) and, while it fails with a retryable error,
-/// runs it again, [`READ_ATTEMPTS`] times in all, waiting a random time up to
-/// [`READ_RETRY_BASE`], then twice that, between tries. Returns the first success or the
-/// last error.
-pub async fn retry_read<T, F, Fut>(what: &str, mut read: F) -> Result<T, StoreError>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, StoreError>>,
-{
-    let mut attempt = 1;
-    loop {
-        match read().await {
-            Err(e) if e.is_retryable() && attempt < READ_ATTEMPTS => {
-                let cap = READ_RETRY_BASE.saturating_mul(1 << (attempt - 1));
-                let wait = cap.mul_f64(fastrand::f64());
-                tracing::warn!(error = %e, ?wait, "{what} failed; trying again");
-                tokio::time::sleep(wait).await;
-                attempt += 1;
-            }
-            r => return r,
-        }
-    }
 }

@@ -26,7 +26,7 @@ use super::{
     DeleteOutcome, HeadMeta, INVALID_KEY, Limiter, ListPage, ObjectHeaders, ObjectMeta, Store,
     StoreError, validate_key,
 };
-use crate::plan::layout::ObjectKey;
+use crate::model::ObjectKey;
 
 /// Media stored as files below a root folder.
 #[derive(Debug)]

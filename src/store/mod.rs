@@ -15,7 +15,7 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
 
-use crate::plan::layout::ObjectKey;
+use crate::model::ObjectKey;
 
 pub use limited::{AttemptError, Limiter, RequestCounts, RequestStats, RetryPolicy};
 

@@ -16,8 +16,11 @@
 //! are deleted with `DeleteObject` (the key goes in the path), never in a
 //! `DeleteObjects` body.
 
+mod settings;
 mod transfer;
 mod versioning;
+
+pub use settings::{DeleteChecksum, S3Config};
 
 pub use super::{HeadMeta, ObjectHeaders};
 pub use transfer::{Body, encode_copy_source, part_size};
@@ -48,8 +51,7 @@ use super::{
     AttemptError, DeleteOutcome, Limiter, ListMarker, ListPage, ObjectMeta, RetryPolicy, S3Ext,
     Store, StoreError, UploadPage, VersionPage, validate_key,
 };
-use crate::config::{DeleteChecksum, S3Config};
-use crate::plan::layout::ObjectKey;
+use crate::model::ObjectKey;
 
 /// An S3 bucket reached through aws-sdk-s3.
 pub struct S3Store {

@@ -14,6 +14,7 @@ mod faults;
 mod migrate;
 mod migrate_privacy;
 mod orphans_ownership;
+mod parsers;
 mod pgbouncer;
 mod provider_checksums;
 mod prune;

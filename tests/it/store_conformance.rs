@@ -15,7 +15,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use mastomedia::commands::{load_config, open_store};
-use mastomedia::plan::layout::ObjectKey;
+use mastomedia::model::ObjectKey;
 use mastomedia::store::{DeleteOutcome, INVALID_KEY, Limiter, ObjectHeaders, Store, StoreError};
 
 use crate::support::{TestBucket, s3, temp_dir, unique};
