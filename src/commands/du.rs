@@ -5,16 +5,15 @@
 //! the same time → with `--versions`, unfinished multipart uploads → report on stdout.
 //! Read-only: nothing here deletes or writes.
 
-use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::anyhow;
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use super::{CommandError, WithStore, interrupt_token, load_config, with_store};
+use super::{CommandError, interrupt_token, load_config, open_store};
 use crate::cli::du::Args;
-use crate::config::{Config, StorageConfig};
+use crate::config::StorageConfig;
 use crate::inventory::listing::{Objects, Versions, walk};
 use crate::inventory::usage::{Usage, database_sums};
 use crate::mastodon::Db;
@@ -23,7 +22,7 @@ use crate::pool::bounded;
 use crate::report::Summary as _;
 use crate::report::usage::{DuReport, Multipart};
 use crate::report::{ExitCode, Progress, ProgressMode};
-use crate::store::{Limiter, Store, StoreError};
+use crate::store::{Limiter, S3Ext, StoreError};
 
 /// Runs `du` and returns the exit code (0, or 130 when interrupted). Prints the report
 /// (stdout) itself. Errors: configuration (2); database, credentials, bucket or a listing
@@ -42,25 +41,86 @@ pub async fn run(
     let db = Db::connect(&cfg.database, 2)
         .await
         .map_err(CommandError::fatal)?;
-    let limiter = Limiter::new(args.rate, args.concurrency as usize);
-    let job = DuJob {
-        cfg: &cfg,
-        db: &db,
-        args: &args,
-        quiet,
-        cancel: interrupt_token(),
+    let store = open_store(&cfg, Limiter::new(args.rate, args.concurrency as usize));
+    let cancel = interrupt_token();
+    let started = Instant::now();
+    store
+        .check()
+        .await
+        .map_err(store_error("checking the storage"))?;
+    let key_prefix = match &cfg.storage {
+        StorageConfig::S3(s3) => s3.key_prefix.clone(),
+        StorageConfig::Filesystem(_) => KeyPrefix::default(),
     };
-    let report = with_store(&cfg, limiter, job).await?;
+    let base = key_prefix
+        .as_deref()
+        .map(|p| format!("{p}/"))
+        .unwrap_or_default();
+    let root = format!("{base}{}", args.prefix);
+    let concurrency = args.concurrency as usize;
+    let progress = Progress::start_unit("du", 0, "objects", "listed", ProgressMode::detect(quiet));
+    let listing = async {
+        let store = store.as_ref();
+        if args.versions {
+            walk(
+                store,
+                &Versions,
+                &root,
+                base.len(),
+                concurrency,
+                &cancel,
+                |u: &mut Usage, v| {
+                    progress.add(1, 0, v.size);
+                    u.add_version(v, &key_prefix);
+                },
+            )
+            .await
+        } else {
+            walk(
+                store,
+                &Objects,
+                &root,
+                base.len(),
+                concurrency,
+                &cancel,
+                |u: &mut Usage, o| {
+                    progress.add(1, 0, o.size);
+                    u.add_object(o.key.as_str(), o.size, &key_prefix);
+                },
+            )
+            .await
+        }
+    };
+    let (walked, sums) = tokio::join!(listing, database_sums(&db));
+    progress.finish();
+    let walked = walked.map_err(store_error("listing the storage"))?;
+    let sums = sums.map_err(CommandError::fatal)?;
+    let mut report = DuReport {
+        storage: store.describe(),
+        prefix: root.clone(),
+        complete: walked.complete,
+        ..DuReport::default()
+    };
+    report.fill(&walked.acc, &sums, &args.prefix);
+    if args.versions {
+        report.noncurrent = Some(walked.acc.noncurrent);
+        if !cancel.is_cancelled() {
+            let ext = store
+                .as_s3ext()
+                .ok_or_else(|| StoreError::s3_only("ListMultipartUploads", &store.describe()))
+                .map_err(store_error("listing unfinished multipart uploads"))?;
+            let m = multipart(ext, &root, concurrency, &cancel)
+                .await
+                .map_err(store_error("listing unfinished multipart uploads"))?;
+            report.incomplete_multipart = Some(m);
+        }
+    }
+    report.complete = walked.complete && !cancel.is_cancelled();
+    tracing::info!(prefixes = walked.prefixes, "listing finished");
+    report.requests = store.limiter().stats();
+    report.elapsed_seconds = started.elapsed().as_secs_f64();
     report.print(args.json);
     Ok(report.exit_code())
-}
-
-struct DuJob<'a> {
-    cfg: &'a Config,
-    db: &'a Db,
-    args: &'a Args,
-    quiet: bool,
-    cancel: CancellationToken,
 }
 
 fn store_error(what: &'static str) -> impl FnOnce(StoreError) -> CommandError {
@@ -70,93 +130,9 @@ fn store_error(what: &'static str) -> impl FnOnce(StoreError) -> CommandError {
     }
 }
 
-impl WithStore<Result<DuReport, CommandError>> for DuJob<'_> {
-    async fn run<S: Store>(self, store: Arc<S>) -> Result<DuReport, CommandError> {
-        let started = Instant::now();
-        store
-            .check()
-            .await
-            .map_err(store_error("checking the storage"))?;
-        let key_prefix = match &self.cfg.storage {
-            StorageConfig::S3(s3) => s3.key_prefix.clone(),
-            StorageConfig::Filesystem(_) => KeyPrefix::default(),
-        };
-        let base = key_prefix
-            .as_deref()
-            .map(|p| format!("{p}/"))
-            .unwrap_or_default();
-        let root = format!("{base}{}", self.args.prefix);
-        let concurrency = self.args.concurrency as usize;
-        let progress = Progress::start_unit(
-            "du",
-            0,
-            "objects",
-            "listed",
-            ProgressMode::detect(self.quiet),
-        );
-        let listing = async {
-            let store = store.as_ref();
-            if self.args.versions {
-                walk(
-                    store,
-                    &Versions,
-                    &root,
-                    base.len(),
-                    concurrency,
-                    &self.cancel,
-                    |u: &mut Usage, v| {
-                        progress.add(1, 0, v.size);
-                        u.add_version(v, &key_prefix);
-                    },
-                )
-                .await
-            } else {
-                walk(
-                    store,
-                    &Objects,
-                    &root,
-                    base.len(),
-                    concurrency,
-                    &self.cancel,
-                    |u: &mut Usage, o| {
-                        progress.add(1, 0, o.size);
-                        u.add_object(o.key.as_str(), o.size, &key_prefix);
-                    },
-                )
-                .await
-            }
-        };
-        let (walked, sums) = tokio::join!(listing, database_sums(self.db));
-        progress.finish();
-        let walked = walked.map_err(store_error("listing the storage"))?;
-        let sums = sums.map_err(CommandError::fatal)?;
-        let mut report = DuReport {
-            storage: store.describe(),
-            prefix: root.clone(),
-            complete: walked.complete,
-            ..DuReport::default()
-        };
-        report.fill(&walked.acc, &sums, &self.args.prefix);
-        if self.args.versions {
-            report.noncurrent = Some(walked.acc.noncurrent);
-            if !self.cancel.is_cancelled() {
-                let m = multipart(store.as_ref(), &root, concurrency, &self.cancel)
-                    .await
-                    .map_err(store_error("listing unfinished multipart uploads"))?;
-                report.incomplete_multipart = Some(m);
-            }
-        }
-        report.complete = walked.complete && !self.cancel.is_cancelled();
-        tracing::info!(prefixes = walked.prefixes, "listing finished");
-        report.requests = store.limiter().stats();
-        report.elapsed_seconds = started.elapsed().as_secs_f64();
-        Ok(report)
-    }
-}
-
 /// Unfinished multipart uploads below `prefix` and the parts they already hold.
-async fn multipart<S: Store>(
-    store: &S,
+async fn multipart(
+    store: &dyn S3Ext,
     prefix: &str,
     concurrency: usize,
     cancel: &CancellationToken,

@@ -57,21 +57,13 @@ pub fn load_config(env_file: &std::path::Path) -> Result<Config, CommandError> {
     Ok(Config::load(env_file)?)
 }
 
-/// Runs `f` with the store the configuration names (S3 or filesystem), built with `limiter`.
-/// Generic so each backend gets a monomorphised pipeline, no dynamic dispatch.
-pub trait WithStore<T> {
-    /// Runs with the concrete store.
-    fn run<S: Store>(self, store: Arc<S>) -> impl std::future::Future<Output = T> + Send;
-}
-
-/// Builds the store of `cfg` and hands it to `job`.
-pub async fn with_store<T, J: WithStore<T>>(cfg: &Config, limiter: Limiter, job: J) -> T {
+/// The store the configuration names (S3 or filesystem), built with `limiter` (its rate,
+/// concurrency and counts); no request is sent. One `Arc<dyn Store>` for every command:
+/// the pipelines run through the object-safe [`Store`] whichever backend it is.
+pub fn open_store(cfg: &Config, limiter: Limiter) -> Arc<dyn Store> {
     match &cfg.storage {
-        StorageConfig::S3(s3) => job.run(Arc::new(S3Store::new(s3, limiter))).await,
-        StorageConfig::Filesystem(fs) => {
-            job.run(Arc::new(FsStore::new(fs.root.clone(), limiter)))
-                .await
-        }
+        StorageConfig::S3(s3) => Arc::new(S3Store::new(s3, limiter)),
+        StorageConfig::Filesystem(fs) => Arc::new(FsStore::new(fs.root.clone(), limiter)),
     }
 }
 

@@ -13,7 +13,7 @@ use std::time::Instant;
 use anyhow::anyhow;
 use tokio_util::sync::CancellationToken;
 
-use super::{CommandError, WithStore, interrupt_token, load_config, with_store};
+use super::{CommandError, interrupt_token, load_config, open_store};
 use crate::cli::orphans::Args;
 use crate::config::{Config, StorageConfig};
 use crate::inventory::owners::has_any_rows;
@@ -21,13 +21,15 @@ use crate::journal::{Journal, JournalError, RunId, SqliteJournal, default_path};
 use crate::mastodon::{Db, RunLock};
 use crate::model::JobKey;
 use crate::plan::layout::KeyPrefix;
+use crate::plan::layout::ObjectKey;
 use crate::plan::ownership::{OwnershipRisk, assess, refusal};
+use crate::plan::partition::listing_prefixes;
 use crate::pool::Gate;
 use crate::pool::scan::{ScanOptions, run_scan};
 use crate::report::Summary as _;
 use crate::report::orphans::OrphansReport;
 use crate::report::{ExitCode, Progress, ProgressMode};
-use crate::store::Store;
+use crate::store::{Store, validate_key};
 
 /// Runs `orphans` and returns the exit code (0; 1 some deletes failed; 130 interrupted,
 /// position kept). Prints the report (stdout) itself. Errors: configuration or journal
@@ -61,7 +63,7 @@ pub async fn run(
         quiet,
         cancel: interrupt_token(),
     };
-    let report = with_store(&cfg, limiter, job).await?;
+    let report = job.run(open_store(&cfg, limiter)).await?;
     report.print(args.json);
     Ok(report.exit_code())
 }
@@ -69,17 +71,21 @@ pub async fn run(
 /// Before any delete: some of the newest files the database names must exist in this
 /// store. A database of another instance (a staging copy, a wrong `DATABASE_URL`) owns
 /// nothing here and would make every object look orphaned.
-async fn ownership_check<S: Store>(
+async fn ownership_check(
     sample: &[String],
-    store: &S,
+    store: &dyn Store,
     key_prefix: &KeyPrefix,
 ) -> Result<(), CommandError> {
     if sample.is_empty() {
         return Ok(()); // no stored file at all: the scan's no-stored-files sign decides
     }
-    let keys: Vec<crate::plan::layout::ObjectKey> =
-        sample.iter().map(|k| key_prefix.apply(k.clone())).collect();
-    let sized = store.stat_many(&keys).await;
+    let keys: Vec<ObjectKey> = sample.iter().map(|k| key_prefix.apply(k.clone())).collect();
+    let prefixes = listing_prefixes(
+        keys.iter()
+            .filter(|k| validate_key(k).is_ok())
+            .map(ObjectKey::as_str),
+    );
+    let sized = store.stat_many(&keys, &prefixes).await;
     let found = sized.iter().any(|r| matches!(r, Ok(Some(_))));
     if let Some(Err(e)) = sized
         .into_iter()
@@ -112,8 +118,8 @@ struct OrphansJob<'a> {
     cancel: CancellationToken,
 }
 
-impl WithStore<Result<OrphansReport, CommandError>> for OrphansJob<'_> {
-    async fn run<S: Store>(self, store: Arc<S>) -> Result<OrphansReport, CommandError> {
+impl OrphansJob<'_> {
+    async fn run(self, store: Arc<dyn Store>) -> Result<OrphansReport, CommandError> {
         let started = Instant::now();
         let args = self.args;
         store.check().await.map_err(|e| CommandError {
@@ -363,9 +369,9 @@ impl OwnershipCheck {
     /// Scans like the deleting run will (same start, same classes, same `--min-age`),
     /// through a dry-run gate and without moving the journal position, counting into
     /// `report`.
-    async fn run<S: Store>(
+    async fn run(
         db: &Db,
-        store: Arc<S>,
+        store: Arc<dyn Store>,
         opts: &ScanOptions,
         cancel: &CancellationToken,
         mode: ProgressMode,

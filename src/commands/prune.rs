@@ -13,7 +13,7 @@ use anyhow::anyhow;
 use chrono::{SecondsFormat, Utc};
 use tokio_util::sync::CancellationToken;
 
-use super::{CommandError, WithStore, interrupt_token, load_config, with_store};
+use super::{CommandError, interrupt_token, load_config, open_store};
 use crate::cli::prune::Args;
 use crate::config::{Config, StorageConfig};
 use crate::inventory::Selection;
@@ -76,7 +76,7 @@ pub async fn run(
         cancel: interrupt_token(),
         lock,
     };
-    let report = with_store(&cfg, limiter, job).await?;
+    let report = job.run(open_store(&cfg, limiter)).await?;
     report.print(args.json);
     Ok(report.exit_code())
 }
@@ -160,8 +160,8 @@ fn rfc3339(t: chrono::DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
-impl WithStore<Result<PruneReport, CommandError>> for PruneJob<'_> {
-    async fn run<S: Store>(self, store: Arc<S>) -> Result<PruneReport, CommandError> {
+impl PruneJob<'_> {
+    async fn run(self, store: Arc<dyn Store>) -> Result<PruneReport, CommandError> {
         let started = Instant::now();
         let key_prefix = match &self.cfg.storage {
             StorageConfig::S3(s3) => s3.key_prefix.clone(),
@@ -190,7 +190,11 @@ impl WithStore<Result<PruneReport, CommandError>> for PruneJob<'_> {
         };
         // A versioned bucket keeps what prune deletes (docs/reference/provider-quirks.md#u2): say so instead of claiming
         // freed space. A provider that cannot tell is not a reason to stop.
-        report.bucket_versioning = match store.versioning().await {
+        let versioning = match store.as_s3ext() {
+            Some(s3) => s3.versioning().await,
+            None => Ok(None),
+        };
+        report.bucket_versioning = match versioning {
             Ok(v) => v,
             Err(e) => {
                 tracing::debug!("could not read the bucket's versioning: {e}");
@@ -302,7 +306,7 @@ impl WithStore<Result<PruneReport, CommandError>> for PruneJob<'_> {
 /// trouble) that outlasts the store's retry policy is tried again on the pool's item-level
 /// schedule (`key_attempts`, full jitter from `retry_base`) before the run gives up (`docs/reference/provider-quirks.md#t1`);
 /// anything else (credentials, missing bucket) fails at once.
-async fn check_store<S: Store>(store: &S, opts: &PassOptions) -> Result<(), StoreError> {
+async fn check_store(store: &dyn Store, opts: &PassOptions) -> Result<(), StoreError> {
     let mut attempt = 1;
     loop {
         match store.check().await {

@@ -36,7 +36,7 @@ pub struct Page<I, T> {
 }
 
 /// What a walk lists: current objects ([`Objects`]) or every version ([`Versions`]).
-pub trait Source<S: Store>: Send + Sync {
+pub trait Source<S: Store + ?Sized>: Send + Sync {
     /// One listed entry.
     type Item: Send;
     /// Pagination token (cloned to retry a page).
@@ -56,7 +56,7 @@ pub trait Source<S: Store>: Send + Sync {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Objects;
 
-impl<S: Store> Source<S> for Objects {
+impl<S: Store + ?Sized> Source<S> for Objects {
     type Item = ObjectMeta;
     type Token = String;
 
@@ -80,7 +80,7 @@ impl<S: Store> Source<S> for Objects {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Versions;
 
-impl<S: Store> Source<S> for Versions {
+impl<S: Store + ?Sized> Source<S> for Versions {
     type Item = VersionMeta;
     type Token = ListMarker;
 
@@ -91,7 +91,10 @@ impl<S: Store> Source<S> for Versions {
         delimiter: bool,
         token: Option<ListMarker>,
     ) -> Result<Page<VersionMeta, ListMarker>, StoreError> {
-        let p = store.list_versions_page(prefix, delimiter, token).await?;
+        let ext = store
+            .as_s3ext()
+            .ok_or_else(|| StoreError::s3_only("ListObjectVersions", &store.describe()))?;
+        let p = ext.list_versions_page(prefix, delimiter, token).await?;
         Ok(Page {
             items: p.versions,
             prefixes: p.common_prefixes,
@@ -158,7 +161,7 @@ pub async fn walk<S, Src, A, F>(
     visit: F,
 ) -> Result<Walked<A>, StoreError>
 where
-    S: Store,
+    S: Store + ?Sized,
     Src: Source<S>,
     A: Merge,
     F: Fn(&mut A, &Src::Item) + Sync,
@@ -229,7 +232,7 @@ async fn run_task<S, Src, A, F>(
     visit: &F,
 ) -> Result<(A, Vec<(String, bool)>), StoreError>
 where
-    S: Store,
+    S: Store + ?Sized,
     Src: Source<S>,
     A: Merge,
     F: Fn(&mut A, &Src::Item) + Sync,

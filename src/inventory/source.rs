@@ -5,6 +5,7 @@
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
+use futures::TryStreamExt;
 use md5::{Digest, Md5};
 use tokio::io::AsyncReadExt;
 
@@ -270,7 +271,7 @@ pub fn walk_dir(root: &Path) -> Result<(Vec<SourceFile>, Vec<SkippedFile>), Stor
 }
 
 /// Every object of a source bucket below its `S3_KEY_PREFIX`, keys made relative to it.
-pub async fn list_bucket<S: Store>(
+pub async fn list_bucket<S: Store + ?Sized>(
     store: &S,
     prefix: &KeyPrefix,
 ) -> Result<Vec<SourceFile>, StoreError> {
@@ -279,34 +280,28 @@ pub async fn list_bucket<S: Store>(
         .map(|p| format!("{p}/"))
         .unwrap_or_default();
     let mut out = Vec::new();
-    let mut token = None;
-    loop {
-        let page = store.list_page(&list_prefix, false, None, token).await?;
-        for o in page.objects {
-            let full = o.key.as_str().to_owned();
-            let key = full[list_prefix.len()..].to_owned();
-            if key.is_empty() || key.ends_with('/') {
-                continue; // directory markers
-            }
-            out.push(SourceFile {
-                key,
-                size: o.size,
-                version: format!(
-                    "{}:{}",
-                    o.size,
-                    o.last_modified
-                        .map_or(0, |t| t.timestamp_nanos_opt().unwrap_or(0))
-                ),
-                path: None,
-                source_key: Some(full),
-                world_readable: None,
-            });
+    let mut objects = store.list(&list_prefix, None);
+    while let Some(o) = objects.try_next().await? {
+        let full = o.key.as_str().to_owned();
+        let key = full[list_prefix.len()..].to_owned();
+        if key.is_empty() || key.ends_with('/') {
+            continue; // directory markers
         }
-        match page.next {
-            Some(t) => token = Some(t),
-            None => return Ok(out),
-        }
+        out.push(SourceFile {
+            key,
+            size: o.size,
+            version: format!(
+                "{}:{}",
+                o.size,
+                o.last_modified
+                    .map_or(0, |t| t.timestamp_nanos_opt().unwrap_or(0))
+            ),
+            path: None,
+            source_key: Some(full),
+            world_readable: None,
+        });
     }
+    Ok(out)
 }
 
 #[cfg(test)]

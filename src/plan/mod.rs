@@ -1,6 +1,7 @@
-//! Pure decisions: the key layout ([`layout`]), the prune policy ([`prune`]) and migrate's
-//! journal diff, verify and repair decisions ([`migrate`]). Nothing here touches tokio,
-//! sqlx or the AWS SDK; everything is table-tested inline.
+//! Pure decisions: the key layout ([`layout`]), the prune policy ([`prune`]), the listing
+//! prefixes that size a batch of keys ([`partition`]) and migrate's journal diff, verify and
+//! repair decisions ([`migrate`]). Nothing here touches tokio, sqlx or the AWS SDK;
+//! everything is table-tested inline.
 
 pub mod headers;
 pub mod layout;
@@ -8,4 +9,5 @@ pub mod migrate;
 pub mod orphans;
 pub mod ownership;
 pub mod parse;
+pub mod partition;
 pub mod prune;

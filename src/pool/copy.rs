@@ -428,7 +428,6 @@ async fn abort_stale_uploads(
     cancel: &CancellationToken,
     report: &mut MigrateReport,
 ) -> Result<(), MigrateError> {
-    use crate::store::Store as _;
     let started = chrono::Utc::now();
     let prefix = job
         .key_prefix

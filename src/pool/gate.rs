@@ -28,7 +28,7 @@ impl Gate {
 
     /// Deletes exactly `keys`. In a dry run, answers `Deleted` for keys that exist
     /// (`sizes[i]` is `Some`) and `AlreadyGone` for the others, without a request.
-    pub async fn delete<S: Store>(
+    pub async fn delete<S: Store + ?Sized>(
         self,
         store: &S,
         keys: &[ObjectKey],

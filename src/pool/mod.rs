@@ -154,7 +154,7 @@ struct RowResult {
 /// Errors: fatal database or storage errors ([`PassError`]), with the report up to then
 /// (the summary says what was deleted and cleared before the error).
 #[allow(clippy::too_many_arguments)] // the pass's collaborators, each borrowed for the run
-pub async fn run_pass<S: Store, R: Rows, K: RowSink>(
+pub async fn run_pass<S: Store + ?Sized, R: Rows, K: RowSink>(
     mut rows: R,
     sink: &K,
     store: Arc<S>,
@@ -348,7 +348,7 @@ fn stopped() -> ChunkError {
 /// Sizes, deletes and retries one chunk. Returns a fatal store error (bad credentials,
 /// missing bucket) instead of per-row results when nothing else could work either, and
 /// [`DbError::LockLost`] when the advisory lock is gone right before a delete batch.
-async fn process_chunk<S: Store, L: HeldLock>(
+async fn process_chunk<S: Store + ?Sized, L: HeldLock>(
     store: &S,
     gate: Gate,
     chunk: Chunk,
@@ -492,12 +492,12 @@ async fn process_chunk<S: Store, L: HeldLock>(
 /// with a retryable error (their listing kept failing after the request-level retries),
 /// `key_attempts` tries in all with full-jitter backoff from `retry_base`: the item-level
 /// retry of listings. Returns one answer per key, in order.
-async fn stat_with_retries<S: Store>(
+async fn stat_with_retries<S: Store + ?Sized>(
     store: &S,
     keys: &[ObjectKey],
     opts: &PassOptions,
 ) -> Vec<Result<Option<u64>, StoreError>> {
-    let mut sized = store.stat_many(keys).await;
+    let mut sized = store.stat_many(keys, &stat_prefixes(keys)).await;
     for attempt in 1..opts.key_attempts {
         let again: Vec<usize> = (0..keys.len())
             .filter(|&i| matches!(&sized[i], Err(e) if e.is_retryable()))
@@ -508,11 +508,25 @@ async fn stat_with_retries<S: Store>(
         let cap = opts.retry_base.saturating_mul(1 << (attempt - 1).min(6));
         tokio::time::sleep(cap.mul_f64(fastrand::f64())).await;
         let retry_keys: Vec<ObjectKey> = again.iter().map(|&i| keys[i].clone()).collect();
-        for (i, r) in again.into_iter().zip(store.stat_many(&retry_keys).await) {
+        let prefixes = stat_prefixes(&retry_keys);
+        for (i, r) in again
+            .into_iter()
+            .zip(store.stat_many(&retry_keys, &prefixes).await)
+        {
             sized[i] = r;
         }
     }
     sized
+}
+
+/// The listings that size `keys` on S3 ([`Store::stat_many`]): Mastodon's partition
+/// folders of the keys [`validate_key`] accepts (`plan::partition`).
+fn stat_prefixes(keys: &[ObjectKey]) -> Vec<String> {
+    crate::plan::partition::listing_prefixes(
+        keys.iter()
+            .filter(|k| validate_key(k).is_ok())
+            .map(ObjectKey::as_str),
+    )
 }
 
 /// Splits off the rows of `chunk` with a key [`validate_key`] refuses, as failed results

@@ -20,7 +20,7 @@ use crate::store::{DeleteOutcome, Store, StoreError};
 /// With a run's advisory `lock`, [`HeldLock::ensure_held`] passes right before the first
 /// batch and before every retry batch. Errors: the lock is gone; then the outcomes so far
 /// come back with it (`Failed` for keys never sent), and nothing more is sent.
-pub async fn delete_with_retries_locked<S: Store, L: HeldLock>(
+pub async fn delete_with_retries_locked<S: Store + ?Sized, L: HeldLock>(
     gate: Gate,
     store: &S,
     keys: &[ObjectKey],

@@ -88,7 +88,7 @@ pub struct ScanOptions {
 /// `journal` `None`: the position is not recorded (the read-only first pass of a deleting
 /// run, which decides whether the database may own the storage).
 #[allow(clippy::too_many_arguments)] // the scan's collaborators, each borrowed for the run
-pub async fn run_scan<S: Store, O: OwnerLookup, L: HeldLock + Sync, J: Journal + Sync>(
+pub async fn run_scan<S: Store + ?Sized, O: OwnerLookup, L: HeldLock + Sync, J: Journal + Sync>(
     db: &O,
     lock: Option<&L>,
     store: Arc<S>,
@@ -250,7 +250,7 @@ enum ScanError {
 
 /// Classifies one batch and deletes what may go. Errors: the owner lookup failed, or a
 /// delete failed in a way no other request can avoid (credentials, bucket).
-async fn process_batch<S: Store, O: OwnerLookup, L: HeldLock>(
+async fn process_batch<S: Store + ?Sized, O: OwnerLookup, L: HeldLock>(
     store: &S,
     db: &O,
     lock: Option<&L>,

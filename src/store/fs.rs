@@ -7,16 +7,26 @@
 //! leading outside the root, or a file that is itself a symlink, is refused, and only
 //! folders inside the root are ever removed. (Not proof against a concurrent swap of a
 //! folder for a symlink between the check and the unlink; Mastodon never makes either.)
+//!
+//! Reads and writes (`get`, `head`, `put`, `copy`) resolve the key the same way; a write
+//! goes to a temporary file in the target folder (created inside the root if missing)
+//! and is renamed over the key, so a reader never sees half a file. Every filesystem call
+//! takes one limiter permit (`stat`, `read`, `write`, `copy`, `unlink`, `rmdir`,
+//! `readdir`), counted like S3 requests.
 
-use std::io::ErrorKind;
+use std::io::{ErrorKind, Write};
 use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
+use bytes::Bytes;
+use futures::future::BoxFuture;
 use futures::stream::{self, StreamExt};
 
 use super::{
-    DeleteOutcome, INVALID_KEY, Limiter, ListPage, ObjectMeta, Store, StoreError, validate_key,
+    DeleteOutcome, HeadMeta, INVALID_KEY, Limiter, ListPage, ObjectHeaders, ObjectMeta, Store,
+    StoreError, validate_key,
 };
-use crate::plan::layout::ObjectKey;
+use crate::model::ObjectKey;
 
 /// Media stored as files below a root folder.
 #[derive(Debug)]
@@ -39,12 +49,9 @@ impl FsStore {
 
     async fn resolve(&self, key: &ObjectKey) -> Result<Option<Resolved>, StoreError> {
         // Cheap lexical refusal first: no filesystem call at all for a refused key.
-        self.path_of(key)?;
-        let _permit = self.limiter.acquire("stat").await;
-        let (root, k) = (self.root.clone(), key.clone());
-        tokio::task::spawn_blocking(move || resolve_blocking(&root, &k))
+        let k = key.clone();
+        self.blocking("stat", key, move |root| resolve_blocking(root, &k))
             .await
-            .map_err(|e| StoreError::Transport(format!("stat task failed: {e}")))?
     }
 
     async fn delete_one(&self, key: &ObjectKey) -> DeleteOutcome {
@@ -170,6 +177,87 @@ struct Resolved {
     size: Option<u64>,
 }
 
+/// Where `key` will be written: its folder, created below the root where missing, with
+/// every symlink resolved, which must lie inside the root, and its file name. Errors:
+/// `InvalidKey` when a folder on the way leads outside the root or the file itself is a
+/// symlink (writing through it would replace a file elsewhere); I/O errors.
+fn write_target(root: &Path, key: &ObjectKey) -> Result<(PathBuf, std::ffi::OsString), StoreError> {
+    let lexical = lexical_path(root, key)?;
+    let (Some(parent), Some(name)) = (lexical.parent(), lexical.file_name()) else {
+        return Err(escape(key, "it names no file"));
+    };
+    // The part that exists must already be inside the root before anything is created.
+    let mut up = Some(parent);
+    while let Some(a) = up {
+        match std::fs::canonicalize(a) {
+            Ok(c) if !c.starts_with(root) => return Err(outside(key, &c)),
+            Ok(_) => break,
+            Err(e) if e.kind() == ErrorKind::NotFound => up = a.parent(),
+            Err(e) => return Err(io_error(a, &e)),
+        }
+    }
+    std::fs::create_dir_all(parent).map_err(|e| io_error(parent, &e))?;
+    let dir = std::fs::canonicalize(parent).map_err(|e| io_error(parent, &e))?;
+    if !dir.starts_with(root) {
+        return Err(outside(key, &dir));
+    }
+    let path = dir.join(name);
+    match std::fs::symlink_metadata(&path) {
+        Ok(m) if m.file_type().is_symlink() => Err(escape(
+            key,
+            &format!(
+                "{} is a symlink, which Mastodon never writes; remove or replace it by hand",
+                path.display()
+            ),
+        )),
+        Ok(m) if m.is_dir() => Err(escape(key, &format!("{} is a folder", path.display()))),
+        _ => Ok((dir, name.to_owned())),
+    }
+}
+
+/// Temporary files of writes in flight get unique names: `.<name>.mastomedia-<pid>-<n>`.
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Writes `key` atomically: `fill` writes the bytes into a fresh temporary file in the
+/// key's folder, which is then flushed to disk and renamed over the key. The temporary
+/// file is removed when anything fails.
+fn write_atomic(
+    root: &Path,
+    key: &ObjectKey,
+    fill: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
+) -> Result<(), StoreError> {
+    let (dir, name) = write_target(root, key)?;
+    let tmp = dir.join(format!(
+        ".{}.mastomedia-{}-{}",
+        name.to_string_lossy(),
+        std::process::id(),
+        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)
+        .and_then(|mut f| {
+            fill(&mut f)?;
+            f.flush()?;
+            f.sync_all()
+        })
+        .and_then(|()| std::fs::rename(&tmp, dir.join(&name)));
+    written.map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        io_error(&tmp, &e)
+    })
+}
+
+/// The resolved regular file of `key`. Errors: [`StoreError::NotFound`] when it does not
+/// exist (or is not a regular file), the refusals of [`resolve_blocking`].
+fn existing_file(root: &Path, key: &ObjectKey) -> Result<Resolved, StoreError> {
+    match resolve_blocking(root, key)? {
+        Some(r) if r.size.is_some() => Ok(r),
+        _ => Err(StoreError::NotFound),
+    }
+}
+
 fn escape(key: &ObjectKey, why: &str) -> StoreError {
     StoreError::Other {
         code: INVALID_KEY.into(),
@@ -269,20 +357,9 @@ fn io_error(path: &Path, e: &std::io::Error) -> StoreError {
     }
 }
 
-impl Store for FsStore {
-    fn describe(&self) -> String {
-        format!("file://{}", self.root.display())
-    }
-
-    fn batch_limit(&self) -> usize {
-        1000
-    }
-
-    fn limiter(&self) -> &Limiter {
-        &self.limiter
-    }
-
-    async fn check(&self) -> Result<(), StoreError> {
+/// The object-level calls (the [`Store`] trait, boxed for `dyn Store`).
+impl FsStore {
+    async fn check_root(&self) -> Result<(), StoreError> {
         let _permit = self.limiter.acquire("stat").await;
         match tokio::fs::metadata(&self.root).await {
             Ok(m) if m.is_dir() => Ok(()),
@@ -297,12 +374,7 @@ impl Store for FsStore {
         }
     }
 
-    async fn stat_many(&self, keys: &[ObjectKey]) -> Vec<Result<Option<u64>, StoreError>> {
-        let futs: Vec<_> = keys.iter().map(|k| self.stat_one(k)).collect();
-        stream::iter(futs).buffered(16).collect().await
-    }
-
-    async fn list_page(
+    async fn list_dir(
         &self,
         prefix: &str,
         delimiter: bool,
@@ -324,9 +396,123 @@ impl Store for FsStore {
         .map_err(|e| StoreError::Transport(format!("listing task failed: {e}")))?
     }
 
-    async fn delete_many(&self, keys: &[ObjectKey]) -> Vec<DeleteOutcome> {
+    /// Runs the blocking `op` (one counted filesystem call, `what` for messages) on the
+    /// blocking pool, after the cheap lexical refusal of `key` (no permit, no call).
+    async fn blocking<T: Send + 'static>(
+        &self,
+        op: &'static str,
+        key: &ObjectKey,
+        f: impl FnOnce(&Path) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        self.path_of(key)?;
+        let _permit = self.limiter.acquire(op).await;
+        let root = self.root.clone();
+        tokio::task::spawn_blocking(move || f(&root))
+            .await
+            .map_err(|e| StoreError::Transport(format!("{op} task failed: {e}")))?
+    }
+}
+
+impl Store for FsStore {
+    fn describe(&self) -> String {
+        format!("file://{}", self.root.display())
+    }
+
+    fn batch_limit(&self) -> usize {
+        1000
+    }
+
+    fn limiter(&self) -> &Limiter {
+        &self.limiter
+    }
+
+    fn check(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(self.check_root())
+    }
+
+    /// Stats each key (16 at a time); `prefixes` group listings only on S3.
+    fn stat_many<'a>(
+        &'a self,
+        keys: &'a [ObjectKey],
+        prefixes: &'a [String],
+    ) -> BoxFuture<'a, Vec<Result<Option<u64>, StoreError>>> {
+        let _ = prefixes;
+        let futs: Vec<_> = keys.iter().map(|k| self.stat_one(k)).collect();
+        Box::pin(stream::iter(futs).buffered(16).collect())
+    }
+
+    fn list_page<'a>(
+        &'a self,
+        prefix: &'a str,
+        delimiter: bool,
+        start_after: Option<&'a str>,
+        continuation: Option<String>,
+    ) -> BoxFuture<'a, Result<ListPage, StoreError>> {
+        Box::pin(self.list_dir(prefix, delimiter, start_after, continuation))
+    }
+
+    fn delete_many<'a>(&'a self, keys: &'a [ObjectKey]) -> BoxFuture<'a, Vec<DeleteOutcome>> {
         let futs: Vec<_> = keys.iter().map(|k| self.delete_one(k)).collect();
-        stream::iter(futs).buffered(16).collect().await
+        Box::pin(stream::iter(futs).buffered(16).collect())
+    }
+
+    fn get<'a>(&'a self, key: &'a ObjectKey) -> BoxFuture<'a, Result<Bytes, StoreError>> {
+        let k = key.clone();
+        Box::pin(self.blocking("read", key, move |root| {
+            let file = existing_file(root, &k)?;
+            std::fs::read(&file.path)
+                .map(Bytes::from)
+                .map_err(|e| io_error(&file.path, &e))
+        }))
+    }
+
+    /// The headers are not kept: a file has none.
+    fn put<'a>(
+        &'a self,
+        key: &'a ObjectKey,
+        bytes: Bytes,
+        headers: &'a ObjectHeaders,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        let _ = headers;
+        let k = key.clone();
+        Box::pin(self.blocking("write", key, move |root| {
+            write_atomic(root, &k, |f| f.write_all(&bytes))
+        }))
+    }
+
+    fn head<'a>(
+        &'a self,
+        key: &'a ObjectKey,
+    ) -> BoxFuture<'a, Result<Option<HeadMeta>, StoreError>> {
+        let k = key.clone();
+        Box::pin(self.blocking("stat", key, move |root| {
+            Ok(resolve_blocking(root, &k)?
+                .and_then(|r| r.size)
+                .map(|size| HeadMeta {
+                    size,
+                    etag: None,
+                    content_type: None,
+                    cache_control: None,
+                }))
+        }))
+    }
+
+    fn copy<'a>(
+        &'a self,
+        from: &'a ObjectKey,
+        to: &'a ObjectKey,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        let (from_k, to_k) = (from.clone(), to.clone());
+        Box::pin(async move {
+            self.path_of(to)?;
+            self.blocking("copy", from, move |root| {
+                let src = existing_file(root, &from_k)?;
+                let mut input =
+                    std::fs::File::open(&src.path).map_err(|e| io_error(&src.path, &e))?;
+                write_atomic(root, &to_k, |f| std::io::copy(&mut input, f).map(|_| ()))
+            })
+            .await
+        })
     }
 }
 

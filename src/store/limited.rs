@@ -6,6 +6,12 @@
 //! Every attempt takes one permit of each, retries included: the S3 client's own retries
 //! are off, [`Limiter::retrying`] retries instead (full-jitter exponential backoff,
 //! `Retry-After` honoured, [`RetryPolicy`]), so `--rate` bounds what the provider sees.
+//!
+//! No request can bypass it: an attempt runs under a [`Permit`], which only the limiter
+//! mints (counting the attempt), and a backend's means of I/O (the S3 client) is held in a
+//! [`Gated`] cell that hands it out only against a permit. `attempt`, `acquire` and
+//! `retrying` are visible inside `store/` only, so code outside it reaches a backend
+//! solely through the [`crate::store::Store`] methods, each of which runs through here.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -157,7 +163,7 @@ impl Limiter {
     /// Waits for an in-flight slot, then for a rate slot (jittered by up to 50 ms, so
     /// parallel workers do not fire in lockstep), counts one attempt of `op`, and returns
     /// the permit to hold while the attempt runs. Does not count an operation.
-    pub async fn attempt(&self, op: &'static str) -> SemaphorePermit<'_> {
+    pub(in crate::store) async fn attempt(&self, op: &'static str) -> Permit<'_> {
         let permit = self
             .in_flight
             .acquire()
@@ -168,36 +174,36 @@ impl Limiter {
                 .await;
         }
         self.with_counts(|c| *c.attempts.entry(op).or_default() += 1);
-        permit
+        Permit { _slot: permit }
     }
 
     /// One operation of one attempt (backends that never retry, e.g. the filesystem):
     /// [`Limiter::attempt`] plus one counted `op` operation.
-    pub async fn acquire(&self, op: &'static str) -> SemaphorePermit<'_> {
+    pub(in crate::store) async fn acquire(&self, op: &'static str) -> Permit<'_> {
         self.with_counts(|c| *c.requests.entry(op).or_default() += 1);
         self.attempt(op).await
     }
 
-    /// Runs one `op` operation: `attempt()` is called once per HTTP attempt, each under its
-    /// own permit, and retried on retryable errors as `policy` says. Counts one operation,
-    /// every attempt and every throttled answer. Returns the first success, or the last
-    /// error (non-retryable, or the attempts ran out).
-    pub async fn retrying<T, F, Fut>(
+    /// Runs one `op` operation: `attempt(permit)` is called once per HTTP attempt, each
+    /// under its own permit, and retried on retryable errors as `policy` says. Counts one
+    /// operation, every attempt and every throttled answer. Returns the first success, or
+    /// the last error (non-retryable, or the attempts ran out).
+    pub(in crate::store) async fn retrying<T, F, Fut>(
         &self,
         op: &'static str,
         policy: &RetryPolicy,
         mut attempt: F,
     ) -> Result<T, StoreError>
     where
-        F: FnMut() -> Fut,
+        F: FnMut(&Permit<'_>) -> Fut,
         Fut: Future<Output = Result<T, AttemptError>>,
     {
         self.with_counts(|c| *c.requests.entry(op).or_default() += 1);
         let mut n = 1;
         loop {
             let result = {
-                let _permit = self.attempt(op).await;
-                attempt().await
+                let permit = self.attempt(op).await;
+                attempt(&permit).await
             };
             let failed = match result {
                 Ok(v) => return Ok(v),
@@ -234,6 +240,32 @@ impl Limiter {
     /// Total operations so far.
     pub fn total(&self) -> u64 {
         self.with_counts(|c| c.requests.values().sum())
+    }
+}
+
+/// The right to make one attempt (one HTTP request, one filesystem call): an in-flight
+/// slot and a spent rate slot, counted. Minted only by [`Limiter::attempt`] (and
+/// [`Limiter::acquire`], [`Limiter::retrying`]); the slot is freed when it is dropped.
+#[derive(Debug)]
+pub struct Permit<'a> {
+    _slot: SemaphorePermit<'a>,
+}
+
+/// A backend's means of I/O (the S3 client), reachable only with a [`Permit`]: a request
+/// built without one does not compile, so none can skip the limiter's rate, concurrency,
+/// counts and retry policy.
+pub(in crate::store) struct Gated<T>(T);
+
+impl<T> Gated<T> {
+    /// Locks `inner` behind the limiter.
+    pub(in crate::store) fn new(inner: T) -> Self {
+        Self(inner)
+    }
+
+    /// The handle, for the attempt `permit` was taken for.
+    pub(in crate::store) fn get(&self, permit: &Permit<'_>) -> &T {
+        let _ = permit;
+        &self.0
     }
 }
 
@@ -276,7 +308,7 @@ mod tests {
         };
         let mut left = 3;
         let r: Result<u32, StoreError> = l
-            .retrying("ListObjectsV2", &policy, || {
+            .retrying("ListObjectsV2", &policy, |_| {
                 left -= 1;
                 let fail = left >= 0;
                 async move {
@@ -295,13 +327,13 @@ mod tests {
         assert_eq!(s.throttled, 3);
         // Non-retryable errors are not retried; attempts run out.
         let r: Result<(), StoreError> = l
-            .retrying("HeadObject", &policy, || async {
+            .retrying("HeadObject", &policy, |_| async {
                 Err(StoreError::from_code("AccessDenied", "no".into()).into())
             })
             .await;
         assert!(matches!(r, Err(StoreError::AccessDenied { .. })));
         let r: Result<(), StoreError> = l
-            .retrying("GetObject", &policy, || async {
+            .retrying("GetObject", &policy, |_| async {
                 Err(StoreError::from_code("InternalError", "boom".into()).into())
             })
             .await;

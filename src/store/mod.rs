@@ -1,6 +1,7 @@
-//! Object storage: the small [`Store`] trait and its two backends, S3 ([`s3::S3Store`], the
-//! only file that imports aws-sdk-s3) and the local filesystem ([`fs::FsStore`]), plus the
-//! request limiter ([`limited::Limiter`]) both use.
+//! Object storage: the object-safe [`Store`] trait (`Arc<dyn Store>`) and its two
+//! backends, S3 ([`s3::S3Store`], the only file that imports aws-sdk-s3) and the local
+//! filesystem ([`fs::FsStore`]); the S3-only calls in [`S3Ext`]; and the request limiter
+//! ([`limited::Limiter`]) every request of both runs through.
 //!
 //! Owns: requests, their classification into semantic errors, request counting.
 //! Must not: know about Mastodon (rows, attachments), decide what to delete, or bypass the
@@ -11,9 +12,11 @@ pub mod fs;
 pub mod limited;
 pub mod s3;
 
-use std::future::Future;
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
 
-use crate::plan::layout::ObjectKey;
+use crate::model::ObjectKey;
 
 pub use limited::{AttemptError, Limiter, RequestCounts, RequestStats, RetryPolicy};
 
@@ -269,12 +272,16 @@ pub struct UploadPage {
     pub next: Option<ListMarker>,
 }
 
-fn unsupported_listing(what: &str, store: String) -> StoreError {
-    StoreError::Unsupported {
-        code: "NotImplemented".into(),
-        detail: format!(
-            "{what} on {store}: only S3 buckets have object versions and multipart uploads"
-        ),
+impl StoreError {
+    /// The answer of a backend without an S3-only call (`du --versions` on a
+    /// filesystem): [`StoreError::Unsupported`] naming the operation `what` and `store`.
+    pub fn s3_only(what: &str, store: &str) -> Self {
+        StoreError::Unsupported {
+            code: "NotImplemented".into(),
+            detail: format!(
+                "{what} on {store}: only S3 buckets have object versions and multipart uploads"
+            ),
+        }
     }
 }
 
@@ -289,8 +296,48 @@ pub enum DeleteOutcome {
     Failed(StoreError),
 }
 
-/// The storage interface the pipeline needs. Implementations count their requests in a
-/// [`Limiter`] and honour its rate and concurrency limits.
+/// The headers every uploaded object gets, as Mastodon writes them (`docs/reference/key-layout.md#upload-headers`). The filesystem
+/// keeps none of them (a file has no headers; its mode is the folder's default).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectHeaders {
+    /// `Content-Type` (never empty).
+    pub content_type: String,
+    /// `Cache-Control`.
+    pub cache_control: String,
+    /// Canned ACL (`x-amz-acl`), `None` to send none (`S3_PERMISSION=` empty).
+    pub acl: Option<String>,
+}
+
+/// One object's metadata (S3 `HeadObject`, a file's `stat`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeadMeta {
+    /// Size in bytes.
+    pub size: u64,
+    /// ETag without quotes (an MD5 hex digest for single-part uploads); `None` on the
+    /// filesystem.
+    pub etag: Option<String>,
+    /// `Content-Type`; `None` on the filesystem.
+    pub content_type: Option<String>,
+    /// `Cache-Control`; `None` on the filesystem.
+    pub cache_control: Option<String>,
+}
+
+/// A stream of listed objects, in key order, as [`Store::list`] returns it.
+pub type ObjectStream<'a> = BoxStream<'a, Result<ObjectMeta, StoreError>>;
+
+/// The storage interface every command uses, object-safe so a command holds one
+/// `Arc<dyn Store>` whichever backend the configuration names (the shape of arrow-rs
+/// `object_store`: byte-level get/put/head/copy, exact-key deletes and a listing stream;
+/// provider-specific calls behind [`Store::as_s3ext`]).
+///
+/// Methods return boxed futures ([`BoxFuture`], from the `futures` crate the store already
+/// uses) rather than `async fn`: a trait with `async fn` is not dyn-compatible, and the
+/// `async-trait` crate would only generate the same boxing behind a macro and one more
+/// dependency.
+///
+/// Every implementation sends each request (filesystem call) through its [`Limiter`]:
+/// rate, concurrency, counts and the one [`RetryPolicy`]. Every method that takes a key
+/// refuses, before any request, a key [`validate_key`] rejects.
 pub trait Store: Send + Sync + 'static {
     /// `s3://bucket (endpoint, addressing)` or `file:///root`, for messages.
     fn describe(&self) -> String;
@@ -301,83 +348,184 @@ pub trait Store: Send + Sync + 'static {
     /// The limiter (request counts, rate).
     fn limiter(&self) -> &Limiter;
 
+    /// The S3-only calls (versions, multipart uploads, versioning, ACLs), `None` on a
+    /// backend without them (the filesystem).
+    fn as_s3ext(&self) -> Option<&dyn S3Ext> {
+        None
+    }
+
     /// Proves the bucket (or root) exists and the credentials can list it. Errors are
     /// fatal for a run: [`StoreError::NoSuchBucket`], [`StoreError::InvalidCredentials`],
     /// [`StoreError::AccessDenied`], [`StoreError::Transport`].
-    fn check(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
-
-    /// The bucket's versioning state: `Some("Enabled")` or `Some("Suspended")` when deleted
-    /// objects stay stored as noncurrent versions, `None` when they do not (never on the
-    /// filesystem). Errors: the provider could not say.
-    fn versioning(&self) -> impl Future<Output = Result<Option<String>, StoreError>> + Send {
-        async { Ok(None) }
-    }
+    fn check(&self) -> BoxFuture<'_, Result<(), StoreError>>;
 
     /// Per key, in the order given: its size in bytes, `None` when the object does not
-    /// exist, or the error that kept it from being sized (the listing of its partition
-    /// failed after the retry policy's attempts, its stat failed). One key's error never
-    /// fails another key's answer. S3 lists each distinct parent "partition" prefix once;
-    /// the filesystem stats.
-    fn stat_many(
-        &self,
-        keys: &[ObjectKey],
-    ) -> impl Future<Output = Vec<Result<Option<u64>, StoreError>>> + Send;
+    /// exist (or [`validate_key`] refuses it: nothing is asked), or the error that kept it
+    /// from being sized (the listing covering it failed after the retry policy's attempts,
+    /// its stat failed). One key's error never fails another key's answer.
+    ///
+    /// `prefixes` says how to group the requests where a listing answers many keys at
+    /// once (S3): each distinct prefix that covers a valid key is listed once, all pages,
+    /// and a key is answered from the longest given prefix it starts with; a key no given
+    /// prefix covers is listed by itself (prefix = the key). The caller picks them (for
+    /// Mastodon's layout, `plan::partition::listing_prefixes`); the filesystem stats each
+    /// key and ignores them.
+    fn stat_many<'a>(
+        &'a self,
+        keys: &'a [ObjectKey],
+        prefixes: &'a [String],
+    ) -> BoxFuture<'a, Vec<Result<Option<u64>, StoreError>>>;
 
     /// One page of the objects below `prefix` (`""` = everything), in key order, starting
     /// after `start_after` when given (first page only) or from the `continuation` token of
     /// the previous page. With `delimiter`, keys containing a further `/` are rolled up
     /// into [`ListPage::common_prefixes`]. At most about 1000 objects per page.
-    fn list_page(
-        &self,
-        prefix: &str,
+    fn list_page<'a>(
+        &'a self,
+        prefix: &'a str,
         delimiter: bool,
-        start_after: Option<&str>,
+        start_after: Option<&'a str>,
         continuation: Option<String>,
-    ) -> impl Future<Output = Result<ListPage, StoreError>> + Send;
+    ) -> BoxFuture<'a, Result<ListPage, StoreError>>;
+
+    /// Every object below `prefix` (`""` = everything), in key order (bytewise), after
+    /// `start_after` when given: [`Store::list_page`] page after page (no delimiter), each
+    /// page requested when the stream reaches it. An error ends the stream (its last
+    /// item); dropping the stream stops the listing.
+    fn list<'a>(&'a self, prefix: &'a str, start_after: Option<&'a str>) -> ObjectStream<'a> {
+        paginate(self, prefix, start_after)
+    }
 
     /// Deletes exactly these keys (at most [`Store::batch_limit`]), one outcome per key in
-    /// the order given. Never deletes a prefix. Only the pool's dry-run gate calls this.
-    fn delete_many(&self, keys: &[ObjectKey]) -> impl Future<Output = Vec<DeleteOutcome>> + Send;
+    /// the order given; a missing object is [`DeleteOutcome::AlreadyGone`] (D2), a key
+    /// [`validate_key`] refuses fails (`InvalidKey`) without being sent. Never deletes a
+    /// prefix. Only the pool's dry-run gate calls this.
+    fn delete_many<'a>(&'a self, keys: &'a [ObjectKey]) -> BoxFuture<'a, Vec<DeleteOutcome>>;
+
+    /// The whole object. Errors: [`StoreError::NotFound`] when it does not exist,
+    /// `InvalidKey` for a refused key; on the filesystem also a symlinked file or a
+    /// folder symlink leading outside the root.
+    fn get<'a>(&'a self, key: &'a ObjectKey) -> BoxFuture<'a, Result<Bytes, StoreError>>;
+
+    /// Writes `bytes` at `key`, replacing what was there, with `headers` (S3: one
+    /// `PutObject` with Content-Type, Cache-Control and ACL; filesystem: the headers are
+    /// not kept). Atomic: readers see the old object or the new one, never a part
+    /// (S3 by definition; the filesystem writes a temporary file in the target folder and
+    /// renames it). Errors: `InvalidKey` (a refused key, a symlink on the way out of the
+    /// root), the request failed.
+    fn put<'a>(
+        &'a self,
+        key: &'a ObjectKey,
+        bytes: Bytes,
+        headers: &'a ObjectHeaders,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// The object's metadata, `None` when it does not exist. Errors: `InvalidKey`, the
+    /// request failed.
+    fn head<'a>(
+        &'a self,
+        key: &'a ObjectKey,
+    ) -> BoxFuture<'a, Result<Option<HeadMeta>, StoreError>>;
+
+    /// Copies `from` to `to` inside this store, replacing `to` (S3: one `CopyObject`,
+    /// Content-Type and Cache-Control kept, the ACL not: the copy gets the bucket's
+    /// default; objects over 5 GiB are refused by S3; filesystem: an atomic write as
+    /// [`Store::put`]). Errors: [`StoreError::NotFound`] when `from` does not exist,
+    /// `InvalidKey` for either key, the request failed.
+    fn copy<'a>(
+        &'a self,
+        from: &'a ObjectKey,
+        to: &'a ObjectKey,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+}
+
+/// The pages of [`Store::list`]: the `ListObjectsV2` pagination every caller wrote by
+/// hand before (continuation tokens, `start_after` on the first page only).
+fn paginate<'a, S: Store + ?Sized>(
+    store: &'a S,
+    prefix: &'a str,
+    start_after: Option<&'a str>,
+) -> ObjectStream<'a> {
+    enum Next {
+        First,
+        Token(String),
+        Done,
+    }
+    stream::unfold(Next::First, move |next| async move {
+        let (after, token) = match next {
+            Next::Done => return None,
+            Next::First => (start_after, None),
+            Next::Token(t) => (None, Some(t)),
+        };
+        match store.list_page(prefix, false, after, token).await {
+            Ok(page) => {
+                let next = page.next.map_or(Next::Done, Next::Token);
+                Some((Ok(page.objects), next))
+            }
+            Err(e) => Some((Err(e), Next::Done)),
+        }
+    })
+    .map_ok(|objects| stream::iter(objects.into_iter().map(Ok)))
+    .try_flatten()
+    .boxed()
+}
+
+/// The calls only S3 buckets have: object versions, multipart uploads, the bucket's
+/// versioning state and object ACLs (`du --versions`, prune's freed-space note,
+/// `migrate`). Reached through [`Store::as_s3ext`], or directly on
+/// [`s3::S3Store`], which implements it. Every call runs through the store's limiter.
+pub trait S3Ext: Send + Sync {
+    /// The bucket's versioning state: `Some("Enabled")` or `Some("Suspended")` when deleted
+    /// objects stay stored as noncurrent versions, `None` when versioning was never on.
+    /// Errors: the provider could not say (`NotImplemented` where the API is missing).
+    fn versioning(&self) -> BoxFuture<'_, Result<Option<String>, StoreError>>;
 
     /// One page of object versions and delete markers below `prefix` (S3
     /// `ListObjectVersions`), resuming at `marker`; with `delimiter`, deeper keys are
-    /// rolled up into [`VersionPage::common_prefixes`]. Default (filesystem):
-    /// [`StoreError::Unsupported`].
-    fn list_versions_page(
-        &self,
-        prefix: &str,
+    /// rolled up into [`VersionPage::common_prefixes`].
+    fn list_versions_page<'a>(
+        &'a self,
+        prefix: &'a str,
         delimiter: bool,
         marker: Option<ListMarker>,
-    ) -> impl Future<Output = Result<VersionPage, StoreError>> + Send {
-        let _ = (prefix, delimiter, marker);
-        let err = unsupported_listing("ListObjectVersions", self.describe());
-        async move { Err(err) }
-    }
+    ) -> BoxFuture<'a, Result<VersionPage, StoreError>>;
 
     /// One page of unfinished multipart uploads below `prefix` (S3
-    /// `ListMultipartUploads`), resuming at `marker`. Default: [`StoreError::Unsupported`].
-    fn list_uploads_page(
-        &self,
-        prefix: &str,
+    /// `ListMultipartUploads`), resuming at `marker`.
+    fn list_uploads_page<'a>(
+        &'a self,
+        prefix: &'a str,
         marker: Option<ListMarker>,
-    ) -> impl Future<Output = Result<UploadPage, StoreError>> + Send {
-        let _ = (prefix, marker);
-        let err = unsupported_listing("ListMultipartUploads", self.describe());
-        async move { Err(err) }
-    }
+    ) -> BoxFuture<'a, Result<UploadPage, StoreError>>;
 
     /// `(parts, bytes)` already uploaded to an unfinished multipart upload (S3 `ListParts`,
-    /// all pages): what the provider bills until the upload is aborted. Default:
-    /// [`StoreError::Unsupported`].
-    fn upload_parts(
-        &self,
-        key: &str,
-        upload_id: &str,
-    ) -> impl Future<Output = Result<(u64, u64), StoreError>> + Send {
-        let _ = (key, upload_id);
-        let err = unsupported_listing("ListParts", self.describe());
-        async move { Err(err) }
-    }
+    /// all pages): what the provider bills until the upload is aborted.
+    fn upload_parts<'a>(
+        &'a self,
+        key: &'a str,
+        upload_id: &'a str,
+    ) -> BoxFuture<'a, Result<(u64, u64), StoreError>>;
+
+    /// Aborts an unfinished multipart upload (`AbortMultipartUpload`); one already gone
+    /// counts as aborted. Destructive: callers pass it through `pool::Gate::mutate`.
+    fn abort_upload<'a>(
+        &'a self,
+        key: &'a str,
+        upload_id: &'a str,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// Whether the object grants READ to everyone (`GetObjectAcl`: an AllUsers grant of
+    /// READ or FULL_CONTROL).
+    fn is_public<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<bool, StoreError>>;
+
+    /// Rewrites the object's Content-Type, Cache-Control and ACL in place (one
+    /// `CopyObject` onto itself, `MetadataDirective=REPLACE`). Destructive: through
+    /// `pool::Gate::mutate`.
+    fn repair_in_place<'a>(
+        &'a self,
+        key: &'a str,
+        headers: &'a ObjectHeaders,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
 }
 
 #[cfg(test)]

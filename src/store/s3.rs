@@ -6,7 +6,9 @@
 //! `DeleteObject` requests where the provider has no multi-object delete (`docs/reference/provider-quirks.md#d4`).
 //!
 //! Retries are ours, not the SDK's (its retry is disabled): every request goes through
-//! `S3Store::send`, so each HTTP attempt takes a `--rate` permit and is counted, and
+//! `S3Store::send` (or `send_with`), the only code that can reach the SDK client (it is
+//! [`Gated`] behind a limiter [`Permit`](super::limited::Permit)), so each HTTP attempt
+//! takes a `--rate` permit and is counted, and
 //! throttles, 500/503, timeouts and connection resets are retried with full-jitter
 //! exponential backoff, honouring `Retry-After` ([`RetryPolicy`], `docs/reference/provider-quirks.md#t1`). Listings ask for
 //! `EncodingType=url` and decode keys exactly once, so a key with a character XML 1.0
@@ -20,7 +22,8 @@ mod versioning;
 
 pub use settings::{DeleteChecksum, S3Config};
 
-pub use transfer::{Body, HeadMeta, ObjectHeaders, encode_copy_source, part_size};
+pub use super::{HeadMeta, ObjectHeaders};
+pub use transfer::{Body, encode_copy_source, part_size};
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -38,18 +41,22 @@ use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::types::{Delete, EncodingType, ObjectIdentifier};
 use aws_smithy_http_client::tls;
 use base64::Engine;
-use futures::stream::{self, StreamExt};
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use futures::stream::{self, StreamExt, TryStreamExt};
 use md5::{Digest, Md5};
 
+use super::limited::Gated;
 use super::{
-    AttemptError, DeleteOutcome, Limiter, ListPage, ObjectMeta, RetryPolicy, Store, StoreError,
-    validate_key,
+    AttemptError, DeleteOutcome, Limiter, ListMarker, ListPage, ObjectMeta, RetryPolicy, S3Ext,
+    Store, StoreError, UploadPage, VersionPage, validate_key,
 };
-use crate::plan::layout::ObjectKey;
+use crate::model::ObjectKey;
 
 /// An S3 bucket reached through aws-sdk-s3.
 pub struct S3Store {
-    client: Client,
+    /// Reachable only with a limiter permit: through [`S3Store::send`] / `send_with`.
+    client: Gated<Client>,
     bucket: String,
     endpoint: String,
     path_style: bool,
@@ -113,7 +120,7 @@ impl S3Store {
             .clone()
             .unwrap_or_else(|| format!("https://s3.{}.amazonaws.com", cfg.region));
         Self {
-            client: Client::from_conf(b.build()),
+            client: Gated::new(Client::from_conf(b.build())),
             bucket: cfg.bucket.clone(),
             endpoint,
             path_style: cfg.force_path_style,
@@ -129,23 +136,20 @@ impl S3Store {
         }
     }
 
-    /// Runs one `op` request: `attempt()` builds and sends it once per HTTP attempt, each
-    /// under its own limiter permit, retried on retryable errors by the store's
-    /// [`RetryPolicy`] (`Retry-After` honoured). Counts the operation, every attempt and
-    /// every throttled answer. Errors: the classified last error.
-    pub(crate) async fn send<T, E, F, Fut>(
-        &self,
-        op: &'static str,
-        mut attempt: F,
-    ) -> Result<T, StoreError>
+    /// Runs one `op` request: `attempt(client)` builds and sends it once per HTTP attempt,
+    /// each under its own limiter permit (the client is handed out against it), retried on
+    /// retryable errors by the store's [`RetryPolicy`] (`Retry-After` honoured). Counts
+    /// the operation, every attempt and every throttled answer. Errors: the classified
+    /// last error.
+    async fn send<T, E, F, Fut>(&self, op: &'static str, mut attempt: F) -> Result<T, StoreError>
     where
-        F: FnMut() -> Fut,
+        F: FnMut(&Client) -> Fut,
         Fut: Future<Output = Result<T, SdkError<E, aws_smithy_runtime_api::http::Response>>>,
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
         self.limiter
-            .retrying(op, &self.policy, || {
-                let fut = attempt();
+            .retrying(op, &self.policy, |permit| {
+                let fut = attempt(self.client.get(permit));
                 async move {
                     fut.await.map_err(|e| {
                         let retry_after = retry_after(&e);
@@ -160,21 +164,20 @@ impl S3Store {
     }
 
     /// [`S3Store::send`] for attempts that can fail before the request is sent (a body
-    /// to open): `attempt()` returns the error already classified.
-    pub(crate) async fn send_with<T, F, Fut>(
-        &self,
-        op: &'static str,
-        attempt: F,
-    ) -> Result<T, StoreError>
+    /// to open) or after its answer (a body to read): `attempt(client)` returns the error
+    /// already classified.
+    async fn send_with<T, F, Fut>(&self, op: &'static str, mut attempt: F) -> Result<T, StoreError>
     where
-        F: FnMut() -> Fut,
+        F: FnMut(&Client) -> Fut,
         Fut: Future<Output = Result<T, AttemptError>>,
     {
-        self.limiter.retrying(op, &self.policy, attempt).await
+        self.limiter
+            .retrying(op, &self.policy, |permit| attempt(self.client.get(permit)))
+            .await
     }
 
     /// An SDK error as an [`AttemptError`] (classified, with `Retry-After`).
-    pub(crate) fn attempt_error<E>(
+    fn attempt_error<E>(
         &self,
         op: &str,
         err: SdkError<E, aws_smithy_runtime_api::http::Response>,
@@ -241,7 +244,7 @@ impl S3Store {
     /// A per-request configuration with the long attempt timeout, for `DeleteObjects` and
     /// requests that carry or copy a body: `S3_READ_TIMEOUT` raised to at least 120 s, as
     /// Mastodon's batch delete does (every other request keeps `S3_READ_TIMEOUT`).
-    pub(crate) fn long_timeout(&self) -> aws_sdk_s3::config::Builder {
+    fn long_timeout(&self) -> aws_sdk_s3::config::Builder {
         aws_sdk_s3::config::Builder::default().timeout_config(
             TimeoutConfig::builder()
                 .connect_timeout(self.long_timeouts.0)
@@ -326,9 +329,8 @@ impl S3Store {
             .build()
             .expect("objects are set");
         let out = self
-            .send("DeleteObjects", || {
-                self.client
-                    .delete_objects()
+            .send("DeleteObjects", |c| {
+                c.delete_objects()
                     .bucket(&self.bucket)
                     .delete(delete.clone())
                     .customize()
@@ -364,9 +366,8 @@ impl S3Store {
             return DeleteOutcome::Failed(e);
         }
         match self
-            .send("DeleteObject", || {
-                self.client
-                    .delete_object()
+            .send("DeleteObject", |c| {
+                c.delete_object()
                     .bucket(&self.bucket)
                     .key(key.as_str())
                     .send()
@@ -436,32 +437,12 @@ impl S3Store {
         stream::iter(futs).buffered(8).collect().await
     }
 
-    /// Every `(key, size)` below `prefix`, all pages.
+    /// Every `(key, size)` below `prefix`, all pages ([`Store::list`]).
     async fn list_prefix(&self, prefix: &str) -> Result<Vec<(String, u64)>, StoreError> {
-        let mut token: Option<String> = None;
-        let mut out = Vec::new();
-        loop {
-            let page = self
-                .send("ListObjectsV2", || {
-                    self.client
-                        .list_objects_v2()
-                        .bucket(&self.bucket)
-                        .prefix(prefix)
-                        .encoding_type(EncodingType::Url)
-                        .set_continuation_token(token.clone())
-                        .send()
-                })
-                .await?;
-            for o in page.contents() {
-                if let Some(k) = o.key().and_then(|k| url_decoded(k, "ListObjectsV2")) {
-                    out.push((k, o.size().unwrap_or(0).max(0) as u64));
-                }
-            }
-            match page.next_continuation_token() {
-                Some(t) if page.is_truncated() == Some(true) => token = Some(t.to_owned()),
-                _ => return Ok(out),
-            }
-        }
+        self.list(prefix, None)
+            .map_ok(|o| (o.key.as_str().to_owned(), o.size))
+            .try_collect()
+            .await
     }
 }
 
@@ -602,99 +583,30 @@ impl HttpStatus for aws_smithy_runtime_api::http::Response {
     }
 }
 
-/// The "partition directory" a key's styles share: the key without its last two segments
-/// (`<style>/<file>`), with a trailing slash. Listing it returns every style of the row.
-fn partition_prefix(key: &str) -> &str {
-    let mut cut = key.len();
-    for _ in 0..2 {
-        match key[..cut].rfind('/') {
-            Some(i) => cut = i,
-            None => return "",
-        }
+/// Keys [`validate_key`] refuses are answered without a request and are never part of a
+/// listing prefix. The listings of S3 `stat_many`: each given prefix that covers a valid
+/// key (the longest one that does, per key), and each valid key no prefix covers (listed
+/// by itself). In key order, without repeats.
+fn covering_prefixes(keys: &[ObjectKey], prefixes: &[String]) -> Vec<String> {
+    let mut out: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+    for k in keys.iter().filter(|k| validate_key(k).is_ok()) {
+        let k = k.as_str();
+        let best = prefixes
+            .iter()
+            .filter(|p| k.starts_with(p.as_str()))
+            .max_by_key(|p| p.len());
+        out.insert(best.map_or_else(|| k.to_owned(), String::clone));
     }
-    &key[..=cut]
+    out.into_iter().collect()
 }
 
-/// Rows whose partitions share a coarser folder at least this often are sized with one
-/// listing of that folder instead of one per row.
-const COARSE_MIN_ROWS: usize = 3;
-
-/// The prefixes to list to size `keys`: each row's partition folder, or, where at least
-/// [`COARSE_MIN_ROWS`] rows share it, a coarser folder: the snowflake partition without its
-/// last three groups (ids within ~15 s of each other) or a serial partition without its
-/// last group (1000 ids). On busy instances this sizes dozens of rows per request.
-fn listing_prefixes<'a>(keys: impl Iterator<Item = &'a str>) -> Vec<String> {
-    let mut rows: BTreeMap<&str, ()> = BTreeMap::new();
-    for k in keys {
-        rows.insert(partition_prefix(k), ());
-    }
-    let mut groups: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-    for p in rows.keys() {
-        groups.entry(coarse_prefix(p)).or_default().push(p);
-    }
-    let mut out = Vec::new();
-    for (coarse, members) in groups {
-        if members.len() >= COARSE_MIN_ROWS && coarse.len() < members[0].len() {
-            out.push(coarse.to_owned());
-        } else {
-            out.extend(members.into_iter().map(str::to_owned));
-        }
-    }
-    out
-}
-
-/// `…/109/345/678/901/234/567/` → `…/109/345/678/`; `…/000/004/242/` → `…/000/004/`;
-/// anything else unchanged.
-fn coarse_prefix(prefix: &str) -> &str {
-    let groups = prefix
-        .trim_end_matches('/')
-        .rsplit('/')
-        .take_while(|g| g.len() == 3 && g.bytes().all(|b| b.is_ascii_digit()))
-        .count();
-    let drop = match groups {
-        6.. => 3,
-        3..=5 => 1,
-        _ => return prefix,
-    };
-    let mut cut = prefix.len() - 1; // the trailing slash
-    for _ in 0..drop {
-        cut = prefix[..cut].rfind('/').unwrap_or(0);
-    }
-    &prefix[..=cut]
-}
-
-impl Store for S3Store {
-    fn describe(&self) -> String {
-        format!(
-            "s3://{} at {} ({} addressing)",
-            self.bucket,
-            self.endpoint,
-            if self.path_style {
-                "path-style"
-            } else {
-                "virtual-host"
-            }
-        )
-    }
-
-    fn batch_limit(&self) -> usize {
-        self.batch_limit
-    }
-
-    fn limiter(&self) -> &Limiter {
-        &self.limiter
-    }
-
-    async fn versioning(&self) -> Result<Option<String>, StoreError> {
-        self.versioning_status().await
-    }
-
-    async fn check(&self) -> Result<(), StoreError> {
+/// The object-level calls (the [`Store`] trait, boxed for `dyn Store`).
+impl S3Store {
+    async fn check_bucket(&self) -> Result<(), StoreError> {
         // `EncodingType=url`: the bucket's first key may hold a character XML 1.0 cannot
         // carry, which would make the answer unparsable.
-        self.send("ListObjectsV2", || {
-            self.client
-                .list_objects_v2()
+        self.send("ListObjectsV2", |c| {
+            c.list_objects_v2()
                 .bucket(&self.bucket)
                 .max_keys(1)
                 .encoding_type(EncodingType::Url)
@@ -707,12 +619,12 @@ impl Store for S3Store {
     /// Keys [`validate_key`] refuses are answered `None` without a request (and are never
     /// part of a listing prefix); their delete is refused by [`Store::delete_many`]. A
     /// listing that fails (after the retry policy) fails only the keys it would have sized.
-    async fn stat_many(&self, keys: &[ObjectKey]) -> Vec<Result<Option<u64>, StoreError>> {
-        let prefixes = listing_prefixes(
-            keys.iter()
-                .filter(|k| validate_key(k).is_ok())
-                .map(ObjectKey::as_str),
-        );
+    async fn stat_keys(
+        &self,
+        keys: &[ObjectKey],
+        prefixes: &[String],
+    ) -> Vec<Result<Option<u64>, StoreError>> {
+        let prefixes = covering_prefixes(keys, prefixes);
         let futs: Vec<_> = prefixes
             .iter()
             .map(|p| async move { (p.as_str(), self.list_prefix(p).await) })
@@ -741,27 +653,30 @@ impl Store for S3Store {
             .collect()
     }
 
-    async fn list_page(
+    async fn list_objects_page(
         &self,
         prefix: &str,
         delimiter: bool,
         start_after: Option<&str>,
         continuation: Option<String>,
     ) -> Result<ListPage, StoreError> {
-        let mut req = self
-            .client
-            .list_objects_v2()
-            .bucket(&self.bucket)
-            .prefix(prefix)
-            .encoding_type(EncodingType::Url)
-            .set_continuation_token(continuation.clone());
-        if delimiter {
-            req = req.delimiter("/");
-        }
-        if let (None, Some(s)) = (&continuation, start_after) {
-            req = req.start_after(s);
-        }
-        let page = self.send("ListObjectsV2", || req.clone().send()).await?;
+        let page = self
+            .send("ListObjectsV2", |c| {
+                let mut req = c
+                    .list_objects_v2()
+                    .bucket(&self.bucket)
+                    .prefix(prefix)
+                    .encoding_type(EncodingType::Url)
+                    .set_continuation_token(continuation.clone());
+                if delimiter {
+                    req = req.delimiter("/");
+                }
+                if let (None, Some(s)) = (&continuation, start_after) {
+                    req = req.start_after(s);
+                }
+                req.send()
+            })
+            .await?;
         let objects = page
             .contents()
             .iter()
@@ -795,7 +710,7 @@ impl Store for S3Store {
     /// `DeleteObjects` or in the single-`DeleteObject` fallback: the latter puts the key on
     /// the request line, where a server normalising dot segments would address another
     /// object. The others are deleted as usual; outcomes keep the order of `keys`.
-    async fn delete_many(&self, keys: &[ObjectKey]) -> Vec<DeleteOutcome> {
+    async fn delete_keys(&self, keys: &[ObjectKey]) -> Vec<DeleteOutcome> {
         let refused: Vec<Option<StoreError>> = keys.iter().map(|k| validate_key(k).err()).collect();
         if refused.iter().any(Option::is_some) {
             let valid: Vec<ObjectKey> = keys
@@ -817,50 +732,220 @@ impl Store for S3Store {
         }
         self.delete_valid(keys).await
     }
-    async fn list_versions_page(
-        &self,
-        prefix: &str,
-        delimiter: bool,
-        marker: Option<super::ListMarker>,
-    ) -> Result<super::VersionPage, StoreError> {
-        self.versions_page(prefix, delimiter, marker).await
+
+    /// `GetObject`, the whole body read inside the attempt (a body cut off midway is
+    /// retried like a failed request).
+    async fn get_bytes(&self, key: &ObjectKey) -> Result<Bytes, StoreError> {
+        validate_key(key)?;
+        self.send_with("GetObject", |c| {
+            let req = c
+                .get_object()
+                .bucket(&self.bucket)
+                .key(key.as_str())
+                .customize()
+                .config_override(self.long_timeout());
+            async move {
+                let out = req
+                    .send()
+                    .await
+                    .map_err(|e| self.attempt_error("GetObject", e))?;
+                out.body
+                    .collect()
+                    .await
+                    .map(|b| b.into_bytes())
+                    .map_err(|e| {
+                        AttemptError::from(StoreError::Transport(format!(
+                            "GetObject {key}: the body was cut off: {e}"
+                        )))
+                    })
+            }
+        })
+        .await
     }
 
-    async fn list_uploads_page(
-        &self,
-        prefix: &str,
-        marker: Option<super::ListMarker>,
-    ) -> Result<super::UploadPage, StoreError> {
-        self.uploads_page(prefix, marker).await
-    }
-
-    async fn upload_parts(&self, key: &str, upload_id: &str) -> Result<(u64, u64), StoreError> {
-        self.parts_of(key, upload_id).await
+    /// `CopyObject` from `from` to `to` in this bucket (`MetadataDirective=COPY`).
+    async fn copy_object(&self, from: &ObjectKey, to: &ObjectKey) -> Result<(), StoreError> {
+        validate_key(from)?;
+        validate_key(to)?;
+        let source = format!("{}/{}", self.bucket, encode_copy_source(from.as_str()));
+        self.send("CopyObject", |c| {
+            c.copy_object()
+                .bucket(&self.bucket)
+                .key(to.as_str())
+                .copy_source(&source)
+                .customize()
+                .config_override(self.long_timeout())
+                .send()
+        })
+        .await
+        .map(|_| ())
     }
 }
 
-/// Versions and unfinished uploads, for `du --versions` (`docs/reference/provider-quirks.md#u2`): read-only listings.
+impl Store for S3Store {
+    fn describe(&self) -> String {
+        format!(
+            "s3://{} at {} ({} addressing)",
+            self.bucket,
+            self.endpoint,
+            if self.path_style {
+                "path-style"
+            } else {
+                "virtual-host"
+            }
+        )
+    }
+
+    fn batch_limit(&self) -> usize {
+        self.batch_limit
+    }
+
+    fn limiter(&self) -> &Limiter {
+        &self.limiter
+    }
+
+    fn as_s3ext(&self) -> Option<&dyn S3Ext> {
+        Some(self)
+    }
+
+    fn check(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(self.check_bucket())
+    }
+
+    fn stat_many<'a>(
+        &'a self,
+        keys: &'a [ObjectKey],
+        prefixes: &'a [String],
+    ) -> BoxFuture<'a, Vec<Result<Option<u64>, StoreError>>> {
+        Box::pin(self.stat_keys(keys, prefixes))
+    }
+
+    fn list_page<'a>(
+        &'a self,
+        prefix: &'a str,
+        delimiter: bool,
+        start_after: Option<&'a str>,
+        continuation: Option<String>,
+    ) -> BoxFuture<'a, Result<ListPage, StoreError>> {
+        Box::pin(self.list_objects_page(prefix, delimiter, start_after, continuation))
+    }
+
+    fn delete_many<'a>(&'a self, keys: &'a [ObjectKey]) -> BoxFuture<'a, Vec<DeleteOutcome>> {
+        Box::pin(self.delete_keys(keys))
+    }
+
+    fn get<'a>(&'a self, key: &'a ObjectKey) -> BoxFuture<'a, Result<Bytes, StoreError>> {
+        Box::pin(self.get_bytes(key))
+    }
+
+    fn put<'a>(
+        &'a self,
+        key: &'a ObjectKey,
+        bytes: Bytes,
+        headers: &'a ObjectHeaders,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            validate_key(key)?;
+            self.put_bytes(key.as_str(), bytes, headers).await
+        })
+    }
+
+    fn head<'a>(
+        &'a self,
+        key: &'a ObjectKey,
+    ) -> BoxFuture<'a, Result<Option<HeadMeta>, StoreError>> {
+        Box::pin(async move {
+            validate_key(key)?;
+            S3Store::head(self, key.as_str()).await
+        })
+    }
+
+    fn copy<'a>(
+        &'a self,
+        from: &'a ObjectKey,
+        to: &'a ObjectKey,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(self.copy_object(from, to))
+    }
+}
+
+impl S3Ext for S3Store {
+    fn versioning(&self) -> BoxFuture<'_, Result<Option<String>, StoreError>> {
+        Box::pin(self.versioning_status())
+    }
+
+    fn list_versions_page<'a>(
+        &'a self,
+        prefix: &'a str,
+        delimiter: bool,
+        marker: Option<ListMarker>,
+    ) -> BoxFuture<'a, Result<VersionPage, StoreError>> {
+        Box::pin(S3Store::list_versions_page(self, prefix, delimiter, marker))
+    }
+
+    fn list_uploads_page<'a>(
+        &'a self,
+        prefix: &'a str,
+        marker: Option<ListMarker>,
+    ) -> BoxFuture<'a, Result<UploadPage, StoreError>> {
+        Box::pin(S3Store::list_uploads_page(self, prefix, marker))
+    }
+
+    fn upload_parts<'a>(
+        &'a self,
+        key: &'a str,
+        upload_id: &'a str,
+    ) -> BoxFuture<'a, Result<(u64, u64), StoreError>> {
+        Box::pin(self.parts_of(key, upload_id))
+    }
+
+    fn abort_upload<'a>(
+        &'a self,
+        key: &'a str,
+        upload_id: &'a str,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(self.abort_stale_upload(key, upload_id))
+    }
+
+    fn is_public<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(S3Store::is_public(self, key))
+    }
+
+    fn repair_in_place<'a>(
+        &'a self,
+        key: &'a str,
+        headers: &'a ObjectHeaders,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(S3Store::repair_in_place(self, key, headers))
+    }
+}
+
+/// Versions and unfinished uploads, for `du --versions` and `migrate` (`docs/reference/provider-quirks.md#u2`): read-only
+/// listings. Also reachable as [`S3Ext`].
 impl S3Store {
-    async fn versions_page(
+    /// One page of `ListObjectVersions` below `prefix`, resuming at `marker`
+    /// ([`S3Ext::list_versions_page`]).
+    pub async fn list_versions_page(
         &self,
         prefix: &str,
         delimiter: bool,
-        marker: Option<super::ListMarker>,
-    ) -> Result<super::VersionPage, StoreError> {
+        marker: Option<ListMarker>,
+    ) -> Result<VersionPage, StoreError> {
         let (key_marker, id_marker) = marker.map_or((None, None), |m| (Some(m.key), m.id));
-        let mut req = self
-            .client
-            .list_object_versions()
-            .bucket(&self.bucket)
-            .prefix(prefix)
-            .encoding_type(EncodingType::Url)
-            .set_key_marker(key_marker)
-            .set_version_id_marker(id_marker);
-        if delimiter {
-            req = req.delimiter("/");
-        }
         let page = self
-            .send("ListObjectVersions", || req.clone().send())
+            .send("ListObjectVersions", |c| {
+                let mut req = c
+                    .list_object_versions()
+                    .bucket(&self.bucket)
+                    .prefix(prefix)
+                    .encoding_type(EncodingType::Url)
+                    .set_key_marker(key_marker.clone())
+                    .set_version_id_marker(id_marker.clone());
+                if delimiter {
+                    req = req.delimiter("/");
+                }
+                req.send()
+            })
             .await?;
         let decoded = |k: Option<&str>| url_decoded(k?, "ListObjectVersions");
         let mut versions: Vec<super::VersionMeta> = page
@@ -889,34 +974,36 @@ impl S3Store {
             .filter_map(|p| decoded(p.prefix()))
             .collect();
         let next = match (page.is_truncated(), decoded(page.next_key_marker())) {
-            (Some(true), Some(k)) => Some(super::ListMarker {
+            (Some(true), Some(k)) => Some(ListMarker {
                 key: k,
                 id: page.next_version_id_marker().map(str::to_owned),
             }),
             _ => None,
         };
-        Ok(super::VersionPage {
+        Ok(VersionPage {
             versions,
             common_prefixes,
             next,
         })
     }
 
-    async fn uploads_page(
+    /// One page of `ListMultipartUploads` below `prefix`, resuming at `marker`
+    /// ([`S3Ext::list_uploads_page`]).
+    pub async fn list_uploads_page(
         &self,
         prefix: &str,
-        marker: Option<super::ListMarker>,
-    ) -> Result<super::UploadPage, StoreError> {
+        marker: Option<ListMarker>,
+    ) -> Result<UploadPage, StoreError> {
         let (key_marker, id_marker) = marker.map_or((None, None), |m| (Some(m.key), m.id));
-        let req = self
-            .client
-            .list_multipart_uploads()
-            .bucket(&self.bucket)
-            .prefix(prefix)
-            .set_key_marker(key_marker)
-            .set_upload_id_marker(id_marker);
         let page = self
-            .send("ListMultipartUploads", || req.clone().send())
+            .send("ListMultipartUploads", |c| {
+                c.list_multipart_uploads()
+                    .bucket(&self.bucket)
+                    .prefix(prefix)
+                    .set_key_marker(key_marker.clone())
+                    .set_upload_id_marker(id_marker.clone())
+                    .send()
+            })
             .await?;
         let uploads = page
             .uploads()
@@ -932,13 +1019,13 @@ impl S3Store {
             })
             .collect();
         let next = match (page.is_truncated(), page.next_key_marker()) {
-            (Some(true), Some(k)) => Some(super::ListMarker {
+            (Some(true), Some(k)) => Some(ListMarker {
                 key: k.to_owned(),
                 id: page.next_upload_id_marker().map(str::to_owned),
             }),
             _ => None,
         };
-        Ok(super::UploadPage { uploads, next })
+        Ok(UploadPage { uploads, next })
     }
 
     async fn parts_of(&self, key: &str, upload_id: &str) -> Result<(u64, u64), StoreError> {
@@ -946,9 +1033,8 @@ impl S3Store {
         let mut marker: Option<String> = None;
         loop {
             let page = self
-                .send("ListParts", || {
-                    self.client
-                        .list_parts()
+                .send("ListParts", |c| {
+                    c.list_parts()
                         .bucket(&self.bucket)
                         .key(key)
                         .upload_id(upload_id)
@@ -970,42 +1056,23 @@ impl S3Store {
 
 #[cfg(test)]
 mod tests {
-    use super::{coarse_prefix, listing_prefixes, partition_prefix};
+    use super::*;
 
     #[test]
-    fn dense_rows_share_one_listing() {
-        let p = "cache/media_attachments/files/109/345/678";
+    fn each_key_is_listed_under_its_longest_given_prefix_or_alone() {
+        let k = |s: &str| ObjectKey::new(s);
         let keys = [
-            format!("{p}/901/234/567/original/a.png"),
-            format!("{p}/901/234/567/small/a.png"),
-            format!("{p}/901/299/001/original/b.png"),
-            format!("{p}/955/000/123/original/c.png"),
-            "cache/media_attachments/files/109/999/000/111/222/333/original/d.png".to_owned(),
+            k("a/b/1/original/x.png"),
+            k("a/b/1/small/x.png"),
+            k("a/b/2/original/y.png"),
+            k("c/d/original/z.png"),
+            k("a/b/../original/evil.png"),
         ];
-        let got = listing_prefixes(keys.iter().map(String::as_str));
+        let given = ["a/".to_owned(), "a/b/".to_owned(), "a/b/../".to_owned()];
         assert_eq!(
-            got,
-            [
-                format!("{p}/"),
-                "cache/media_attachments/files/109/999/000/111/222/333/".to_owned()
-            ]
+            covering_prefixes(&keys, &given),
+            ["a/b/".to_owned(), "c/d/original/z.png".to_owned()]
         );
-        assert_eq!(
-            coarse_prefix("cache/accounts/avatars/000/004/242/"),
-            "cache/accounts/avatars/000/004/"
-        );
-        assert_eq!(coarse_prefix("robots/"), "robots/");
-    }
-
-    #[test]
-    fn partition_prefix_drops_style_and_file() {
-        assert_eq!(
-            partition_prefix(
-                "cache/media_attachments/files/109/345/678/901/234/567/original/a.png"
-            ),
-            "cache/media_attachments/files/109/345/678/901/234/567/"
-        );
-        assert_eq!(partition_prefix("a/b"), "");
-        assert_eq!(partition_prefix("x/a/b"), "x/");
+        assert!(covering_prefixes(&keys[4..], &given).is_empty());
     }
 }

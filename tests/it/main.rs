@@ -20,6 +20,7 @@ mod parsers;
 mod pgbouncer;
 mod provider_checksums;
 mod prune;
+mod store_conformance;
 mod storms;
 mod support;
 mod timeouts;

@@ -13,7 +13,7 @@ use aws_sdk_s3::types::{
 };
 
 use super::S3Store;
-use crate::store::StoreError;
+use crate::store::{HeadMeta, ObjectHeaders, StoreError};
 
 /// S3's limit on parts per multipart upload.
 const MAX_PARTS: u64 = 10_000;
@@ -21,30 +21,6 @@ const MAX_PARTS: u64 = 10_000;
 const MIN_PART: u64 = 5 * 1024 * 1024;
 /// The AllUsers group, whose READ grant makes an object public.
 const ALL_USERS: &str = "http://acs.amazonaws.com/groups/global/AllUsers";
-
-/// The headers every uploaded object gets, as Mastodon writes them (`docs/reference/key-layout.md#upload-headers`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ObjectHeaders {
-    /// `Content-Type` (never empty).
-    pub content_type: String,
-    /// `Cache-Control`.
-    pub cache_control: String,
-    /// Canned ACL (`x-amz-acl`), `None` to send none (`S3_PERMISSION=` empty).
-    pub acl: Option<String>,
-}
-
-/// Object metadata from a HEAD request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HeadMeta {
-    /// Size in bytes.
-    pub size: u64,
-    /// ETag without quotes (an MD5 hex digest for single-part uploads).
-    pub etag: Option<String>,
-    /// `Content-Type`.
-    pub content_type: Option<String>,
-    /// `Cache-Control`.
-    pub cache_control: Option<String>,
-}
 
 /// Where the bytes of an upload come from.
 pub enum Body<'a> {
@@ -128,9 +104,8 @@ impl S3Store {
         F: Fn() -> Fut,
         Fut: Future<Output = Result<ByteStream, StoreError>>,
     {
-        let request = || {
-            let req = self
-                .client
+        let request = |c: &aws_sdk_s3::Client| {
+            let req = c
                 .put_object()
                 .bucket(&self.bucket)
                 .key(key)
@@ -142,8 +117,8 @@ impl S3Store {
                 None => req,
             }
         };
-        self.send_with("PutObject", || {
-            let (req, body) = (request(), stream());
+        self.send_with("PutObject", |c| {
+            let (req, body) = (request(c), stream());
             async move {
                 req.body(body.await?)
                     .customize()
@@ -167,24 +142,25 @@ impl S3Store {
         let size = body.size();
         let part = part_size(size, threshold);
         let upload_id = {
-            let mut req = self
-                .client
-                .create_multipart_upload()
-                .bucket(&self.bucket)
-                .key(key)
-                .content_type(&headers.content_type)
-                .cache_control(&headers.cache_control);
-            if let Some(a) = &headers.acl {
-                req = req.acl(acl(a));
-            }
-            self.send("CreateMultipartUpload", || req.clone().send())
-                .await?
-                .upload_id()
-                .map(str::to_owned)
-                .ok_or_else(|| StoreError::Other {
-                    code: "NoUploadId".into(),
-                    message: "CreateMultipartUpload returned no upload id".into(),
-                })?
+            self.send("CreateMultipartUpload", |c| {
+                let mut req = c
+                    .create_multipart_upload()
+                    .bucket(&self.bucket)
+                    .key(key)
+                    .content_type(&headers.content_type)
+                    .cache_control(&headers.cache_control);
+                if let Some(a) = &headers.acl {
+                    req = req.acl(acl(a));
+                }
+                req.send()
+            })
+            .await?
+            .upload_id()
+            .map(str::to_owned)
+            .ok_or_else(|| StoreError::Other {
+                code: "NoUploadId".into(),
+                message: "CreateMultipartUpload returned no upload id".into(),
+            })?
         };
         let result = self.upload_parts(key, &upload_id, &body, size, part).await;
         match result {
@@ -193,9 +169,8 @@ impl S3Store {
                     .set_parts(Some(parts))
                     .build();
                 let done = self
-                    .send("CompleteMultipartUpload", || {
-                        self.client
-                            .complete_multipart_upload()
+                    .send("CompleteMultipartUpload", |c| {
+                        c.complete_multipart_upload()
                             .bucket(&self.bucket)
                             .key(key)
                             .upload_id(&upload_id)
@@ -232,21 +207,23 @@ impl S3Store {
         while offset < size {
             let len = part.min(size - offset);
             let out = self
-                .send_with("UploadPart", || async move {
-                    let stream = body.range(offset, len).await?;
-                    self.client
+                .send_with("UploadPart", |c| {
+                    let req = c
                         .upload_part()
                         .bucket(&self.bucket)
                         .key(key)
                         .upload_id(upload_id)
                         .part_number(number)
-                        .content_length(len as i64)
-                        .body(stream)
-                        .customize()
-                        .config_override(self.long_timeout())
-                        .send()
-                        .await
-                        .map_err(|e| self.attempt_error("UploadPart", e))
+                        .content_length(len as i64);
+                    async move {
+                        let stream = body.range(offset, len).await?;
+                        req.body(stream)
+                            .customize()
+                            .config_override(self.long_timeout())
+                            .send()
+                            .await
+                            .map_err(|e| self.attempt_error("UploadPart", e))
+                    }
                 })
                 .await?;
             parts.push(
@@ -265,9 +242,8 @@ impl S3Store {
     /// billed; an upload already gone counts as aborted. Errors: the request failed.
     pub async fn abort_stale_upload(&self, key: &str, upload_id: &str) -> Result<(), StoreError> {
         let sent = self
-            .send("AbortMultipartUpload", || {
-                self.client
-                    .abort_multipart_upload()
+            .send("AbortMultipartUpload", |c| {
+                c.abort_multipart_upload()
                     .bucket(&self.bucket)
                     .key(key)
                     .upload_id(upload_id)
@@ -297,15 +273,12 @@ impl S3Store {
         key: &str,
         range: Option<(u64, u64)>,
     ) -> Result<ByteStream, StoreError> {
-        let mut req = self.client.get_object().bucket(&self.bucket).key(key);
-        if let Some((off, len)) = range {
-            req = req.range(format!("bytes={}-{}", off, off + len - 1));
-        }
-        self.send("GetObject", || {
-            req.clone()
-                .customize()
-                .config_override(self.long_timeout())
-                .send()
+        self.send("GetObject", |c| {
+            let mut req = c.get_object().bucket(&self.bucket).key(key);
+            if let Some((off, len)) = range {
+                req = req.range(format!("bytes={}-{}", off, off + len - 1));
+            }
+            req.customize().config_override(self.long_timeout()).send()
         })
         .await
         .map(|o| o.body)
@@ -314,12 +287,8 @@ impl S3Store {
     /// HEAD: `None` when the object does not exist.
     pub async fn head(&self, key: &str) -> Result<Option<HeadMeta>, StoreError> {
         match self
-            .send("HeadObject", || {
-                self.client
-                    .head_object()
-                    .bucket(&self.bucket)
-                    .key(key)
-                    .send()
+            .send("HeadObject", |c| {
+                c.head_object().bucket(&self.bucket).key(key).send()
             })
             .await
         {
@@ -337,12 +306,8 @@ impl S3Store {
     /// Whether the object grants READ to everyone (public-read).
     pub async fn is_public(&self, key: &str) -> Result<bool, StoreError> {
         let out = self
-            .send("GetObjectAcl", || {
-                self.client
-                    .get_object_acl()
-                    .bucket(&self.bucket)
-                    .key(key)
-                    .send()
+            .send("GetObjectAcl", |c| {
+                c.get_object_acl().bucket(&self.bucket).key(key).send()
             })
             .await?;
         Ok(out.grants().iter().any(|g| {
@@ -363,23 +328,20 @@ impl S3Store {
         key: &str,
         headers: &ObjectHeaders,
     ) -> Result<(), StoreError> {
-        let mut req = self
-            .client
-            .copy_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .copy_source(format!("{}/{}", self.bucket, encode_copy_source(key)))
-            .metadata_directive(MetadataDirective::Replace)
-            .content_type(&headers.content_type)
-            .cache_control(&headers.cache_control);
-        if let Some(a) = &headers.acl {
-            req = req.acl(acl(a));
-        }
-        self.send("CopyObject", || {
-            req.clone()
-                .customize()
-                .config_override(self.long_timeout())
-                .send()
+        let source = format!("{}/{}", self.bucket, encode_copy_source(key));
+        self.send("CopyObject", |c| {
+            let mut req = c
+                .copy_object()
+                .bucket(&self.bucket)
+                .key(key)
+                .copy_source(&source)
+                .metadata_directive(MetadataDirective::Replace)
+                .content_type(&headers.content_type)
+                .cache_control(&headers.cache_control);
+            if let Some(a) = &headers.acl {
+                req = req.acl(acl(a));
+            }
+            req.customize().config_override(self.long_timeout()).send()
         })
         .await
         .map(|_| ())
@@ -393,11 +355,11 @@ impl S3Store {
     pub async fn put_bytes(
         &self,
         key: &str,
-        bytes: Vec<u8>,
+        bytes: impl Into<bytes::Bytes>,
         headers: &ObjectHeaders,
     ) -> Result<(), StoreError> {
+        let bytes: bytes::Bytes = bytes.into();
         let size = bytes.len() as u64;
-        let bytes = bytes::Bytes::from(bytes);
         self.put_stream(
             key,
             || std::future::ready(Ok(ByteStream::from(bytes.clone()))),
@@ -411,12 +373,8 @@ impl S3Store {
     /// object; never a key derived from a listing). A missing object counts as deleted.
     pub async fn delete_written(&self, key: &str) -> Result<(), StoreError> {
         match self
-            .send("DeleteObject", || {
-                self.client
-                    .delete_object()
-                    .bucket(&self.bucket)
-                    .key(key)
-                    .send()
+            .send("DeleteObject", |c| {
+                c.delete_object().bucket(&self.bucket).key(key).send()
             })
             .await
         {

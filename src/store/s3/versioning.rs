@@ -11,11 +11,8 @@ impl S3Store {
     /// Errors: the request failed (a provider without the API answers `NotImplemented`).
     pub async fn versioning_status(&self) -> Result<Option<String>, StoreError> {
         let out = self
-            .send("GetBucketVersioning", || {
-                self.client
-                    .get_bucket_versioning()
-                    .bucket(&self.bucket)
-                    .send()
+            .send("GetBucketVersioning", |c| {
+                c.get_bucket_versioning().bucket(&self.bucket).send()
             })
             .await?;
         Ok(out.status().map(|s| s.as_str().to_owned()))
