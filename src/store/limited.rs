@@ -4,12 +4,12 @@
 //! attempts in flight) and per-operation counts: operations (what the tool asked for),
 //! HTTP attempts (what the provider saw) and throttled answers (503 `SlowDown`, 429).
 //! Every attempt takes one permit of each, retries included: the S3 client's own retries
-//! are off, [`Limiter::retrying`] retries instead (full-jitter exponential backoff,
+//! are off, `Limiter::retrying` retries instead (full-jitter exponential backoff,
 //! `Retry-After` honoured, [`RetryPolicy`]), so `--rate` bounds what the provider sees.
 //!
 //! No request can bypass it: an attempt runs under a [`Permit`], which only the limiter
 //! mints (counting the attempt), and a backend's means of I/O (the S3 client) is held in a
-//! [`Gated`] cell that hands it out only against a permit. `attempt`, `acquire` and
+//! `Gated` cell that hands it out only against a permit. `attempt`, `acquire` and
 //! `retrying` are visible inside `store/` only, so code outside it reaches a backend
 //! solely through the [`crate::store::Store`] methods, each of which runs through here.
 
@@ -244,8 +244,8 @@ impl Limiter {
 }
 
 /// The right to make one attempt (one HTTP request, one filesystem call): an in-flight
-/// slot and a spent rate slot, counted. Minted only by [`Limiter::attempt`] (and
-/// [`Limiter::acquire`], [`Limiter::retrying`]); the slot is freed when it is dropped.
+/// slot and a spent rate slot, counted. Minted only by `Limiter::attempt` (and
+/// `Limiter::acquire`, `Limiter::retrying`); the slot is freed when it is dropped.
 #[derive(Debug)]
 pub struct Permit<'a> {
     _slot: SemaphorePermit<'a>,

@@ -7,7 +7,7 @@
 //!
 //! Retries are ours, not the SDK's (its retry is disabled): every request goes through
 //! `S3Store::send` (or `send_with`), the only code that can reach the SDK client (it is
-//! [`Gated`] behind a limiter [`Permit`](super::limited::Permit)), so each HTTP attempt
+//! `Gated` behind a limiter [`Permit`](super::limited::Permit)), so each HTTP attempt
 //! takes a `--rate` permit and is counted, and
 //! throttles, 500/503, timeouts and connection resets are retried with full-jitter
 //! exponential backoff, honouring `Retry-After` ([`RetryPolicy`], `docs/reference/provider-quirks.md#t1`). Listings ask for
