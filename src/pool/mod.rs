@@ -17,6 +17,8 @@
 pub mod copy;
 pub mod engine;
 mod gate;
+pub mod orphans;
+pub mod prune;
 pub mod repair;
 mod retry;
 pub mod scan;

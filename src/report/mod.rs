@@ -56,6 +56,18 @@ impl ExitCode {
             .max_by_key(|c| c.severity())
             .unwrap_or(ExitCode::Success)
     }
+
+    /// The name a run's record in the journal carries for this outcome (`runs.outcome`):
+    /// `success`, `items_failed`, `usage`, `fatal` or `interrupted`.
+    pub fn outcome(self) -> &'static str {
+        match self {
+            ExitCode::Success => "success",
+            ExitCode::ItemsFailed => "items_failed",
+            ExitCode::Usage => "usage",
+            ExitCode::Fatal => "fatal",
+            ExitCode::Interrupted => "interrupted",
+        }
+    }
 }
 
 impl From<ExitCode> for std::process::ExitCode {

@@ -1,0 +1,367 @@
+//! A whole `orphans` run: the store check, the ownership check of a deleting run (some of
+//! the newest files the database names must be in this storage), the journal's resume
+//! position, the read-only first pass of a deleting run and its refusal
+//! (`plan/ownership.rs`), then the scan itself ([`super::scan::run_scan`]) and the run's
+//! record in the journal. `commands/orphans.rs` only wires config, database, lock and
+//! store to it.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio_util::sync::CancellationToken;
+
+use super::Gate;
+use super::scan::{ScanOptions, run_scan};
+use crate::journal::{Journal, JournalError, SqliteJournal, default_path};
+use crate::mastodon::{Db, DbError, RunLock};
+use crate::model::{JobKey, KeyPrefix, ObjectKey};
+use crate::plan::ownership::{OwnershipRisk, assess, refusal};
+use crate::plan::partition::listing_prefixes;
+use crate::report::orphans::OrphansReport;
+use crate::report::{Progress, ProgressMode};
+use crate::store::{Store, StoreError, validate_key};
+
+/// What the admin asked of this run (orphans' flags, as plain values).
+#[derive(Debug, Clone)]
+pub struct OrphansSettings {
+    /// `--delete`.
+    pub delete: bool,
+    /// `--dry-run`.
+    pub dry_run: bool,
+    /// `--include-stale`.
+    pub include_stale: bool,
+    /// `--min-age`, days.
+    pub min_age: f64,
+    /// `--prefix` (below `S3_KEY_PREFIX`).
+    pub prefix: String,
+    /// `--start-after`.
+    pub start_after: Option<String>,
+    /// `--accept-risk`, by name.
+    pub accepted: BTreeSet<OwnershipRisk>,
+    /// `--max-share`, percent.
+    pub max_share: f64,
+    /// `--concurrency`.
+    pub concurrency: usize,
+}
+
+/// Everything one run needs besides the store.
+#[derive(Debug)]
+pub struct OrphansRun<'a> {
+    /// Mastodon's database.
+    pub db: &'a Db,
+    /// The advisory lock of a deleting run, proved held before every delete batch.
+    pub lock: Option<&'a RunLock>,
+    /// The job's identity: the journal's keys.
+    pub key: &'a JobKey,
+    /// `S3_KEY_PREFIX` (none on the filesystem).
+    pub key_prefix: KeyPrefix,
+    /// `--journal` (default: one file per target under the state directory).
+    pub journal: Option<PathBuf>,
+    /// The flags.
+    pub settings: OrphansSettings,
+    /// Progress bar or cron status line.
+    pub progress: ProgressMode,
+    /// Stops intake (Ctrl-C, SIGTERM).
+    pub cancel: CancellationToken,
+}
+
+/// Why a run stopped before its report. `JournalOpen` is a usage error (exit 2: the
+/// `--journal` path); every other one is fatal (exit 3).
+#[derive(Debug, thiserror::Error)]
+pub enum OrphansError {
+    /// The storage check before any change.
+    #[error("checking the storage before any change: {0}")]
+    StoreCheck(StoreError),
+    /// Sizing the database's newest files failed.
+    #[error("checking that the database's files are in this storage: {0}")]
+    OwnedFiles(StoreError),
+    /// None of the database's newest files is in this storage.
+    #[error("{0}")]
+    NotThisStorage(String),
+    /// The journal could not be opened.
+    #[error(transparent)]
+    JournalOpen(JournalError),
+    /// Reading or writing the journal.
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    /// The database.
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+/// Runs `orphans` against `store`: see the module doc. The report carries the scan's
+/// counts, its refusal or fatal error, and whether it was interrupted. Errors: see
+/// [`OrphansError`].
+pub async fn run_orphans(
+    run: OrphansRun<'_>,
+    store: Arc<dyn Store>,
+) -> Result<OrphansReport, OrphansError> {
+    let started = Instant::now();
+    let args = &run.settings;
+    store.check().await.map_err(OrphansError::StoreCheck)?;
+    let key_prefix = run.key_prefix.clone();
+    let sample = crate::inventory::owners::sample_keys(run.db, 20).await?;
+    if args.delete && !args.dry_run {
+        ownership_check(&sample, store.as_ref(), &key_prefix).await?;
+    }
+    let max_ids = crate::inventory::owners::max_ids(run.db).await?;
+    let base = key_prefix
+        .as_deref()
+        .map(|p| format!("{p}/"))
+        .unwrap_or_default();
+    let prefix = format!("{base}{}", args.prefix);
+    let target = run.key.journal_target().into_owned();
+    let journal_path = run
+        .journal
+        .clone()
+        .unwrap_or_else(|| default_path("orphans", &target));
+    let journal = SqliteJournal::open(&journal_path)
+        .await
+        .map_err(OrphansError::JournalOpen)?;
+    let run_id = journal.run_started(run.key.job(), &target).await?;
+    let result = async {
+        let mode = match (args.delete, args.include_stale) {
+            (false, _) => "report",
+            (true, false) => "delete",
+            (true, true) => "delete+stale",
+        };
+        // A dry run deletes nothing: it must never move a deleting scan's position.
+        let journal_mode = if args.dry_run { "report" } else { mode };
+        let start_after = resume_point(
+            &journal,
+            &target,
+            &prefix,
+            journal_mode,
+            args.start_after.as_deref(),
+        )
+        .await?;
+        let mut report = OrphansReport {
+            storage: store.describe(),
+            prefix: prefix.clone(),
+            journal: journal_path.display().to_string(),
+            mode: mode.to_owned(),
+            dry_run: args.dry_run,
+            include_stale: args.include_stale,
+            min_age_days: args.min_age,
+            resumed_after: start_after.clone(),
+            last_key: start_after.clone(),
+            ..OrphansReport::default()
+        };
+        report.ownership.stored_files_named = !sample.is_empty();
+        let opts = ScanOptions {
+            key_prefix: key_prefix.clone(),
+            prefix: prefix.clone(),
+            start_after,
+            delete: args.delete,
+            include_stale: args.include_stale,
+            min_age_days: args.min_age,
+            gate: Gate::new(args.dry_run || !args.delete),
+            concurrency: args.concurrency,
+            target: target.clone(),
+            max_ids: Arc::new(max_ids),
+            started: chrono::Utc::now(),
+        };
+        let accepted = &args.accepted;
+        let progress_mode = run.progress;
+        if args.delete && !args.dry_run {
+            // Pass 1, read-only and unjournalled: would the database own what goes?
+            let mut first = OrphansReport {
+                dry_run: true,
+                ..report.clone()
+            };
+            let check = OwnershipCheck::run(
+                run.db,
+                store.clone(),
+                &opts,
+                &run.cancel,
+                progress_mode,
+                &mut first,
+            )
+            .await;
+            let findings = assess(&first.ownership, args.max_share, accepted);
+            first.ownership_findings = findings.clone();
+            // Nothing would be deleted: nothing is at risk (the signs stay as warnings).
+            if let Some(r) = refusal(&findings).filter(|_| first.ownership.deletable > 0) {
+                tracing::error!("{r}");
+                first.refused = Some(r);
+            }
+            let stop_here = match check {
+                OwnershipCheck::Stopped => true,
+                OwnershipCheck::Listed => first.refused.is_some() || first.deleted.objects == 0,
+            };
+            if stop_here {
+                if first.refused.is_none() && first.fatal.is_none() && !run.cancel.is_cancelled() {
+                    // Nothing to delete: the read-only pass was the whole run.
+                    first.dry_run = false;
+                    first.complete = true;
+                    journal.orphan_scan_finish(&target, &prefix).await?;
+                }
+                first.interrupted = run.cancel.is_cancelled() && first.fatal.is_none();
+                first.requests = store.limiter().stats();
+                first.elapsed_seconds = started.elapsed().as_secs_f64();
+                return Ok(first);
+            }
+        }
+        let progress = Progress::start_unit("orphans", 0, "objects", "scanned", progress_mode);
+        let listed_to_end = run_scan(
+            run.db,
+            run.lock,
+            store.clone(),
+            Some(&journal),
+            &opts,
+            &progress,
+            &run.cancel,
+            &mut report,
+        )
+        .await;
+        progress.finish();
+        if listed_to_end {
+            report.complete = true;
+            journal.orphan_scan_finish(&target, &prefix).await?;
+        }
+        report.ownership_findings = assess(&report.ownership, args.max_share, accepted);
+        for f in report.ownership_findings.iter().filter(|f| !f.accepted) {
+            tracing::warn!(
+                "the database may not own this storage ({}): {}; orphans --delete would refuse",
+                f.risk.name(),
+                f.message
+            );
+        }
+        report.interrupted = run.cancel.is_cancelled() && report.fatal.is_none();
+        report.requests = store.limiter().stats();
+        report.elapsed_seconds = started.elapsed().as_secs_f64();
+        Ok(report)
+    }
+    .await;
+    finish_run(&journal, run_id, &result).await;
+    result
+}
+
+/// Records how the run ended in the journal's `runs` table (the exit code's name). A
+/// failure to write it is only a warning: the work itself is done and journalled.
+async fn finish_run(
+    journal: &impl Journal,
+    run: crate::journal::RunId,
+    result: &Result<OrphansReport, OrphansError>,
+) {
+    let outcome = match result {
+        Ok(report) => report.exit_code().outcome(),
+        Err(OrphansError::JournalOpen(_)) => crate::report::ExitCode::Usage.outcome(),
+        Err(_) => crate::report::ExitCode::Fatal.outcome(),
+    };
+    if let Err(e) = journal.run_finished(run, outcome).await {
+        tracing::warn!("{e}");
+    }
+}
+
+/// Before any delete: some of the newest files the database names must exist in this
+/// store. A database of another instance (a staging copy, a wrong `DATABASE_URL`) owns
+/// nothing here and would make every object look orphaned.
+async fn ownership_check(
+    sample: &[String],
+    store: &dyn Store,
+    key_prefix: &KeyPrefix,
+) -> Result<(), OrphansError> {
+    if sample.is_empty() {
+        return Ok(()); // no stored file at all: the scan's no-stored-files sign decides
+    }
+    let keys: Vec<ObjectKey> = sample.iter().map(|k| key_prefix.apply(k.clone())).collect();
+    let prefixes = listing_prefixes(
+        keys.iter()
+            .filter(|k| validate_key(k).is_ok())
+            .map(ObjectKey::as_str),
+    );
+    let sized = store.stat_many(&keys, &prefixes).await;
+    let found = sized.iter().any(|r| matches!(r, Ok(Some(_))));
+    if let Some(Err(e)) = sized
+        .into_iter()
+        .find(|r| r.as_ref().is_err_and(|e| e.is_fatal() || !found))
+    {
+        return Err(OrphansError::OwnedFiles(e));
+    }
+    if !found {
+        return Err(OrphansError::NotThisStorage(format!(
+            "none of the {} newest files the database names (e.g. {}) exist in {}: the database and the storage do not belong to the same instance, so every object would look orphaned. Refusing to delete; check DATABASE_URL / DB_NAME and S3_BUCKET / S3_KEY_PREFIX",
+            keys.len(),
+            keys[0],
+            store.describe()
+        )));
+    }
+    Ok(())
+}
+
+/// Where the listing starts: `--start-after`, else the journalled position of a scan of
+/// the same mode, else the beginning. Records the start in the journal.
+async fn resume_point(
+    journal: &impl Journal,
+    target: &str,
+    prefix: &str,
+    mode: &str,
+    start_after: Option<&str>,
+) -> Result<Option<String>, JournalError> {
+    if let Some(k) = start_after {
+        journal.orphan_scan_start(target, prefix, mode, k).await?;
+        return Ok(Some(k.to_owned()));
+    }
+    match journal.orphan_scan(target, prefix).await? {
+        Some(p) if p.mode == mode && !p.last_key.is_empty() => {
+            tracing::warn!(
+                "continuing the {mode} scan started {} after {} ({} objects done; journal {})",
+                p.started_at,
+                p.last_key,
+                p.objects,
+                journal.path().display()
+            );
+            Ok(Some(p.last_key))
+        }
+        other => {
+            if let Some(p) = other.filter(|p| p.mode != mode && !p.last_key.is_empty()) {
+                tracing::warn!(
+                    "an unfinished {} scan stopped after {}; this {mode} scan starts from the beginning",
+                    p.mode,
+                    p.last_key
+                );
+            }
+            journal.orphan_scan_start(target, prefix, mode, "").await?;
+            Ok(None)
+        }
+    }
+}
+
+/// How the read-only first pass of a deleting run ended.
+enum OwnershipCheck {
+    /// The listing reached its end: the counts are complete.
+    Listed,
+    /// A fatal error or an interrupt stopped it (in the report): nothing may be deleted.
+    Stopped,
+}
+
+impl OwnershipCheck {
+    /// Scans like the deleting run will (same start, same classes, same `--min-age`),
+    /// through a dry-run gate and without moving the journal position, counting into
+    /// `report`.
+    async fn run(
+        db: &Db,
+        store: Arc<dyn Store>,
+        opts: &ScanOptions,
+        cancel: &CancellationToken,
+        mode: ProgressMode,
+        report: &mut OrphansReport,
+    ) -> Self {
+        let read_only = ScanOptions {
+            gate: Gate::new(true),
+            ..opts.clone()
+        };
+        let progress =
+            Progress::start_unit("orphans (ownership check)", 0, "objects", "scanned", mode);
+        let (lock, journal) = (None::<&RunLock>, None::<&SqliteJournal>);
+        let listed = run_scan(
+            db, lock, store, journal, &read_only, &progress, cancel, report,
+        )
+        .await;
+        progress.finish();
+        if listed { Self::Listed } else { Self::Stopped }
+    }
+}
