@@ -17,7 +17,6 @@ use crate::config::StorageConfig;
 use crate::inventory::listing::{Objects, Versions, walk};
 use crate::inventory::usage::{Usage, database_sums};
 use crate::mastodon::Db;
-use crate::plan::layout::KeyPrefix;
 use crate::pool::bounded;
 use crate::report::Summary as _;
 use crate::report::usage::{DuReport, Multipart};
@@ -48,10 +47,7 @@ pub async fn run(
         .check()
         .await
         .map_err(store_error("checking the storage"))?;
-    let key_prefix = match &cfg.storage {
-        StorageConfig::S3(s3) => s3.key_prefix.clone(),
-        StorageConfig::Filesystem(_) => KeyPrefix::default(),
-    };
+    let key_prefix = cfg.key_prefix();
     let base = key_prefix
         .as_deref()
         .map(|p| format!("{p}/"))

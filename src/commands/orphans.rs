@@ -14,7 +14,7 @@ use crate::cli::orphans::Args;
 use crate::config::{Config, StorageConfig};
 use crate::inventory::owners::has_any_rows;
 use crate::mastodon::Db;
-use crate::model::{JobKey, KeyPrefix};
+use crate::model::JobKey;
 use crate::pool::orphans::{OrphansError, OrphansRun, OrphansSettings, run_orphans};
 use crate::report::Summary as _;
 use crate::report::{ExitCode, ProgressMode};
@@ -46,10 +46,7 @@ pub async fn run(
         db: &db,
         lock: lock.as_ref(),
         key: &key,
-        key_prefix: match &cfg.storage {
-            StorageConfig::S3(s3) => s3.key_prefix.clone(),
-            StorageConfig::Filesystem(_) => KeyPrefix::default(),
-        },
+        key_prefix: cfg.key_prefix(),
         journal: args.journal.clone(),
         settings: OrphansSettings {
             delete: args.delete,

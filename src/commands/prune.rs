@@ -13,10 +13,8 @@ use chrono::Utc;
 
 use super::{CommandError, interrupt_token, load_config, open_store};
 use crate::cli::prune::Args;
-use crate::config::StorageConfig;
 use crate::mastodon::{Db, DbError};
 use crate::model::JobKey;
-use crate::plan::layout::KeyPrefix;
 use crate::plan::prune::{DEFAULT_PREVIEW_CARD_DAYS, MIN_PREVIEW_CARD_DAYS, effective_days};
 use crate::pool::prune::{PruneError, PrunePlan, PruneRun, PruneScope, run_prune};
 use crate::pool::{Gate, PassOptions};
@@ -61,10 +59,7 @@ pub async fn run(
         }
     }
     let limiter = Limiter::new(args.rate, (args.concurrency as usize) * 2);
-    let key_prefix = match &cfg.storage {
-        StorageConfig::S3(s3) => s3.key_prefix.clone(),
-        StorageConfig::Filesystem(_) => KeyPrefix::default(),
-    };
+    let key_prefix = cfg.key_prefix();
     let run = PruneRun {
         db: &db,
         lock,

@@ -315,6 +315,15 @@ fn describe_parse_error(text: &str, e: &dotenvy::Error) -> String {
 }
 
 impl Config {
+    /// The `S3_KEY_PREFIX` keys carry in this storage: the configured one on S3, none on the
+    /// filesystem (Paperclip's paths there start at the class).
+    pub fn key_prefix(&self) -> KeyPrefix {
+        match &self.storage {
+            StorageConfig::S3(s3) => s3.key_prefix.clone(),
+            StorageConfig::Filesystem(_) => KeyPrefix::default(),
+        }
+    }
+
     /// Reads the env file and the process environment into a validated `Config`.
     pub fn load(env_file: &Path) -> Result<Self, ConfigError> {
         Self::load_with_vars(env_file).map(|(c, _)| c)
