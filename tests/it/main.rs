@@ -8,6 +8,7 @@
 mod bad_input;
 mod cert;
 mod cert_tokenless;
+mod chaos;
 mod closed_stdout;
 mod doctor;
 mod du_orphans;
