@@ -1141,6 +1141,59 @@ async fn journal_full_or_read_only() {
             true,
         )
         .await;
+
+        // orphans --delete: its journal full (nothing can be written) and read-only.
+        let db = TestDb::new(Mastodon::V4_6, "UTC").await;
+        let referenced = seed_orphan_rows(&db, BASE_ID, &mut rng).await;
+        for mode in ["full", "read-only"] {
+            let (bucket, w) = orphan_bucket(&referenced, BASE_ID, &mut rng).await;
+            let keep = pick(&snapshot(&bucket).await, &w.keep);
+            let env = s3_env_file(&db, &bucket.name, &[("S3_BATCH_DELETE_LIMIT", "4")]);
+            let dir = temp_dir("chaos-orphans");
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o555)).unwrap();
+            let journal = dir.join("journal.sqlite");
+            let what = format!(
+                "orphans journal {mode}, seed {seed} (replay: MASTOMEDIA_CHAOS_SEED={seed})"
+            );
+            let cmd = orphans_cmd(&env, &journal, &[]);
+            let out = if mode == "full" {
+                std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
+                with_file_size_limit(&cmd, 0).output().unwrap()
+            } else {
+                std::fs::set_permissions(
+                    env.parent().unwrap(),
+                    std::fs::Permissions::from_mode(0o755),
+                )
+                .unwrap();
+                std::fs::set_permissions(&env, std::fs::Permissions::from_mode(0o644)).unwrap();
+                as_unprivileged(&cmd).output().unwrap()
+            };
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                matches!(out.status.code(), Some(1..=3)),
+                "{what}: a clear error: {:?}\n{stderr}",
+                out.status
+            );
+            assert!(
+                stderr.contains("journal"),
+                "{what}: names the journal:\n{stderr}"
+            );
+            eprintln!(
+                "chaos {what}: exit {:?}: {}",
+                out.status.code(),
+                stderr
+                    .lines()
+                    .rev()
+                    .find(|l| !l.trim().is_empty())
+                    .unwrap_or("")
+            );
+            check_orphans(&what, &w, &keep, &snapshot(&bucket).await, false);
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
+            let (code, out, err) = rerun(|| orphans_cmd(&env, &journal, &[]));
+            assert_eq!(code, 0, "{what}: re-run\n{out}\n{err}");
+            check_orphans(&what, &w, &keep, &snapshot(&bucket).await, true);
+        }
+        db.drop_db().await;
     }
 }
 
