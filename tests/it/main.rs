@@ -9,6 +9,7 @@ mod bad_input;
 mod cert;
 mod cert_install;
 mod cert_tokenless;
+mod chaos;
 mod closed_stdout;
 mod doctor;
 mod du_orphans;

@@ -18,6 +18,9 @@ Proxy behaviour (everything per bucket = first path segment):
     credentials: mastomedia-test / mastomedia-test-secret, plus S3SERVER_CREDENTIALS
     ("ak:sk,ak2:sk2"). Errors: AccessDenied (no auth), InvalidAccessKeyId,
     SignatureDoesNotMatch (403), XAmzContentSHA256Mismatch (400).
+  * faults (FAULT_FIELDS): error storms, stalls, per-key delete errors, connection
+    resets before or after the request ran (a TCP RST, no answer), provider quirks; the
+    random ones are seeded so a failing run replays (tests/it/chaos.rs).
   * DeleteObjects honours Quiet (moto ignores it) and refuses more than 1000 keys
     (MalformedXML), like S3.
   * control API (no auth):
@@ -42,11 +45,14 @@ import calendar
 import hashlib
 import hmac
 import http.client
+import io
 import json
 import logging
 import os
 import random
 import re
+import socket
+import struct
 import sys
 import threading
 import time
@@ -96,6 +102,14 @@ FAULT_FIELDS = {
     # 5.2.4) after the signature check, as some servers and fronting proxies do: a key
     # with ".." segments then addresses another object
     "normalize_dot_segments": bool,
+    # {"rate": R, "seed": N, "ops": [...], "when": "before" | "after" | "both", "count": C}:
+    # each request of those ops (all ops if empty) has its connection reset (TCP RST, no
+    # response at all) with probability R (0..1, default 1), drawn from its own generator
+    # seeded with N (default 0). "before" (default): moto never sees the request;
+    # "after": moto executes it and the answer is lost (the client cannot tell whether
+    # it happened); "both": each reset picks one of the two from the same generator.
+    # With "count", at most C resets in all.
+    "reset": dict,
 }
 
 ERROR_STATUS = {
@@ -239,6 +253,10 @@ def load_credentials():
     return creds
 
 
+class ResetConnection(Exception):
+    """Raised to drop the client's connection with a TCP RST instead of answering."""
+
+
 class S3Error(Exception):
     def __init__(self, status, code, message, headers=None):
         super().__init__(code)
@@ -338,6 +356,8 @@ class BucketState:
         self.delete_error_counts = {}
         self.error_rng = random.Random(0)
         self.error_started = None
+        self.reset_rng = random.Random(0)
+        self.resets_left = None
         self.reset_stats()
 
     def reset_stats(self):
@@ -350,6 +370,8 @@ class BucketState:
         self.max_delete_objects_keys = 0
         self.delete_keys = []
         self.arrivals = []
+        self.resets_before = 0
+        self.resets_after = 0
 
     def max_per_second(self):
         """Most arrivals within any window [t, t + 1 s)."""
@@ -425,6 +447,26 @@ def validate_config(cfg):
         if secs is not None and (isinstance(secs, bool) or not isinstance(secs, (int, float))
                                  or secs <= 0):
             raise ValueError("error_rate.seconds must be a positive number")
+    rs = cfg.get("reset")
+    if rs is not None:
+        unknown = set(rs) - {"rate", "seed", "ops", "when", "count"}
+        if unknown:
+            raise ValueError(f"unknown reset fields {sorted(unknown)}")
+        rate = rs.get("rate", 1)
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate <= 1:
+            raise ValueError("reset.rate must be a number from 0 to 1")
+        if rs.get("when", "before") not in ("before", "after", "both"):
+            raise ValueError('reset.when must be "before", "after" or "both"')
+        seed = rs.get("seed", 0)
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ValueError("reset.seed must be an integer")
+        count = rs.get("count")
+        if count is not None and (isinstance(count, bool) or not isinstance(count, int)
+                                  or count < 0):
+            raise ValueError("reset.count must be a non-negative integer")
+        ops = rs.get("ops") or []
+        if not isinstance(ops, list) or not all(isinstance(o, str) for o in ops):
+            raise ValueError("reset.ops must be a list of operation names")
 
 
 # --------------------------------------------------------------------------- proxy
@@ -498,6 +540,10 @@ class ProxyHandler(BaseHTTPRequestHandler):
         return b""
 
     def send_raw(self, status, headers, body, reason=None, head=False):
+        if getattr(self, "_reset_after", False):
+            # the request was executed; its answer is lost
+            self._reset_after = False
+            raise ResetConnection()
         self.send_response(status, reason)
         have_len = False
         for k, v in headers:
@@ -572,16 +618,32 @@ class ProxyHandler(BaseHTTPRequestHandler):
                     raise S3Error(502, "InternalError", f"moto unreachable: {e}")
         raise AssertionError("unreachable")
 
+    def reset_connection(self):
+        """Close the client socket with SO_LINGER 0 (a TCP RST), writing nothing."""
+        self.close_connection = True
+        try:
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                       struct.pack("ii", 1, 0))
+        except OSError:
+            pass
+        # nothing buffered may reach the client
+        self.wfile = io.BytesIO()
+
     def handle_any(self):
         self._body_done = False
+        self._reset_after = False
         try:
             self._handle()
+        except ResetConnection:
+            self.reset_connection()
         except S3Error as e:
             # keep the connection alive when the request body was consumed
             if not self._body_done:
                 self.close_connection = True
             try:
                 self.send_error_xml(e.status, e.code, e.message, e.headers)
+            except ResetConnection:
+                self.reset_connection()
             except Exception:
                 pass
         except (ConnectionError, BrokenPipeError):
@@ -700,6 +762,27 @@ class ProxyHandler(BaseHTTPRequestHandler):
                 code = self.take_delete_error(b, cfg, key)
                 if code:
                     raise S3Error(ERROR_STATUS.get(code, 400), code, "injected")
+            rs = cfg.get("reset")
+            if rs:
+                ops = rs.get("ops") or []
+                when = None
+                with st.lock:
+                    if (not ops or op in ops) and (b.resets_left is None or b.resets_left > 0):
+                        if b.reset_rng.random() < rs.get("rate", 1):
+                            when = rs.get("when", "before")
+                            if when == "both":
+                                when = b.reset_rng.choice(["before", "after"])
+                            if b.resets_left is not None:
+                                b.resets_left -= 1
+                            b.injected += 1
+                            if when == "before":
+                                b.resets_before += 1
+                            else:
+                                b.resets_after += 1
+                if when == "before":
+                    raise ResetConnection()
+                if when == "after":
+                    self._reset_after = True
 
         if op == "DeleteObject":
             with st.lock:
@@ -992,6 +1075,8 @@ class ProxyHandler(BaseHTTPRequestHandler):
                     b.delete_error_counts = {}
                     b.error_rng = random.Random((cfg.get("error_rate") or {}).get("seed", 0))
                     b.error_started = None
+                    b.reset_rng = random.Random((cfg.get("reset") or {}).get("seed", 0))
+                    b.resets_left = (cfg.get("reset") or {}).get("count")
                 return self.send_json(200, {"bucket": bucket, "config": cfg})
             if self.command == "DELETE":
                 with st.lock:
@@ -1000,6 +1085,7 @@ class ProxyHandler(BaseHTTPRequestHandler):
                     b.slowdown_left = 0
                     b.stall_left = 0
                     b.delete_error_counts = {}
+                    b.resets_left = None
                 return self.send_json(200, {"bucket": bucket, "config": {}})
             if self.command == "GET":
                 with st.lock:
@@ -1017,7 +1103,9 @@ class ProxyHandler(BaseHTTPRequestHandler):
                            "delete_objects_keys": b.delete_objects_keys,
                            "max_delete_objects_keys": b.max_delete_objects_keys,
                            "delete_keys": list(b.delete_keys),
-                           "max_per_second": b.max_per_second()}
+                           "max_per_second": b.max_per_second(),
+                           "resets_before": b.resets_before,
+                           "resets_after": b.resets_after}
                 return self.send_json(200, out)
             if self.command == "DELETE":
                 with st.lock:

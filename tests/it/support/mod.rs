@@ -9,6 +9,7 @@
 #![allow(dead_code)]
 
 pub mod certlab;
+pub mod invariants;
 pub mod seed;
 
 use std::collections::BTreeSet;
