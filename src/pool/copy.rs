@@ -1,7 +1,7 @@
 //! `migrate`'s copy pipeline: the journal diff of every source file
 //! (`plan::migrate::diff`), the presence HEADs that keep deleted objects deleted and the
 //! empty-journal refusal (docs/ARCHITECTURE.md invariant 11), aborting a killed run's
-//! unfinished multipart uploads, then uploads through [`bounded`] and the dry-run
+//! unfinished multipart uploads, then uploads on the pipeline engine (`pool/engine.rs`) through the dry-run
 //! [`Gate`], journalled in batches. Fills a [`MigrateReport`] that `report/migrate.rs`
 //! formats. `--verify` is `pool/verify.rs`, `--repair` `pool/repair.rs`.
 
@@ -11,11 +11,14 @@ use std::path::PathBuf;
 use futures::stream::{self, StreamExt};
 use tokio_util::sync::CancellationToken;
 
-use super::{Gate, bounded};
+use super::Gate;
+use super::engine::{
+    self, AfterFatal, Commit, Control, EngineOptions, Failed, FlushPolicy, Intake,
+};
 use crate::inventory::source::{Source, SourceFile, read_head};
 use crate::inventory::standing::{still_named, vouched_standing};
 use crate::journal::migrate::{FileRecord, FileState};
-use crate::journal::{Journal as _, JournalError, SqliteJournal};
+use crate::journal::{Journal, JournalError, SqliteJournal};
 use crate::mastodon::{Db, DbError};
 use crate::model::{KeyPrefix, Standing};
 use crate::plan::headers::{CACHE_CONTROL, content_type};
@@ -30,9 +33,9 @@ use crate::store::StoreError;
 use crate::store::s3::{Body, ObjectHeaders, S3Store};
 
 /// Journal writes are grouped in transactions of this many files...
-const JOURNAL_BATCH: usize = 200;
+pub(super) const JOURNAL_BATCH: usize = 200;
 /// ...or of what finished in this long, whichever comes first.
-const JOURNAL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
+pub(super) const JOURNAL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Why a copy, verify or repair pass stopped (the command maps
 /// [`MigrateError::ForeignJournal`] to exit 2, the rest to exit 3).
@@ -246,41 +249,91 @@ pub async fn copy_all(
     upload_all(job, todo, cancel, mode, report).await
 }
 
-/// Uploads `todo` through [`bounded`], journalling in batches of [`JOURNAL_BATCH`] or
-/// every [`JOURNAL_INTERVAL`] (a dry run journals nothing).
-async fn upload_all(
+/// Uploads `todo` on the pipeline engine ([`engine::run`]): the files are the producer's
+/// items, the upload the stage (`opts.concurrency` at once), and the in-order commit counts
+/// each result and journals the uploaded files through [`Journal::record_migrated`] in
+/// batches of [`JOURNAL_BATCH`] or every [`JOURNAL_INTERVAL`] (a dry run journals nothing).
+/// A fatal store error (or a bucket refusing ACLs) stops intake; files already uploading
+/// finish and are journalled. Errors: a journal write failed.
+async fn upload_all<'f>(
     job: &Migration<'_>,
-    todo: Vec<&SourceFile>,
+    todo: Vec<&'f SourceFile>,
     cancel: &CancellationToken,
     mode: ProgressMode,
     report: &mut MigrateReport,
 ) -> Result<(), MigrateError> {
-    let dry_run = job.gate.is_dry_run();
     let progress = Progress::start_unit("migrate", todo.len() as u64, "files", "copied", mode);
-    let stop = cancel.child_token();
-    let mut results = std::pin::pin!(bounded(
-        stream::iter(todo),
-        job.opts.concurrency,
-        stop.clone(),
-        |f: &SourceFile| async move { (f, upload(job, f).await) },
-    ));
-    let mut batch: Vec<FileRecord> = Vec::new();
-    // Flush on a timer too: at a low --rate a batch of JOURNAL_BATCH takes long to fill,
-    // and a kill -9 would lose all of it (uploaded again on the next run).
-    let mut tick = tokio::time::interval(JOURNAL_INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        let (f, result) = tokio::select! {
-            next = results.next() => match next {
-                Some(r) => r,
-                None => break,
-            },
-            _ = tick.tick() => {
-                job.journal.record_migrated(job.target_id, &batch).await?;
-                batch.clear();
-                continue;
+    let engine = EngineOptions {
+        concurrency: job.opts.concurrency,
+        // At a low --rate a batch of JOURNAL_BATCH takes long to fill, and a kill -9 would
+        // lose all of it (uploaded again on the next run): the interval runs on a timer.
+        flush: FlushPolicy {
+            every: JOURNAL_BATCH,
+            interval: Some(JOURNAL_INTERVAL),
+        },
+        // What was uploaded before a fatal error is journalled.
+        after_fatal: AfterFatal::CommitFinished,
+    };
+    let producer = |mut intake: Intake<&'f SourceFile>| async move {
+        for f in todo {
+            if !intake.send(f).await {
+                return Ok(false);
             }
-        };
+        }
+        Ok(true)
+    };
+    let mut commit = UploadCommit {
+        job,
+        progress: &progress,
+        report,
+        batch: Vec::new(),
+    };
+    let outcome = engine::run(
+        &engine,
+        cancel,
+        producer,
+        |f: &SourceFile, ctl: Control| async move {
+            let result = upload(job, f).await;
+            if let Err(e) = &result
+                && stops_the_run(e)
+            {
+                // No other upload starts; the cause is counted by the commit stage.
+                ctl.stop_fatal();
+            }
+            Ok::<_, Failed<_, MigrateError>>((f, result))
+        },
+        &mut commit,
+    )
+    .await;
+    if let Some(e) = outcome.fatal {
+        return Err(e);
+    }
+    progress.finish();
+    Ok(())
+}
+
+/// Whether an upload error stops the whole copy: the bucket refuses ACLs, or no other
+/// request can succeed either ([`StoreError::is_fatal`]).
+fn stops_the_run(e: &StoreError) -> bool {
+    e.code() == "AccessControlListNotSupported" || e.is_fatal()
+}
+
+/// The commit stage of a copy: counts each finished upload, in order, into the report and
+/// the progress bar, and journals the uploaded files at each flush.
+struct UploadCommit<'a, 'j> {
+    job: &'a Migration<'j>,
+    progress: &'a Progress,
+    report: &'a mut MigrateReport,
+    /// Uploaded since the last flush.
+    batch: Vec<FileRecord>,
+}
+
+impl Commit<(&SourceFile, Result<UploadAcl, StoreError>), MigrateError> for UploadCommit<'_, '_> {
+    async fn commit(
+        &mut self,
+        (f, result): (&SourceFile, Result<UploadAcl, StoreError>),
+    ) -> Result<(), MigrateError> {
+        let report = &mut *self.report;
         match result {
             Ok(up) => {
                 report.files_uploaded += 1;
@@ -291,9 +344,9 @@ async fn upload_all(
                 if up.acl_unreadable {
                     report.source_acl_unreadable += 1;
                 }
-                progress.add(1, 0, f.size);
-                if !dry_run {
-                    batch.push(FileRecord {
+                self.progress.add(1, 0, f.size);
+                if !self.job.gate.is_dry_run() {
+                    self.batch.push(FileRecord {
                         key: f.key.clone(),
                         size: f.size,
                         version: f.version.clone(),
@@ -302,24 +355,26 @@ async fn upload_all(
                     });
                 }
             }
-            Err(e) if e.code() == "AccessControlListNotSupported" || e.is_fatal() => {
-                stop.cancel();
+            Err(e) if stops_the_run(&e) => {
                 report.fatal.get_or_insert_with(|| fatal_message(&e));
-                progress.add(1, 1, 0);
+                self.progress.add(1, 1, 0);
             }
             Err(e) => {
                 report.fail(&f.key, e.code(), e.to_string());
-                progress.add(1, 1, 0);
+                self.progress.add(1, 1, 0);
             }
         }
-        if batch.len() >= JOURNAL_BATCH {
-            job.journal.record_migrated(job.target_id, &batch).await?;
-            batch.clear();
-        }
+        Ok(())
     }
-    job.journal.record_migrated(job.target_id, &batch).await?;
-    progress.finish();
-    Ok(())
+
+    async fn flush(&mut self) -> Result<(), MigrateError> {
+        let batch = std::mem::take(&mut self.batch);
+        Ok(self
+            .job
+            .journal
+            .record_migrated(self.job.target_id, &batch)
+            .await?)
+    }
 }
 
 fn fatal_message(e: &StoreError) -> String {

@@ -1,15 +1,17 @@
-//! `migrate --repair`: every object below the target's key prefix, listed page by page and
-//! checked through [`bounded`]: one HEAD (and, for a missing or generic Content-Type, a GET
+//! `migrate --repair`: every object below the target's key prefix, listed with
+//! `Store::list` as the producer of the pipeline engine (`pool/engine.rs`) and checked
+//! `concurrency` at a time: one HEAD (and, for a missing or generic Content-Type, a GET
 //! of its first 64 bytes), its ACL when `S3_PERMISSION` is set, the database's standing
 //! with `--repair-acl`; the decision is `plan::migrate` (`repair_acl`, `repair_verdict`),
 //! the rewrite one COPY in place through the dry-run [`Gate`]. Fills the repair fields of
 //! a [`MigrateReport`].
 
-use futures::stream::{self, StreamExt};
+use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 
+use super::Gate;
 use super::copy::MigrateError;
-use super::{Gate, bounded};
+use super::engine::{self, AfterFatal, Commit, EngineOptions, Failed, FlushPolicy, Intake};
 use crate::inventory::standing::standing_or_hidden;
 use crate::mastodon::Db;
 use crate::model::KeyPrefix;
@@ -68,54 +70,81 @@ pub async fn repair(
         .map(|p| format!("{p}/"))
         .unwrap_or_default();
     let progress = Progress::start_unit("repair", 0, "objects", "checked", mode);
-    let mut token = None;
-    loop {
-        if cancel.is_cancelled() {
-            break;
-        }
-        let page = job
-            .target
-            .list_page(&prefix, false, None, token)
-            .await
-            .map_err(MigrateError::Listing)?;
-        let keys: Vec<String> = page
-            .objects
-            .iter()
-            .map(|o| o.key.as_str().to_owned())
-            .collect();
-        let mut results = std::pin::pin!(bounded(
-            stream::iter(keys),
-            job.concurrency,
-            cancel.clone(),
-            |key: String| {
-                let prefix_len = prefix.len();
-                async move {
-                    let out = repair_one(job, &key, &key[prefix_len..]).await;
-                    (key, out)
+    let engine = EngineOptions {
+        concurrency: job.concurrency,
+        // Nothing is journalled: the counts are the report's.
+        flush: FlushPolicy {
+            every: usize::MAX,
+            interval: None,
+        },
+        after_fatal: AfterFatal::CommitFinished,
+    };
+    let producer = |mut intake: Intake<String>| {
+        let prefix = prefix.as_str();
+        async move {
+            // One listing page after the other, each requested when the stream reaches it.
+            let mut listing = job.target.list(prefix, None);
+            loop {
+                if intake.is_stopped() {
+                    return Ok(false);
                 }
-            },
-        ));
-        while let Some((key, out)) = results.next().await {
-            report.repair_checked += 1;
-            progress.add(1, u64::from(out.is_err()), 0);
-            match out {
-                Ok(Repaired::Fixed) => report.repaired += 1,
-                Ok(Repaired::FixedLeftPrivate) => {
-                    report.repaired += 1;
-                    report.left_private += 1;
+                let Some(object) = listing.next().await else {
+                    return Ok(true);
+                };
+                let object = object.map_err(MigrateError::Listing)?;
+                if !intake.send(object.key.as_str().to_owned()).await {
+                    return Ok(false);
                 }
-                Ok(Repaired::LeftPrivate) => report.left_private += 1,
-                Ok(Repaired::Fine) | Ok(Repaired::Vanished) => {}
-                Err(e) => report.fail(&key, e.code(), e.to_string()),
             }
         }
-        match page.next {
-            Some(t) => token = Some(t),
-            None => break,
-        }
-    }
+    };
+    let mut commit = RepairCommit {
+        progress: &progress,
+        report: &mut *report,
+    };
+    let prefix_len = prefix.len();
+    let outcome = engine::run(
+        &engine,
+        cancel,
+        producer,
+        |key: String, _| async move {
+            let out = repair_one(job, &key, &key[prefix_len..]).await;
+            Ok::<_, Failed<_, MigrateError>>((key, out))
+        },
+        &mut commit,
+    )
+    .await;
+    outcome.produced?;
     progress.finish();
     Ok(())
+}
+
+/// The commit stage of a repair: counts each checked object, in listing order.
+struct RepairCommit<'a> {
+    progress: &'a Progress,
+    report: &'a mut MigrateReport,
+}
+
+impl Commit<(String, Result<Repaired, StoreError>), MigrateError> for RepairCommit<'_> {
+    async fn commit(
+        &mut self,
+        (key, out): (String, Result<Repaired, StoreError>),
+    ) -> Result<(), MigrateError> {
+        let report = &mut *self.report;
+        report.repair_checked += 1;
+        self.progress.add(1, u64::from(out.is_err()), 0);
+        match out {
+            Ok(Repaired::Fixed) => report.repaired += 1,
+            Ok(Repaired::FixedLeftPrivate) => {
+                report.repaired += 1;
+                report.left_private += 1;
+            }
+            Ok(Repaired::LeftPrivate) => report.left_private += 1,
+            Ok(Repaired::Fine) | Ok(Repaired::Vanished) => {}
+            Err(e) => report.fail(&key, e.code(), e.to_string()),
+        }
+        Ok(())
+    }
 }
 
 /// Reads the facts of one object (`full_key` with the prefix, `key` without) and rewrites

@@ -1,17 +1,20 @@
 //! `migrate --verify`: one HEAD per journalled object of this source, compared with the
 //! journal (size, and MD5 where the ETag is a plain MD5 and the source is a local file),
-//! classified by `plan::migrate` (`check_head`, `check_failure`, `missing_verdict`),
-//! journalled in one transaction. Fills the verify fields of a [`MigrateReport`].
+//! classified by `plan::migrate` (`check_head`, `check_failure`, `missing_verdict`), on the
+//! pipeline engine (`pool/engine.rs`): the journal's records are the producer's items, the
+//! HEAD the stage, the in-order commit journals verified and mismatched objects in batches
+//! like the copy; the missing ones are decided and journalled at the end. Fills the verify fields of a [`MigrateReport`].
 
 use std::collections::HashMap;
 
-use futures::stream::{self, StreamExt};
+use tokio_util::sync::CancellationToken;
 
-use super::copy::{MigrateError, Migration, journalled};
+use super::copy::{JOURNAL_BATCH, JOURNAL_INTERVAL, MigrateError, Migration, journalled};
+use super::engine::{self, AfterFatal, Commit, EngineOptions, Failed, FlushPolicy, Intake};
 use crate::inventory::source::{SourceFile, md5_file};
 use crate::inventory::standing::still_named;
-use crate::journal::Journal as _;
-use crate::journal::migrate::FileState;
+use crate::journal::Journal;
+use crate::journal::migrate::{FileRecord, FileState};
 use crate::plan::migrate::{
     HeadCheck, check_failure, check_head, missing_verdict, unchanged_at_source,
 };
@@ -37,53 +40,45 @@ pub async fn verify(
         .map(|f| (f.key.as_str(), (f.size, f.version.as_str())))
         .collect();
     let known = job.journal.migrate_files(job.target_id).await?;
-    let checks = stream::iter(known.values().cloned()).map(|rec| {
-        let path = job.source.local_path(&rec.key);
-        async move {
-            let key = job.key_prefix.apply(rec.key.clone());
-            let outcome = match job.target.head(key.as_str()).await {
-                Err(e) => Err(("HeadFailed".to_owned(), e.to_string())),
-                Ok(head) => {
-                    let check = check_head(
-                        head.as_ref().map(|h| (h.size, h.etag.as_deref())),
-                        rec.size,
-                        path.is_some(),
-                    );
-                    let local = match (&check, &path) {
-                        // The file is gone or unreadable now: the size check stands.
-                        (HeadCheck::CompareMd5(_), Some(p)) => md5_file(p).await.ok(),
-                        _ => None,
-                    };
-                    match check_failure(&check, local.as_deref()) {
-                        Some(failure) => Err(failure),
-                        None if check == HeadCheck::Missing => {
-                            Err(("Missing".to_owned(), "not in the bucket".to_owned()))
-                        }
-                        None => Ok(()),
-                    }
-                }
-            };
-            (rec, outcome)
-        }
-    });
-    let mut checks = std::pin::pin!(checks.buffer_unordered(job.opts.concurrency));
-    let mut batch = Vec::new();
-    let mut missing = Vec::new();
-    while let Some((mut rec, outcome)) = checks.next().await {
-        report.verified += 1;
-        match outcome {
-            Ok(()) => {
-                rec.state = FileState::Verified;
-                batch.push(rec);
-            }
-            Err((code, _)) if code == "Missing" => missing.push(rec),
-            Err((code, message)) => {
-                report.mismatch(&rec.key, code, message);
-                rec.state = FileState::Mismatch;
-                batch.push(rec);
+    let engine = EngineOptions {
+        concurrency: job.opts.concurrency,
+        flush: FlushPolicy {
+            every: JOURNAL_BATCH,
+            interval: Some(JOURNAL_INTERVAL),
+        },
+        after_fatal: AfterFatal::CommitFinished,
+    };
+    let producer = |mut intake: Intake<FileRecord>| async move {
+        for rec in known.into_values() {
+            if !intake.send(rec).await {
+                return Ok(false);
             }
         }
+        Ok(true)
+    };
+    let mut commit = VerifyCommit {
+        job,
+        report: &mut *report,
+        batch: Vec::new(),
+        missing: Vec::new(),
+    };
+    // Verify is not interrupted: every journalled object is checked.
+    let outcome = engine::run(
+        &engine,
+        &CancellationToken::new(),
+        producer,
+        |rec: FileRecord, _| async move {
+            let outcome = check(job, &rec).await;
+            Ok::<_, Failed<_, MigrateError>>((rec, outcome))
+        },
+        &mut commit,
+    )
+    .await;
+    if let Some(e) = outcome.fatal {
+        return Err(e);
     }
+    // The rest was journalled by the engine's last flush.
+    let (mut missing, mut batch) = (commit.missing, commit.batch);
     // Which missing objects are owed.
     let named = match job.db {
         Some(db) => {
@@ -116,4 +111,76 @@ pub async fn verify(
         batch.push(rec);
     }
     Ok(job.journal.record_migrated(job.target_id, &batch).await?)
+}
+
+/// Compares one journalled object with the target: `Ok` when it matches, else the failure
+/// code and message (`Missing` when it is not there).
+async fn check(job: &Migration<'_>, rec: &FileRecord) -> Result<(), (String, String)> {
+    let path = job.source.local_path(&rec.key);
+    let key = job.key_prefix.apply(rec.key.clone());
+    match job.target.head(key.as_str()).await {
+        Err(e) => Err(("HeadFailed".to_owned(), e.to_string())),
+        Ok(head) => {
+            let check = check_head(
+                head.as_ref().map(|h| (h.size, h.etag.as_deref())),
+                rec.size,
+                path.is_some(),
+            );
+            let local = match (&check, &path) {
+                // The file is gone or unreadable now: the size check stands.
+                (HeadCheck::CompareMd5(_), Some(p)) => md5_file(p).await.ok(),
+                _ => None,
+            };
+            match check_failure(&check, local.as_deref()) {
+                Some(failure) => Err(failure),
+                None if check == HeadCheck::Missing => {
+                    Err(("Missing".to_owned(), "not in the bucket".to_owned()))
+                }
+                None => Ok(()),
+            }
+        }
+    }
+}
+
+/// The commit stage of a verify pass: counts each checked object, in order, and journals
+/// the verified and mismatched ones at each flush; the missing ones wait for the owner
+/// lookup at the end.
+struct VerifyCommit<'a, 'j> {
+    job: &'a Migration<'j>,
+    report: &'a mut MigrateReport,
+    /// Checked since the last flush.
+    batch: Vec<FileRecord>,
+    /// Not in the target.
+    missing: Vec<FileRecord>,
+}
+
+impl Commit<(FileRecord, Result<(), (String, String)>), MigrateError> for VerifyCommit<'_, '_> {
+    async fn commit(
+        &mut self,
+        (mut rec, outcome): (FileRecord, Result<(), (String, String)>),
+    ) -> Result<(), MigrateError> {
+        self.report.verified += 1;
+        match outcome {
+            Ok(()) => {
+                rec.state = FileState::Verified;
+                self.batch.push(rec);
+            }
+            Err((code, _)) if code == "Missing" => self.missing.push(rec),
+            Err((code, message)) => {
+                self.report.mismatch(&rec.key, code, message);
+                rec.state = FileState::Mismatch;
+                self.batch.push(rec);
+            }
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> Result<(), MigrateError> {
+        let batch = std::mem::take(&mut self.batch);
+        Ok(self
+            .job
+            .journal
+            .record_migrated(self.job.target_id, &batch)
+            .await?)
+    }
 }
