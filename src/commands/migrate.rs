@@ -16,6 +16,7 @@ use super::{CommandError, interrupt_token};
 use crate::cli::migrate::Args;
 use crate::config::{Config, S3Config, StorageConfig, media_root};
 use crate::inventory::source::{Source, SourceError};
+use crate::journal::Journal as _;
 use crate::journal::{SqliteJournal as Journal, default_path};
 use crate::mastodon::Db;
 use crate::plan::migrate::{remove_command, target_id};
@@ -87,6 +88,7 @@ pub async fn run(env_file: &Path, args: Args, quiet: bool) -> Result<ExitCode, C
         ..MigrateReport::default()
     };
     let gate = Gate::new(args.dry_run);
+    let mut run_id = None;
     let cancel = interrupt_token();
     let mode = ProgressMode::detect(quiet);
     let connect = |what: String| {
@@ -142,6 +144,21 @@ pub async fn run(env_file: &Path, args: Args, quiet: bool) -> Result<ExitCode, C
                 report.symlinks_skipped += 1;
             }
         }
+        // A real run is recorded before its first upload, so a re-run after a kill knows
+        // this journal is the target's even without file records (docs/reliability.md).
+        let journal_ran_before = journal
+            .started_runs("migrate", &target_id)
+            .await
+            .map_err(CommandError::fatal)?
+            > 0;
+        if !args.dry_run {
+            run_id = Some(
+                journal
+                    .run_started("migrate", &target_id)
+                    .await
+                    .map_err(CommandError::fatal)?,
+            );
+        }
         let job = Migration {
             target: &target,
             key_prefix: &target_cfg.key_prefix,
@@ -155,14 +172,30 @@ pub async fn run(env_file: &Path, args: Args, quiet: bool) -> Result<ExitCode, C
                 skip_cache: args.skip_cache,
                 reupload_missing: args.reupload_missing,
                 accept_empty_journal: args.accept_empty_journal,
+                journal_ran_before,
                 concurrency: args.concurrency as usize,
                 threshold: args.multipart_threshold,
             },
         };
-        copy_all(&job, &files, &cancel, mode, &mut report).await?;
-        if args.verify && !args.dry_run && report.fatal.is_none() {
-            verify(&job, &files, &mut report).await?;
+        let result = async {
+            copy_all(&job, &files, &cancel, mode, &mut report).await?;
+            if args.verify && !args.dry_run && report.fatal.is_none() {
+                verify(&job, &files, &mut report).await?;
+            }
+            Ok::<(), MigrateError>(())
         }
+        .await;
+        if let Some(id) = run_id {
+            let outcome = match &result {
+                Ok(()) => report.exit_code(),
+                Err(MigrateError::ForeignJournal { .. }) => ExitCode::Usage,
+                Err(_) => ExitCode::Fatal,
+            };
+            if let Err(e) = journal.run_finished(id, outcome.outcome()).await {
+                tracing::warn!("{e}");
+            }
+        }
+        result?;
     }
     report.interrupted = cancel.is_cancelled();
     report.requests = target.limiter().stats();

@@ -63,6 +63,15 @@ pub trait Journal {
         target: &str,
     ) -> impl Future<Output = Result<RunId, JournalError>> + Send;
 
+    /// How many runs of `command` against `target` this journal recorded before (`migrate`
+    /// records a run, committed, before its first upload, so a journal that holds one knows
+    /// the target even when the run was killed before its first file record).
+    fn started_runs(
+        &self,
+        command: &str,
+        target: &str,
+    ) -> impl Future<Output = Result<u64, JournalError>> + Send;
+
     /// Records when run `id` finished and how (`outcome`: `success`, `items_failed`,
     /// `usage`, `fatal`, `interrupted`; see [`crate::report::ExitCode`]).
     fn run_finished(

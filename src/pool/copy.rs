@@ -86,6 +86,10 @@ pub struct CopyOptions {
     pub reupload_missing: bool,
     /// `--accept-empty-journal`: skip the empty-journal refusal.
     pub accept_empty_journal: bool,
+    /// The journal recorded an earlier (non-dry) run against this target, though perhaps no
+    /// file: a run killed before its first journal commit. Such a journal is this
+    /// migration's, so the empty-journal refusal does not apply.
+    pub journal_ran_before: bool,
     /// Files uploaded (or HEADs, MD5s) at once.
     pub concurrency: usize,
     /// Files larger than this many bytes are uploaded in parts.
@@ -195,7 +199,8 @@ pub async fn copy_all(
             );
         }
     }
-    let sample = empty_journal_sample(known.is_empty(), opts.accept_empty_journal, &todo);
+    let journal_empty = known.is_empty() && !opts.journal_ran_before;
+    let sample = empty_journal_sample(journal_empty, opts.accept_empty_journal, &todo);
     if !sample.is_empty() {
         let missing = missing_in_target(job, &sample).await?;
         let present: Vec<&str> = sample

@@ -101,6 +101,19 @@ impl Journal for SqliteJournal {
         })
     }
 
+    async fn started_runs(&self, command: &str, target: &str) -> Result<u64, JournalError> {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM runs WHERE command = ?1 AND target = ?2")
+            .bind(command)
+            .bind(target)
+            .fetch_one(&self.pool)
+            .await
+            .map(|n| n.max(0) as u64)
+            .map_err(|source| JournalError::Query {
+                what: "reading the journal's earlier runs",
+                source,
+            })
+    }
+
     async fn run_finished(&self, id: RunId, outcome: &str) -> Result<(), JournalError> {
         sqlx::query("UPDATE runs SET finished_at = ?2, outcome = ?3 WHERE id = ?1")
             .bind(id.0)
