@@ -296,7 +296,7 @@ impl PruneJob<'_> {
             }
         }
         report.interrupted = self.cancel.is_cancelled();
-        report.requests = store.limiter().stats();
+        report.set_requests(store.limiter().stats());
         report.elapsed_seconds = started.elapsed().as_secs_f64();
         Ok(report)
     }
