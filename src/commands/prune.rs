@@ -77,7 +77,7 @@ pub async fn run(
     let report = run_prune(run, open_store(&cfg, limiter))
         .await
         .map_err(|e| match e {
-            PruneError::Store(_) => CommandError::fatal(e),
+            PruneError::Store(_) | PruneError::NotOwner(_) => CommandError::fatal(e),
             PruneError::Db(e) => db_error(e),
         })?;
     report.print(args.json);

@@ -7,9 +7,12 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use sqlx::Row as _;
 
 use crate::mastodon::{Db, DbError};
+use crate::model::{KeyPrefix, ObjectKey};
 use crate::plan::layout::{Attachment, StoredAttachment};
 use crate::plan::orphans::Owner;
 use crate::plan::parse::ParsedKey;
+use crate::plan::partition::listing_prefixes;
+use crate::store::{Store, StoreError, validate_key};
 
 /// The SQL predicate that a row of `table` (alias `t`) is remote (`docs/reference/key-layout.md#cache-prefix`): media
 /// `remote_url <> ''`, accounts and emoji `domain IS NOT NULL`, preview cards always,
@@ -114,6 +117,68 @@ pub async fn sample_keys(db: &Db, limit: i64) -> Result<Vec<String>, DbError> {
         }
     }
     Ok(keys)
+}
+
+/// Why [`check_owned`] refused: the database cannot be the owner of this storage.
+#[derive(Debug, thiserror::Error)]
+pub enum OwnershipError {
+    /// Sizing the sampled files failed (a fatal store error, or every lookup failed), so
+    /// ownership could not be shown.
+    #[error("checking that the database's files are in this storage: {0}")]
+    Sizing(StoreError),
+    /// None of the sampled files exists in the store.
+    #[error(
+        "none of the {checked} newest files the database names (e.g. {example}) exist in {store}: the database and the storage do not belong to the same instance, so every file of the database would look already gone (prune would clear rows whose files are elsewhere) and every object orphaned. Refusing to change anything; check DATABASE_URL / DB_NAME and S3_BUCKET / S3_KEY_PREFIX (or the local public/system path)"
+    )]
+    NotThisStorage {
+        /// How many files were looked up.
+        checked: usize,
+        /// The first of them, with `S3_KEY_PREFIX`.
+        example: ObjectKey,
+        /// [`Store::describe`] of the store.
+        store: String,
+    },
+}
+
+/// Before any change: some of the newest files the database names ([`sample_keys`], keys
+/// without `S3_KEY_PREFIX`) must exist in `store`. A database of another instance (a
+/// staging copy, a wrong `DATABASE_URL`) owns nothing there: `orphans --delete` would see
+/// every object as an orphan, and `prune` every candidate as already gone and clear rows
+/// whose files live in another bucket. An empty sample passes (no stored file at all: the
+/// callers have their own sign for that), and so does one of keys [`validate_key`] refuses. One `stat_many` of at most the sample's size.
+/// Errors: [`OwnershipError`].
+pub async fn check_owned(
+    sample: &[String],
+    store: &dyn Store,
+    key_prefix: &KeyPrefix,
+) -> Result<(), OwnershipError> {
+    // A key no store may be asked for (dot segments, a hostile name) proves nothing
+    // either way: it is left out of the sample.
+    let keys: Vec<ObjectKey> = sample
+        .iter()
+        .map(|k| key_prefix.apply(k.clone()))
+        .filter(|k| validate_key(k).is_ok())
+        .collect();
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let prefixes = listing_prefixes(keys.iter().map(ObjectKey::as_str));
+    let sized = store.stat_many(&keys, &prefixes).await;
+    let found = sized.iter().any(|r| matches!(r, Ok(Some(_))));
+    if let Some(Err(e)) = sized
+        .into_iter()
+        .find(|r| r.as_ref().is_err_and(|e| e.is_fatal() || !found))
+    {
+        return Err(OwnershipError::Sizing(e));
+    }
+    if !found {
+        return Err(OwnershipError::NotThisStorage {
+            checked: keys.len(),
+            example: keys[0].clone(),
+            store: store.describe(),
+        });
+    }
+    Ok(())
 }
 
 /// One stored attachment of a looked-up row.

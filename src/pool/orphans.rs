@@ -14,14 +14,14 @@ use tokio_util::sync::CancellationToken;
 
 use super::Gate;
 use super::scan::{ScanOptions, run_scan};
+use crate::inventory::owners::{OwnershipError, check_owned};
 use crate::journal::{Journal, JournalError, SqliteJournal, default_path};
 use crate::mastodon::{Db, DbError, RunLock};
-use crate::model::{JobKey, KeyPrefix, ObjectKey};
+use crate::model::{JobKey, KeyPrefix};
 use crate::plan::ownership::{OwnershipRisk, assess, refusal};
-use crate::plan::partition::listing_prefixes;
 use crate::report::orphans::OrphansReport;
 use crate::report::{Progress, ProgressMode};
-use crate::store::{Store, StoreError, validate_key};
+use crate::store::{Store, StoreError};
 
 /// What the admin asked of this run (orphans' flags, as plain values).
 #[derive(Debug, Clone)]
@@ -74,12 +74,10 @@ pub enum OrphansError {
     /// The storage check before any change.
     #[error("checking the storage before any change: {0}")]
     StoreCheck(StoreError),
-    /// Sizing the database's newest files failed.
-    #[error("checking that the database's files are in this storage: {0}")]
-    OwnedFiles(StoreError),
-    /// None of the database's newest files is in this storage.
-    #[error("{0}")]
-    NotThisStorage(String),
+    /// The database cannot be the owner of this storage
+    /// ([`crate::inventory::owners::check_owned`]).
+    #[error(transparent)]
+    NotOwner(#[from] OwnershipError),
     /// The journal could not be opened.
     #[error(transparent)]
     JournalOpen(JournalError),
@@ -104,7 +102,7 @@ pub async fn run_orphans(
     let key_prefix = run.key_prefix.clone();
     let sample = crate::inventory::owners::sample_keys(run.db, 20).await?;
     if args.delete && !args.dry_run {
-        ownership_check(&sample, store.as_ref(), &key_prefix).await?;
+        check_owned(&sample, store.as_ref(), &key_prefix).await?;
     }
     let max_ids = crate::inventory::owners::max_ids(run.db).await?;
     let base = key_prefix
@@ -254,42 +252,6 @@ async fn finish_run(
     if let Err(e) = journal.run_finished(run, outcome).await {
         tracing::warn!("{e}");
     }
-}
-
-/// Before any delete: some of the newest files the database names must exist in this
-/// store. A database of another instance (a staging copy, a wrong `DATABASE_URL`) owns
-/// nothing here and would make every object look orphaned.
-async fn ownership_check(
-    sample: &[String],
-    store: &dyn Store,
-    key_prefix: &KeyPrefix,
-) -> Result<(), OrphansError> {
-    if sample.is_empty() {
-        return Ok(()); // no stored file at all: the scan's no-stored-files sign decides
-    }
-    let keys: Vec<ObjectKey> = sample.iter().map(|k| key_prefix.apply(k.clone())).collect();
-    let prefixes = listing_prefixes(
-        keys.iter()
-            .filter(|k| validate_key(k).is_ok())
-            .map(ObjectKey::as_str),
-    );
-    let sized = store.stat_many(&keys, &prefixes).await;
-    let found = sized.iter().any(|r| matches!(r, Ok(Some(_))));
-    if let Some(Err(e)) = sized
-        .into_iter()
-        .find(|r| r.as_ref().is_err_and(|e| e.is_fatal() || !found))
-    {
-        return Err(OrphansError::OwnedFiles(e));
-    }
-    if !found {
-        return Err(OrphansError::NotThisStorage(format!(
-            "none of the {} newest files the database names (e.g. {}) exist in {}: the database and the storage do not belong to the same instance, so every object would look orphaned. Refusing to delete; check DATABASE_URL / DB_NAME and S3_BUCKET / S3_KEY_PREFIX",
-            keys.len(),
-            keys[0],
-            store.describe()
-        )));
-    }
-    Ok(())
 }
 
 /// Where the listing starts: `--start-after`, else the journalled position of a scan of

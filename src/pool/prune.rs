@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{LockedDb, PassError, PassOptions, run_pass};
 use crate::inventory::Selection;
+use crate::inventory::owners::{OwnershipError, check_owned};
 use crate::mastodon::{Db, DbError, RunLock};
 use crate::plan::prune::{DaysSource, cutoff};
 use crate::report::{PassReport, Progress, ProgressMode, PruneReport};
@@ -104,6 +105,10 @@ pub enum PruneError {
     /// The storage check before any change.
     #[error("checking the storage before any change: {0}")]
     Store(StoreError),
+    /// The database cannot be the owner of this storage: none of its newest stored files
+    /// is there ([`crate::inventory::owners::check_owned`]). Nothing was changed.
+    #[error(transparent)]
+    NotOwner(#[from] OwnershipError),
     /// The database, before anything was done.
     #[error(transparent)]
     Db(DbError),
@@ -133,6 +138,13 @@ pub async fn run_prune(
     check_store(store.as_ref(), &opts)
         .await
         .map_err(PruneError::Store)?;
+    // A wrong DATABASE_URL or bucket makes every candidate look already gone, and prune
+    // would clear rows whose files live elsewhere: the dry run refuses alike, so it shows
+    // what the real run would do.
+    let sample = crate::inventory::owners::sample_keys(db, 20)
+        .await
+        .map_err(PruneError::Db)?;
+    check_owned(&sample, store.as_ref(), &opts.key_prefix).await?;
     let dry_run = opts.gate.is_dry_run();
     let mut report = PruneReport {
         dry_run,

@@ -341,6 +341,95 @@ async fn prune_fs_deletes_files_and_empty_folders_only() {
     db.drop_db().await;
 }
 
+/// Review finding F1: a `DATABASE_URL` of one instance with the storage of another (a
+/// staging copy, a typo in `S3_BUCKET`). Every candidate's objects are missing there, so
+/// without the ownership check prune would report them "already gone" and clear rows
+/// whose files live elsewhere. Real and dry runs refuse with exit 3, on S3 and on the
+/// filesystem, changing no row and sending no mutating request.
+#[tokio::test]
+async fn prune_refuses_a_database_that_owns_nothing_in_the_storage() {
+    let db = TestDb::new(Mastodon::V4_6, "UTC").await;
+    let world = seed_world(&db, true).await;
+    // The other instance's files: same layout, ids this database has never seen.
+    let foreign = [
+        "cache/media_attachments/files/110/000/000/000/000/001/original/ffffffffffffffff.png",
+        "cache/media_attachments/files/110/000/000/000/000/001/small/ffffffffffffffff.png",
+        "media_attachments/files/110/000/000/000/000/002/original/eeeeeeeeeeeeeeee.jpeg",
+    ];
+    let stored = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM media_attachments WHERE file_file_name IS NOT NULL",
+        )
+        .fetch_one(&db.pool)
+        .await
+        .unwrap()
+    };
+    let rows_before = stored().await;
+    assert!(rows_before >= 7, "the world has candidates");
+
+    let bucket = TestBucket::new().await;
+    for k in foreign {
+        bucket.put(k, b"theirs").await;
+    }
+    let root = temp_dir("system");
+    for k in foreign {
+        let p = root.join(k);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, b"theirs").unwrap();
+    }
+    let s3_env = s3_env_file(&db, &bucket.name, &[]);
+    let fs_env = fs_env_file(&db, &root);
+    for env in [&s3_env, &fs_env] {
+        for dry in [true, false] {
+            bucket.reset_stats();
+            let mut args = vec!["--env-file", env.to_str().unwrap(), "prune"];
+            if dry {
+                args.push("--dry-run");
+            }
+            let run = mastomedia(&args);
+            assert_eq!(
+                run.code, 3,
+                "{args:?}\nstdout:\n{}\nstderr:\n{}",
+                run.stdout, run.stderr
+            );
+            assert!(
+                run.stderr.contains("do not belong to the same instance")
+                    && run.stderr.contains("DATABASE_URL"),
+                "the refusal says what to check: {}",
+                run.stderr
+            );
+            assert_eq!(stored().await, rows_before, "{args:?}: no row cleared");
+            assert_eq!(bucket.stats()["mutating"], 0, "{args:?}");
+        }
+    }
+    assert_eq!(
+        bucket.keys().await,
+        foreign
+            .iter()
+            .map(|k| k.to_string())
+            .collect::<BTreeSet<_>>()
+    );
+    assert_eq!(
+        fs_keys(&root),
+        foreign
+            .iter()
+            .map(|k| k.to_string())
+            .collect::<BTreeSet<_>>()
+    );
+    // With the right storage the same database prunes as usual.
+    let right = TestBucket::new().await;
+    seed_objects_s3(&right, &world).await;
+    let run = mastomedia(&[
+        "--env-file",
+        s3_env_file(&db, &right.name, &[]).to_str().unwrap(),
+        "prune",
+        "--json",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(run.json()["passes"][0]["rows_cleared"], 7);
+    db.drop_db().await;
+}
+
 #[tokio::test]
 async fn prune_on_4_2_uses_the_retention_setting_and_legacy_thumbnails() {
     let db = TestDb::new(Mastodon::V4_2, "Asia/Tokyo").await;
@@ -478,6 +567,16 @@ async fn keep_interacted_keeps_media_of_bookmarked_and_favourited_posts() {
         );
         m.status_id = Some(*s);
         insert_media(&db, &m).await;
+        // The bucket holds the files, as a real one does: prune refuses a database none of
+        // whose newest files is in the storage (the ownership check).
+        bucket
+            .put(
+                &format!(
+                    "cache/media_attachments/files/109/345/678/901/234/50{i}/original/000000000000000{i}.png"
+                ),
+                b"png",
+            )
+            .await;
     }
     let env = s3_env_file(&db, &bucket.name, &[]);
     let run = mastomedia(&[
