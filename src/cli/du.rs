@@ -20,7 +20,7 @@ use std::num::NonZeroU32;
 pub struct Args {
     /// Only keys below this prefix (relative to S3_KEY_PREFIX), e.g. `cache/` or
     /// `media_attachments/files/`.
-    #[arg(long, value_name = "PREFIX", default_value = "")]
+    #[arg(long, value_name = "PREFIX", default_value = "", value_parser = super::listing_prefix)]
     pub prefix: String,
 
     /// Also count noncurrent versions, delete markers and unfinished multipart uploads

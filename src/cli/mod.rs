@@ -12,6 +12,17 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+/// `--prefix` of `du` and `orphans`: a relative listing prefix
+/// ([`crate::store::validate_prefix`]); a bad one is a usage error (exit 2).
+fn listing_prefix(s: &str) -> Result<String, String> {
+    crate::store::validate_prefix(s)
+        .map(|()| s.to_owned())
+        .map_err(|e| match e {
+            crate::store::StoreError::Other { message, .. } => message,
+            e => e.to_string(),
+        })
+}
+
 /// Prune, migrate, audit and certify the media storage of a Mastodon server whose media
 /// lives in S3-compatible object storage or in public/system.
 ///

@@ -28,7 +28,7 @@ use std::path::PathBuf;
 #[command(verbatim_doc_comment)]
 pub struct Args {
     /// Only keys below this prefix (relative to S3_KEY_PREFIX).
-    #[arg(long, value_name = "PREFIX", default_value = "")]
+    #[arg(long, value_name = "PREFIX", default_value = "", value_parser = super::listing_prefix)]
     pub prefix: String,
 
     /// Start after this key (as listed, with any S3_KEY_PREFIX) instead of the journalled

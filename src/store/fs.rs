@@ -283,6 +283,8 @@ fn list_blocking(
     delimiter: bool,
     start_after: Option<&str>,
 ) -> Result<ListPage, StoreError> {
+    // Never a folder outside the root (`../`), whatever the caller passed.
+    super::validate_prefix(prefix)?;
     // Start at the deepest folder the prefix names completely.
     let dir_part = match prefix.rfind('/') {
         Some(i) => &prefix[..=i],

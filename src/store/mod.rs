@@ -191,6 +191,39 @@ pub fn validate_key(key: &ObjectKey) -> Result<(), StoreError> {
     }
 }
 
+/// The rule for a listing prefix (`du --prefix`, `orphans --prefix`): empty, or relative
+/// (no leading `/`) with no empty, `.` or `..` segment; it may end with `/` or inside a
+/// file name. A `../` prefix would make the filesystem backend list (and `orphans
+/// --delete` consider) files outside the storage root; on S3 it names nothing Mastodon
+/// writes. Errors: `StoreError::Other` with code `InvalidKey` and the reason.
+pub fn validate_prefix(prefix: &str) -> Result<(), StoreError> {
+    let segments: Vec<&str> = prefix.split('/').collect();
+    // The last piece is what follows the last '/': empty for a prefix ending with '/'.
+    let (last, complete) = segments.split_last().expect("split yields one piece");
+    let why = if prefix.starts_with('/') {
+        Some("it starts with '/'")
+    } else if complete.iter().any(|s| s.is_empty()) {
+        Some("it has an empty segment ('//')")
+    } else if complete
+        .iter()
+        .chain(std::iter::once(last))
+        .any(|s| *s == "." || *s == "..")
+    {
+        Some("it has a '.' or '..' segment")
+    } else {
+        None
+    };
+    match why {
+        None => Ok(()),
+        Some(why) => Err(StoreError::Other {
+            code: INVALID_KEY.into(),
+            message: format!(
+                "refusing prefix {prefix:?}: {why}; give a prefix relative to the bucket or storage root (and S3_KEY_PREFIX), such as cache/ or media_attachments/files/"
+            ),
+        }),
+    }
+}
+
 /// The [`StoreError::code`] of a key refused by [`validate_key`] (or by the filesystem
 /// backend because a symlink leads outside the root).
 pub const INVALID_KEY: &str = "InvalidKey";
@@ -531,6 +564,31 @@ pub trait S3Ext: Send + Sync {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn listing_prefixes_stay_below_the_root() {
+        for good in [
+            "",
+            "cache/",
+            "cache/media_attachments/files/109/",
+            "media_attachments/fi",
+            "a.b/c..d",
+        ] {
+            assert!(validate_prefix(good).is_ok(), "{good:?}");
+        }
+        for bad in [
+            "../x",
+            "..",
+            "cache/../../etc/",
+            "./cache/",
+            "/etc/",
+            "cache//files/",
+            "cache/.",
+        ] {
+            let e = validate_prefix(bad).expect_err(bad);
+            assert_eq!(e.code(), INVALID_KEY, "{bad:?}");
+        }
+    }
 
     #[test]
     fn case5_validate_key_refuses_dot_and_empty_segments() {

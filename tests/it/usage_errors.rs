@@ -238,3 +238,38 @@ async fn closed_stdout_is_not_a_panic() {
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     db.drop_db().await;
 }
+
+/// Review finding F5: `orphans --prefix ../x` on the filesystem backend listed (and, with
+/// `--delete`, would have judged) files outside the storage root. A prefix that leaves
+/// the root is a usage error on every backend, and nothing outside the root is touched.
+#[tokio::test]
+async fn listing_prefixes_that_leave_the_root_are_usage_errors() {
+    let db = TestDb::new(Mastodon::V4_6, "UTC").await;
+    let base = crate::support::temp_dir("prefix");
+    let root = base.join("system");
+    std::fs::create_dir_all(&root).unwrap();
+    let outside = base.join("outside/original/victim.png");
+    std::fs::create_dir_all(outside.parent().unwrap()).unwrap();
+    std::fs::write(&outside, b"not Mastodon's").unwrap();
+    let env = crate::support::fs_env_file(&db, &root);
+    let env = env.to_str().unwrap();
+    for args in [
+        vec!["orphans", "--prefix", "../outside/"],
+        vec!["orphans", "--delete", "--min-age", "0", "--prefix", "../"],
+        vec!["du", "--prefix", "cache/../../outside/"],
+        vec!["du", "--prefix", "/etc/"],
+    ] {
+        let mut all = vec!["--env-file", env];
+        all.extend(args.iter().copied());
+        let run = mastomedia(&all);
+        assert_eq!(run.code, 2, "{args:?}\n{}\n{}", run.stdout, run.stderr);
+        assert!(
+            run.stderr.contains("--prefix") && run.stderr.contains("relative"),
+            "{args:?}: {}",
+            run.stderr
+        );
+        assert!(!run.stdout.contains("victim"), "{args:?}: {}", run.stdout);
+    }
+    assert!(outside.exists(), "nothing outside the root was deleted");
+    db.drop_db().await;
+}
