@@ -261,7 +261,7 @@ fn existing_file(root: &Path, key: &ObjectKey) -> Result<Resolved, StoreError> {
 fn escape(key: &ObjectKey, why: &str) -> StoreError {
     StoreError::Other {
         code: INVALID_KEY.into(),
-        message: format!("refusing key {key:?}: {why}"),
+        message: format!("refusing key {:?}: {why}", key.as_str()),
     }
 }
 

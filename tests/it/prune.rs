@@ -944,5 +944,14 @@ async fn case5_fs_symlinks_out_of_the_root_are_never_followed() {
         failures.iter().all(|f| f["code"] == "InvalidKey"),
         "{report:#}"
     );
+    // Review finding F7: the refusal names the key as the admin sees it, not a Rust
+    // debug form (`ObjectKey("…")`).
+    for f in failures {
+        let message = f["message"].as_str().expect("a message");
+        assert!(
+            message.contains("refusing key \"cache/") && !message.contains("ObjectKey("),
+            "{f}"
+        );
+    }
     db.drop_db().await;
 }
