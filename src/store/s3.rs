@@ -419,11 +419,14 @@ impl S3Store {
             match self.delete_batch(keys).await {
                 Ok(outcomes) => return outcomes,
                 Err(StoreError::Unsupported { .. }) => {
-                    tracing::warn!(
-                        "{} does not support DeleteObjects (multi-object delete); falling back to one DeleteObject per key",
-                        self.describe()
-                    );
-                    self.multi_delete_unsupported.store(true, Ordering::Relaxed);
+                    // Concurrent batches may all learn it at once: the swap lets exactly
+                    // one of them warn.
+                    if !self.multi_delete_unsupported.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(
+                            "{} does not support DeleteObjects (multi-object delete); falling back to one DeleteObject per key",
+                            self.describe()
+                        );
+                    }
                 }
                 Err(err) => {
                     return keys
