@@ -2,6 +2,7 @@
 //! the environment.
 
 pub mod cert;
+pub mod docs;
 pub mod doctor;
 pub mod du;
 pub mod migrate;
@@ -23,6 +24,16 @@ fn listing_prefix(s: &str) -> Result<String, String> {
         })
 }
 
+/// `mastomedia --version`: the crate version and the commit the binary was built from
+/// (`build.rs`: `MASTOMEDIA_COMMIT` from the build environment, else `git rev-parse`,
+/// else `unknown`), e.g. `0.1.0 (commit 4513689a1b2c)`.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("MASTOMEDIA_COMMIT"),
+    ")"
+);
+
 /// Prune, migrate, audit and certify the media storage of a Mastodon server whose media
 /// lives in S3-compatible object storage or in public/system.
 ///
@@ -32,7 +43,7 @@ fn listing_prefix(s: &str) -> Result<String, String> {
 /// configuration error, 3 fatal (database, credentials or bucket unreachable),
 /// 130 interrupted (safe to re-run).
 #[derive(Debug, Parser)]
-#[command(name = "mastomedia", version, propagate_version = true)]
+#[command(name = "mastomedia", version = VERSION, propagate_version = true)]
 pub struct Cli {
     /// Mastodon's env file.
     #[arg(
@@ -78,6 +89,11 @@ pub enum Command {
     /// Check the whole setup (env, database, bucket, DNS, CAA, TLS, public reads), one line
     /// per check with its fix; exit 1 on any failure.
     Doctor(doctor::Args),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on stdout.
+    Completions(docs::CompletionsArgs),
+    /// Print a man page on stdout, or write every page with --out DIR; generated from this
+    /// very help text.
+    Man(docs::ManArgs),
 }
 
 impl Command {
@@ -94,6 +110,7 @@ impl Command {
                 cert::CertCommand::Status(s) => s.json,
                 cert::CertCommand::Renew(_) => false,
             },
+            Command::Completions(_) | Command::Man(_) => false,
         }
     }
 }
