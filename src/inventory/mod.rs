@@ -32,7 +32,8 @@ pub enum Selection {
         /// Inclusive cutoff.
         cutoff: DateTime<Utc>,
         /// Keep media of posts a local account bookmarked, favourited, boosted, replied
-        /// to or quoted (`--keep-interacted`).
+        /// to or quoted (`--keep-interacted`, Mastodon 4.6's definition:
+        /// `docs/reference/prune-filters.md#keep-interacted`).
         keep_interacted: bool,
     },
     /// Remote profiles (`--prune-profiles` / `--remove-headers`): `domain IS NOT NULL`,
@@ -240,10 +241,14 @@ impl Selection {
     }
 }
 
-/// `--keep-interacted`: media of a status that a local account favourited, bookmarked
-/// (bookmarks are always local), reblogged or replied to, or a quote with a local side.
+/// `--keep-interacted`, Mastodon 4.6's `MediaAttachment.without_local_interaction`
+/// (`docs/reference/prune-filters.md#keep-interacted`): media of a status that a local
+/// account favourited, that anyone bookmarked (bookmarks are always local), that a local,
+/// not deleted status reblogged, replied to or quoted, or that itself quotes a local, not
+/// deleted status. The quote tests only where the `quotes` table exists (4.4+).
 fn interacted_filter(quotes: bool) -> String {
-    let local = "(s.local = TRUE OR s.uri IS NULL)";
+    // `Status.local` under Status's default scope `kept`: not soft-deleted.
+    let local = "(s.local = TRUE OR s.uri IS NULL) AND s.deleted_at IS NULL";
     let mut f = format!(
         " AND NOT (m.status_id IS NOT NULL AND (\
          EXISTS (SELECT 1 FROM bookmarks b WHERE b.status_id = m.status_id) \
