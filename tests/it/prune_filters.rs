@@ -1,11 +1,13 @@
-//! Issue 14, item 4: `--keep-interacted` exactly as Mastodon 4.6's
+//! Issue 14, items 2 and 4: `prune --domain` / `--exclude-domain` (media, profiles and cards
+//! by the account's domain, subdomains as Mastodon's domain blocks cover them, exclusion
+//! beats inclusion) and `--keep-interacted` exactly as Mastodon 4.6's
 //! `MediaAttachment.without_local_interaction`, on the 4.6 and 4.2 schemas
 //! (`docs/reference/prune-filters.md`). Real PostgreSQL, real S3 server on loopback; each
 //! selection is checked by a dry run first, which must select what the real run clears.
 
 use std::collections::BTreeSet;
 
-use crate::support::seed::{Media, insert_account, insert_media, media_names};
+use crate::support::seed::{Media, insert_account, insert_card, insert_media, media_names};
 use crate::support::{Mastodon, TestBucket, TestDb, mastomedia, s3_env_file};
 
 /// Media ids of this module: 30 days old, so any default retention selects them.
@@ -86,6 +88,231 @@ async fn exec(db: &TestDb, sql: &str) {
         .execute(&db.pool)
         .await
         .unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
+
+/// Accounts of the domain tests: id → domain (None = local).
+const ACCOUNTS: [(i64, Option<&str>); 8] = [
+    (1, Some("noisy.example")),
+    (2, Some("cdn.noisy.example")),
+    (3, Some("badnoisy.example")),
+    (4, Some("keep.noisy.example")),
+    (5, Some("other.example")),
+    // Mastodon stores domains lower case; matching does not depend on it.
+    (6, Some("Up.Noisy.Example")),
+    (7, None),
+    (8, Some("a.keep.noisy.example")),
+];
+
+#[tokio::test]
+async fn domain_filters_select_media_by_exact_domain_subdomains_and_exclusion() {
+    let db = TestDb::new(Mastodon::V4_6, "Europe/Berlin").await;
+    let bucket = TestBucket::new().await;
+    for (id, domain) in ACCOUNTS {
+        insert_account(&db, id, domain, None, None, Some(1), 1.0, 1.0).await;
+        // One remote media row owned by each account (offset = account id).
+        media(&db, id, id, None).await;
+    }
+    let all: Vec<i64> = ACCOUNTS.iter().map(|a| a.0).collect();
+    let before = db.dump("media_attachments").await;
+    for (args, want) in [
+        // Exact domain, no subdomain of it exists.
+        (vec!["--domain", "other.example"], vec![5]),
+        // A domain covers its subdomains (any case), never a look-alike (`badnoisy`).
+        (vec!["--domain", "noisy.example"], vec![1, 2, 4, 6, 8]),
+        // A subdomain covers its own subdomains, not its parent.
+        (vec!["--domain", "keep.noisy.example"], vec![4, 8]),
+        // Repeatable; the argument is normalised (case, trailing dot).
+        (
+            vec!["--domain", "OTHER.example.", "--domain", "badnoisy.example"],
+            vec![3, 5],
+        ),
+        // Exclusion beats inclusion, subdomains of the excluded domain included.
+        (
+            vec![
+                "--domain",
+                "noisy.example",
+                "--exclude-domain",
+                "keep.noisy.example",
+            ],
+            vec![1, 2, 6],
+        ),
+        (
+            vec![
+                "--domain",
+                "other.example",
+                "--exclude-domain",
+                "other.example",
+            ],
+            vec![],
+        ),
+        // Exclusion alone: everything else, local rows' media included (here: account 7).
+        (vec!["--exclude-domain", "noisy.example"], vec![3, 5, 7]),
+    ] {
+        let mut dry = args.clone();
+        dry.push("--dry-run");
+        let s = prune(&db, &bucket, &dry);
+        assert_eq!(
+            pass(&s, "media")["rows_selected"],
+            want.len() as u64,
+            "{args:?}: {s}"
+        );
+        assert_eq!(
+            db.dump("media_attachments").await,
+            before,
+            "dry run changed nothing"
+        );
+    }
+    // The human summary says which domains were selected.
+    let env = s3_env_file(&db, &bucket.name, &[]);
+    let run = mastomedia(&[
+        "--env-file",
+        env.to_str().unwrap(),
+        "prune",
+        "--dry-run",
+        "--domain",
+        "noisy.example",
+        "--exclude-domain",
+        "keep.noisy.example",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stdout
+            .contains("domains: noisy.example and their subdomains")
+            && run
+                .stdout
+                .contains("excluded domains: keep.noisy.example and their subdomains"),
+        "{}",
+        run.stdout
+    );
+    // The real run clears exactly what its dry run selected.
+    let args = [
+        "--domain",
+        "noisy.example",
+        "--exclude-domain",
+        "keep.noisy.example",
+    ];
+    let s = prune(&db, &bucket, &args);
+    assert_eq!(pass(&s, "media")["rows_cleared"], 3, "{s}");
+    assert_eq!(s["domains"], serde_json::json!(["noisy.example"]));
+    assert_eq!(
+        s["exclude_domains"],
+        serde_json::json!(["keep.noisy.example"])
+    );
+    let kept = media_kept(&db, &all).await;
+    assert_eq!(kept, BTreeSet::from([3, 4, 5, 7, 8]));
+    // A second run finds nothing more.
+    let s = prune(&db, &bucket, &args);
+    assert_eq!(pass(&s, "media")["rows_selected"], 0, "{s}");
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn domain_filters_select_profiles_and_cards_on_4_2() {
+    let db = TestDb::new(Mastodon::V4_2, "UTC").await;
+    let bucket = TestBucket::new().await;
+    for (id, domain) in ACCOUNTS {
+        // Stale profiles (40 days): every remote one is a --prune-profiles candidate.
+        let avatar = domain.map(|_| ("aaaaaaaaaaaaaaa1.png", "image/png"));
+        insert_account(&db, id, domain, avatar, None, Some(1), 40.0, 40.0).await;
+    }
+    // Cards (200 days old) and the statuses that link them (old ids: no "posted since").
+    // card → accounts whose statuses link it.
+    let cards: [(i64, &[i64]); 7] = [
+        (1, &[1]),    // noisy only
+        (2, &[1, 7]), // noisy and a local post
+        (3, &[4]),    // keep.noisy only
+        (4, &[2, 4]), // cdn.noisy and keep.noisy
+        (5, &[]),     // linked by no status
+        (6, &[5]),    // other only
+        (7, &[1, 2]), // noisy and its subdomain
+    ];
+    let mut next_status = 900;
+    for (card, linkers) in cards {
+        insert_card(&db, card, Some(&format!("{card:015x}c.jpeg")), 200.0).await;
+        for &account in linkers {
+            next_status += 1;
+            status(&db, next_status, account, account == 7, None, None, false).await;
+            exec(
+                &db,
+                &format!(
+                    "INSERT INTO preview_cards_statuses (preview_card_id, status_id) VALUES ({card}, {next_status})"
+                ),
+            )
+            .await;
+        }
+    }
+    let base = [
+        "--no-media",
+        "--prune-profiles",
+        "--days",
+        "7",
+        "--preview-cards",
+    ];
+    let cases: [(&[&str], usize, usize); 4] = [
+        // Profiles: 1, 2, 4, 6, 8. Cards whose every linking post is from noisy.example
+        // or a subdomain: 1, 3, 4, 7 (2 is also linked by a local post; 5 by none).
+        (&["--domain", "noisy.example"], 5, 4),
+        // Cards: 1, 7 (4 is also linked from keep.noisy, which is excluded).
+        (
+            &[
+                "--domain",
+                "noisy.example",
+                "--exclude-domain",
+                "keep.noisy.example",
+            ],
+            3,
+            2,
+        ),
+        // Profiles 3, 5 (7 is local); cards 5, 6 (no linking post from noisy.example or
+        // a subdomain).
+        (&["--exclude-domain", "noisy.example"], 2, 2),
+        (&["--domain", "other.example"], 1, 1),
+    ];
+    let before = (db.dump("accounts").await, db.dump("preview_cards").await);
+    for (extra, profiles, cards) in cases {
+        let mut args = base.to_vec();
+        args.extend_from_slice(extra);
+        args.push("--dry-run");
+        let s = prune(&db, &bucket, &args);
+        assert_eq!(
+            pass(&s, "profiles")["rows_selected"],
+            profiles as u64,
+            "{extra:?}: {s}"
+        );
+        assert_eq!(
+            pass(&s, "preview_cards")["rows_selected"],
+            cards as u64,
+            "{extra:?}: {s}"
+        );
+    }
+    assert_eq!(
+        (db.dump("accounts").await, db.dump("preview_cards").await),
+        before
+    );
+    let mut args = base.to_vec();
+    args.extend_from_slice(&[
+        "--domain",
+        "noisy.example",
+        "--exclude-domain",
+        "keep.noisy.example",
+    ]);
+    let s = prune(&db, &bucket, &args);
+    assert_eq!(pass(&s, "profiles")["rows_cleared"], 3, "{s}");
+    assert_eq!(pass(&s, "preview_cards")["rows_cleared"], 2, "{s}");
+    let avatars: Vec<(i64,)> =
+        sqlx::query_as("SELECT id FROM accounts WHERE avatar_file_name IS NOT NULL ORDER BY id")
+            .fetch_all(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(avatars, vec![(3,), (4,), (5,), (8,)]);
+    let images: Vec<(i64,)> = sqlx::query_as(
+        "SELECT id FROM preview_cards WHERE image_file_name IS NOT NULL ORDER BY id",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(images, vec![(2,), (3,), (4,), (5,), (6,)]);
+    db.drop_db().await;
 }
 
 /// The interaction world: every media row (offset) is attached to a remote account's
@@ -172,4 +399,69 @@ async fn keep_interacted_matches_mastodon_4_6_per_kind_of_interaction() {
 #[tokio::test]
 async fn keep_interacted_works_on_4_2_without_a_quotes_table() {
     keep_interacted_on(Mastodon::V4_2, false).await;
+}
+
+#[tokio::test]
+async fn keep_interacted_and_domain_filters_combine() {
+    let db = TestDb::new(Mastodon::V4_6, "UTC").await;
+    let bucket = TestBucket::new().await;
+    let (offsets, kept) = seed_interactions(&db, true).await;
+    // A second remote domain's uninteracted media (offsets 20, 21).
+    insert_account(
+        &db,
+        9,
+        Some("media.partner.example"),
+        None,
+        None,
+        Some(1),
+        1.0,
+        1.0,
+    )
+    .await;
+    media(&db, 20, 9, None).await;
+    media(&db, 21, 9, None).await;
+    let s = prune(
+        &db,
+        &bucket,
+        &["--keep-interacted", "--exclude-domain", "partner.example"],
+    );
+    assert_eq!(
+        pass(&s, "media")["rows_cleared"],
+        (offsets.len() - kept.len()) as u64,
+        "{s}"
+    );
+    assert_eq!(
+        media_kept(&db, &[20, 21]).await,
+        BTreeSet::from([20, 21]),
+        "the excluded domain's media stayed"
+    );
+    db.drop_db().await;
+}
+
+#[tokio::test]
+async fn bad_domain_arguments_are_usage_errors() {
+    let db = TestDb::new(Mastodon::V4_6, "UTC").await;
+    let bucket = TestBucket::new().await;
+    let env = s3_env_file(&db, &bucket.name, &[]);
+    let before = db.dump("media_attachments").await;
+    for (flag, value, says) in [
+        ("--domain", "", "empty"),
+        ("--domain", "https://noisy.example", "scheme"),
+        ("--domain", "noisy.example/users/a", "path"),
+        ("--domain", "*.noisy.example", "subdomains"),
+        ("--exclude-domain", "*.partner.example", "wildcard"),
+        ("--exclude-domain", "alice@partner.example", "account"),
+        ("--domain", "bad domain", "not a domain"),
+    ] {
+        let run = mastomedia(&["--env-file", env.to_str().unwrap(), "prune", flag, value]);
+        assert_eq!(run.code, 2, "{flag} {value:?}: {}", run.stderr);
+        assert!(
+            run.stderr.contains(flag) && run.stderr.contains(says),
+            "{flag} {value:?}: {}",
+            run.stderr
+        );
+    }
+    assert_eq!(bucket.stats()["total"], 0, "nothing was sent");
+    assert_eq!(db.dump("media_attachments").await, before);
+    db.drop_db().await;
 }
