@@ -11,6 +11,8 @@ use std::num::NonZeroU32;
 ///   mastomedia prune --days 14 --preview-cards --rate 200
 ///
 ///   mastomedia prune --no-media --prune-profiles --days 90 --dry-run
+///
+///   mastomedia prune --domain noisy.example --days 2 --exclude-domain partner.example
 #[derive(Debug, Clone, clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct Args {
@@ -57,9 +59,21 @@ pub struct Args {
     #[arg(long)]
     pub force: bool,
 
-    /// Keep media of posts a local account bookmarked, favourited, boosted, replied to or quoted.
+    /// Keep media of posts a local account bookmarked, favourited, boosted, replied to or
+    /// quoted, or that quote a local post (Mastodon 4.6's definition, on any 4.2–4.6).
     #[arg(long)]
     pub keep_interacted: bool,
+
+    /// Prune only media, profiles and cards of accounts on DOMAIN or its subdomains
+    /// (repeatable). Cards count as a domain's when every post linking them is. Give the
+    /// domain only: `example.social`, no scheme, path or `*.`.
+    #[arg(long = "domain", value_name = "DOMAIN", value_parser = domain_arg)]
+    pub domain: Vec<String>,
+
+    /// Never prune media, profiles or cards of accounts on DOMAIN or its subdomains
+    /// (repeatable; beats --domain). A card is kept when any post linking it is from there.
+    #[arg(long = "exclude-domain", value_name = "DOMAIN", value_parser = domain_arg)]
+    pub exclude_domain: Vec<String>,
 
     /// Skip the media attachments pass (run only the profile / preview card passes).
     #[arg(long)]
@@ -68,4 +82,10 @@ pub struct Args {
     /// Print the summary as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `--domain` / `--exclude-domain`: the normal form Mastodon stores in `accounts.domain`
+/// (`crate::plan::domain::parse_domain`); a bad one is a usage error (exit 2).
+fn domain_arg(s: &str) -> Result<String, String> {
+    crate::plan::domain::parse_domain(s).map_err(|e| e.to_string())
 }

@@ -15,6 +15,7 @@ use super::{CommandError, interrupt_token, load_config, open_store};
 use crate::cli::prune::Args;
 use crate::mastodon::{Db, DbError};
 use crate::model::JobKey;
+use crate::plan::domain::DomainFilter;
 use crate::plan::prune::{DEFAULT_PREVIEW_CARD_DAYS, MIN_PREVIEW_CARD_DAYS, effective_days};
 use crate::pool::prune::{PruneError, PrunePlan, PruneRun, PruneScope, run_prune};
 use crate::pool::{Gate, PassOptions};
@@ -93,6 +94,7 @@ fn scope(args: &Args) -> PruneScope {
         headers_only: args.remove_headers,
         include_follows: args.include_follows,
         preview_card_days: args.preview_cards.then_some(args.preview_cards_days),
+        domains: DomainFilter::new(args.domain.clone(), args.exclude_domain.clone()),
     }
 }
 

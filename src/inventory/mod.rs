@@ -1,8 +1,9 @@
 //! Read-only streams of candidate rows from Mastodon's database.
 //!
 //! Owns: the selection SQL of each prune pass (tootctl's rules, `docs/reference/tootctl-rules.md`
-//! `#media-remove`, `#profiles`, `#preview-cards`) and keyset pagination by primary key, so memory does not grow with the
-//! number of rows. Must not: write anything.
+//! `#media-remove`, `#profiles`, `#preview-cards`; the domain filters and `--keep-interacted`,
+//! `docs/reference/prune-filters.md`) and keyset pagination by primary key, so memory does not
+//! grow with the number of rows. Must not: write anything.
 
 mod bounded;
 pub mod listing;
@@ -21,6 +22,7 @@ use sqlx::Row as _;
 use crate::mastodon::{Db, DbError};
 use crate::model::{Attachment, RowTable};
 pub use crate::model::{CandidateFile, CandidateRow};
+use crate::plan::domain::DomainFilter;
 
 /// Which rows a pass selects.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,8 +34,12 @@ pub enum Selection {
         /// Inclusive cutoff.
         cutoff: DateTime<Utc>,
         /// Keep media of posts a local account bookmarked, favourited, boosted, replied
-        /// to or quoted (`--keep-interacted`).
+        /// to or quoted (`--keep-interacted`, Mastodon 4.6's definition:
+        /// `docs/reference/prune-filters.md#keep-interacted`).
         keep_interacted: bool,
+        /// `--domain` / `--exclude-domain`, by the domain of the attachment's account
+        /// (`media_attachments.account_id`).
+        domains: DomainFilter,
     },
     /// Remote profiles (`--prune-profiles` / `--remove-headers`): `domain IS NOT NULL`,
     /// `last_webfingered_at <= cutoff AND updated_at <= cutoff`, no follow in either
@@ -45,12 +51,19 @@ pub enum Selection {
         headers_only: bool,
         /// Also accounts with follows (`--include-follows`).
         include_follows: bool,
+        /// `--domain` / `--exclude-domain`, by `accounts.domain`.
+        domains: DomainFilter,
     },
     /// Preview card images (`tootctl preview_cards remove`): a non-blank image and
     /// `updated_at < cutoff` (strict).
     PreviewCards {
         /// Strict cutoff.
         cutoff: DateTime<Utc>,
+        /// `--domain` / `--exclude-domain`, by the domains of the accounts whose statuses
+        /// link the card (`preview_cards_statuses`; `docs/reference/prune-filters.md#cards`):
+        /// selected by `--domain` only when every linking status is by an included
+        /// domain, kept when any linking status is by an excluded domain.
+        domains: DomainFilter,
     },
 }
 
@@ -66,6 +79,8 @@ struct Spec {
     filter: String,
     /// Whether `$3` (a snowflake bound) is used by the filter.
     bound: Option<i64>,
+    /// Text arrays bound after the bound, in order (the domain lists the filter uses).
+    arrays: Vec<Vec<String>>,
     attached: &'static str,
 }
 
@@ -89,7 +104,16 @@ impl Selection {
         match self {
             Selection::Media { cutoff, .. }
             | Selection::Profiles { cutoff, .. }
-            | Selection::PreviewCards { cutoff } => *cutoff,
+            | Selection::PreviewCards { cutoff, .. } => *cutoff,
+        }
+    }
+
+    /// The domain filters of this selection.
+    pub fn domains(&self) -> &DomainFilter {
+        match self {
+            Selection::Media { domains, .. }
+            | Selection::Profiles { domains, .. }
+            | Selection::PreviewCards { domains, .. } => domains,
         }
     }
 
@@ -126,6 +150,7 @@ impl Selection {
             Selection::Media {
                 cutoff,
                 keep_interacted,
+                domains,
             } => {
                 // The primary key is the only cheap time filter: a superset bound one day
                 // past the cutoff, then the exact created_at test (`docs/reference/mastodon-schema.md#id-time-bound`).
@@ -137,18 +162,33 @@ impl Selection {
                 if *keep_interacted {
                     filter.push_str(&interacted_filter(schema.quotes()));
                 }
+                let mut params = DomainParams::after(4);
+                if let Some(p) = params.include(domains) {
+                    filter.push_str(&format!(
+                        " AND EXISTS (SELECT 1 FROM accounts ma WHERE ma.id = m.account_id AND {})",
+                        covered("ma.domain", p)
+                    ));
+                }
+                if let Some(p) = params.exclude(domains) {
+                    filter.push_str(&format!(
+                        " AND NOT EXISTS (SELECT 1 FROM accounts ma WHERE ma.id = m.account_id AND {})",
+                        covered("ma.domain", p)
+                    ));
+                }
                 Spec {
                     table: RowTable::MediaAttachments,
                     alias: "m",
                     groups,
                     filter,
                     bound: Some(bound),
+                    arrays: params.arrays,
                     attached: "(m.status_id IS NOT NULL OR m.scheduled_status_id IS NOT NULL)",
                 }
             }
             Selection::Profiles {
                 cutoff,
                 include_follows,
+                domains,
                 ..
             } => {
                 let mut filter = format!(
@@ -162,23 +202,52 @@ impl Selection {
                          AND NOT EXISTS (SELECT 1 FROM follows f WHERE f.target_account_id = a.id)",
                     );
                 }
+                let mut params = DomainParams::after(4);
+                if let Some(p) = params.include(domains) {
+                    filter.push_str(&format!(" AND {}", covered("a.domain", p)));
+                }
+                if let Some(p) = params.exclude(domains) {
+                    filter.push_str(&format!(" AND NOT {}", covered("a.domain", p)));
+                }
                 Spec {
                     table: RowTable::Accounts,
                     alias: "a",
                     groups,
                     filter,
                     bound: Some(snowflake_at(*cutoff)),
+                    arrays: params.arrays,
                     attached: "FALSE",
                 }
             }
-            Selection::PreviewCards { .. } => {
-                let filter = format!("c.updated_at < $2 AND {}", any_stored("c"));
+            Selection::PreviewCards { domains, .. } => {
+                let mut filter = format!("c.updated_at < $2 AND {}", any_stored("c"));
+                // A card has no account: it takes the domains of the accounts whose
+                // statuses link it (docs/reference/prune-filters.md#cards).
+                let linking = "FROM preview_cards_statuses pcs \
+                     JOIN statuses ps ON ps.id = pcs.status_id \
+                     JOIN accounts pa ON pa.id = ps.account_id \
+                     WHERE pcs.preview_card_id = c.id";
+                let mut params = DomainParams::after(3);
+                if let Some(p) = params.include(domains) {
+                    filter.push_str(&format!(
+                        " AND EXISTS (SELECT 1 {linking}) \
+                         AND NOT EXISTS (SELECT 1 {linking} AND NOT {})",
+                        covered("pa.domain", p)
+                    ));
+                }
+                if let Some(p) = params.exclude(domains) {
+                    filter.push_str(&format!(
+                        " AND NOT EXISTS (SELECT 1 {linking} AND {})",
+                        covered("pa.domain", p)
+                    ));
+                }
                 Spec {
                     table: RowTable::PreviewCards,
                     alias: "c",
                     groups,
                     filter,
                     bound: None,
+                    arrays: params.arrays,
                     attached: "FALSE",
                 }
             }
@@ -200,6 +269,9 @@ impl Selection {
             .bind(naive(self.cutoff()));
         if let Some(b) = spec.bound {
             q = q.bind(b);
+        }
+        for a in &spec.arrays {
+            q = q.bind(a.clone());
         }
         q.fetch_one(db.pool())
             .await
@@ -232,6 +304,7 @@ impl Selection {
             sql,
             cutoff: naive(self.cutoff()),
             bound: spec.bound,
+            arrays: spec.arrays,
             table: spec.table,
             groups: spec.groups,
             last_id: i64::MIN,
@@ -240,10 +313,61 @@ impl Selection {
     }
 }
 
-/// `--keep-interacted`: media of a status that a local account favourited, bookmarked
-/// (bookmarks are always local), reblogged or replied to, or a quote with a local side.
+/// The parameters a selection's domain filters bind, numbered from the first one free.
+struct DomainParams {
+    next: usize,
+    arrays: Vec<Vec<String>>,
+}
+
+impl DomainParams {
+    fn after(first_free: usize) -> Self {
+        Self {
+            next: first_free,
+            arrays: Vec::new(),
+        }
+    }
+
+    fn push(&mut self, list: &[String]) -> Option<usize> {
+        if list.is_empty() {
+            return None;
+        }
+        self.arrays.push(list.to_vec());
+        self.next += 1;
+        Some(self.next - 1)
+    }
+
+    /// The parameter number of the include list, if any.
+    fn include(&mut self, f: &DomainFilter) -> Option<usize> {
+        self.push(&f.include)
+    }
+
+    /// The parameter number of the exclude list, if any.
+    fn exclude(&mut self, f: &DomainFilter) -> Option<usize> {
+        self.push(&f.exclude)
+    }
+}
+
+/// SQL true when `column` (an `accounts.domain`) is one of the domains in text-array
+/// parameter `$param`, or a subdomain of one: equal, or ending in `.` + the domain,
+/// case-insensitively — the rule of Mastodon's domain blocks
+/// (`docs/reference/prune-filters.md#domains`; [`crate::plan::domain::covers`] is the
+/// same test in Rust). False, never NULL, for a NULL (local) domain. No `LIKE`: a domain's
+/// `_` is a plain character.
+fn covered(column: &str, param: usize) -> String {
+    format!(
+        "EXISTS (SELECT 1 FROM unnest(${param}::text[]) AS dr(d) \
+         WHERE lower({column}) = dr.d OR right(lower({column}), length(dr.d) + 1) = '.' || dr.d)"
+    )
+}
+
+/// `--keep-interacted`, Mastodon 4.6's `MediaAttachment.without_local_interaction`
+/// (`docs/reference/prune-filters.md#keep-interacted`): media of a status that a local
+/// account favourited, that anyone bookmarked (bookmarks are always local), that a local,
+/// not deleted status reblogged, replied to or quoted, or that itself quotes a local, not
+/// deleted status. The quote tests only where the `quotes` table exists (4.4+).
 fn interacted_filter(quotes: bool) -> String {
-    let local = "(s.local = TRUE OR s.uri IS NULL)";
+    // `Status.local` under Status's default scope `kept`: not soft-deleted.
+    let local = "(s.local = TRUE OR s.uri IS NULL) AND s.deleted_at IS NULL";
     let mut f = format!(
         " AND NOT (m.status_id IS NOT NULL AND (\
          EXISTS (SELECT 1 FROM bookmarks b WHERE b.status_id = m.status_id) \
@@ -276,6 +400,7 @@ pub struct Cursor {
     sql: String,
     cutoff: NaiveDateTime,
     bound: Option<i64>,
+    arrays: Vec<Vec<String>>,
     table: RowTable,
     groups: Vec<(Attachment, &'static str)>,
     last_id: i64,
@@ -291,6 +416,9 @@ impl Cursor {
         let mut q = sqlx::query(&self.sql).bind(self.last_id).bind(self.cutoff);
         if let Some(b) = self.bound {
             q = q.bind(b);
+        }
+        for a in &self.arrays {
+            q = q.bind(a.clone());
         }
         let rows = q.fetch_all(self.db.pool()).await.map_err(|e| {
             DbError::query(&format!("selecting {} candidates", self.table.name()), e)

@@ -1,8 +1,10 @@
-//! Pure decisions: the key layout ([`layout`]), the prune policy ([`prune`]), the listing
+//! Pure decisions: the key layout ([`layout`]), the prune policy ([`prune`]) and its domain
+//! filters ([`domain`]), the listing
 //! prefixes that size a batch of keys ([`partition`]) and migrate's journal diff, verify and
 //! repair decisions ([`migrate`]). Nothing here touches tokio, sqlx or the AWS SDK;
 //! everything is table-tested inline.
 
+pub mod domain;
 pub mod headers;
 pub mod layout;
 pub mod migrate;

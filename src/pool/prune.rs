@@ -15,12 +15,13 @@ use super::{LockedDb, PassError, PassOptions, run_pass};
 use crate::inventory::Selection;
 use crate::inventory::owners::{OwnershipError, check_owned};
 use crate::mastodon::{Db, DbError, RunLock};
+use crate::plan::domain::DomainFilter;
 use crate::plan::prune::{DaysSource, cutoff};
 use crate::report::{PassReport, Progress, ProgressMode, PruneReport};
 use crate::store::{RetryPolicy, Store, StoreError};
 
 /// What the admin asked to prune (prune's flags, as plain values).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PruneScope {
     /// Media attachments (not `--no-media`).
     pub media: bool,
@@ -34,6 +35,8 @@ pub struct PruneScope {
     pub include_follows: bool,
     /// `--preview-cards`: their retention in days (`--preview-cards-days`).
     pub preview_card_days: Option<u32>,
+    /// `--domain` / `--exclude-domain`, applied to every pass.
+    pub domains: DomainFilter,
 }
 
 /// The passes of one run, in order, with their cutoffs.
@@ -57,6 +60,7 @@ impl PrunePlan {
             selections.push(Selection::Media {
                 cutoff: media_cutoff,
                 keep_interacted: scope.keep_interacted,
+                domains: scope.domains.clone(),
             });
         }
         if scope.profiles {
@@ -64,11 +68,15 @@ impl PrunePlan {
                 cutoff: media_cutoff,
                 headers_only: scope.headers_only,
                 include_follows: scope.include_follows,
+                domains: scope.domains.clone(),
             });
         }
         let card_cutoff = scope.preview_card_days.map(|d| cutoff(now, d));
         if let Some(c) = card_cutoff {
-            selections.push(Selection::PreviewCards { cutoff: c });
+            selections.push(Selection::PreviewCards {
+                cutoff: c,
+                domains: scope.domains.clone(),
+            });
         }
         Self {
             selections,
@@ -155,6 +163,17 @@ pub async fn run_prune(
             .unwrap_or_default(),
         cutoff: rfc3339(plan.media_cutoff),
         preview_cards_cutoff: plan.card_cutoff.map(rfc3339),
+        // Every pass of a run has the same domain filters.
+        domains: plan
+            .selections
+            .first()
+            .map(|s| s.domains().include.clone())
+            .unwrap_or_default(),
+        exclude_domains: plan
+            .selections
+            .first()
+            .map(|s| s.domains().exclude.clone())
+            .unwrap_or_default(),
         storage: store.describe(),
         ..PruneReport::default()
     };
@@ -303,6 +322,7 @@ mod tests {
             headers_only: false,
             include_follows: false,
             preview_card_days: None,
+            domains: DomainFilter::default(),
         }
     }
 
@@ -333,7 +353,7 @@ mod tests {
             ),
         ];
         for (scope, want, card) in cases {
-            let plan = PrunePlan::new(scope, 7, now);
+            let plan = PrunePlan::new(scope.clone(), 7, now);
             let got: Vec<_> = plan
                 .selections
                 .iter()

@@ -258,6 +258,11 @@ pub struct PruneReport {
     pub cutoff: String,
     /// Preview card cutoff when that pass ran.
     pub preview_cards_cutoff: Option<String>,
+    /// `--domain`: only rows of these domains and their subdomains were selected (empty:
+    /// every domain). Normal form, as in `accounts.domain`.
+    pub domains: Vec<String>,
+    /// `--exclude-domain`: rows of these domains and their subdomains were never selected.
+    pub exclude_domains: Vec<String>,
     /// The store (`s3://bucket at endpoint` or `file:///root`).
     pub storage: String,
     /// Requests to the store: `requests` (operations) and `attempts` per operation,
@@ -310,6 +315,20 @@ impl PruneReport {
         );
         if let Some(c) = &self.preview_cards_cutoff {
             let _ = writeln!(s, "preview cards cutoff {c}");
+        }
+        if !self.domains.is_empty() {
+            let _ = writeln!(
+                s,
+                "domains: {} and their subdomains",
+                self.domains.join(", ")
+            );
+        }
+        if !self.exclude_domains.is_empty() {
+            let _ = writeln!(
+                s,
+                "excluded domains: {} and their subdomains",
+                self.exclude_domains.join(", ")
+            );
         }
         let _ = writeln!(s, "storage: {}", self.storage);
         for p in &self.passes {

@@ -22,6 +22,7 @@ mod parsers;
 mod pgbouncer;
 mod provider_checksums;
 mod prune;
+mod prune_filters;
 mod store_conformance;
 mod storms;
 mod support;

@@ -27,6 +27,8 @@ pub struct Media {
     pub created_days_ago: f64,
     /// `status_id` (the status must exist).
     pub status_id: Option<i64>,
+    /// `account_id` (the owner; its `accounts.domain` is what `--domain` tests).
+    pub account_id: Option<i64>,
 }
 
 impl Media {
@@ -43,6 +45,7 @@ impl Media {
             thumb_version: None,
             created_days_ago: days_ago,
             status_id: None,
+            account_id: None,
         }
     }
 
@@ -65,18 +68,18 @@ pub async fn insert_media(db: &TestDb, m: &Media) {
     .await
     .expect("introspect");
     let (tv_col, tv_val) = if has_thumb_version {
-        (", thumbnail_storage_schema_version", ", $11")
+        (", thumbnail_storage_schema_version", ", $12")
     } else {
         ("", "")
     };
     let sql = format!(
         "INSERT INTO media_attachments (id, remote_url, file_file_name, file_content_type, file_file_size, \
          file_storage_schema_version, thumbnail_file_name, thumbnail_content_type, thumbnail_file_size, \
-         status_id, created_at, updated_at, file_updated_at, thumbnail_remote_url, blurhash, description{tv_col}) \
+         status_id, created_at, updated_at, file_updated_at, thumbnail_remote_url, blurhash, description, account_id{tv_col}) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, CASE WHEN $7::text IS NULL THEN NULL ELSE 'image/jpeg' END, \
          CASE WHEN $7::text IS NULL THEN NULL ELSE 321 END, $8, \
          (now() AT TIME ZONE 'UTC') - make_interval(secs => $9), (now() AT TIME ZONE 'UTC') - make_interval(secs => $9), \
-         (now() AT TIME ZONE 'UTC') - make_interval(secs => $9), $10, 'LEHV6nWB2yk8', 'a description'{tv_val})"
+         (now() AT TIME ZONE 'UTC') - make_interval(secs => $9), $10, 'LEHV6nWB2yk8', 'a description', $11{tv_val})"
     );
     let thumb_url = m
         .thumb_name
@@ -92,7 +95,8 @@ pub async fn insert_media(db: &TestDb, m: &Media) {
         .bind(&m.thumb_name)
         .bind(m.status_id)
         .bind(m.created_days_ago * 86400.0)
-        .bind(thumb_url);
+        .bind(thumb_url)
+        .bind(m.account_id);
     if has_thumb_version {
         q = q.bind(m.thumb_version);
     }
