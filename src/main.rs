@@ -10,7 +10,7 @@ use std::process::ExitCode as ProcessExit;
 use clap::Parser;
 use mastomedia::cli::{Cli, Command};
 use mastomedia::commands;
-use mastomedia::report::{ExitCode, LogWriter};
+use mastomedia::report::{ExitCode, LogWriter, log};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ProcessExit {
@@ -31,13 +31,24 @@ fn main() -> ProcessExit {
     };
     let filter = EnvFilter::try_from_env("MASTOMEDIA_LOG")
         .unwrap_or_else(|_| EnvFilter::new(format!("mastomedia={default_level},warn")));
-    tracing_subscriber::fmt()
+    log::set_format(cli.log_format.into());
+    let subscriber = tracing_subscriber::fmt()
         .with_env_filter(filter)
         // stderr, above the progress bar when one is drawn (never through it).
         .with_writer(LogWriter)
-        .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_target(false);
+    if log::is_json() {
+        // The shape report::log::line writes too: timestamp, level, fields.message.
+        subscriber
+            .json()
+            .with_current_span(false)
+            .with_span_list(false)
+            .init();
+    } else {
+        subscriber
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init();
+    }
 
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -64,7 +75,9 @@ fn main() -> ProcessExit {
         match result {
             Ok(code) => code,
             Err(e) => {
-                eprintln!("error: {:#}", e.error);
+                let mut fields = serde_json::Map::new();
+                fields.insert("exit_code".into(), (e.code as i32).into());
+                log::line("ERROR", &format!("error: {:#}", e.error), fields);
                 if json {
                     // Scripts reading --json still get one object, with the reason.
                     mastomedia::outln!(

@@ -62,9 +62,32 @@ pub struct Cli {
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
 
+    /// The format of stderr (logs, status lines, the final error): human text, or one
+    /// JSON object per line for log shippers.
+    #[arg(long, global = true, value_enum, value_name = "FORMAT", default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
     /// The job to run.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// `--log-format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human text (default).
+    Text,
+    /// One JSON object per line: `{"timestamp", "level", "fields": {"message", …}}`.
+    Json,
+}
+
+impl From<LogFormat> for crate::report::log::LogFormat {
+    fn from(f: LogFormat) -> Self {
+        match f {
+            LogFormat::Text => Self::Text,
+            LogFormat::Json => Self::Json,
+        }
+    }
 }
 
 /// Subcommands.

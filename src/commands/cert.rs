@@ -124,9 +124,13 @@ async fn renew(env_file: &Path, a: RenewArgs, quiet: bool) -> Result<ExitCode, C
                         "without LINODE_TOKEN the bucket's host is derived from S3_ENDPOINT, which is not set: set S3_ENDPOINT (e.g. https://us-east-1.linodeobjects.com) or LINODE_TOKEN"
                     ))
                 })?;
-            eprintln!(
-                "dry run without LINODE_TOKEN: skipped the bucket lookup and the installed-certificate check through the Linode API; the CNAME target {} is derived from S3_ENDPOINT",
-                bucket.hostname
+            crate::report::log::line(
+                "WARN",
+                &format!(
+                    "dry run without LINODE_TOKEN: skipped the bucket lookup and the installed-certificate check through the Linode API; the CNAME target {} is derived from S3_ENDPOINT",
+                    bucket.hostname
+                ),
+                serde_json::Map::new(),
             );
             (None, bucket, None)
         }
@@ -147,7 +151,11 @@ async fn renew(env_file: &Path, a: RenewArgs, quiet: bool) -> Result<ExitCode, C
     };
     if !quiet {
         let verb = if a.dry_run { "would renew" } else { "renewing" };
-        eprintln!("{verb} the certificate for {domain}: {reason}");
+        crate::report::log::line(
+            "INFO",
+            &format!("{verb} the certificate for {domain}: {reason}"),
+            serde_json::Map::new(),
+        );
     }
     if acme.is_none() {
         acme = Acme::load(api_http.clone(), &directory, &account_path)

@@ -79,8 +79,10 @@ pub fn interrupt_token() -> CancellationToken {
             wait_signal().await;
             count += 1;
             if count == 1 {
-                eprintln!(
-                    "interrupted: finishing the work in flight, then stopping (press Ctrl-C again to abort at once)"
+                crate::report::log::line(
+                    "WARN",
+                    "interrupted: finishing the work in flight, then stopping (press Ctrl-C again to abort at once)",
+                    serde_json::Map::new(),
                 );
                 t.cancel();
             } else {

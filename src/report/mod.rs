@@ -5,6 +5,7 @@
 
 pub mod cert;
 pub mod doctor;
+pub mod log;
 pub mod migrate;
 pub mod orphans;
 mod progress;
@@ -151,7 +152,11 @@ pub fn out(text: &str) {
         .and_then(|()| stdout.flush())
         && e.kind() != std::io::ErrorKind::BrokenPipe
     {
-        eprintln!("cannot write the report to stdout: {e}");
+        log::line(
+            "ERROR",
+            &format!("cannot write the report to stdout: {e}"),
+            serde_json::Map::new(),
+        );
     }
 }
 

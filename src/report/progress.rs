@@ -138,7 +138,7 @@ impl ProgressMode {
         use std::io::IsTerminal;
         if quiet {
             ProgressMode::Off
-        } else if std::io::stderr().is_terminal() {
+        } else if std::io::stderr().is_terminal() && !super::log::is_json() {
             ProgressMode::Bar
         } else {
             let secs = std::env::var("MASTOMEDIA_STATUS_INTERVAL")
@@ -218,10 +218,7 @@ impl Progress {
                     tick.tick().await;
                     loop {
                         tick.tick().await;
-                        eprintln!(
-                            "{}",
-                            status_line(&label, total, &c, started.elapsed(), &unit, &verb)
-                        );
+                        status(&label, total, &c, started.elapsed(), &unit, &verb);
                     }
                 });
                 (None, Some(handle))
@@ -257,7 +254,7 @@ impl Progress {
     pub fn println(&self, line: &str) {
         match &self.bar {
             Some(bar) => bar.println(line),
-            None => eprintln!("{line}"),
+            None => super::log::line("INFO", line, serde_json::Map::new()),
         }
     }
 
@@ -271,16 +268,13 @@ impl Progress {
         }
         if let Some(t) = self.ticker.take() {
             t.abort();
-            eprintln!(
-                "{}",
-                status_line(
-                    &self.label,
-                    self.total,
-                    &self.counters,
-                    self.started.elapsed(),
-                    &self.unit,
-                    &self.bytes_verb
-                )
+            status(
+                &self.label,
+                self.total,
+                &self.counters,
+                self.started.elapsed(),
+                &self.unit,
+                &self.bytes_verb,
             );
         }
     }
@@ -295,6 +289,24 @@ impl Drop for Progress {
             t.abort();
         }
     }
+}
+
+/// Writes the status line; in JSON mode its numbers are fields too (`pass`, `unit`,
+/// `done`, `total` (0: unknown), `failed`, `bytes`, `elapsed_s`).
+fn status(label: &str, total: u64, c: &Counters, elapsed: Duration, unit: &str, verb: &str) {
+    let mut f = serde_json::Map::new();
+    f.insert("pass".into(), label.into());
+    f.insert("unit".into(), unit.into());
+    f.insert("done".into(), c.rows.load(Ordering::Relaxed).into());
+    f.insert("total".into(), total.into());
+    f.insert("failed".into(), c.failed.load(Ordering::Relaxed).into());
+    f.insert("bytes".into(), c.bytes.load(Ordering::Relaxed).into());
+    f.insert(
+        "elapsed_s".into(),
+        ((elapsed.as_secs_f64() * 10.0).round() / 10.0).into(),
+    );
+    let text = status_line(label, total, c, elapsed, unit, verb);
+    super::log::line("INFO", &text, f);
 }
 
 fn status_line(

@@ -15,6 +15,7 @@ mod docs_cli;
 mod doctor;
 mod du_orphans;
 mod faults;
+mod log_format;
 mod migrate;
 mod migrate_privacy;
 mod orphans_ownership;
