@@ -8,7 +8,8 @@
 #   (installs Debian's postgresql, starts the cluster, adds a trust line if needed).
 # - Debian's pebble (ACME test server + mock DNS) for the certificate tests.
 # - Debian's pgbouncer (/usr/sbin/pgbouncer) for the transaction-pooling tests.
-# - A Python venv with moto (the local S3 server used by tests/support/s3server.py),
+# - A Python venv with moto (the local S3 server used by tests/support/s3server.py) and
+#   prometheus-client (its text-format parser reads --metrics-file in tests/it/metrics.rs),
 #   at ${MASTOMEDIA_VENV:-$HOME/.cache/mastomedia/venv}.
 #
 # Exports MASTOMEDIA_TEST_DATABASE_URL (unless already set) and MASTOMEDIA_TEST_PYTHON.
@@ -118,7 +119,7 @@ _mm_postgres() {
 
 _mm_venv_ok() {
     [ -x "$1/bin/python" ] &&
-        "$1/bin/python" -c 'import moto, moto.server, flask, flask_cors, boto3' >/dev/null 2>&1
+        "$1/bin/python" -c 'import moto, moto.server, flask, flask_cors, boto3, prometheus_client' >/dev/null 2>&1
 }
 
 _mm_s3_venv() {
@@ -139,7 +140,7 @@ _mm_s3_venv() {
             fi
         fi
         _mm_quiet "$venv/bin/python" -m pip install --disable-pip-version-check --no-input \
-            'moto[s3]==5.2.5' flask flask-cors || return 1
+            'moto[s3]==5.2.5' flask flask-cors 'prometheus-client==0.21.1' || return 1
         if ! _mm_venv_ok "$venv"; then
             _mm_log "moto still cannot be imported from $venv/bin/python"
             return 1

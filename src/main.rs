@@ -10,7 +10,7 @@ use std::process::ExitCode as ProcessExit;
 use clap::Parser;
 use mastomedia::cli::{Cli, Command};
 use mastomedia::commands;
-use mastomedia::report::{ExitCode, LogWriter, log};
+use mastomedia::report::{ExitCode, LogWriter, log, metrics};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ProcessExit {
@@ -61,6 +61,8 @@ fn main() -> ProcessExit {
         }
     };
     let json = cli.command.json();
+    let command = cli.command.name();
+    let started = std::time::Instant::now();
     let code = runtime.block_on(async {
         let result = match cli.command {
             Command::Prune(args) => commands::prune::run(&cli.env_file, args, cli.quiet).await,
@@ -92,5 +94,20 @@ fn main() -> ProcessExit {
     // Like the `std::process::exit` this replaces, do not wait for tasks still running
     // (a ticker, a blocking DNS lookup): the run is over and its report printed.
     runtime.shutdown_background();
+    if let Some(path) = &cli.metrics_file {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64().floor())
+            .unwrap_or_default();
+        let elapsed = started.elapsed().as_secs_f64();
+        if let Err(e) = metrics::write(path, command, code as i32, elapsed, now) {
+            // The run's outcome stands; the admin learns why the graph has a gap.
+            log::line(
+                "ERROR",
+                &format!("cannot write the metrics file {}: {e}", path.display()),
+                serde_json::Map::new(),
+            );
+        }
+    }
     code.into()
 }

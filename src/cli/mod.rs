@@ -67,6 +67,11 @@ pub struct Cli {
     #[arg(long, global = true, value_enum, value_name = "FORMAT", default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
+    /// Also write the run's numbers in the Prometheus text format to this file, atomically
+    /// (for node_exporter's textfile collector: name it *.prom, one file per command).
+    #[arg(long, global = true, value_name = "PATH")]
+    pub metrics_file: Option<PathBuf>,
+
     /// The job to run.
     #[command(subcommand)]
     pub command: Command,
@@ -120,6 +125,20 @@ pub enum Command {
 }
 
 impl Command {
+    /// The subcommand's name (`prune`, `cert`, …), the `command` label of the metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Prune(_) => "prune",
+            Command::Migrate(_) => "migrate",
+            Command::Du(_) => "du",
+            Command::Orphans(_) => "orphans",
+            Command::Cert(_) => "cert",
+            Command::Doctor(_) => "doctor",
+            Command::Completions(_) => "completions",
+            Command::Man(_) => "man",
+        }
+    }
+
     /// Whether the command was asked for JSON on stdout (`--json`), so that even a fatal
     /// error is reported as JSON there.
     pub fn json(&self) -> bool {

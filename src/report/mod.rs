@@ -6,6 +6,7 @@
 pub mod cert;
 pub mod doctor;
 pub mod log;
+pub mod metrics;
 pub mod migrate;
 pub mod orphans;
 mod progress;
@@ -181,8 +182,12 @@ pub trait Summary: Serialize {
     /// The human summary.
     fn human(&self) -> String;
 
-    /// Prints the summary on stdout: pretty JSON when `json`, else the human text.
+    /// Prints the summary on stdout: pretty JSON when `json`, else the human text. Keeps
+    /// its JSON for `--metrics-file` ([`metrics::record`]).
     fn print(&self, json: bool) {
+        if let Ok(v) = serde_json::to_value(self) {
+            metrics::record(v);
+        }
         if json {
             crate::outln!(
                 "{}",

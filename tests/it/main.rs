@@ -16,6 +16,7 @@ mod doctor;
 mod du_orphans;
 mod faults;
 mod log_format;
+mod metrics;
 mod migrate;
 mod migrate_privacy;
 mod orphans_ownership;
