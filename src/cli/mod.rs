@@ -2,6 +2,7 @@
 //! the environment.
 
 pub mod cert;
+pub mod config;
 pub mod docs;
 pub mod doctor;
 pub mod du;
@@ -117,6 +118,9 @@ pub enum Command {
     /// Check the whole setup (env, database, bucket, DNS, CAA, TLS, public reads), one line
     /// per check with its fix; exit 1 on any failure.
     Doctor(doctor::Args),
+    /// Show the effective configuration: each variable's value (secrets hidden) and where
+    /// it came from, the storage, addressing, key prefix and the schema's Mastodon version.
+    Config(config::Args),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell) on stdout.
     Completions(docs::CompletionsArgs),
     /// Print a man page on stdout, or write every page with --out DIR; generated from this
@@ -134,6 +138,7 @@ impl Command {
             Command::Orphans(_) => "orphans",
             Command::Cert(_) => "cert",
             Command::Doctor(_) => "doctor",
+            Command::Config(_) => "config",
             Command::Completions(_) => "completions",
             Command::Man(_) => "man",
         }
@@ -148,6 +153,7 @@ impl Command {
             Command::Du(a) => a.json,
             Command::Orphans(a) => a.json,
             Command::Doctor(a) => a.json,
+            Command::Config(a) => a.json,
             Command::Cert(a) => match &a.command {
                 cert::CertCommand::Status(s) => s.json,
                 cert::CertCommand::Renew(_) => false,

@@ -2,6 +2,7 @@
 //! together. One file per subcommand, each exporting `run`.
 
 pub mod cert;
+pub mod config;
 pub mod docs;
 pub mod doctor;
 pub mod du;

@@ -6,6 +6,7 @@
 //! Must not: be read by anything but `commands/`, open connections, or print secrets.
 
 mod linode;
+pub mod settings;
 
 use crate::mastodon::DatabaseSettings;
 pub use crate::mastodon::{DatabaseConfig, LockDatabaseConfig};

@@ -4,6 +4,7 @@
 //! Must not: print progress to stdout, or print secrets.
 
 pub mod cert;
+pub mod config;
 pub mod doctor;
 pub mod log;
 pub mod metrics;

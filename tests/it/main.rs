@@ -11,6 +11,7 @@ mod cert_install;
 mod cert_tokenless;
 mod chaos;
 mod closed_stdout;
+mod config_cmd;
 mod docs_cli;
 mod doctor;
 mod du_orphans;
