@@ -1,5 +1,5 @@
 //! Pure decisions: the key layout ([`layout`]), the prune policy ([`prune`]), the listing
-//! prefixes that size a batch of keys ([`partition`]) and migrate's journal diff, verify and
+//! prefixes and listing ranges that size a batch of keys ([`partition`], [`ranges`]) and migrate's journal diff, verify and
 //! repair decisions ([`migrate`]). Nothing here touches tokio, sqlx or the AWS SDK;
 //! everything is table-tested inline.
 
@@ -11,3 +11,4 @@ pub mod ownership;
 pub mod parse;
 pub mod partition;
 pub mod prune;
+pub mod ranges;

@@ -21,6 +21,7 @@ mod parsers;
 mod pgbouncer;
 mod provider_checksums;
 mod prune;
+mod prune_ranges;
 mod store_conformance;
 mod storms;
 mod support;
