@@ -287,6 +287,47 @@ mod tests {
         assert!(plan_ranges([]).is_empty());
     }
 
+    #[test]
+    fn widths_sharing_a_folder_are_separate_ranges_and_never_answer_each_other() {
+        // Serial and snowflake account ids in one attachment folder: their keys
+        // interleave bytewise (`000/…` < `109/…` but a 17-digit folder holds 18-digit
+        // ones), so each width is its own range.
+        let a = "accounts/avatars/";
+        let serial = [
+            format!("{a}000/004/242/original/s1.png"),
+            format!("{a}000/005/242/original/s2.png"),
+        ];
+        let five = [
+            format!("{a}100/000/000/000/000/original/f1.png"),
+            format!("{a}100/000/001/000/000/original/f2.png"),
+        ];
+        let six = [
+            format!("{a}100/000/000/000/000/123/original/x1.png"),
+            format!("{a}109/345/678/901/234/567/original/x2.png"),
+        ];
+        let all: Vec<&str> = serial
+            .iter()
+            .chain(&five)
+            .chain(&six)
+            .map(String::as_str)
+            .collect();
+        let plans = plan_ranges(all.iter().copied());
+        let mut by_width: Vec<Vec<String>> = plans.iter().map(|p| p.keys.clone()).collect();
+        by_width.sort();
+        let mut want = vec![serial.to_vec(), five.to_vec(), six.to_vec()];
+        want.sort();
+        assert_eq!(by_width, want);
+        // The 17-digit range's listing passes over the 18-digit object inside its folder
+        // without answering for it, and a 17-digit key missing from the listing is gone.
+        let plan = plans.iter().find(|p| p.keys == five).unwrap();
+        assert_eq!(plan.prefix, format!("{a}100/000/"));
+        let mut m = RangeMerge::new(plan);
+        let listed = [(six[0].as_str(), 9), (five[0].as_str(), 4)];
+        assert_eq!(m.feed(listed, false), Step::Done);
+        let got: Vec<_> = m.answers().collect();
+        assert_eq!(got, [(five[0].clone(), Some(4)), (five[1].clone(), None)]);
+    }
+
     fn plan_of(ids: &[u64]) -> RangePlan {
         let keys: Vec<String> = ids
             .iter()
