@@ -11,7 +11,6 @@ use crate::model::{KeyPrefix, ObjectKey};
 use crate::plan::layout::{Attachment, StoredAttachment};
 use crate::plan::orphans::Owner;
 use crate::plan::parse::ParsedKey;
-use crate::plan::partition::listing_prefixes;
 use crate::store::{Store, StoreError, validate_key};
 
 /// The SQL predicate that a row of `table` (alias `t`) is remote (`docs/reference/key-layout.md#cache-prefix`): media
@@ -145,7 +144,9 @@ pub enum OwnershipError {
 /// staging copy, a wrong `DATABASE_URL`) owns nothing there: `orphans --delete` would see
 /// every object as an orphan, and `prune` every candidate as already gone and clear rows
 /// whose files live in another bucket. An empty sample passes (no stored file at all: the
-/// callers have their own sign for that), and so does one of keys [`validate_key`] refuses. One `stat_many` of at most the sample's size.
+/// callers have their own sign for that), and so does one of keys [`validate_key`] refuses.
+/// The keys are looked up one at a time (`HEAD`, a `stat` on the filesystem) until one
+/// exists: one request on a healthy instance, at most the sample's size on a wrong one.
 /// Errors: [`OwnershipError`].
 pub async fn check_owned(
     sample: &[String],
@@ -162,23 +163,24 @@ pub async fn check_owned(
     if keys.is_empty() {
         return Ok(());
     }
-    let prefixes = listing_prefixes(keys.iter().map(ObjectKey::as_str));
-    let sized = store.stat_many(&keys, &prefixes).await;
-    let found = sized.iter().any(|r| matches!(r, Ok(Some(_))));
-    if let Some(Err(e)) = sized
-        .into_iter()
-        .find(|r| r.as_ref().is_err_and(|e| e.is_fatal() || !found))
-    {
+    let mut last_error = None;
+    for key in &keys {
+        match store.head(key).await {
+            Ok(Some(_)) => return Ok(()),
+            Ok(None) => {}
+            Err(e) if e.is_fatal() => return Err(OwnershipError::Sizing(e)),
+            Err(e) => last_error = Some(e),
+        }
+    }
+    // Nothing found: if some lookups failed, ownership is unknown rather than disproved.
+    if let Some(e) = last_error {
         return Err(OwnershipError::Sizing(e));
     }
-    if !found {
-        return Err(OwnershipError::NotThisStorage {
-            checked: keys.len(),
-            example: keys[0].clone(),
-            store: store.describe(),
-        });
-    }
-    Ok(())
+    Err(OwnershipError::NotThisStorage {
+        checked: keys.len(),
+        example: keys[0].clone(),
+        store: store.describe(),
+    })
 }
 
 /// One stored attachment of a looked-up row.

@@ -30,6 +30,7 @@ pub use engine::{HeldLock, RowSink};
 pub use gate::Gate;
 pub use retry::delete_with_retries_locked;
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -490,7 +491,7 @@ async fn process_chunk<S: Store + ?Sized, L: HeldLock>(
     }
 }
 
-/// Sizes `keys` ([`Store::stat_many`]), then sizes again the keys whose sizing failed
+/// Sizes `keys` (range listings, then [`Store::stat_many`]: `first_sizes`), then sizes again the keys whose sizing failed
 /// with a retryable error (their listing kept failing after the request-level retries),
 /// `key_attempts` tries in all with full-jitter backoff from `retry_base`: the item-level
 /// retry of listings. Returns one answer per key, in order.
@@ -499,7 +500,7 @@ async fn stat_with_retries<S: Store + ?Sized>(
     keys: &[ObjectKey],
     opts: &PassOptions,
 ) -> Vec<Result<Option<u64>, StoreError>> {
-    let mut sized = store.stat_many(keys, &stat_prefixes(keys)).await;
+    let mut sized = first_sizes(store, keys).await;
     for attempt in 1..opts.key_attempts {
         let again: Vec<usize> = (0..keys.len())
             .filter(|&i| matches!(&sized[i], Err(e) if e.is_retryable()))
@@ -519,6 +520,86 @@ async fn stat_with_retries<S: Store + ?Sized>(
         }
     }
     sized
+}
+
+/// The first sizing of `keys`, one answer per key in order: on a store that
+/// [`Store::sizes_by_listing`], the range listings of `plan::ranges` first (keys a
+/// successful page covered are answered by it), then [`Store::stat_many`] for every key
+/// no range covered (per-partition listings on S3, a `stat` per key on the filesystem).
+async fn first_sizes<S: Store + ?Sized>(
+    store: &S,
+    keys: &[ObjectKey],
+) -> Vec<Result<Option<u64>, StoreError>> {
+    let covered = if store.sizes_by_listing() {
+        range_sizes(store, keys).await
+    } else {
+        HashMap::new()
+    };
+    let rest: Vec<ObjectKey> = keys
+        .iter()
+        .filter(|k| !covered.contains_key(k.as_str()))
+        .cloned()
+        .collect();
+    let rest_sized = if rest.is_empty() {
+        Vec::new()
+    } else {
+        store.stat_many(&rest, &stat_prefixes(&rest)).await
+    };
+    let mut rest_sized = rest_sized.into_iter();
+    keys.iter()
+        .map(|k| match covered.get(k.as_str()) {
+            Some(size) => Ok(*size),
+            None => rest_sized
+                .next()
+                .unwrap_or_else(|| Err(StoreError::Transport("no size answer for a key".into()))),
+        })
+        .collect()
+}
+
+/// Sizes of the keys the range listings of `keys` cover (`plan::ranges`): per range, pages
+/// from just before its first key until past its last, merged with its sorted keys,
+/// stopped early when the range proves sparse. A failed page ends its range: the keys it
+/// would have covered stay unanswered (sized per partition by the caller), never guessed.
+/// Four ranges at a time.
+async fn range_sizes<S: Store + ?Sized>(
+    store: &S,
+    keys: &[ObjectKey],
+) -> HashMap<String, Option<u64>> {
+    use crate::plan::ranges::{RangeMerge, Step, plan_ranges};
+    use futures::StreamExt as _;
+    let plans = plan_ranges(
+        keys.iter()
+            .filter(|k| validate_key(k).is_ok())
+            .map(ObjectKey::as_str),
+    );
+    let futs = plans.into_iter().map(|plan| async move {
+        let mut merge = RangeMerge::new(&plan);
+        let mut token = None;
+        loop {
+            let after = token.is_none().then_some(plan.start_after.as_str());
+            let page = match store.list_page(&plan.prefix, false, after, token).await {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::debug!("range listing of {} failed: {e}", plan.prefix);
+                    break;
+                }
+            };
+            let step = merge.feed(
+                page.objects.iter().map(|o| (o.key.as_str(), o.size)),
+                page.next.is_some(),
+            );
+            match (step, page.next) {
+                (Step::NextPage, Some(t)) => token = Some(t),
+                _ => break,
+            }
+        }
+        merge.answers().collect::<Vec<_>>()
+    });
+    futures::stream::iter(futs)
+        .buffer_unordered(4)
+        .flat_map(futures::stream::iter)
+        .collect()
+        .await
 }
 
 /// The listings that size `keys` on S3 ([`Store::stat_many`]): Mastodon's partition

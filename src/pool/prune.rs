@@ -257,7 +257,7 @@ pub async fn run_prune(
         }
     }
     report.interrupted = cancel.is_cancelled();
-    report.requests = store.limiter().stats();
+    report.set_requests(store.limiter().stats());
     report.elapsed_seconds = started.elapsed().as_secs_f64();
     Ok(report)
 }

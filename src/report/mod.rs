@@ -280,6 +280,11 @@ pub struct PruneReport {
     /// `throttled` answers (flattened into the top level of the JSON).
     #[serde(flatten)]
     pub requests: RequestStats,
+    /// Requests (operations, [`RequestStats::total_requests`]) per object deleted (or that
+    /// would be, in a dry run) over every pass: the run's request cost (issue 11's floor
+    /// is about 0.002: one `DeleteObjects` and one listing page per 1000 keys). `None`
+    /// when nothing was deleted.
+    pub requests_per_deleted_key: Option<f64>,
     /// The passes that ran.
     pub passes: Vec<PassReport>,
     /// Set when Ctrl-C stopped intake.
@@ -295,6 +300,15 @@ pub struct PruneReport {
 }
 
 impl PruneReport {
+    /// Records the store's request counts and the ratio
+    /// [`PruneReport::requests_per_deleted_key`] from them and the passes' deletes.
+    pub fn set_requests(&mut self, requests: RequestStats) {
+        let deleted: u64 = self.passes.iter().map(|p| p.objects_deleted).sum();
+        self.requests_per_deleted_key =
+            (deleted > 0).then(|| requests.total_requests() as f64 / deleted as f64);
+        self.requests = requests;
+    }
+
     /// The exit code this report calls for.
     pub fn exit_code(&self) -> ExitCode {
         Outcome {
@@ -397,6 +411,9 @@ impl PruneReport {
             );
         }
         let _ = writeln!(s, "{}", requests_line(&self.requests));
+        if let Some(r) = self.requests_per_deleted_key {
+            let _ = writeln!(s, "requests per {verb}deleted object: {r:.4}");
+        }
         if self.interrupted {
             let _ = writeln!(
                 s,
@@ -515,5 +532,37 @@ mod tests {
         assert_eq!(json["attempts"]["ListObjectsV2"], 5);
         assert_eq!(json["throttled"], 3);
         assert!(json.get("rate").is_none());
+    }
+
+    #[test]
+    fn requests_per_deleted_key_counts_every_pass_and_is_absent_without_deletes() {
+        let stats = |n| RequestStats {
+            requests: [("ListObjectsV2", n), ("DeleteObjects", 2)]
+                .into_iter()
+                .collect(),
+            ..RequestStats::default()
+        };
+        let mut r = PruneReport::default();
+        r.set_requests(stats(1));
+        assert_eq!(r.requests_per_deleted_key, None);
+        assert!(serde_json::to_value(&r).unwrap()["requests_per_deleted_key"].is_null());
+        for deleted in [1500, 500] {
+            r.passes.push(PassReport {
+                objects_deleted: deleted,
+                ..Default::default()
+            });
+        }
+        r.set_requests(stats(3));
+        assert_eq!(r.requests_per_deleted_key, Some(5.0 / 2000.0));
+        assert_eq!(
+            serde_json::to_value(&r).unwrap()["requests_per_deleted_key"],
+            0.0025
+        );
+        assert!(
+            r.human()
+                .contains("\nrequests per deleted object: 0.0025\n"),
+            "{}",
+            r.human()
+        );
     }
 }

@@ -409,6 +409,14 @@ pub trait Store: Send + Sync + 'static {
         prefixes: &'a [String],
     ) -> BoxFuture<'a, Vec<Result<Option<u64>, StoreError>>>;
 
+    /// Whether one listing page is cheap next to one request per key (S3: ~1000 objects
+    /// per request), so prune sizes runs of keys by range listings (`plan::ranges`).
+    /// `false` (the default, the filesystem): a listing walks folders, so each key is
+    /// sized by itself ([`Store::stat_many`]).
+    fn sizes_by_listing(&self) -> bool {
+        false
+    }
+
     /// One page of the objects below `prefix` (`""` = everything), in key order, starting
     /// after `start_after` when given (first page only) or from the `continuation` token of
     /// the previous page. With `delimiter`, keys containing a further `/` are rolled up

@@ -823,6 +823,10 @@ impl Store for S3Store {
         Box::pin(self.stat_keys(keys, prefixes))
     }
 
+    fn sizes_by_listing(&self) -> bool {
+        true
+    }
+
     fn list_page<'a>(
         &'a self,
         prefix: &'a str,

@@ -26,6 +26,7 @@ mod pgbouncer;
 mod provider_checksums;
 mod prune;
 mod prune_filters;
+mod prune_ranges;
 mod store_conformance;
 mod storms;
 mod support;

@@ -6,7 +6,8 @@
 //! character (`\x01`, U+FFFE: the listing XML cannot carry it) does not stop prune, du or
 //! orphans (listings use `EncodingType=url`), and a row whose listing keeps failing
 //! fails alone. Faults come from `tests/support/s3server.py` (`error_rate` is seeded, so a
-//! failing run replays; `list_errors` fails the listings of one prefix).
+//! failing run replays; `list_errors` fails every listing whose key range covers one
+//! prefix, so a range listing over it fails as well as the prefix's own listing).
 
 use std::collections::BTreeSet;
 
@@ -77,6 +78,72 @@ fn attempts(report: &serde_json::Value) -> u64 {
         .sum()
 }
 
+/// Checks the storm of a `prune --json` run against the server's log: what `--json`
+/// calls attempts is what the server saw, per operation; errors were injected on each of
+/// `stormed` (e.g. `ListObjectsV2` for sizing and `DeleteObjects`); every answer of
+/// status 400 or more the server sent was one it injected (moto itself failed nothing);
+/// and every retry the tool made answered an injected error (attempts beyond the
+/// operations ≤ injected; the runs set a read timeout long enough that no attempt times
+/// out). Returns the injected count.
+fn assert_storm_matches_the_server_log(
+    report: &serde_json::Value,
+    stats: &serde_json::Value,
+    stormed: &[&str],
+) -> u64 {
+    let injected = stats["injected"].as_u64().unwrap();
+    let per_op = |field: &str, op: &str| report[field][op].as_u64().unwrap_or(0);
+    for op in ["ListObjectsV2", "DeleteObjects"] {
+        assert_eq!(
+            per_op("attempts", op),
+            stats["ops"][op].as_u64().unwrap_or(0),
+            "{op}: {report:#}\n{stats}"
+        );
+    }
+    for &op in stormed {
+        assert!(
+            stats["injected_ops"][op].as_u64().unwrap_or(0) > 0,
+            "the storm hit {op}: {stats}"
+        );
+    }
+    let sum = |v: &serde_json::Value| -> u64 {
+        v.as_object()
+            .map(|o| o.values().map(|n| n.as_u64().unwrap()).sum())
+            .unwrap_or(0)
+    };
+    assert_eq!(sum(&stats["injected_ops"]), injected, "{stats}");
+    assert_eq!(
+        sum(&stats["error_answers"]),
+        injected,
+        "every error answer was injected: {stats}"
+    );
+    let requests = sum(&report["requests"]);
+    let attempts = attempts(report);
+    assert_eq!(
+        attempts,
+        stats["total"].as_u64().unwrap(),
+        "{report:#}\n{stats}"
+    );
+    assert!(
+        attempts > requests && attempts - requests <= injected,
+        "retries ({}) answer injected errors ({injected}): {report:#}\n{stats}",
+        attempts - requests
+    );
+    assert!(report["throttled"].as_u64().unwrap() > 0, "{report:#}");
+    eprintln!(
+        "storm: {injected} injected ({}), {attempts} attempts for {requests} requests",
+        stats["injected_ops"]
+    );
+    injected
+}
+
+/// Issue 11 changed this test on purpose: with range listings a chunk is sized by about
+/// one `ListObjectsV2` page instead of one listing per row, so 300 dense rows no longer
+/// make hundreds of requests and "more than 100 injected errors" measured the old request
+/// pattern, not the storm. The end state is asserted as before; the storm is checked
+/// against the server's log ([`assert_storm_matches_the_server_log`]: both operations
+/// stormed) with chunks of 20 keys (30 range listings and 30 `DeleteObjects`), and
+/// [`case3_prune_rides_out_30_percent_errors_on_the_per_row_listings`] keeps the per-row
+/// listing path under a storm of more than 100 errors.
 #[tokio::test]
 async fn case3_prune_rides_out_30_percent_errors_on_every_operation() {
     let db = TestDb::new(Mastodon::V4_6, "Asia/Kathmandu").await;
@@ -86,7 +153,12 @@ async fn case3_prune_rides_out_30_percent_errors_on_every_operation() {
         "error_rate": { "rate": 0.3, "codes": ["SlowDown", "InternalError"], "seed": 9 }
     }));
     bucket.reset_stats();
-    let env = s3_env_file(&db, &bucket.name, &[("S3_BATCH_DELETE_LIMIT", "100")]);
+    // A read timeout no loaded moto answer reaches: every retry is an injected error's.
+    let env = s3_env_file(
+        &db,
+        &bucket.name,
+        &[("S3_BATCH_DELETE_LIMIT", "20"), ("S3_READ_TIMEOUT", "60")],
+    );
     let run = mastomedia(&[
         "--env-file",
         env.to_str().unwrap(),
@@ -106,21 +178,80 @@ async fn case3_prune_rides_out_30_percent_errors_on_every_operation() {
     assert_eq!(media["rows_cleared"], 300, "{report:#}");
     assert_eq!(media["rows_failed"], 0, "{report:#}");
     assert_eq!(media["objects_deleted"], 600, "{report:#}");
+    assert_eq!(media["objects_already_gone"], 0, "{report:#}");
+    assert_eq!(media["bytes_freed"], 6000, "{report:#}");
     for (id, _) in &rows {
         assert_eq!(media_names(&db, *id).await.0, None, "row {id} cleared");
     }
     assert_eq!(bucket.keys().await, BTreeSet::new(), "every object is gone");
-    assert!(
-        stats["injected"].as_u64().unwrap() > 100,
-        "the storm happened: {stats}"
+    assert_storm_matches_the_server_log(&report, &stats, &["ListObjectsV2", "DeleteObjects"]);
+    // Range listings sized the chunks: fewer listings than rows.
+    let listings = report["requests"]["ListObjectsV2"].as_u64().unwrap();
+    assert!(listings < 300, "{report:#}");
+    db.drop_db().await;
+}
+
+/// The per-row listing path under the same storm: after the first key of every 50th row
+/// (the first of each chunk of 100 keys) sit 999 objects of no candidate's, so the first
+/// page of each chunk's range listing answers one key of 100 and the density rule gives
+/// the range up (`RangeMerge::feed` in `src/plan/ranges.rs`): every row is sized by
+/// its own partition listing. More than 100 injected errors; exact sizes; the 999-object
+/// folders keep every object that is no candidate's.
+#[tokio::test]
+async fn case3_prune_rides_out_30_percent_errors_on_the_per_row_listings() {
+    let db = TestDb::new(Mastodon::V4_6, "Asia/Kathmandu").await;
+    let bucket = TestBucket::new().await;
+    let rows = seed(&db, &bucket, 300, png).await;
+    let mut noise = Vec::new();
+    for (_, keys) in rows.iter().step_by(50) {
+        // `…/original/<name>` < `…/original/~NNN` < `…/small/<name>`.
+        for j in 0..999 {
+            noise.push((format!("{}~{j:03}", keys[0]), b"other".to_vec()));
+        }
+    }
+    bucket.put_many(&noise);
+    bucket.faults(serde_json::json!({
+        "error_rate": { "rate": 0.3, "codes": ["SlowDown", "InternalError"], "seed": 9 }
+    }));
+    bucket.reset_stats();
+    // A read timeout no loaded moto answer reaches: every retry is an injected error's.
+    let env = s3_env_file(
+        &db,
+        &bucket.name,
+        &[("S3_BATCH_DELETE_LIMIT", "100"), ("S3_READ_TIMEOUT", "60")],
     );
-    // What --json calls attempts is what the server saw; throttles are counted.
+    let run = mastomedia(&[
+        "--env-file",
+        env.to_str().unwrap(),
+        "prune",
+        "--concurrency",
+        "8",
+        "--json",
+    ]);
+    let stats = bucket.stats();
     assert_eq!(
-        attempts(&report),
-        stats["total"].as_u64().unwrap(),
-        "{report:#}\n{stats}"
+        run.code, 0,
+        "the storm is ridden out\nstdout:\n{}\nstderr:\n{}\nserver: {stats}",
+        run.stdout, run.stderr
     );
-    assert!(report["throttled"].as_u64().unwrap() > 0, "{report:#}");
+    let report = run.json();
+    let media = &report["passes"][0];
+    assert_eq!(media["rows_cleared"], 300, "{report:#}");
+    assert_eq!(media["rows_failed"], 0, "{report:#}");
+    assert_eq!(media["objects_deleted"], 600, "{report:#}");
+    assert_eq!(media["objects_already_gone"], 0, "{report:#}");
+    assert_eq!(media["bytes_freed"], 6000, "{report:#}");
+    for (id, _) in &rows {
+        assert_eq!(media_names(&db, *id).await.0, None, "row {id} cleared");
+    }
+    let want: BTreeSet<String> = noise.into_iter().map(|(k, _)| k).collect();
+    assert_eq!(bucket.keys().await, want, "only the other objects stay");
+    // Every row took its own listing (plus the given-up range pages).
+    let listings = report["requests"]["ListObjectsV2"].as_u64().unwrap();
+    assert!(listings >= 300, "per-row listings: {report:#}");
+    // Six DeleteObjects only: the storm need not hit them here (the test above does).
+    let injected = assert_storm_matches_the_server_log(&report, &stats, &["ListObjectsV2"]);
+    assert!(injected > 100, "the storm happened: {stats}");
     db.drop_db().await;
 }
 
@@ -346,6 +477,8 @@ async fn case4_a_row_whose_listing_keeps_failing_fails_alone() {
     let rows = seed(&db, &bucket, 8, png).await;
     let bad = &rows[3];
     let bad_prefix = bad.1[0].rsplitn(3, '/').nth(2).unwrap().to_owned() + "/";
+    // Every listing whose range covers the row's folder fails: the range listing of the
+    // chunk (a wider prefix, started before the first row) and the row's own listing.
     bucket.faults(serde_json::json!({ "list_errors": { bad_prefix.clone(): "AccessDenied" } }));
     let before = bucket.keys().await;
     let env = s3_env_file(&db, &bucket.name, &[]);
@@ -377,5 +510,14 @@ async fn case4_a_row_whose_listing_keeps_failing_fails_alone() {
         "only its objects stay"
     );
     assert!(before.is_superset(&left));
+    // The range listing failed and its rows fell back to their own listings: one range
+    // page and eight partition listings at least, the failed ones injected by the server.
+    let listings = report["requests"]["ListObjectsV2"].as_u64().unwrap();
+    assert!(listings > rows.len() as u64, "{report:#}");
+    let stats = bucket.stats();
+    assert!(
+        stats["injected_ops"]["ListObjectsV2"].as_u64().unwrap() >= 2,
+        "the range and the row's own listing failed: {stats}"
+    );
     db.drop_db().await;
 }

@@ -30,8 +30,14 @@ Proxy behaviour (everything per bucket = first path segment):
       GET    /__stats/<bucket>    {"ops": {...}, "mutating": N, "total": N,
                                    "delete_keys": [keys named by DeleteObject(s)],
                                    "max_per_second": most requests (attempts) that
-                                   arrived within any 1 s window, ...}
+                                   arrived within any 1 s window, "injected": N,
+                                   "injected_ops": {op: injected faults},
+                                   "error_answers": {op: answers with status >= 400},
+                                   ...}
       DELETE /__stats/<bucket>    reset
+      POST   /__objects/<bucket>  {"objects": [[key, body text], ...]}: puts each object
+                                  straight into moto's backend (no HTTP per object, not
+                                  counted in the stats): bulk seeding of 10k+ objects
       POST   /__reset             clear all faults and stats (moto state: POST /moto-api/reset)
       GET    /__health            {"ok": true}
     /moto-api/... is forwarded to moto without a signature check.
@@ -44,6 +50,7 @@ import base64
 import calendar
 import hashlib
 import hmac
+import html
 import http.client
 import io
 import json
@@ -93,8 +100,13 @@ FAULT_FIELDS = {
     # first request the fault applies to (a storm at the start). Answered before moto
     # sees the request (nothing happens).
     "error_rate": dict,
-    # {prefix: code}: every ListObjectsV2 whose prefix parameter starts with one of these
-    # fails with that S3 error code (a listing that keeps failing)
+    # {prefix: code}: every ListObjectsV2 whose result range could hold a key starting with
+    # one of these fails with that S3 error code (a listing that keeps failing): its prefix
+    # parameter starts with it, or its prefix is shorter and the page's key range (after
+    # start-after, or after the last key of the page its continuation token followed,
+    # up to the page's last key when truncated) covers keys that start with it. A key
+    # works as a prefix. So a wide range listing that passes over the prefix fails too,
+    # and so does the narrow listing of that prefix alone.
     "list_errors": dict,
     # GetObjectAcl -> 501 NotImplemented (providers without ACL reads, e.g. R2)
     "acl_not_implemented": bool,
@@ -358,6 +370,11 @@ class BucketState:
         self.error_started = None
         self.reset_rng = random.Random(0)
         self.resets_left = None
+        # continuation token -> last key of the page that issued it (ListObjectsV2), for
+        # list_errors
+        self.list_tokens = {}
+        # serialises listings and writes at moto (ProxyHandler.forward)
+        self.moto_lock = threading.Lock()
         self.reset_stats()
 
     def reset_stats(self):
@@ -365,6 +382,8 @@ class BucketState:
         self.total = 0
         self.mutating = 0
         self.injected = 0
+        self.injected_ops = {}
+        self.error_answers = {}
         self.auth_failures = 0
         self.delete_objects_keys = 0
         self.max_delete_objects_keys = 0
@@ -372,6 +391,11 @@ class BucketState:
         self.arrivals = []
         self.resets_before = 0
         self.resets_after = 0
+
+    def inject(self, op):
+        """Counts one injected fault on `op` (hold the state lock)."""
+        self.injected += 1
+        self.injected_ops[op] = self.injected_ops.get(op, 0) + 1
 
     def max_per_second(self):
         """Most arrivals within any window [t, t + 1 s)."""
@@ -544,6 +568,10 @@ class ProxyHandler(BaseHTTPRequestHandler):
             # the request was executed; its answer is lost
             self._reset_after = False
             raise ResetConnection()
+        if status >= 400 and self._bucket_state is not None:
+            with self.server.state.lock:
+                ea = self._bucket_state.error_answers
+                ea[self._op] = ea.get(self._op, 0) + 1
         self.send_response(status, reason)
         have_len = False
         for k, v in headers:
@@ -585,7 +613,18 @@ class ProxyHandler(BaseHTTPRequestHandler):
         return conn
 
     def forward(self, method, target, headers, body):
-        """Send a request to moto; return (status, reason, headers, body)."""
+        """Send a request to moto; return (status, reason, headers, body). Listings and
+        writes of one bucket reach moto one at a time: moto 5.2.5's listing is not safe
+        against a concurrent delete (a KeyError, answered 500 InternalError), which S3
+        never does, and which would pass for a fault nobody injected."""
+        b = self._bucket_state
+        if b is not None and (self._op == "ListObjectsV2"
+                              or method in ("PUT", "POST", "DELETE")):
+            with b.moto_lock:
+                return self._forward(method, target, headers, body)
+        return self._forward(method, target, headers, body)
+
+    def _forward(self, method, target, headers, body):
         # http.client needs an ASCII request target
         if any(ord(c) > 127 for c in target):
             target = "".join(
@@ -630,6 +669,8 @@ class ProxyHandler(BaseHTTPRequestHandler):
         self.wfile = io.BytesIO()
 
     def handle_any(self):
+        self._op = None
+        self._bucket_state = None
         self._body_done = False
         self._reset_after = False
         try:
@@ -682,6 +723,8 @@ class ProxyHandler(BaseHTTPRequestHandler):
         st = self.server.state
         with st.lock:
             b = st.bucket(bucket)
+            self._op = op
+            self._bucket_state = b
             b.ops[op] = b.ops.get(op, 0) + 1
             b.total += 1
             b.arrivals.append(time.monotonic())
@@ -720,7 +763,7 @@ class ProxyHandler(BaseHTTPRequestHandler):
                     hit = b.stall_left > 0 and (not ops or op in ops)
                     if hit:
                         b.stall_left -= 1
-                        b.injected += 1
+                        b.inject(op)
                 if hit:
                     time.sleep(float(stall.get("seconds", 30)))
             sd = cfg.get("slowdown")
@@ -730,7 +773,7 @@ class ProxyHandler(BaseHTTPRequestHandler):
                     hit = b.slowdown_left > 0 and (not ops or op in ops)
                     if hit:
                         b.slowdown_left -= 1
-                        b.injected += 1
+                        b.inject(op)
                 if hit:
                     raise S3Error(503, "SlowDown", "Please reduce your request rate.",
                                   [("Retry-After", "0")])
@@ -755,7 +798,7 @@ class ProxyHandler(BaseHTTPRequestHandler):
                             if b.error_rng.random() < er.get("rate", 0):
                                 codes = er.get("codes") or ["SlowDown", "InternalError"]
                                 code = b.error_rng.choice(codes)
-                                b.injected += 1
+                                b.inject(op)
                 if code:
                     raise S3Error(ERROR_STATUS[code], code, "injected (error_rate)")
             if op == "DeleteObject" and cfg.get("delete_errors"):
@@ -774,7 +817,7 @@ class ProxyHandler(BaseHTTPRequestHandler):
                                 when = b.reset_rng.choice(["before", "after"])
                             if b.resets_left is not None:
                                 b.resets_left -= 1
-                            b.injected += 1
+                            b.inject(op)
                             if when == "before":
                                 b.resets_before += 1
                             else:
@@ -796,6 +839,11 @@ class ProxyHandler(BaseHTTPRequestHandler):
             target = remove_dot_segments(raw_path) + ("?" + raw_query if raw_query else "")
 
         st_, reason, hdrs, data = self.forward(self.command, target, self.headers.items(), body)
+        if op == "ListObjectsV2" and st_ == 200 and cfg.get("list_errors"):
+            code = self.listed_range_error(b, cfg["list_errors"], params, data)
+            if code:
+                self.injected(b)
+                raise S3Error(ERROR_STATUS.get(code, 400), code, "injected (list_errors)")
         if op == "GetBucketVersioning" and st_ == 200:
             # moto 5.2.5 names the root GetBucketVersioningResponse; S3 says
             # VersioningConfiguration (the SDK reads nothing from the other name).
@@ -807,9 +855,52 @@ class ProxyHandler(BaseHTTPRequestHandler):
                 b"</ListPartsResponse>", b"</ListPartsResult>")
         self.send_raw(st_, hdrs, data, reason, head=self.command == "HEAD")
 
+    def listed_range_error(self, b, list_errors, params, data):
+        """The list_errors code whose prefix the key range of this ListObjectsV2 page
+        (`data`: moto's answer) could hold, or None. The range: keys below the prefix
+        parameter, after start-after (or after the last key of the page whose
+        continuation token this request carries; unknown token: from the start), up to
+        the page's last key when the page is truncated (else to the end). Records this
+        page's continuation token."""
+        q = {unquote(k): unquote(v) for k, v in params}
+        prefix = q.get("prefix", "")
+        url = q.get("encoding-type") == "url"
+
+        def text(raw):
+            t = html.unescape(raw.decode("utf-8"))
+            return unquote(t) if url else t
+
+        keys = [text(k) for k in re.findall(rb"<Key>(.*?)</Key>", data, re.S)]
+        rolled = [text(p) for p in re.findall(rb"<CommonPrefixes>\s*<Prefix>(.*?)</Prefix>",
+                                               data, re.S)]
+        token = re.search(rb"<NextContinuationToken>(.*?)</NextContinuationToken>", data, re.S)
+        truncated = re.search(rb"<IsTruncated>\s*true\s*</IsTruncated>", data) is not None
+        # the page's last key; a rolled-up prefix covers every key below it
+        last = max(keys + [p + "\U0010ffff" for p in rolled], default=None)
+        with self.server.state.lock:
+            if "continuation-token" in q:
+                start = b.list_tokens.get(q["continuation-token"])
+            else:
+                start = q.get("start-after") or None
+            if token is not None and last is not None:
+                b.list_tokens[text(token.group(1))] = last
+        end = last if truncated else None
+        for pfx, code in list_errors.items():
+            if prefix.startswith(pfx):
+                return code
+            if not pfx.startswith(prefix):
+                continue
+            # keys starting with pfx run from pfx itself to just below its successor
+            if start is not None and start >= pfx and not start.startswith(pfx):
+                continue
+            if end is not None and end < pfx:
+                continue
+            return code
+        return None
+
     def injected(self, b):
         with self.server.state.lock:
-            b.injected += 1
+            b.inject(self._op)
 
     def take_delete_error(self, b, cfg, key):
         errors = cfg.get("delete_errors") or {}
@@ -822,7 +913,7 @@ class ProxyHandler(BaseHTTPRequestHandler):
             if times is not None and n >= times:
                 return None
             b.delete_error_counts[key] = n + 1
-            b.injected += 1
+            b.inject(self._op)
         return code
 
     # ---------------------------------------------------------------- DeleteObjects
@@ -1049,7 +1140,7 @@ class ProxyHandler(BaseHTTPRequestHandler):
         body = self.read_body()
         path = self.path.partition("?")[0]
         st = self.server.state
-        m = re.fullmatch(r"/__(faults|stats)/([^/]+)", path)
+        m = re.fullmatch(r"/__(faults|stats|objects)/([^/]+)", path)
         if path == "/__health" and self.command in ("GET", "HEAD"):
             return self.send_json(200, {"ok": True})
         if path == "/__reset" and self.command == "POST":
@@ -1059,6 +1150,24 @@ class ProxyHandler(BaseHTTPRequestHandler):
         if not m:
             return self.send_json(404, {"error": f"unknown control path {path}"})
         kind, bucket = m.group(1), unquote(m.group(2))
+        if kind == "objects":
+            if self.command != "POST":
+                return self.send_json(405, {"error": f"{self.command} not allowed on {path}"})
+            try:
+                objects = json.loads(body or b"{}")["objects"]
+                if not all(isinstance(o, list) and len(o) == 2 and all(isinstance(x, str)
+                                                                       for x in o)
+                           for o in objects):
+                    raise ValueError("objects must be [[key, body], ...] of strings")
+            except (ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
+                return self.send_json(400, {"error": str(e)})
+            backend = moto_backend_of(bucket)
+            if backend is None:
+                return self.send_json(404, {"error": f"no bucket {bucket!r} in moto"})
+            with st.bucket(bucket).moto_lock:
+                for key, data in objects:
+                    backend.put_object(bucket, key, data.encode("utf-8"))
+            return self.send_json(200, {"put": len(objects)})
         if kind == "faults":
             if self.command == "PUT":
                 try:
@@ -1099,7 +1208,9 @@ class ProxyHandler(BaseHTTPRequestHandler):
                 with st.lock:
                     b = st.bucket(bucket)
                     out = {"ops": dict(b.ops), "mutating": b.mutating, "total": b.total,
-                           "injected": b.injected, "auth_failures": b.auth_failures,
+                           "injected": b.injected, "injected_ops": dict(b.injected_ops),
+                           "error_answers": dict(b.error_answers),
+                           "auth_failures": b.auth_failures,
                            "delete_objects_keys": b.delete_objects_keys,
                            "max_delete_objects_keys": b.max_delete_objects_keys,
                            "delete_keys": list(b.delete_keys),
@@ -1112,6 +1223,18 @@ class ProxyHandler(BaseHTTPRequestHandler):
                     st.bucket(bucket).reset_stats()
                 return self.send_json(200, {"ok": True})
         return self.send_json(405, {"error": f"{self.command} not allowed on {path}"})
+
+
+def moto_backend_of(bucket):
+    """moto's in-process S3 backend that holds `bucket` (moto runs in this process), or
+    None."""
+    from moto.s3.models import s3_backends
+
+    for account in list(s3_backends.keys()):
+        backend = s3_backends[account]["global"]
+        if bucket in backend.buckets:
+            return backend
+    return None
 
 
 def serialize(el):
