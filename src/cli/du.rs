@@ -15,6 +15,8 @@ use std::num::NonZeroU32;
 ///   mastomedia du --versions --json > usage.json
 ///
 ///   mastomedia du --prefix cache/ --concurrency 16
+///
+///   mastomedia du --by month
 #[derive(Debug, Clone, clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct Args {
@@ -36,7 +38,19 @@ pub struct Args {
     #[arg(long, value_name = "REQUESTS_PER_SECOND")]
     pub rate: Option<NonZeroU32>,
 
+    /// Also break the listing down: `month` = objects and bytes per month of creation
+    /// (from the snowflake ids in the keys), under cache/ or not.
+    #[arg(long, value_enum, value_name = "GROUPING")]
+    pub by: Option<DuBy>,
+
     /// Print the report as JSON on stdout (exact bytes; shape documented in the README).
     #[arg(long)]
     pub json: bool,
+}
+
+/// `du --by`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DuBy {
+    /// Per month of creation.
+    Month,
 }

@@ -98,6 +98,9 @@ pub async fn run(
         ..DuReport::default()
     };
     report.fill(&walked.acc, &sums, &args.prefix);
+    if args.by == Some(crate::cli::du::DuBy::Month) {
+        report.fill_months(&walked.acc);
+    }
     if args.versions {
         report.noncurrent = Some(walked.acc.noncurrent);
         if !cancel.is_cancelled() {

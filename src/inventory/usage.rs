@@ -3,7 +3,7 @@
 //! database's own sums as `tootctl media usage` computes them (`docs/reference/tootctl-rules.md#media-usage`),
 //! split the same way. Read-only.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use sqlx::Row as _;
 
@@ -11,6 +11,7 @@ use super::listing::Merge;
 use super::owners::remote_sql;
 use crate::mastodon::{Db, DbError};
 use crate::plan::layout::{Attachment, KeyPrefix};
+use crate::plan::ownership::snowflake_ms;
 use crate::plan::parse::parse_key;
 use crate::store::VersionMeta;
 
@@ -78,7 +79,8 @@ impl Tally {
         self.bytes += size;
     }
 
-    fn merge(&mut self, o: Tally) {
+    /// Adds `o` to this tally.
+    pub fn merge(&mut self, o: Tally) {
         self.objects += o.objects;
         self.bytes += o.bytes;
     }
@@ -112,22 +114,80 @@ pub struct Usage {
     pub other_examples: BTreeSet<String>,
     /// Noncurrent versions and delete markers (with `--versions`).
     pub noncurrent: Noncurrent,
+    /// Current objects per month of creation (`du --by month`), keyed `YYYY-MM` (UTC) or
+    /// `unknown`.
+    pub months: BTreeMap<String, MonthTally>,
+}
+
+/// One month of `du --by month`: objects whose row id is a Mastodon snowflake id
+/// (18 digits: `docs/reference/mastodon-schema.md#snowflake-ids`, the creation time in
+/// milliseconds shifted left by 16 bits) created in that month, under `cache/` or not.
+/// Serial ids (accounts, preview cards, emoji, older rows) and keys outside the layout
+/// have no creation time in their key: they are counted under `unknown`, so the months
+/// always add up to the listing's total.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct MonthTally {
+    /// Under `cache/` (remote copies).
+    pub cache: Tally,
+    /// In Mastodon's layout outside `cache/` (local uploads, and remote copies from
+    /// before storage schema version 1).
+    pub outside_cache: Tally,
+    /// Outside Mastodon's layout.
+    pub unrecognised: Tally,
+}
+
+impl MonthTally {
+    fn merge(&mut self, o: MonthTally) {
+        self.cache.merge(o.cache);
+        self.outside_cache.merge(o.outside_cache);
+        self.unrecognised.merge(o.unrecognised);
+    }
+
+    /// All three together.
+    pub fn total(&self) -> Tally {
+        let mut t = self.cache;
+        t.merge(self.outside_cache);
+        t.merge(self.unrecognised);
+        t
+    }
+}
+
+/// `YYYY-MM` (UTC) of the snowflake id in `partition` (the id's digits), else `unknown`.
+fn month_of(partition: &str) -> String {
+    partition
+        .parse::<i64>()
+        .ok()
+        .and_then(snowflake_ms)
+        .and_then(chrono::DateTime::from_timestamp_millis)
+        .map_or_else(|| "unknown".to_owned(), |t| t.format("%Y-%m").to_string())
 }
 
 impl Usage {
     /// Counts one current object by its key.
     pub fn add_object(&mut self, key: &str, size: u64, prefix: &KeyPrefix) {
         match parse_key(key, prefix) {
-            Ok(p) => self
-                .categories
-                .entry(Category {
-                    attachment: p.attachment,
-                    cache: p.cache,
-                })
-                .or_default()
-                .add(size),
+            Ok(p) => {
+                self.categories
+                    .entry(Category {
+                        attachment: p.attachment,
+                        cache: p.cache,
+                    })
+                    .or_default()
+                    .add(size);
+                let month = self.months.entry(month_of(&p.partition)).or_default();
+                if p.cache {
+                    month.cache.add(size);
+                } else {
+                    month.outside_cache.add(size);
+                }
+            }
             Err(_) => {
                 self.other.add(size);
+                self.months
+                    .entry("unknown".to_owned())
+                    .or_default()
+                    .unrecognised
+                    .add(size);
                 if self.other_examples.len() < OTHER_EXAMPLES
                     || self.other_examples.last().is_some_and(|l| key < l.as_str())
                 {
@@ -171,6 +231,9 @@ impl Merge for Usage {
             self.categories.entry(c).or_default().merge(t);
         }
         self.other.merge(o.other);
+        for (m, t) in o.months {
+            self.months.entry(m).or_default().merge(t);
+        }
         for k in o.other_examples {
             self.other_examples.insert(k);
         }

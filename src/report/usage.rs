@@ -8,7 +8,7 @@ use humansize::{BINARY, format_size};
 use serde::Serialize;
 
 use super::ExitCode;
-use crate::inventory::usage::{Category, DbSum, Noncurrent, Tally, Usage};
+use crate::inventory::usage::{Category, DbSum, MonthTally, Noncurrent, Tally, Usage};
 use crate::plan::layout::Attachment;
 
 /// One category line. `db_bytes`/`db_files` are `null` when the database has no such sum
@@ -45,6 +45,44 @@ pub struct OtherLine {
     pub examples: Vec<String>,
 }
 
+/// One month of `du --by month` ([`MonthTally`]).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct MonthLine {
+    /// `YYYY-MM` (UTC), or `unknown` (no creation time in the key).
+    pub month: String,
+    /// Under `cache/`.
+    pub cache: Tally,
+    /// In the layout, outside `cache/`.
+    pub outside_cache: Tally,
+    /// Outside Mastodon's layout.
+    pub unrecognised: Tally,
+    /// The three together.
+    pub total: Tally,
+}
+
+impl DuReport {
+    /// Fills [`DuReport::months`] from `usage` (`--by month`).
+    pub fn fill_months(&mut self, usage: &Usage) {
+        let line = |month: &str, t: &MonthTally| MonthLine {
+            month: month.to_owned(),
+            cache: t.cache,
+            outside_cache: t.outside_cache,
+            unrecognised: t.unrecognised,
+            total: t.total(),
+        };
+        let mut lines: Vec<MonthLine> = usage
+            .months
+            .iter()
+            .filter(|(m, _)| m.as_str() != "unknown")
+            .map(|(m, t)| line(m, t))
+            .collect();
+        if let Some(t) = usage.months.get("unknown") {
+            lines.push(line("unknown", t));
+        }
+        self.months = Some(lines);
+    }
+}
+
 /// Unfinished multipart uploads (billed until aborted).
 #[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
 pub struct Multipart {
@@ -72,6 +110,8 @@ pub struct Multipart {
 ///                 "objects": N /* versions + delete_markers */},             // --versions
 ///  "incomplete_multipart": {"uploads": N, "parts": N, "bytes": N,
 ///                           "unsized_uploads": N},                          // --versions
+///  "months": [{"month": "2024-01"|"unknown", "cache": {"objects", "bytes"},
+///              "outside_cache": {…}, "unrecognised": {…}, "total": {…}}, …], // --by month
 ///  "requests": {"ListObjectsV2": N, …}, "attempts": {"ListObjectsV2": N, …},
 ///  "throttled": N, "elapsed_seconds": F}
 /// ```
@@ -97,6 +137,10 @@ pub struct DuReport {
     /// With `--versions`: unfinished multipart uploads.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub incomplete_multipart: Option<Multipart>,
+    /// With `--by month`: objects and bytes per month of creation, oldest first,
+    /// `unknown` last; they add up to `total`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub months: Option<Vec<MonthLine>>,
     /// Requests to the store: `requests` (operations) and `attempts` per operation,
     /// `throttled` answers (flattened into the top level of the JSON).
     #[serde(flatten)]
@@ -260,6 +304,31 @@ impl DuReport {
                     ""
                 }
             );
+        }
+        if let Some(months) = &self.months {
+            let _ = writeln!(
+                s,
+                "{:<8} {:>9} {:>11} {:>15} {:>15} {:>13}",
+                "month", "objects", "bytes", "cache/", "outside cache/", "unrecognised"
+            );
+            for m in months {
+                let _ = writeln!(
+                    s,
+                    "{:<8} {:>9} {:>11} {:>15} {:>15} {:>13}",
+                    m.month,
+                    m.total.objects,
+                    size(m.total.bytes),
+                    size(m.cache.bytes),
+                    size(m.outside_cache.bytes),
+                    size(m.unrecognised.bytes)
+                );
+            }
+            if months.iter().any(|m| m.month == "unknown") {
+                let _ = writeln!(
+                    s,
+                    "  unknown: keys with no creation time (serial ids such as accounts and preview cards, keys outside the layout)"
+                );
+            }
         }
         let _ = writeln!(s, "{}", super::requests_line(&self.requests));
         if !self.complete {

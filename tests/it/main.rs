@@ -14,6 +14,7 @@ mod closed_stdout;
 mod config_cmd;
 mod docs_cli;
 mod doctor;
+mod du_months;
 mod du_orphans;
 mod faults;
 mod log_format;
