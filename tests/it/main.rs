@@ -10,6 +10,7 @@ mod cert;
 mod cert_install;
 mod cert_tokenless;
 mod chaos;
+mod chaos_fs;
 mod closed_stdout;
 mod doctor;
 mod du_orphans;
