@@ -10,6 +10,7 @@ mod cert;
 mod cert_install;
 mod cert_tokenless;
 mod chaos;
+mod chaos_fs;
 mod closed_stdout;
 mod config_cmd;
 mod docs_cli;

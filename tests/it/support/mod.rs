@@ -10,6 +10,7 @@
 
 pub mod certlab;
 pub mod invariants;
+pub mod pgcluster;
 pub mod seed;
 
 use std::collections::BTreeSet;
@@ -63,13 +64,21 @@ pub struct TestDb {
     pub pool: PgPool,
     /// Connection URL for an env file.
     pub url: String,
+    /// Superuser URL of the server's `postgres` database (where it was created from).
+    pub admin_url: String,
 }
 
 impl TestDb {
     /// Creates a fresh database from the fixture, with its `TimeZone` set to `time_zone`
     /// (tests use a non-UTC zone: the cutoff must not shift with it).
     pub async fn new(version: Mastodon, time_zone: &str) -> Self {
-        let admin_url = admin_url();
+        Self::new_at(&admin_url(), version, time_zone).await
+    }
+
+    /// Like [`TestDb::new`], on the PostgreSQL server of `admin_url` (a superuser URL to
+    /// its `postgres` database): the Postgres-restart scenario's own cluster.
+    pub async fn new_at(admin_url: &str, version: Mastodon, time_zone: &str) -> Self {
+        let admin_url = admin_url.to_owned();
         let admin = PgPoolOptions::new()
             .max_connections(1)
             .acquire_timeout(Duration::from_secs(10))
@@ -113,7 +122,12 @@ impl TestDb {
             .execute(&pool)
             .await
             .unwrap_or_else(|e| panic!("load {fixture}: {e}"));
-        Self { name, pool, url }
+        Self {
+            name,
+            pool,
+            url,
+            admin_url,
+        }
     }
 
     /// Drops the database (call at the end of a passing test).
@@ -121,7 +135,7 @@ impl TestDb {
         self.pool.close().await;
         if let Ok(admin) = PgPoolOptions::new()
             .max_connections(1)
-            .connect(&admin_url())
+            .connect(&self.admin_url)
             .await
         {
             let _ = admin
