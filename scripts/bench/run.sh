@@ -1,0 +1,420 @@
+#!/usr/bin/env bash
+# Every benchmark line of issue 11 in one run, against the peers, on the same data and
+# servers; writes docs/benchmarks.md.
+#
+#   bash scripts/bench/run.sh                    # BENCH_SCALE=small: a smoke run (~10 min)
+#   BENCH_SCALE=full bash scripts/bench/run.sh   # the issue's sizes (see docs/benchmarks.md)
+#
+# Steps (each line's raw output stays in $BENCH_OUT, default target/bench/<UTC time>):
+#  1. `cargo build --release --locked` (mastomedia and examples/put_loop.rs).
+#  2. Peers, installed idempotently under ~/.cache/mastomedia: rclone (Debian apt), awscli
+#     and s3cmd (PyPI, their own venv peer-venv: awscli pins a botocore the test venv's
+#     boto3 would not accept), s3s-fs 0.14.1 (`cargo install … --root ~/.cache/mastomedia/s3s-fs`).
+#  3. Servers: s3s-fs on loopback (strict SigV4, fast: the tool is measured, not the server)
+#     for the migrate and limit lines; moto behind tests/support/s3server.py's SigV4 proxy
+#     (counts every request, keeps ACLs) for du and prune; s3s-fs for memory; Postgres from
+#     scripts/services.sh.
+#  4. Lines: migrate (mastomedia, rclone, aws s3 sync, s3cmd sync; concurrency 8 and 32),
+#     limit (examples/put_loop.rs: from memory, and streamed from the file in 4 KiB and
+#     256 KiB reads), du (before prune, on the prune bucket: mastomedia du,
+#     rclone size, aws s3 ls --recursive --summarize), prune (mastomedia prune vs a HEAD +
+#     DELETE loop at equal concurrency vs s3cmd del), memory (peak RSS, /usr/bin/time -v,
+#     of prune over N candidate rows and of migrate over N files), plan (EXPLAIN (ANALYZE,
+#     BUFFERS) of the candidate query on a generated media_attachments of BENCH_PLAN_ROWS).
+#  5. scripts/bench/report.py writes docs/benchmarks.md (BENCH_DOC to write elsewhere).
+#
+# Sizes per scale (each can be overridden by its variable):
+#   variable               small            full
+#   BENCH_MIGRATE_FILES    1000             10000
+#   BENCH_CONCURRENCY      "8 32"           "8 32"
+#   BENCH_PRUNE_ROWS       2000             100000   (candidate rows; objects ~2.1 per row)
+#   BENCH_MEMORY_ROWS      "10000 100000"   "10000 100000 1000000"
+#   BENCH_MEMORY_FILES     "10000"          "10000 100000" (+ 1000000 with BENCH_MEMORY_1M=1:
+#                                           1M files on disk and 1M uploads, about 20 min more)
+#   BENCH_PLAN_ROWS        1000000          1000000
+# Not a test and not part of .ci/run: times on a shared machine are noisy (the load average
+# is recorded before every measurement); ratios within one run are what to read.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+REPO=$PWD
+SCALE=${BENCH_SCALE:-small}
+case $SCALE in
+    small) d_files=1000 d_prune=2000 d_mem_rows="10000 100000" d_mem_files="10000" ;;
+    full) d_files=10000 d_prune=100000 d_mem_rows="10000 100000 1000000" d_mem_files="10000 100000" ;;
+    *) echo "BENCH_SCALE must be small or full, not '$SCALE'" >&2; exit 2 ;;
+esac
+if [ "${BENCH_MEMORY_1M:-0}" = 1 ]; then d_mem_files="$d_mem_files 1000000"; fi
+MIG_FILES=${BENCH_MIGRATE_FILES:-$d_files}
+CONCS=${BENCH_CONCURRENCY:-"8 32"}
+PRUNE_ROWS=${BENCH_PRUNE_ROWS:-$d_prune}
+PRUNE_CONC=${BENCH_PRUNE_CONCURRENCY:-8}
+MEM_ROWS=${BENCH_MEMORY_ROWS:-$d_mem_rows}
+MEM_FILES=${BENCH_MEMORY_FILES:-$d_mem_files}
+PLAN_ROWS=${BENCH_PLAN_ROWS:-1000000}
+# Which lines to run (a partial run still writes the report, with "not run" where a line is
+# missing): any of migrate (with the limit line), prune (with du), memory, plan.
+LINES=" ${BENCH_LINES:-migrate prune memory plan} "
+want() { [[ $LINES == *" $1 "* ]]; }
+CACHE=${HOME:-/root}/.cache/mastomedia
+PEER_VENV=${MASTOMEDIA_PEER_VENV:-$CACHE/peer-venv}
+S3S_ROOT=$CACHE/s3s-fs
+S3S_BIN=$S3S_ROOT/bin/s3s-fs
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$REPO/target}
+BIN=$CARGO_TARGET_DIR/release/mastomedia
+PUT_LOOP=$CARGO_TARGET_DIR/release/examples/put_loop
+OUT=${BENCH_OUT:-$CARGO_TARGET_DIR/bench/$(date -u +%Y%m%dT%H%M%SZ)}
+DOC=${BENCH_DOC:-$REPO/docs/benchmarks.md}
+CACHE_CONTROL="public, max-age=315576000, immutable"
+AK=mastomedia-test
+SK=mastomedia-test-secret
+mkdir -p "$OUT"
+T_START=$(date +%s)
+
+log() { printf '[bench %s] %s\n' "$(date -u +%H:%M:%S)" "$*" | tee -a "$OUT/log.txt" >&2; }
+
+# ---------------------------------------------------------------- build and peers
+log "scale $SCALE; output in $OUT"
+log "cargo build --release --locked (mastomedia, examples/put_loop)"
+cargo build --release --locked --quiet --bin mastomedia --example put_loop
+
+source scripts/services.sh >/dev/null 2>&1 || { source scripts/services.sh; exit 1; }
+PY=$MASTOMEDIA_TEST_PYTHON
+PG_BASE=${MASTOMEDIA_TEST_DATABASE_URL%/*}
+
+apt_install() {
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+if ! command -v rclone >/dev/null || [ ! -x /usr/bin/time ]; then
+    log "installing rclone and GNU time (apt-get)"
+    apt_install rclone time
+fi
+if ! { [ -x "$PEER_VENV/bin/aws" ] && [ -x "$PEER_VENV/bin/s3cmd" ]; }; then
+    log "installing awscli and s3cmd into $PEER_VENV (pip)"
+    rm -rf "$PEER_VENV"
+    python3 -m venv "$PEER_VENV"
+    "$PEER_VENV/bin/pip" install -q --disable-pip-version-check awscli s3cmd
+fi
+if [ ! -x "$S3S_BIN" ]; then
+    log "installing s3s-fs 0.14.1 into $S3S_ROOT (cargo install, 3-4 min cold)"
+    cargo install s3s-fs@0.14.1 --features binary --locked --root "$S3S_ROOT" \
+        --target-dir "$CACHE/s3s-fs-build" --quiet
+fi
+AWS=$PEER_VENV/bin/aws
+S3CMD=$PEER_VENV/bin/s3cmd
+
+# ---------------------------------------------------------------- machine
+{
+    echo "nproc=$(nproc)"
+    echo "cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
+    echo "kernel=$(uname -sr)"
+    echo "mem=$(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo)"
+    echo "os=$(. /etc/os-release && echo "$PRETTY_NAME")"
+    echo "rustc=$(rustc --version)"
+    echo "mastomedia=$("$BIN" --version)"
+    echo "rclone=$(rclone version 2>/dev/null | head -n 1)"
+    echo "awscli=$("$AWS" --version 2>&1 | head -n 1)"
+    echo "s3cmd=$("$S3CMD" --version 2>&1 | head -n 1)"
+    echo "s3s-fs=0.14.1 ($S3S_BIN)"
+    echo "moto=$("$PY" -c 'import moto; print(moto.__version__)')"
+    echo "postgres=$(psql "$PG_BASE/postgres" -XtAc 'SHOW server_version')"
+    echo "scale=$SCALE"
+    echo "load_start=$(cut -d' ' -f1-3 /proc/loadavg)"
+} >"$OUT/machine.txt"
+
+# ---------------------------------------------------------------- servers
+S3S_PID= S3_PID=
+S3S_DATA=$OUT/s3s-data
+cleanup() {
+    if [ -n "$S3S_PID" ]; then kill "$S3S_PID" 2>/dev/null || true; fi
+    if [ -n "$S3_PID" ]; then kill "$S3_PID" 2>/dev/null || true; fi
+    rm -rf "$S3S_DATA" "$OUT/tree" "$OUT/tree-mem"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+mkdir -p "$S3S_DATA"
+S3S_PORT=$(free_port)
+"$S3S_BIN" --host 127.0.0.1 --port "$S3S_PORT" --access-key "$AK" --secret-key "$SK" "$S3S_DATA" \
+    >"$OUT/s3s-fs.log" 2>&1 &
+S3S_PID=$!
+S3S=http://127.0.0.1:$S3S_PORT
+"$PY" tests/support/s3server.py --no-stdin-watch --port-file "$OUT/s3server.json" \
+    >"$OUT/s3server.log" 2>&1 &
+S3_PID=$!
+for _ in $(seq 1 100); do [ -s "$OUT/s3server.json" ] && break; sleep 0.2; done
+[ -s "$OUT/s3server.json" ] || { cat "$OUT/s3server.log"; exit 1; }
+MOTO=$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["moto"])' "$OUT/s3server.json")
+PROXY=$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["proxy"])' "$OUT/s3server.json")
+for _ in $(seq 1 50); do curl -s -o /dev/null "$S3S/" && break; sleep 0.1; done
+log "servers: s3s-fs $S3S (pid $S3S_PID), moto $MOTO behind proxy $PROXY (pid $S3_PID)"
+
+# ---------------------------------------------------------------- helpers
+# measure NAME CMD...: runs CMD under /usr/bin/time -v; NAME.out/.err/.time/.rc/.load in $OUT.
+measure() {
+    local name=$1 rc=0
+    shift
+    cut -d' ' -f1-3 /proc/loadavg >"$OUT/$name.load"
+    printf '%q ' "$@" >"$OUT/$name.cmd"
+    /usr/bin/time -v -o "$OUT/$name.time" "$@" >"$OUT/$name.out" 2>"$OUT/$name.err" || rc=$?
+    echo "$rc" >"$OUT/$name.rc"
+    if [ "$rc" -ne 0 ]; then log "$name exited with $rc: $(tail -n 3 "$OUT/$name.err" | tr '\n' ' ')"; fi
+    return 0
+}
+stats_reset() { curl -sf -X DELETE "$PROXY/__stats/$1" >/dev/null; }
+stats_get() { curl -sf "$PROXY/__stats/$1" >"$OUT/$2.stats"; }
+s3count() { "$PY" scripts/bench/s3tool.py count "$1" "$2"; }
+# Environments for the peers, as command prefixes (`measure` runs a program, not a function).
+AWS_ENV=(env AWS_ACCESS_KEY_ID=$AK AWS_SECRET_ACCESS_KEY=$SK AWS_DEFAULT_REGION=us-east-1
+    AWS_REQUEST_CHECKSUM_CALCULATION=when_required AWS_RESPONSE_CHECKSUM_VALIDATION=when_required)
+rclone_env() {  # sets RCLONE_ENV: the remote "bench" at $1
+    RCLONE_ENV=(env -u AWS_CA_BUNDLE RCLONE_CONFIG_BENCH_TYPE=s3 RCLONE_CONFIG_BENCH_PROVIDER=Other
+        RCLONE_CONFIG_BENCH_ENDPOINT="$1" RCLONE_CONFIG_BENCH_ACCESS_KEY_ID=$AK
+        RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY=$SK RCLONE_CONFIG_BENCH_REGION=us-east-1
+        RCLONE_CONFIG_BENCH_FORCE_PATH_STYLE=true)
+}
+write_env() {  # $1 file, $2 endpoint, $3 bucket, $4 database url
+    cat >"$1" <<EOF
+DATABASE_URL=$4
+S3_ENABLED=true
+S3_BUCKET=$3
+S3_REGION=us-east-1
+S3_ENDPOINT=$2
+S3_PROTOCOL=http
+AWS_ACCESS_KEY_ID=$AK
+AWS_SECRET_ACCESS_KEY=$SK
+EOF
+}
+s3s_bucket() { rm -rf "${S3S_DATA:?}/$1"; mkdir -p "$S3S_DATA/$1"; }
+fresh_db() {
+    psql "$PG_BASE/postgres" -Xq -v ON_ERROR_STOP=1 -c "DROP DATABASE IF EXISTS $1 WITH (FORCE)" \
+        -c "CREATE DATABASE $1" 2>/dev/null
+    psql "$PG_BASE/$1" -Xq -v ON_ERROR_STOP=1 -f tests/fixtures/mastodon-4.6.sql >/dev/null
+}
+cat >"$OUT/s3cfg-s3s" <<EOF
+[default]
+access_key = $AK
+secret_key = $SK
+host_base = ${S3S#http://}
+host_bucket = ${S3S#http://}
+use_https = False
+signature_v2 = False
+bucket_location = us-east-1
+EOF
+sed "s|${S3S#http://}|${PROXY#http://}|g" "$OUT/s3cfg-s3s" >"$OUT/s3cfg-proxy"
+
+# ---------------------------------------------------------------- migrate and limit
+if want migrate; then
+log "migrate: generating $MIG_FILES files with Mastodon's size mix"
+"$PY" scripts/bench/gen_tree.py "$OUT/tree" "$MIG_FILES" >"$OUT/tree.json"
+log "tree: $(cat "$OUT/tree.json")"
+
+for C in $CONCS; do
+    b=mig-mastomedia-$C
+    s3s_bucket "$b"
+    write_env "$OUT/env-$b" "$S3S" "$b" "postgres://unused@127.0.0.1:9/unused"
+    log "migrate c=$C: mastomedia migrate --concurrency $C"
+    measure "migrate-mastomedia-$C" "$BIN" -q --env-file "$OUT/env-$b" migrate --from "$OUT/tree" \
+        --journal "$OUT/journal-$C.sqlite" --concurrency "$C" --json
+    s3count "$S3S" "$b" >"$OUT/migrate-mastomedia-$C.count"
+    s3s_bucket "$b"
+
+    b=mig-putloop-$C
+    s3s_bucket "$b"
+    log "limit c=$C: examples/put_loop"
+    measure "migrate-putloop-$C" env AWS_ACCESS_KEY_ID=$AK AWS_SECRET_ACCESS_KEY=$SK \
+        "$PUT_LOOP" "$S3S" "$b" "$OUT/tree" "$C"
+    s3count "$S3S" "$b" >"$OUT/migrate-putloop-$C.count"
+    s3s_bucket "$b"
+    # The same loop with the body streamed from the file by the SDK, 4 KiB reads (the
+    # SDK's default, what mastomedia's upload uses) and 256 KiB reads.
+    for buf in 4096 262144; do
+        log "limit c=$C: examples/put_loop, streamed in reads of $buf bytes"
+        measure "migrate-putloop$buf-$C" env AWS_ACCESS_KEY_ID=$AK AWS_SECRET_ACCESS_KEY=$SK \
+            "$PUT_LOOP" "$S3S" "$b" "$OUT/tree" "$C" "$buf"
+        s3count "$S3S" "$b" >"$OUT/migrate-putloop$buf-$C.count"
+        s3s_bucket "$b"
+    done
+
+    b=mig-rclone-$C
+    s3s_bucket "$b"
+    log "migrate c=$C: rclone copy"
+    rclone_env "$S3S"
+    measure "migrate-rclone-$C" "${RCLONE_ENV[@]}" rclone copy "$OUT/tree" "bench:$b" \
+        --s3-no-head --s3-no-check-bucket --s3-acl public-read \
+        --header-upload "Cache-Control: $CACHE_CONTROL" --transfers "$C" --checkers "$C"
+    s3count "$S3S" "$b" >"$OUT/migrate-rclone-$C.count"
+    s3s_bucket "$b"
+
+    b=mig-awscli-$C
+    s3s_bucket "$b"
+    printf '[default]\ns3 =\n  max_concurrent_requests = %s\n' "$C" >"$OUT/aws-config-$C"
+    log "migrate c=$C: aws s3 sync (max_concurrent_requests = $C)"
+    measure "migrate-awscli-$C" "${AWS_ENV[@]}" AWS_CONFIG_FILE="$OUT/aws-config-$C" "$AWS" \
+        --endpoint-url "$S3S" s3 sync "$OUT/tree" "s3://$b" --acl public-read \
+        --cache-control "$CACHE_CONTROL" --only-show-errors
+    s3count "$S3S" "$b" >"$OUT/migrate-awscli-$C.count"
+    s3s_bucket "$b"
+done
+# s3cmd has no concurrency setting: one upload at a time; measured once.
+b=mig-s3cmd-1
+s3s_bucket "$b"
+log "migrate: s3cmd sync (one upload at a time)"
+measure "migrate-s3cmd-1" "$S3CMD" -c "$OUT/s3cfg-s3s" sync --acl-public \
+    --add-header "Cache-Control: $CACHE_CONTROL" --guess-mime-type --no-check-md5 --quiet \
+    "$OUT/tree/" "s3://$b/"
+s3count "$S3S" "$b" >"$OUT/migrate-s3cmd-1.count"
+s3s_bucket "$b"
+rm -rf "$OUT/tree"
+fi
+
+# ---------------------------------------------------------------- du and prune (moto + proxy)
+DB=mastomedia_bench_run
+DB_URL=$PG_BASE/$DB
+BUCKET=bench-prune
+if want prune; then
+fresh_db "$DB"
+log "prune: seeding $PRUNE_ROWS candidate rows (scripts/seed.py; objects for candidates, copies for the peers)"
+"$PY" scripts/seed.py --database-url "$DB_URL" --endpoint "$MOTO" --bucket "$BUCKET" \
+    --create-bucket --candidates "$PRUNE_ROWS" --days 7 --objects candidates --seed 7 \
+    --accounts 1000 --quiet --summary-json "$OUT/seed.json" --keys-out "$OUT/keys.txt" \
+    --also-bucket "$BUCKET-loop" --also-bucket "$BUCKET-s3cmd" >"$OUT/seed.out"
+log "$(cat "$OUT/seed.out")"
+write_env "$OUT/env-prune" "$PROXY" "$BUCKET" "$DB_URL"
+s3count "$MOTO" "$BUCKET" >"$OUT/du-truth.count"
+
+log "du: mastomedia du, rclone size, aws s3 ls --recursive --summarize on s3://$BUCKET"
+stats_reset "$BUCKET"
+measure du-mastomedia "$BIN" -q --env-file "$OUT/env-prune" du --json
+stats_get "$BUCKET" du-mastomedia
+stats_reset "$BUCKET"
+rclone_env "$PROXY"
+measure du-rclone "${RCLONE_ENV[@]}" rclone size "bench:$BUCKET" --json
+stats_get "$BUCKET" du-rclone
+stats_reset "$BUCKET"
+measure du-awscli "${AWS_ENV[@]}" "$AWS" --endpoint-url "$PROXY" s3 ls "s3://$BUCKET" --recursive --summarize
+stats_get "$BUCKET" du-awscli
+
+log "prune: mastomedia prune --days 7 --concurrency $PRUNE_CONC"
+stats_reset "$BUCKET"
+measure prune-mastomedia "$BIN" -q --env-file "$OUT/env-prune" prune --json --days 7 \
+    --concurrency "$PRUNE_CONC"
+stats_get "$BUCKET" prune-mastomedia
+s3count "$MOTO" "$BUCKET" >"$OUT/prune-mastomedia.count"
+
+log "prune: HEAD + DELETE per key, $PRUNE_CONC in flight"
+stats_reset "$BUCKET-loop"
+measure prune-loop "$PY" scripts/bench/s3tool.py head-delete "$PROXY" "$BUCKET-loop" \
+    "$OUT/keys.txt" "$PRUNE_CONC"
+stats_get "$BUCKET-loop" prune-loop
+s3count "$MOTO" "$BUCKET-loop" >"$OUT/prune-loop.count"
+
+log "prune: s3cmd del --recursive (DeleteObjects, 1000 keys per request)"
+stats_reset "$BUCKET-s3cmd"
+measure prune-s3cmd "$S3CMD" -c "$OUT/s3cfg-proxy" del --recursive --force "s3://$BUCKET-s3cmd"
+stats_get "$BUCKET-s3cmd" prune-s3cmd
+s3count "$MOTO" "$BUCKET-s3cmd" >"$OUT/prune-s3cmd.count"
+fi
+
+# ---------------------------------------------------------------- memory
+# N remote media rows older than the cutoff, every object already gone (nothing uploaded):
+# the run pages the database, sizes through listings and clears every row.
+gen_rows_sql() {  # $1 = rows
+    # Snowflake ids (ms << 16 | sequence) spread over the 60 days before now; 1 in 10 rows
+    # local (remote_url ''), 1 in 5 already pruned (file_file_name NULL), the rest remote
+    # media with a stored file (cache/ keys, schema version 1).
+    cat <<EOF
+INSERT INTO accounts (id, username, domain, created_at, updated_at)
+VALUES (1, 'remote', 'remote.example', now(), now()) ON CONFLICT DO NOTHING;
+INSERT INTO media_attachments (id, account_id, remote_url, file_file_name, file_content_type,
+    file_file_size, file_updated_at, file_storage_schema_version, type, created_at, updated_at)
+SELECT ((extract(epoch FROM t) * 1000)::bigint << 16) | (g % 65536), 1,
+       CASE WHEN g % 10 = 0 THEN '' ELSE 'https://remote.example/m/' || g || '.jpeg' END,
+       CASE WHEN g % 5 = 1 THEN NULL ELSE substr(md5(g::text), 1, 16) || '.jpeg' END,
+       'image/jpeg', 40000 + g % 1000, t, 1, 0, t, t
+FROM (SELECT g, now() AT TIME ZONE 'UTC' - (g::double precision / $1 * 60) * interval '1 day' AS t
+      FROM generate_series(1, $1) g) s;
+ANALYZE media_attachments;
+EOF
+}
+if want memory; then
+# On s3s-fs: moto lists about 100 folders/s here, s3s-fs an empty bucket far faster, and
+# peak RSS, not requests, is this line's measure.
+s3s_bucket bench-mem
+for N in $MEM_ROWS; do
+    fresh_db "$DB"
+    psql "$DB_URL" -Xq -v ON_ERROR_STOP=1 -f - >/dev/null <<<"$(gen_rows_sql "$N")"
+    write_env "$OUT/env-mem" "$S3S" bench-mem "$DB_URL"
+    log "memory: prune over $N rows ($(psql "$DB_URL" -XtAc "SELECT count(*) FROM media_attachments WHERE remote_url <> '' AND file_file_name IS NOT NULL AND created_at < now() AT TIME ZONE 'UTC' - interval '7 days'") candidates)"
+    measure "mem-prune-$N" "$BIN" -q --env-file "$OUT/env-mem" prune --json --days 7 \
+        --concurrency "$PRUNE_CONC"
+done
+for N in $MEM_FILES; do
+    log "memory: migrate of $N files of 16 bytes to s3s-fs"
+    rm -rf "$OUT/tree-mem"
+    "$PY" scripts/bench/gen_tree.py "$OUT/tree-mem" "$N" --tiny >"$OUT/tree-mem-$N.json"
+    b=mem-migrate
+    s3s_bucket "$b"
+    write_env "$OUT/env-$b" "$S3S" "$b" "postgres://unused@127.0.0.1:9/unused"
+    rm -f "$OUT/journal-mem.sqlite"*
+    measure "mem-migrate-$N" "$BIN" -q --env-file "$OUT/env-$b" migrate --from "$OUT/tree-mem" \
+        --journal "$OUT/journal-mem.sqlite" --concurrency 32 --json
+    s3s_bucket "$b"
+done
+rm -rf "$OUT/tree-mem"
+fi
+
+# ---------------------------------------------------------------- the candidate query's plan
+if want plan; then
+PLAN_DB=mastomedia_bench_plan
+log "plan: $PLAN_ROWS rows in media_attachments (Mastodon 4.6 indexes, tests/fixtures/mastodon-4.6.sql)"
+fresh_db "$PLAN_DB"
+psql "$PG_BASE/$PLAN_DB" -Xq -v ON_ERROR_STOP=1 -f - >/dev/null <<<"$(gen_rows_sql "$PLAN_ROWS")"
+psql "$PG_BASE/$PLAN_DB" -XtAc "SELECT indexdef FROM pg_indexes WHERE tablename = 'media_attachments' ORDER BY indexname" >"$OUT/plan-indexes.txt"
+# The cursor query of src/inventory/mod.rs (Selection::Media, page size 1000 as
+# src/pool/mod.rs): $1 the keyset position, $2 the cutoff, $3 the id bound one day past it.
+plan_sql() {  # $1 = keyset position (SQL), $2 = plan_cache_mode
+    cat <<EOF
+SET client_min_messages = warning;
+SET plan_cache_mode = $2;
+SELECT ($1) AS pos \\gset
+PREPARE page(bigint, timestamp, bigint) AS
+SELECT m.id, (m.status_id IS NOT NULL OR m.scheduled_status_id IS NOT NULL) AS attached,
+       m.file_file_name, m.file_content_type, COALESCE(m.file_file_size, 0)::bigint,
+       m.file_storage_schema_version::integer, m.thumbnail_file_name, m.thumbnail_content_type,
+       COALESCE(m.thumbnail_file_size, 0)::bigint, m.thumbnail_storage_schema_version::integer
+FROM media_attachments m
+WHERE m.id > \$1 AND m.remote_url <> '' AND m.created_at <= \$2 AND m.id < \$3
+  AND (NULLIF(m.file_file_name, '') IS NOT NULL OR NULLIF(m.thumbnail_file_name, '') IS NOT NULL)
+ORDER BY m.id LIMIT 1000;
+EXPLAIN (ANALYZE, BUFFERS)
+EXECUTE page(:pos, now() AT TIME ZONE 'UTC' - interval '7 days',
+             (extract(epoch FROM now() - interval '6 days') * 1000)::bigint << 16);
+EOF
+}
+first="'-9223372036854775808'::bigint"
+middle="SELECT id FROM media_attachments ORDER BY id OFFSET $((PLAN_ROWS / 2)) LIMIT 1"
+psql "$PG_BASE/$PLAN_DB" -Xq -f - >"$OUT/plan-first.txt" 2>&1 <<<"$(plan_sql "$first" auto)"
+psql "$PG_BASE/$PLAN_DB" -Xq -f - >"$OUT/plan-middle.txt" 2>&1 <<<"$(plan_sql "$middle" auto)"
+psql "$PG_BASE/$PLAN_DB" -Xq -f - >"$OUT/plan-middle-generic.txt" 2>&1 <<<"$(plan_sql "$middle" force_generic_plan)"
+# An instance pruned every day: everything older than 8 days was cleared by the previous
+# runs, so the first page walks those rows (the query has no lower bound) before a candidate.
+psql "$PG_BASE/$PLAN_DB" -Xq -v ON_ERROR_STOP=1 -c "UPDATE media_attachments SET file_file_name = NULL WHERE created_at < now() AT TIME ZONE 'UTC' - interval '8 days'" -c "VACUUM ANALYZE media_attachments"
+psql "$PG_BASE/$PLAN_DB" -Xq -f - >"$OUT/plan-pruned-daily.txt" 2>&1 <<<"$(plan_sql "$first" auto)"
+psql "$PG_BASE/postgres" -Xq -c "DROP DATABASE IF EXISTS $PLAN_DB WITH (FORCE)"
+fi
+psql "$PG_BASE/postgres" -Xq -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)"
+
+echo "load_end=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/machine.txt"
+echo "seconds_total=$(($(date +%s) - T_START))" >>"$OUT/machine.txt"
+echo "concurrency=$CONCS" >>"$OUT/machine.txt"
+echo "prune_concurrency=$PRUNE_CONC" >>"$OUT/machine.txt"
+echo "memory_rows=$MEM_ROWS" >>"$OUT/machine.txt"
+echo "memory_files=$MEM_FILES" >>"$OUT/machine.txt"
+echo "plan_rows=$PLAN_ROWS" >>"$OUT/machine.txt"
+echo "lines=$LINES" >>"$OUT/machine.txt"
+log "writing $DOC"
+"$PY" scripts/bench/report.py "$OUT" "$DOC"
+log "done in $(($(date +%s) - T_START)) s"
