@@ -56,7 +56,13 @@ impl FsStore {
 
     async fn delete_one(&self, key: &ObjectKey) -> DeleteOutcome {
         let path = match self.resolve(key).await {
-            Ok(Some(r)) => r.path,
+            Ok(Some(r)) if r.exists => r.path,
+            Ok(Some(r)) => {
+                // Already gone, perhaps by a run killed before it removed the emptied
+                // folders: remove them now (inside the root only, as after a delete).
+                self.remove_empty_parents(&r.path).await;
+                return DeleteOutcome::AlreadyGone;
+            }
             Ok(None) => return DeleteOutcome::AlreadyGone,
             Err(e) => return DeleteOutcome::Failed(e),
         };
@@ -162,9 +168,16 @@ fn resolve_blocking(root: &Path, key: &ObjectKey) -> Result<Option<Resolved>, St
         )),
         Ok(m) => Ok(Some(Resolved {
             size: m.is_file().then_some(m.len()),
+            exists: true,
             path,
         })),
-        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+        // The folder is there (inside the root) but the file is not: the delete still
+        // tidies the folder, which a run killed between unlink and rmdir left empty.
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(Some(Resolved {
+            size: None,
+            exists: false,
+            path,
+        })),
         Err(e) => Err(io_error(&path, &e)),
     }
 }
@@ -173,6 +186,8 @@ fn resolve_blocking(root: &Path, key: &ObjectKey) -> Result<Option<Resolved>, St
 struct Resolved {
     /// The file's path with every folder symlink resolved (inside the root).
     path: PathBuf,
+    /// Whether anything is at `path` (false: the folder exists, the file does not).
+    exists: bool,
     /// Its size when it is a regular file.
     size: Option<u64>,
 }

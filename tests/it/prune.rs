@@ -456,6 +456,58 @@ async fn prune_on_4_2_uses_the_retention_setting_and_legacy_thumbnails() {
     db.drop_db().await;
 }
 
+/// A run killed between the unlink of a file and the removal of its emptied folders left
+/// those folders behind; the re-run finds the file already gone. It still removes the
+/// emptied folders (inside the root only), and leaves a folder that holds anything else.
+#[tokio::test]
+async fn fs_already_gone_files_still_have_their_emptied_folders_removed() {
+    let db = TestDb::new(Mastodon::V4_6, "UTC").await;
+    let root = temp_dir("system");
+    insert_media(
+        &db,
+        &Media::remote(109345678901234567, "8f3a2b1c4d5e6f70.png", 30.0),
+    )
+    .await;
+    insert_media(
+        &db,
+        &Media::remote(109345678901234568, "0123456789abcdef.png", 30.0),
+    )
+    .await;
+    // The newest upload, so the ownership check finds the storage is this instance's.
+    let live = root.join("media_attachments/files/109/345/678/901/234/999/original/live.png");
+    std::fs::create_dir_all(live.parent().unwrap()).unwrap();
+    std::fs::write(&live, b"png").unwrap();
+    insert_media(&db, &Media::local(109345678901234999, "live.png", 0.0)).await;
+    // Row 567: both files gone, their style folders left empty by the killed run.
+    let gone = root.join(format!("cache/media_attachments/files/{P18}"));
+    for style in ["original", "small"] {
+        std::fs::create_dir_all(gone.join(style)).unwrap();
+    }
+    // Row 568: original gone (empty folder), small still there.
+    let half = root.join("cache/media_attachments/files/109/345/678/901/234/568");
+    std::fs::create_dir_all(half.join("original")).unwrap();
+    std::fs::create_dir_all(half.join("small")).unwrap();
+    std::fs::write(half.join("small/0123456789abcdef.png"), b"x").unwrap();
+    let env = fs_env_file(&db, &root);
+    let run = mastomedia(&["--env-file", env.to_str().unwrap(), "prune", "--json"]);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    let media = &run.json()["passes"][0];
+    assert_eq!(media["rows_cleared"], 2, "{media:#}");
+    assert_eq!(media["objects_already_gone"], 3, "{media:#}");
+    assert!(
+        !gone.exists(),
+        "the emptied partition folder of row 567 is removed"
+    );
+    assert!(!half.exists(), "row 568's folders are removed once empty");
+    assert!(live.exists(), "the local upload stays");
+    assert!(root.exists(), "the root itself stays");
+    assert!(
+        root.join("media_attachments/files").exists(),
+        "a folder that still holds a file stays"
+    );
+    db.drop_db().await;
+}
+
 #[tokio::test]
 async fn objects_already_missing_still_clear_the_row() {
     let db = TestDb::new(Mastodon::V4_6, "Europe/Berlin").await;
