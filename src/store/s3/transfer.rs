@@ -15,6 +15,9 @@ use aws_sdk_s3::types::{
 use super::S3Store;
 use crate::store::{HeadMeta, ObjectHeaders, StoreError};
 
+/// Bytes read from a source file at a time while uploading it.
+const READ_BUFFER: usize = 256 * 1024;
+
 /// S3's limit on parts per multipart upload.
 const MAX_PARTS: u64 = 10_000;
 /// Smallest part S3 accepts (except the last).
@@ -39,8 +42,12 @@ impl Body<'_> {
 
     async fn range(&self, offset: u64, len: u64) -> Result<ByteStream, StoreError> {
         match self {
+            // 256 KiB reads instead of the SDK's 4 KiB: each read is a hop through
+            // tokio's blocking pool, and at 4 KiB those hops (futex wake-ups) took most of
+            // migrate's CPU (docs/benchmarks.md, "Where mastomedia loses").
             Body::File(path, _) => ByteStream::read_from()
                 .path(path)
+                .buffer_size(READ_BUFFER)
                 .offset(offset)
                 .length(Length::Exact(len))
                 .build()
