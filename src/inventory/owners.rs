@@ -58,8 +58,8 @@ pub async fn max_ids(db: &Db) -> Result<BTreeMap<&'static str, Option<i64>>, DbE
     Ok(out)
 }
 
-/// The original key of up to `limit` of the newest stored media files and avatars the
-/// database names (by primary key, so cheap), without `S3_KEY_PREFIX`. `orphans --delete`
+/// The original key of up to `limit` of the newest stored media files, avatars, headers
+/// and preview card images the database names (by primary key, so cheap), without `S3_KEY_PREFIX`. `orphans --delete`
 /// checks that some of them exist in the bucket before deleting anything: if none does,
 /// the database and the bucket do not belong together.
 pub async fn sample_keys(db: &Db, limit: i64) -> Result<Vec<String>, DbError> {
@@ -84,6 +84,30 @@ pub async fn sample_keys(db: &Db, limit: i64) -> Result<Vec<String>, DbError> {
                 "SELECT id, avatar_file_name, avatar_content_type, {}::integer, domain IS NOT NULL \
                  FROM accounts a WHERE NULLIF(avatar_file_name, '') IS NOT NULL ORDER BY id DESC LIMIT $1",
                 schema.column_or_null("a", "accounts", "avatar_storage_schema_version", "integer")
+            ),
+        ),
+        // Headers and preview card images too: a run of `--prune-profiles` or
+        // `--preview-cards` against a database with no media and no avatars must not
+        // pass on an empty sample (review finding).
+        (
+            Attachment::Header,
+            format!(
+                "SELECT id, header_file_name, header_content_type, {}::integer, domain IS NOT NULL \
+                 FROM accounts a WHERE NULLIF(header_file_name, '') IS NOT NULL ORDER BY id DESC LIMIT $1",
+                schema.column_or_null("a", "accounts", "header_storage_schema_version", "integer")
+            ),
+        ),
+        (
+            Attachment::PreviewCardImage,
+            format!(
+                "SELECT id, image_file_name, image_content_type, {}::integer, TRUE \
+                 FROM preview_cards p WHERE NULLIF(image_file_name, '') IS NOT NULL ORDER BY id DESC LIMIT $1",
+                schema.column_or_null(
+                    "p",
+                    "preview_cards",
+                    "image_storage_schema_version",
+                    "integer"
+                )
             ),
         ),
     ];
@@ -145,8 +169,9 @@ pub enum OwnershipError {
 /// every object as an orphan, and `prune` every candidate as already gone and clear rows
 /// whose files live in another bucket. An empty sample passes (no stored file at all: the
 /// callers have their own sign for that), and so does one of keys [`validate_key`] refuses.
-/// The keys are looked up one at a time (`HEAD`, a `stat` on the filesystem) until one
-/// exists: one request on a healthy instance, at most the sample's size on a wrong one.
+/// The keys are looked up one at a time (a `ListObjectsV2` whose prefix is the key, which
+/// needs only the listing permission prune needs anyway; a `stat` on the filesystem) until
+/// one exists: one request on a healthy instance, at most the sample's size on a wrong one.
 /// Errors: [`OwnershipError`].
 pub async fn check_owned(
     sample: &[String],
@@ -165,11 +190,15 @@ pub async fn check_owned(
     }
     let mut last_error = None;
     for key in &keys {
-        match store.head(key).await {
-            Ok(Some(_)) => return Ok(()),
-            Ok(None) => {}
-            Err(e) if e.is_fatal() => return Err(OwnershipError::Sizing(e)),
-            Err(e) => last_error = Some(e),
+        // A listing with the key itself as prefix (no covering prefix given), not a HEAD:
+        // prune needs only ListBucket and DeleteObject, and a key limited to those must
+        // still pass (review finding of the HEAD version).
+        let answer = store.stat_many(std::slice::from_ref(key), &[]).await;
+        match answer.into_iter().next() {
+            Some(Ok(Some(_))) => return Ok(()),
+            Some(Ok(None)) | None => {}
+            Some(Err(e)) if e.is_fatal() => return Err(OwnershipError::Sizing(e)),
+            Some(Err(e)) => last_error = Some(e),
         }
     }
     // Nothing found: if some lookups failed, ownership is unknown rather than disproved.

@@ -416,9 +416,13 @@ async fn prune_refuses_a_database_that_owns_nothing_in_the_storage() {
             .map(|k| k.to_string())
             .collect::<BTreeSet<_>>()
     );
-    // With the right storage the same database prunes as usual.
+    // With the right storage the same database prunes as usual, also with credentials
+    // that may list and delete but not read objects (no s3:GetObject): the check lists.
     let right = TestBucket::new().await;
     seed_objects_s3(&right, &world).await;
+    right.faults(serde_json::json!({
+        "error_rate": { "rate": 1.0, "codes": ["AccessDenied"], "ops": ["HeadObject", "GetObject"] }
+    }));
     let run = mastomedia(&[
         "--env-file",
         s3_env_file(&db, &right.name, &[]).to_str().unwrap(),
