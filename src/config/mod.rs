@@ -447,6 +447,14 @@ fn s3_config(vars: &Vars) -> Result<S3Config, ConfigError> {
     let region = vars.get("S3_REGION").unwrap_or("us-east-1").to_owned();
     let endpoint = match vars.get("S3_ENDPOINT") {
         None => None,
+        Some(e) if without_userinfo(e) != e => {
+            // Never echoed: the user:password part is a secret.
+            return Err(ConfigError::Invalid {
+                var: "S3_ENDPOINT",
+                value: without_userinfo(e),
+                fix: "remove the user:password@ part: the bucket's credentials go in AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY".into(),
+            });
+        }
         Some(e) => {
             let ok = (e.starts_with("https://") || e.starts_with("http://"))
                 && e.split("://").nth(1).is_some_and(|h| !h.is_empty());
@@ -578,6 +586,19 @@ fn s3_config(vars: &Vars) -> Result<S3Config, ConfigError> {
         max_attempts: (retry_limit + 1).max(5),
         delete_checksum,
     })
+}
+
+/// `url` with any `user:password@` in its authority replaced by `[hidden]@`, for display
+/// (`scheme://user:pw@host/…` → `scheme://[hidden]@host/…`); other text unchanged.
+pub fn without_userinfo(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://[hidden]@{}", &rest[at + 1..]),
+        None => url.to_owned(),
+    }
 }
 
 /// Where Mastodon keeps local media: `PAPERCLIP_ROOT_PATH` (`:rails_root` replaced by the

@@ -122,7 +122,7 @@ pub fn settings(
                     }))
                 }
                 Some(_) if SECRET_VARS.contains(&name) => Some("[hidden]".to_owned()),
-                Some(v) => Some(super::shown_value(v)),
+                Some(v) => Some(super::shown_value(&super::without_userinfo(v))),
                 None => default.map(str::to_owned),
             };
             Setting {
@@ -137,6 +137,20 @@ pub fn settings(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn urls_lose_their_credentials() {
+        use super::super::without_userinfo;
+        assert_eq!(
+            without_userinfo("https://u:p@s3.example.com/x"),
+            "https://[hidden]@s3.example.com/x"
+        );
+        assert_eq!(
+            without_userinfo("https://s3.example.com/a@b"),
+            "https://s3.example.com/a@b"
+        );
+        assert_eq!(without_userinfo("not a url"), "not a url");
+    }
 
     #[test]
     fn the_last_assignment_wins_and_comments_do_not_count() {

@@ -4,7 +4,8 @@
 
 use crate::support::{Mastodon, TestDb, mastomedia_env, temp_dir};
 
-const SECRETS: [&str; 6] = [
+const SECRETS: [&str; 7] = [
+    "ep-pw-in-env-3a3a",
     "pw-in-file-7f3a",
     "sk-in-file-91c2",
     "sk-in-env-55d0",
@@ -148,5 +149,31 @@ async fn config_shows_origins_and_never_a_secret() {
         "{v:#}"
     );
     assert_eq!(names(&v), all_names, "every variable is still shown");
+
+    // Credentials inside S3_ENDPOINT are refused, and never echoed by config or by any
+    // command's error.
+    let ep = [(
+        "S3_ENDPOINT",
+        "https://user:ep-pw-in-env-3a3a@us-east-1.linodeobjects.com",
+    )];
+    for args in [
+        vec!["config", "--offline"],
+        vec!["du"],
+        vec!["prune", "--dry-run"],
+    ] {
+        let mut all = vec!["--env-file", env];
+        all.extend(args.iter().copied());
+        let run = mastomedia_env(&all, &ep);
+        assert_eq!(run.code, 2, "{args:?}\n{}\n{}", run.stdout, run.stderr);
+        assert_no_secret(
+            &format!("{args:?}"),
+            &format!("{}{}", run.stdout, run.stderr),
+        );
+        assert!(
+            format!("{}{}", run.stdout, run.stderr).contains("remove the user:password@ part"),
+            "{args:?}: {}",
+            run.stderr
+        );
+    }
     db.drop_db().await;
 }
