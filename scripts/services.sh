@@ -8,6 +8,7 @@
 #   (installs Debian's postgresql, starts the cluster, adds a trust line if needed).
 # - Debian's pebble (ACME test server + mock DNS) for the certificate tests.
 # - Debian's pgbouncer (/usr/sbin/pgbouncer) for the transaction-pooling tests.
+# - Debian's chromium (headless) for the test that renders `du --html`.
 # - A Python venv with moto (the local S3 server used by tests/support/s3server.py) and
 #   prometheus-client (its text-format parser reads --metrics-file in tests/it/metrics.rs),
 #   at ${MASTOMEDIA_VENV:-$HOME/.cache/mastomedia/venv}.
@@ -174,11 +175,22 @@ _mm_pgbouncer() {
     _mm_log "pgbouncer ready: /usr/sbin/pgbouncer"
 }
 
+# Debian's chromium, headless, for tests/it/du_html.rs: `du --html` must render in a real
+# browser (`chromium --headless --dump-dom`).
+_mm_chromium() {
+    if ! command -v chromium >/dev/null 2>&1; then
+        _mm_log "installing chromium (apt-get)"
+        _mm_apt_install chromium || return 1
+    fi
+    _mm_log "chromium ready: $(command -v chromium)"
+}
+
 mastomedia_services() {
     _mm_postgres || return 1
     _mm_s3_venv || return 1
     _mm_pebble || return 1
     _mm_pgbouncer || return 1
+    _mm_chromium || return 1
 }
 
 if [ "${BASH_SOURCE[0]}" = "$0" ]; then

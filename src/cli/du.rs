@@ -17,6 +17,8 @@ use std::num::NonZeroU32;
 ///   mastomedia du --prefix cache/ --concurrency 16
 ///
 ///   mastomedia du --by month
+///
+///   mastomedia du --html /var/www/du.html
 #[derive(Debug, Clone, clap::Args)]
 #[command(verbatim_doc_comment)]
 pub struct Args {
@@ -42,6 +44,11 @@ pub struct Args {
     /// (from the snowflake ids in the keys), under cache/ or not.
     #[arg(long, value_enum, value_name = "GROUPING")]
     pub by: Option<DuBy>,
+
+    /// Also write the report as one self-contained HTML file (charts of the categories
+    /// and of the growth per month; nothing fetched from the network).
+    #[arg(long, value_name = "FILE")]
+    pub html: Option<std::path::PathBuf>,
 
     /// Print the report as JSON on stdout (exact bytes; shape documented in the README).
     #[arg(long)]

@@ -98,7 +98,7 @@ pub async fn run(
         ..DuReport::default()
     };
     report.fill(&walked.acc, &sums, &args.prefix);
-    if args.by == Some(crate::cli::du::DuBy::Month) {
+    if args.by == Some(crate::cli::du::DuBy::Month) || args.html.is_some() {
         report.fill_months(&walked.acc);
     }
     if args.versions {
@@ -118,6 +118,19 @@ pub async fn run(
     tracing::info!(prefixes = walked.prefixes, "listing finished");
     report.requests = store.limiter().stats();
     report.elapsed_seconds = started.elapsed().as_secs_f64();
+    if let Some(path) = &args.html {
+        let generated = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        write_file(
+            path,
+            &crate::report::usage_html::render(&report, &generated),
+        )
+        .map_err(|e| {
+            CommandError::fatal(anyhow!(
+                "cannot write the HTML report {}: {e}",
+                path.display()
+            ))
+        })?;
+    }
     report.print(args.json);
     Ok(report.exit_code())
 }
@@ -174,4 +187,23 @@ async fn multipart(
         }
     }
     Ok(m)
+}
+
+/// Writes `text` to `path` through a temporary file in the same folder and a rename, so a
+/// web server never serves half a report.
+fn write_file(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "du.html".to_owned());
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    std::fs::write(&tmp, text)
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .inspect_err(|_| {
+            let _ = std::fs::remove_file(&tmp);
+        })
 }

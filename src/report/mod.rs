@@ -12,6 +12,7 @@ pub mod migrate;
 pub mod orphans;
 mod progress;
 pub mod usage;
+pub mod usage_html;
 
 pub use progress::{LogWriter, Progress, ProgressMode};
 

@@ -15,6 +15,7 @@ mod closed_stdout;
 mod config_cmd;
 mod docs_cli;
 mod doctor;
+mod du_html;
 mod du_months;
 mod du_orphans;
 mod faults;
