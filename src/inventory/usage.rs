@@ -120,8 +120,8 @@ pub struct Usage {
 }
 
 /// One month of `du --by month`: objects whose row id is a Mastodon snowflake id
-/// (18 digits: `docs/reference/mastodon-schema.md#snowflake-ids`, the creation time in
-/// milliseconds shifted left by 16 bits) created in that month, under `cache/` or not.
+/// (`docs/reference/mastodon-schema.md#snowflake-ids`: the creation time in milliseconds
+/// shifted left by 16 bits; 17 digits before mid-2018, 18 since) created in that month, under `cache/` or not.
 /// Serial ids (accounts, preview cards, emoji, older rows) and keys outside the layout
 /// have no creation time in their key: they are counted under `unknown`, so the months
 /// always add up to the listing's total.
@@ -152,12 +152,20 @@ impl MonthTally {
     }
 }
 
+/// The smallest snowflake id `month_of` reads: 2017-09-01T00:00Z shifted left by 16
+/// bits. Mastodon 2.0 (October 2017) introduced snowflake ids; those before mid-2018 have
+/// 17 digits, which `plan::ownership::snowflake_ms` (18 digits only) leaves out. Serial
+/// ids never come near this.
+const FIRST_SNOWFLAKE: i64 = 98_580_824_064_000_000;
+
 /// `YYYY-MM` (UTC) of the snowflake id in `partition` (the id's digits), else `unknown`.
 fn month_of(partition: &str) -> String {
     partition
         .parse::<i64>()
         .ok()
-        .and_then(snowflake_ms)
+        .filter(|id| *id >= FIRST_SNOWFLAKE)
+        .map(|id| id >> 16)
+        .or_else(|| partition.parse::<i64>().ok().and_then(snowflake_ms))
         .and_then(chrono::DateTime::from_timestamp_millis)
         .map_or_else(|| "unknown".to_owned(), |t| t.format("%Y-%m").to_string())
 }
@@ -325,6 +333,18 @@ pub async fn database_sums(db: &Db) -> Result<HashMap<Category, DbSum>, DbError>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn months_come_from_17_and_18_digit_snowflake_ids() {
+        // 2018-01-01T00:00Z = 1514764800000 ms: a 17-digit id.
+        assert_eq!(
+            month_of(&(1_514_764_800_000_i64 << 16).to_string()),
+            "2018-01"
+        );
+        assert_eq!(month_of("111677748019200000"), "2024-01");
+        assert_eq!(month_of("000000001"), "unknown", "a serial id");
+        assert_eq!(month_of("98580824063999999"), "unknown", "below 2017-09");
+    }
 
     #[test]
     fn counts_by_category_and_keeps_the_first_strangers() {
