@@ -166,8 +166,9 @@ fn previous_success(text: &str, command: &str) -> Option<f64> {
 }
 
 /// Writes the metrics of the run of `command` that ended with `exit_code` after
-/// `duration_seconds`, at Unix time `now`, to `path` atomically. Errors: the folder is
-/// not writable, or the rename fails (the previous file, if any, is left as it was).
+/// `duration_seconds`, at Unix time `now`, to `path` atomically. A symlink at `path` is
+/// replaced by the file, not followed. Errors: the folder is not writable, or the rename
+/// fails (the previous file, if any, is left as it was).
 pub fn write(
     path: &Path,
     command: &str,
@@ -209,13 +210,28 @@ pub fn write(
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "metrics".to_owned());
-    // node_exporter reads only `*.prom`: the temporary name does not end so.
-    let tmp = dir.join(format!(".{file_name}.{}.tmp", std::process::id()));
-    std::fs::write(&tmp, text)
-        .and_then(|()| std::fs::rename(&tmp, path))
-        .inspect_err(|_| {
-            let _ = std::fs::remove_file(&tmp);
+    // node_exporter reads only `*.prom`: the temporary name does not end so. It is new
+    // (`create_new`: never an existing file or a planted symlink, in a shared folder) and
+    // synced before the rename, so the collector sees the old file or the whole new one.
+    let tmp = dir.join(format!(
+        ".{file_name}.{}.{:016x}.tmp",
+        std::process::id(),
+        fastrand::u64(..)
+    ));
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)
+        .and_then(|mut f| {
+            use std::io::Write as _;
+            f.write_all(text.as_bytes())?;
+            f.sync_all()
         })
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }
 
 #[cfg(test)]
