@@ -149,6 +149,24 @@ pub enum OwnershipError {
     /// ownership could not be shown.
     #[error("checking that the database's files are in this storage: {0}")]
     Sizing(StoreError),
+    /// The storage holds files of media newer than anything the database knows
+    /// ([`check_no_newer_media`]).
+    #[error(
+        "{store} holds the files of at least {rows} media attachments more than a day newer than the newest row of this database (partition {newest}; e.g. {example}): another instance, of which this database is an older copy (a staging copy, a restore), still writes there. Pruning with this database would delete files that instance's rows still name. Refusing to change anything; check DATABASE_URL / DB_NAME and S3_BUCKET / S3_KEY_PREFIX"
+    )]
+    NewerFiles {
+        /// Newer media rows seen (distinct partitions, one listing page).
+        rows: usize,
+        /// One of their keys.
+        example: ObjectKey,
+        /// The partition of the database's newest media row.
+        newest: String,
+        /// [`Store::describe`] of the store.
+        store: String,
+    },
+    /// Reading the database for the check.
+    #[error(transparent)]
+    Db(DbError),
     /// None of the sampled files exists in the store.
     #[error(
         "none of the {checked} newest files the database names (e.g. {example}) exist in {store}: the database and the storage do not belong to the same instance, so every file of the database would look already gone (prune would clear rows whose files are elsewhere) and every object orphaned. Refusing to change anything; check DATABASE_URL / DB_NAME and S3_BUCKET / S3_KEY_PREFIX (or the local public/system path)"
@@ -210,6 +228,84 @@ pub async fn check_owned(
         example: keys[0].clone(),
         store: store.describe(),
     })
+}
+
+/// How many media rows' files newer than anything the database knows make
+/// [`check_no_newer_media`] refuse: a few orphans of failed uploads never do.
+pub const NEWER_MEDIA_ROWS: usize = 10;
+
+/// How much newer than the database's newest media row those files must be (their
+/// snowflake time), in milliseconds: one day.
+pub const NEWER_MEDIA_MARGIN_MS: i64 = 86_400_000;
+
+/// Before a prune on S3: the bucket must not hold the files of [`NEWER_MEDIA_ROWS`] or
+/// more media rows whose snowflake ids are more than [`NEWER_MEDIA_MARGIN_MS`] newer than
+/// the database's newest `media_attachments` row (and minted at least
+/// [`crate::plan::ownership::NEWER_KEY_GRACE_MINUTES`] before `now_ms`). Such files come
+/// from an instance that went on writing after this database was copied: a staging copy
+/// or an old restore of production pointed at production's bucket would otherwise pass
+/// [`check_owned`] (its newest files are production's) and delete objects production's
+/// rows still name. One `ListObjectsV2` page after the newest row's partition, for
+/// `cache/media_attachments/files/` and for `media_attachments/files/`. Skipped when the
+/// table is empty or its ids are not snowflakes; the filesystem is not checked (a
+/// listing there walks the folder tree). Errors: the listing fails (after the retry
+/// policy), or [`OwnershipError::NewerFiles`].
+pub async fn check_no_newer_media(
+    db: &Db,
+    store: &dyn Store,
+    key_prefix: &KeyPrefix,
+    now_ms: i64,
+) -> Result<(), OwnershipError> {
+    use crate::plan::ownership::{NEWER_KEY_GRACE_MINUTES, snowflake_ms};
+    if !store.sizes_by_listing() {
+        return Ok(());
+    }
+    let max: Option<i64> = sqlx::query_scalar("SELECT max(id)::bigint FROM media_attachments")
+        .fetch_one(db.pool())
+        .await
+        .map_err(|e| OwnershipError::Db(DbError::query("reading the newest media id", e)))?;
+    let Some(max) = max else { return Ok(()) };
+    let Some(max_ms) = snowflake_ms(max) else {
+        return Ok(());
+    };
+    let settled = now_ms - NEWER_KEY_GRACE_MINUTES * 60_000;
+    let base = key_prefix
+        .as_deref()
+        .map(|p| format!("{p}/"))
+        .unwrap_or_default();
+    let partition = crate::plan::layout::id_partition(max);
+    for folder in ["cache/media_attachments/files/", "media_attachments/files/"] {
+        let prefix = format!("{base}{folder}");
+        // Past every style of the newest row's partition: '~' sorts after any style name.
+        let start = format!("{prefix}{partition}/~");
+        let page = store
+            .list_page(&prefix, false, Some(&start), None)
+            .await
+            .map_err(OwnershipError::Sizing)?;
+        let mut newer = BTreeSet::new();
+        let mut example = None;
+        for o in &page.objects {
+            let Ok(p) = crate::plan::parse::parse_key(o.key.as_str(), key_prefix) else {
+                continue;
+            };
+            let Some(ms) = p.partition.parse::<i64>().ok().and_then(snowflake_ms) else {
+                continue;
+            };
+            if ms > max_ms + NEWER_MEDIA_MARGIN_MS && ms <= settled {
+                newer.insert(p.partition.clone());
+                example.get_or_insert_with(|| o.key.clone());
+            }
+        }
+        if newer.len() >= NEWER_MEDIA_ROWS {
+            return Err(OwnershipError::NewerFiles {
+                rows: newer.len(),
+                example: example.unwrap_or_else(|| ObjectKey::new(start.clone())),
+                newest: partition.clone(),
+                store: store.describe(),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// One stored attachment of a looked-up row.

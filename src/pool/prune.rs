@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{LockedDb, PassError, PassOptions, run_pass};
 use crate::inventory::Selection;
-use crate::inventory::owners::{OwnershipError, check_owned};
+use crate::inventory::owners::{OwnershipError, check_no_newer_media, check_owned};
 use crate::mastodon::{Db, DbError, RunLock};
 use crate::plan::domain::DomainFilter;
 use crate::plan::prune::{DaysSource, cutoff};
@@ -153,6 +153,14 @@ pub async fn run_prune(
         .await
         .map_err(PruneError::Db)?;
     check_owned(&sample, store.as_ref(), &opts.key_prefix).await?;
+    // ...and a staging copy or old restore of the right database must not pass either.
+    check_no_newer_media(
+        db,
+        store.as_ref(),
+        &opts.key_prefix,
+        Utc::now().timestamp_millis(),
+    )
+    .await?;
     let dry_run = opts.gate.is_dry_run();
     let mut report = PruneReport {
         dry_run,

@@ -434,6 +434,90 @@ async fn prune_refuses_a_database_that_owns_nothing_in_the_storage() {
     db.drop_db().await;
 }
 
+/// The partition folder of a snowflake id (18 digits: six groups of three).
+fn snowflake_partition(id: i64) -> String {
+    let d = id.to_string();
+    d.as_bytes()
+        .chunks(3)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// Review finding: a staging copy (or an old restore) of production's database, pointed
+/// at production's bucket, passes the newest-files check (its newest files are
+/// production's). The bucket holding the files of 10 or more media rows more than a day
+/// newer than the database's newest row gives it away: exit 3, nothing changed. A few
+/// such files (orphans of failed uploads) do not.
+#[tokio::test]
+async fn prune_refuses_an_older_copy_of_the_database_on_the_live_bucket() {
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let id_at = |ms: i64| ms << 16;
+    let db = TestDb::new(Mastodon::V4_6, "UTC").await;
+    let copied_ms = now_ms - 20 * 86_400_000;
+    let old = id_at(copied_ms);
+    insert_media(&db, &Media::remote(old, "8f3a2b1c4d5e6f70.png", 20.0)).await;
+    let own: Vec<String> = ["original", "small"]
+        .iter()
+        .map(|s| {
+            format!(
+                "cache/media_attachments/files/{}/{s}/8f3a2b1c4d5e6f70.png",
+                snowflake_partition(old)
+            )
+        })
+        .collect();
+    for (newer_rows, refused) in [(12_i64, true), (3, false)] {
+        let bucket = TestBucket::new().await;
+        for k in &own {
+            bucket.put(k, b"ours").await;
+        }
+        // The live instance went on: files of rows from 2 days after the copy on.
+        for i in 0..newer_rows {
+            let id = id_at(copied_ms + 2 * 86_400_000 + i * 3_600_000);
+            bucket
+                .put(
+                    &format!(
+                        "cache/media_attachments/files/{}/original/{:016x}.png",
+                        snowflake_partition(id),
+                        i
+                    ),
+                    b"theirs",
+                )
+                .await;
+        }
+        let before = bucket.keys().await;
+        let env = s3_env_file(&db, &bucket.name, &[]);
+        for dry in [true, false] {
+            bucket.reset_stats();
+            let mut args = vec!["--env-file", env.to_str().unwrap(), "prune", "--days", "7"];
+            if dry {
+                args.push("--dry-run");
+            }
+            let run = mastomedia(&args);
+            if refused {
+                assert_eq!(run.code, 3, "{args:?}\n{}\n{}", run.stdout, run.stderr);
+                assert!(
+                    run.stderr.contains("older copy") && run.stderr.contains("DATABASE_URL"),
+                    "{}",
+                    run.stderr
+                );
+                assert_eq!(bucket.stats()["mutating"], 0);
+                assert_eq!(bucket.keys().await, before);
+                assert!(media_names(&db, old).await.0.is_some(), "row untouched");
+            } else {
+                assert_eq!(run.code, 0, "{args:?}\n{}\n{}", run.stdout, run.stderr);
+            }
+        }
+        if !refused {
+            assert_eq!(media_names(&db, old).await.0, None, "pruned as usual");
+            for k in &own {
+                assert!(!bucket.keys().await.contains(k));
+            }
+        }
+    }
+    db.drop_db().await;
+}
+
 #[tokio::test]
 async fn prune_on_4_2_uses_the_retention_setting_and_legacy_thumbnails() {
     let db = TestDb::new(Mastodon::V4_2, "Asia/Tokyo").await;
