@@ -120,7 +120,7 @@ pub async fn run(
     report.elapsed_seconds = started.elapsed().as_secs_f64();
     if let Some(path) = &args.html {
         let generated = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-        write_file(
+        crate::report::write_atomically(
             path,
             &crate::report::usage_html::render(&report, &generated),
         )
@@ -187,23 +187,4 @@ async fn multipart(
         }
     }
     Ok(m)
-}
-
-/// Writes `text` to `path` through a temporary file in the same folder and a rename, so a
-/// web server never serves half a report.
-fn write_file(path: &std::path::Path, text: &str) -> std::io::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(std::path::Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "du.html".to_owned());
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    std::fs::write(&tmp, text)
-        .and_then(|()| std::fs::rename(&tmp, path))
-        .inspect_err(|_| {
-            let _ = std::fs::remove_file(&tmp);
-        })
 }

@@ -201,37 +201,7 @@ pub fn write(
             });
         }
     }
-    let text = render(&all);
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "metrics".to_owned());
-    // node_exporter reads only `*.prom`: the temporary name does not end so. It is new
-    // (`create_new`: never an existing file or a planted symlink, in a shared folder) and
-    // synced before the rename, so the collector sees the old file or the whole new one.
-    let tmp = dir.join(format!(
-        ".{file_name}.{}.{:016x}.tmp",
-        std::process::id(),
-        fastrand::u64(..)
-    ));
-    let written = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&tmp)
-        .and_then(|mut f| {
-            use std::io::Write as _;
-            f.write_all(text.as_bytes())?;
-            f.sync_all()
-        })
-        .and_then(|()| std::fs::rename(&tmp, path));
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    written
+    super::write_atomically(path, &render(&all))
 }
 
 #[cfg(test)]

@@ -144,6 +144,43 @@ pub fn requests_line(stats: &RequestStats) -> String {
     s
 }
 
+/// Writes `text` to `path` so that a reader (node_exporter's textfile collector, a web
+/// server) sees the old file or the whole new one: a new temporary file in the same
+/// folder (`create_new` with a random suffix: never an existing file or a planted
+/// symlink in a shared folder; not ending in `.prom` or `.html`), synced, then renamed
+/// over `path`. A symlink at `path` is replaced, not followed. Errors: the folder is not
+/// writable, or the rename fails (the previous file is left as it was; the temporary
+/// file is removed).
+pub fn write_atomically(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "report".to_owned());
+    let tmp = dir.join(format!(
+        ".{name}.{}.{:016x}.tmp",
+        std::process::id(),
+        fastrand::u64(..)
+    ));
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&tmp)
+        .and_then(|mut f| {
+            f.write_all(text.as_bytes())?;
+            f.sync_all()
+        })
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
+}
+
 /// Writes `text` to stdout, where every report goes. A closed stdout (`mastomedia orphans
 /// --json | head -1`, a pager quit early) is not an error of the run: the rest is dropped
 /// quietly instead of panicking as `print!` does. Other write errors are said on stderr.
