@@ -17,10 +17,22 @@ fn main() -> ProcessExit {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
+            let code = u8::try_from(e.exit_code()).unwrap_or(ExitCode::Usage as u8);
+            // A usage error of a run asked for JSON logs is one JSON line too, so a log
+            // shipper never receives clap's multi-line text (the arguments are read by
+            // hand: they did not parse).
+            if e.use_stderr() && asks_for_json_logs(std::env::args()) {
+                log::set_format(log::LogFormat::Json);
+                let mut fields = serde_json::Map::new();
+                fields.insert("exit_code".into(), code.into());
+                let text = e.render().to_string();
+                log::line("ERROR", text.trim_end(), fields);
+                return ProcessExit::from(code);
+            }
             // What clap's `parse` does, returned instead of exiting: `--help`/`--version`
             // on stdout with 0, a usage error on stderr with 2. A closed stdout is ignored.
             let _ = e.print();
-            return ProcessExit::from(u8::try_from(e.exit_code()).unwrap_or(ExitCode::Usage as u8));
+            return ProcessExit::from(code);
         }
     };
     let default_level = match (cli.quiet, cli.verbose) {
@@ -111,4 +123,13 @@ fn main() -> ProcessExit {
         }
     }
     code.into()
+}
+
+/// Whether the command line has `--log-format json` (or `--log-format=json`).
+fn asks_for_json_logs(args: impl Iterator<Item = String>) -> bool {
+    let args: Vec<String> = args.collect();
+    args.iter().enumerate().any(|(i, a)| {
+        a == "--log-format=json"
+            || (a == "--log-format" && args.get(i + 1).is_some_and(|v| v == "json"))
+    })
 }

@@ -100,5 +100,34 @@ async fn log_format_json_gives_one_object_per_stderr_line() {
     );
     let bad = mastomedia(&["--env-file", env, "--log-format", "xml", "prune"]);
     assert_eq!(bad.code, 2);
+    // A usage error of a run asked for JSON logs is one JSON line as well.
+    for args in [
+        vec![
+            "--env-file",
+            env,
+            "--log-format",
+            "json",
+            "prune",
+            "--days",
+            "0",
+        ],
+        vec!["--env-file", env, "--log-format=json", "--bogus", "prune"],
+        vec![
+            "--env-file",
+            env,
+            "--log-format",
+            "json",
+            "du",
+            "--by",
+            "year",
+        ],
+    ] {
+        let run = mastomedia(&args);
+        assert_eq!(run.code, 2, "{args:?}: {}", run.stderr);
+        let lines = json_lines(&run.stderr);
+        assert_eq!(lines.len(), 1, "{args:?}: {}", run.stderr);
+        assert_eq!(lines[0]["level"], "ERROR");
+        assert_eq!(lines[0]["fields"]["exit_code"], 2);
+    }
     db.drop_db().await;
 }
