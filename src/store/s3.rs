@@ -698,8 +698,19 @@ impl S3Store {
             .iter()
             .filter_map(|p| url_decoded(p.prefix()?, "ListObjectsV2"))
             .collect();
-        let next = match page.next_continuation_token() {
-            Some(t) if page.is_truncated() == Some(true) => Some(t.to_owned()),
+        let next = match (page.is_truncated(), page.next_continuation_token()) {
+            (Some(true), Some(t)) => Some(t.to_owned()),
+            // Taking such a page for the end would make the rest of the listing look
+            // empty: du would undercount, prune call existing objects already gone.
+            (Some(true), None) => {
+                return Err(StoreError::Other {
+                    code: "TruncatedWithoutToken".into(),
+                    message: format!(
+                        "{}: ListObjectsV2 of {prefix:?} answered a truncated page without a continuation token; the listing cannot go on (a proxy or provider bug)",
+                        self.describe()
+                    ),
+                });
+            }
             _ => None,
         };
         Ok(ListPage {

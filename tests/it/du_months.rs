@@ -94,3 +94,32 @@ async fn du_by_month_splits_the_listing_and_sums_to_the_totals() {
     assert_eq!(bad.code, 2);
     db.drop_db().await;
 }
+
+/// A truncated ListObjectsV2 page without a continuation token (a broken provider or
+/// proxy) used to end the listing quietly: du counted the first page only. It is an error
+/// now (after the retry policy: exit 3), with the reason, instead of a wrong total.
+#[tokio::test]
+async fn a_truncated_page_without_a_token_is_an_error_not_the_end() {
+    let db = TestDb::new(Mastodon::V4_6, "UTC").await;
+    let bucket = TestBucket::new().await;
+    // More than one page (1000 keys) of keys; what they are does not matter here.
+    let objects: Vec<(String, Vec<u8>)> = (0..1005)
+        .map(|i| (format!("unrelated/{i:05}.txt"), b"x".to_vec()))
+        .collect();
+    bucket.put_many(&objects);
+    let env = s3_env_file(&db, &bucket.name, &[]);
+    let env = env.to_str().unwrap();
+    let ok = mastomedia(&["--env-file", env, "du", "--json"]);
+    assert_eq!(ok.code, 0, "{}", ok.stderr);
+    assert_eq!(ok.json()["total"]["objects"], 1005, "more than one page");
+    bucket.faults(serde_json::json!({ "truncated_without_token": true }));
+    let run = mastomedia(&["--env-file", env, "du", "--json"]);
+    assert_eq!(run.code, 3, "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr
+            .contains("truncated page without a continuation token"),
+        "{}",
+        run.stderr
+    );
+    db.drop_db().await;
+}

@@ -110,6 +110,9 @@ FAULT_FIELDS = {
     "list_errors": dict,
     # GetObjectAcl -> 501 NotImplemented (providers without ACL reads, e.g. R2)
     "acl_not_implemented": bool,
+    # a truncated ListObjectsV2 page loses its NextContinuationToken (a broken provider or
+    # proxy): the client must not take the page for the end of the listing
+    "truncated_without_token": bool,
     # object requests (not DeleteObjects) have their path's dot segments removed (RFC 3986
     # 5.2.4) after the signature check, as some servers and fronting proxies do: a key
     # with ".." segments then addresses another object
@@ -844,6 +847,9 @@ class ProxyHandler(BaseHTTPRequestHandler):
             if code:
                 self.injected(b)
                 raise S3Error(ERROR_STATUS.get(code, 400), code, "injected (list_errors)")
+        if op == "ListObjectsV2" and st_ == 200 and cfg.get("truncated_without_token"):
+            data = re.sub(rb"<NextContinuationToken>.*?</NextContinuationToken>", b"", data,
+                          flags=re.S)
         if op == "GetBucketVersioning" and st_ == 200:
             # moto 5.2.5 names the root GetBucketVersioningResponse; S3 says
             # VersioningConfiguration (the SDK reads nothing from the other name).
