@@ -64,53 +64,30 @@ pub async fn max_ids(db: &Db) -> Result<BTreeMap<&'static str, Option<i64>>, DbE
 /// the database and the bucket do not belong together.
 pub async fn sample_keys(db: &Db, limit: i64) -> Result<Vec<String>, DbError> {
     let schema = db.schema();
+    // Media files and avatars; headers and preview card images too, so a run of
+    // `--prune-profiles` or `--preview-cards` against a database with no media and no
+    // avatars is not checked against an empty sample (review finding).
     let queries = [
-        (
-            Attachment::MediaFile,
-            format!(
-                "SELECT id, file_file_name, file_content_type, {}::integer, remote_url <> '' \
-                 FROM media_attachments m WHERE NULLIF(file_file_name, '') IS NOT NULL ORDER BY id DESC LIMIT $1",
-                schema.column_or_null(
-                    "m",
-                    "media_attachments",
-                    "file_storage_schema_version",
-                    "integer"
-                )
-            ),
-        ),
-        (
-            Attachment::Avatar,
-            format!(
-                "SELECT id, avatar_file_name, avatar_content_type, {}::integer, domain IS NOT NULL \
-                 FROM accounts a WHERE NULLIF(avatar_file_name, '') IS NOT NULL ORDER BY id DESC LIMIT $1",
-                schema.column_or_null("a", "accounts", "avatar_storage_schema_version", "integer")
-            ),
-        ),
-        // Headers and preview card images too: a run of `--prune-profiles` or
-        // `--preview-cards` against a database with no media and no avatars must not
-        // pass on an empty sample (review finding).
-        (
-            Attachment::Header,
-            format!(
-                "SELECT id, header_file_name, header_content_type, {}::integer, domain IS NOT NULL \
-                 FROM accounts a WHERE NULLIF(header_file_name, '') IS NOT NULL ORDER BY id DESC LIMIT $1",
-                schema.column_or_null("a", "accounts", "header_storage_schema_version", "integer")
-            ),
-        ),
-        (
-            Attachment::PreviewCardImage,
-            format!(
-                "SELECT id, image_file_name, image_content_type, {}::integer, TRUE \
-                 FROM preview_cards p WHERE NULLIF(image_file_name, '') IS NOT NULL ORDER BY id DESC LIMIT $1",
-                schema.column_or_null(
-                    "p",
-                    "preview_cards",
-                    "image_storage_schema_version",
-                    "integer"
-                )
-            ),
-        ),
-    ];
+        Attachment::MediaFile,
+        Attachment::Avatar,
+        Attachment::Header,
+        Attachment::PreviewCardImage,
+    ]
+    .map(|attachment| {
+        let (table, col) = (attachment.class(), attachment.column());
+        let version = schema.column_or_null(
+            "t",
+            table,
+            &format!("{col}_storage_schema_version"),
+            "integer",
+        );
+        let sql = format!(
+            "SELECT id, {col}_file_name, {col}_content_type, {version}::integer, {} \
+             FROM {table} t WHERE NULLIF({col}_file_name, '') IS NOT NULL ORDER BY id DESC LIMIT $1",
+            remote_sql(table)
+        );
+        (attachment, sql)
+    });
     let mut keys = Vec::new();
     for (attachment, sql) in queries {
         let rows = sqlx::query(&sql)
@@ -269,13 +246,9 @@ pub async fn check_no_newer_media(
         return Ok(());
     };
     let settled = now_ms - NEWER_KEY_GRACE_MINUTES * 60_000;
-    let base = key_prefix
-        .as_deref()
-        .map(|p| format!("{p}/"))
-        .unwrap_or_default();
     let partition = crate::plan::layout::id_partition(max);
     for folder in ["cache/media_attachments/files/", "media_attachments/files/"] {
-        let prefix = format!("{base}{folder}");
+        let prefix = key_prefix.apply(folder.to_owned()).as_str().to_owned();
         // Past every style of the newest row's partition: '~' sorts after any style name.
         let start = format!("{prefix}{partition}/~");
         let page = store
