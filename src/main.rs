@@ -72,6 +72,9 @@ fn main() -> ProcessExit {
             return ExitCode::Fatal.into();
         }
     };
+    if cli.metrics_file.is_some() {
+        metrics::enable();
+    }
     let json = cli.command.json();
     let command = cli.command.name();
     let started = std::time::Instant::now();

@@ -15,13 +15,26 @@
 use std::fmt::Write as _;
 use std::path::Path;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde_json::Value;
 
 static SUMMARY: Mutex<Option<Value>> = Mutex::new(None);
+static ENABLED: AtomicBool = AtomicBool::new(false);
+
+/// Turns the recording of summaries on (`--metrics-file` was given; `src/main.rs`), so
+/// runs without it never build the summary's JSON twice.
+pub fn enable() {
+    ENABLED.store(true, Ordering::Relaxed);
+}
+
+/// Whether [`enable`] was called.
+pub fn enabled() -> bool {
+    ENABLED.load(Ordering::Relaxed)
+}
 
 /// Keeps `summary` (a command's `--json` object) for [`write()`]; [`super::Summary::print`]
-/// calls it.
+/// calls it when [`enabled`].
 pub fn record(summary: Value) {
     if let Ok(mut s) = SUMMARY.lock() {
         *s = Some(summary);

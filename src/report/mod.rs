@@ -224,7 +224,9 @@ pub trait Summary: Serialize {
     /// Prints the summary on stdout: pretty JSON when `json`, else the human text. Keeps
     /// its JSON for `--metrics-file` ([`metrics::record`]).
     fn print(&self, json: bool) {
-        if let Ok(v) = serde_json::to_value(self) {
+        if metrics::enabled()
+            && let Ok(v) = serde_json::to_value(self)
+        {
             metrics::record(v);
         }
         if json {
