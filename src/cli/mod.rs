@@ -46,11 +46,13 @@ pub const VERSION: &str = concat!(
 #[derive(Debug, Parser)]
 #[command(name = "mastomedia", version = VERSION, propagate_version = true)]
 pub struct Cli {
-    /// Mastodon's env file.
+    /// Mastodon's env file. `/dev/null` when every setting comes from the process
+    /// environment (a Kubernetes pod given the chart's ConfigMap and Secrets).
     #[arg(
         long,
         global = true,
         value_name = "FILE",
+        env = "MASTOMEDIA_ENV_FILE",
         default_value = ".env.production"
     )]
     pub env_file: PathBuf,

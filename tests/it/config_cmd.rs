@@ -177,3 +177,48 @@ async fn config_shows_origins_and_never_a_secret() {
     }
     db.drop_db().await;
 }
+
+/// A Kubernetes pod has no env file: the chart's ConfigMap and Secrets arrive as process
+/// environment, and `MASTOMEDIA_ENV_FILE=/dev/null` (deploy/kubernetes/) says so. Every
+/// setting then comes from the environment, and a missing file named by the variable is
+/// the same clear error as a missing `--env-file`.
+#[tokio::test]
+async fn settings_from_the_process_environment_alone() {
+    let db = TestDb::new(Mastodon::V4_6, "UTC").await;
+    let process = [
+        ("MASTOMEDIA_ENV_FILE", "/dev/null"),
+        ("DATABASE_URL", db.url.as_str()),
+        ("S3_ENABLED", "true"),
+        ("S3_BUCKET", "pod-bucket"),
+        ("S3_ENDPOINT", "https://us-east-1.linodeobjects.com"),
+        ("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE"),
+        ("AWS_SECRET_ACCESS_KEY", "sk-in-env-55d0"),
+    ];
+    let run = mastomedia_env(&["config", "--json"], &process);
+    assert_eq!(run.code, 0, "{}\n{}", run.stdout, run.stderr);
+    assert_no_secret("config --json", &format!("{}{}", run.stdout, run.stderr));
+    let v = run.json();
+    let bucket = v["variables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["name"] == "S3_BUCKET")
+        .unwrap_or_else(|| panic!("S3_BUCKET in {v:#}"))
+        .clone();
+    assert_eq!(bucket["origin"], "environment");
+    assert_eq!(bucket["value"], "\"pod-bucket\"");
+    assert_eq!(
+        v["derived"]["storage"],
+        "s3://pod-bucket at https://us-east-1.linodeobjects.com"
+    );
+
+    // --env-file beats the variable; a missing file is exit 2 naming it.
+    let missing = temp_dir("config-env").join("nope.env");
+    let env = [("MASTOMEDIA_ENV_FILE", missing.to_str().unwrap())];
+    let run = mastomedia_env(&["config"], &env);
+    assert_eq!(run.code, 2, "{}\n{}", run.stdout, run.stderr);
+    assert!(run.stderr.contains("nope.env"), "{}", run.stderr);
+    let run = mastomedia_env(&["--env-file", "/dev/null", "config", "--json"], &env);
+    assert_eq!(run.json()["env_file"], "/dev/null", "{}", run.stderr);
+    assert!(!run.stderr.contains("nope.env"), "{}", run.stderr);
+}
