@@ -4,6 +4,7 @@
 //! repair decisions ([`migrate`]). Nothing here touches tokio, sqlx or the AWS SDK;
 //! everything is table-tested inline.
 
+pub mod budget;
 pub mod domain;
 pub mod headers;
 pub mod layout;

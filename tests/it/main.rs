@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, unreachable_pub)]
 
 mod bad_input;
+mod budget;
 mod cert;
 mod cert_install;
 mod cert_tokenless;
