@@ -9,6 +9,7 @@ mod bounded;
 pub mod budget;
 pub mod listing;
 pub mod owners;
+pub mod reconcile;
 mod retry;
 pub mod source;
 pub mod standing;

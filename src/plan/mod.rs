@@ -15,3 +15,4 @@ pub mod parse;
 pub mod partition;
 pub mod prune;
 pub mod ranges;
+pub mod reconcile;

@@ -54,6 +54,12 @@ pub struct KnownSizes {
 type RowSizes = (u64, Vec<Option<u64>>);
 
 impl KnownSizes {
+    /// Records the listed `sizes` of `row`'s `keys` (one per key, in order).
+    pub fn insert(&mut self, row: &CandidateRow, keys: &[ObjectKey], sizes: Vec<Option<u64>>) {
+        self.rows
+            .insert((row.table, row.id), (fingerprint(keys), sizes));
+    }
+
     /// The listed sizes of `row`'s `keys`, when the row still has the keys it had when
     /// measured (`None`: unknown or changed since; size it again).
     pub fn get(&self, row: &CandidateRow, keys: &[ObjectKey]) -> Option<&[Option<u64>]> {

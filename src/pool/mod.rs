@@ -20,6 +20,7 @@ pub mod engine;
 mod gate;
 pub mod orphans;
 pub mod prune;
+pub mod reconcile;
 pub mod repair;
 mod retry;
 pub mod scan;

@@ -336,7 +336,7 @@ fn fatal_line(e: PassError) -> String {
 /// [`RetryPolicy::backoff`]) before the run gives up
 /// (`docs/reference/provider-quirks.md#t1`); anything else (credentials, missing bucket)
 /// fails at once.
-async fn check_store(store: &dyn Store, opts: &PassOptions) -> Result<(), StoreError> {
+pub(super) async fn check_store(store: &dyn Store, opts: &PassOptions) -> Result<(), StoreError> {
     let policy = RetryPolicy {
         max_attempts: opts.key_attempts,
         base: opts.retry_base,

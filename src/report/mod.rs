@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod migrate;
 pub mod orphans;
 mod progress;
+pub mod reconcile;
 pub mod usage;
 pub mod usage_html;
 

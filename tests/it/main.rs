@@ -31,6 +31,7 @@ mod provider_checksums;
 mod prune;
 mod prune_filters;
 mod prune_ranges;
+mod reconcile;
 mod store_conformance;
 mod storms;
 mod support;
