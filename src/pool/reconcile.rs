@@ -143,7 +143,6 @@ pub async fn run_reconcile(
                 (c, remote),
                 CategoryReport {
                     category: c.name(),
-                    remote,
                     ..CategoryReport::default()
                 },
             );
@@ -262,7 +261,13 @@ pub async fn run_reconcile(
         }
     }
     progress.finish();
-    report.categories = categories.into_values().collect();
+    for ((_, remote), c) in categories {
+        if remote {
+            report.remote.push(c);
+        } else {
+            report.local.push(c);
+        }
+    }
     report.too_much_missing = too_much_missing(report.rows_checked, report.rows_missing);
     report.interrupted = cancel.is_cancelled();
     if report.too_much_missing && apply && !force_missing {

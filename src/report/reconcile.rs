@@ -15,8 +15,6 @@ use crate::store::RequestStats;
 pub struct CategoryReport {
     /// `media_attachments`, `avatars`, `headers` or `preview_cards`.
     pub category: &'static str,
-    /// Remote rows (re-fetchable; cleared with `--apply`) or local ones (lost files).
-    pub remote: bool,
     /// Rows checked.
     pub rows_checked: u64,
     /// Rows with at least one missing key in this category.
@@ -49,8 +47,12 @@ pub struct ReconcileReport {
     pub apply: bool,
     /// The store (`s3://bucket at endpoint` or `file:///root`).
     pub storage: String,
-    /// Per category and locality, in a fixed order.
-    pub categories: Vec<CategoryReport>,
+    /// Per category, the remote rows (re-fetchable: cleared with `--apply`), in a fixed
+    /// order. Two lists rather than a field, so every `--metrics-file` series has its own
+    /// name.
+    pub remote: Vec<CategoryReport>,
+    /// Per category, the local rows (lost files: only reported; no preview cards).
+    pub local: Vec<CategoryReport>,
     /// Rows checked, over every category (an account counts once).
     pub rows_checked: u64,
     /// Rows with a missing file.
@@ -115,7 +117,12 @@ impl Summary for ReconcileReport {
             "{} rows checked, {} with a missing file",
             self.rows_checked, self.rows_missing
         );
-        for c in &self.categories {
+        let all = self
+            .remote
+            .iter()
+            .map(|c| (true, c))
+            .chain(self.local.iter().map(|c| (false, c)));
+        for (remote, c) in all {
             if c.rows_checked == 0 {
                 continue;
             }
@@ -123,7 +130,7 @@ impl Summary for ReconcileReport {
                 s,
                 "{:<17} {:<6} {} checked, {} missing a file ({} keys): {} original, {} other style only, {} thumbnail",
                 c.category,
-                if c.remote { "remote" } else { "local" },
+                if remote { "remote" } else { "local" },
                 c.rows_checked,
                 c.rows_missing,
                 c.keys_missing,
