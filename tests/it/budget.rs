@@ -387,3 +387,138 @@ fn bad_sizes_are_usage_errors() {
         );
     }
 }
+
+/// Oldest first across kinds: media by `created_at`, profiles by the latest of
+/// webfinger, update and newest post, cards by `updated_at`. Every row holds 1000 bytes.
+async fn the_order_runs_across_kinds(store: Backend) {
+    use crate::support::seed::insert_card;
+    let db = TestDb::new(Mastodon::V4_6, "Europe/Lisbon").await;
+    let bytes = |n: usize| vec![b'x'; n];
+    // The newest upload for the ownership check (local, not cache).
+    let local = BASE + 900_000;
+    insert_media(&db, &Media::local(local, "1234567890abcdef.png", 0.0)).await;
+    store
+        .put(
+            &format!(
+                "media_attachments/files/{}/original/1234567890abcdef.png",
+                partition18(local)
+            ),
+            b"local",
+        )
+        .await;
+    for (o, days) in [(1, 30.0), (2, 20.0), (3, 10.0)] {
+        insert_media(&db, &Media::remote(BASE + o, &name(o), days)).await;
+        for k in keys(o) {
+            store.put(&k, &bytes(500)).await;
+        }
+    }
+    // Account 11: webfingered and updated 25 days ago. Account 12: 15 days ago, but it
+    // posted 5 days ago, so its profile is 5 days "old" for the profile rule.
+    for (id, days) in [(11, 25.0), (12, 15.0)] {
+        let avatar = format!("{:016x}.png", 0xa0_0000 + id);
+        insert_account(
+            &db,
+            id,
+            Some("remote.example"),
+            Some((&avatar, "image/png")),
+            None,
+            Some(1),
+            days,
+            days,
+        )
+        .await;
+        store
+            .put(
+                &format!("cache/accounts/avatars/000/000/0{id}/original/{avatar}"),
+                &bytes(1000),
+            )
+            .await;
+    }
+    let post = (chrono::Utc::now() - chrono::Duration::days(5)).timestamp_millis() << 16;
+    sqlx::query(
+        "INSERT INTO statuses (id, account_id, local, uri, created_at, updated_at) VALUES \
+         ($1, 12, FALSE, 'https://remote.example/s/1', now() AT TIME ZONE 'UTC', now() AT TIME ZONE 'UTC')",
+    )
+    .bind(post)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    insert_card(&db, 21, Some("cccccccccccccccc.jpeg"), 22.0).await;
+    store
+        .put(
+            "cache/preview_cards/images/000/000/021/original/cccccccccccccccc.jpeg",
+            &bytes(1000),
+        )
+        .await;
+    // 6000 bytes; 2500 allowed: media 30 d, profile 25 d, card 22 d, media 20 d go.
+    let args = [
+        "--max-cache-size",
+        "2500",
+        "--prune-profiles",
+        "--preview-cards",
+    ];
+    let mut dry = args.to_vec();
+    dry.push("--dry-run");
+    let d = prune(&db, &store, &dry);
+    assert_eq!(d["budget"]["measured_bytes"], 6000, "{d}");
+    assert_eq!(d["budget"]["planned_rows"], 4, "{d}");
+    assert_eq!(d["budget"]["left_bytes"], 2000, "{d}");
+    let s = prune(&db, &store, &args);
+    let cleared = |pass: &str| {
+        s["passes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["pass"] == pass)
+            .map_or(0, |p| p["rows_cleared"].as_u64().unwrap())
+    };
+    assert_eq!(
+        (
+            cleared("media"),
+            cleared("profiles"),
+            cleared("preview_cards")
+        ),
+        (2, 1, 1),
+        "{s}"
+    );
+    assert_eq!(media_names(&db, BASE + 1).await.0, None);
+    assert_eq!(media_names(&db, BASE + 2).await.0, None);
+    assert!(
+        media_names(&db, BASE + 3).await.0.is_some(),
+        "the newest media stays"
+    );
+    let avatar = |id: i64| {
+        let pool = db.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, Option<String>>(
+                "SELECT avatar_file_name FROM accounts WHERE id = $1",
+            )
+            .bind(id)
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    assert_eq!(avatar(11).await, None);
+    assert!(
+        avatar(12).await.is_some(),
+        "a profile that posted 5 days ago is newer than the cutoff"
+    );
+    let card: Option<String> =
+        sqlx::query_scalar("SELECT image_file_name FROM preview_cards WHERE id = 21")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(card, None);
+    db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn s3_the_order_runs_across_kinds() {
+    the_order_runs_across_kinds(Backend::S3(TestBucket::new().await)).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fs_the_order_runs_across_kinds() {
+    the_order_runs_across_kinds(Backend::Fs(temp_dir("system"))).await;
+}
