@@ -200,7 +200,7 @@ pub async fn run_reconcile(
                     return Err(ReconcileError::Store(e.clone()));
                 }
                 let mut answers = answers.into_iter();
-                let mut rows = 0;
+                let (mut rows, mut bytes) = (0, 0);
                 for (c, keys) in chunk {
                     rows += 1;
                     let row_answers: Vec<_> = answers.by_ref().take(keys.len()).collect();
@@ -210,6 +210,7 @@ pub async fn run_reconcile(
                     }
                     let sizes: Vec<Option<u64>> =
                         row_answers.into_iter().map(|r| r.unwrap_or(None)).collect();
+                    bytes += sizes.iter().flatten().sum::<u64>();
                     let expected = expected_keys(&c.row, c.remote, &opts.key_prefix);
                     let present: Vec<bool> = sizes.iter().map(Option::is_some).collect();
                     let m = missing(&expected, &present);
@@ -256,7 +257,7 @@ pub async fn run_reconcile(
                         report.lost_local_unlisted += 1;
                     }
                 }
-                progress.add(rows, 0, 0);
+                progress.add(rows, 0, bytes);
             }
         }
     }
