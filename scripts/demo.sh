@@ -13,7 +13,8 @@
 #      mastomedia-demo.
 #   5. Writes demo/.env.production and runs: prune --dry-run, prune, prune again; then
 #      du, orphans (report, then --delete), and migrate of the bucket into a second one
-#      (with --verify), twice (the second run uploads nothing).
+#      (with --verify), twice (the second run uploads nothing); then a cache budget run
+#      (prune --max-cache-size) with du after it, and reconcile (report, then --apply).
 #
 # DEMO_KEEP=1 bash scripts/demo.sh leaves the S3 server running and prints how to use it.
 # DEMO_MEDIA (default 3000) and DEMO_SEED (default 1) change the seeded data.
@@ -208,6 +209,14 @@ rm -f "$DEMO_DIR"/migrate.sqlite*
 step --env-file demo/.env.copy migrate --from-env demo/.env.production --journal demo/migrate.sqlite --verify
 say "8. migrate again: the journal says everything is there, nothing is uploaded"
 step --env-file demo/.env.copy migrate --from-env demo/.env.production --journal demo/migrate.sqlite
+
+say "9. prune --max-cache-size: the cache down to 20 MiB, oldest first across kinds"
+step --env-file demo/.env.production prune --max-cache-size 20MiB --keep-interacted --prune-profiles --preview-cards
+say "10. du after the budget run"
+step --env-file demo/.env.production du
+say "11. reconcile: rows whose file is missing (the seed leaves some small styles missing)"
+step --env-file demo/.env.production reconcile
+step --env-file demo/.env.production reconcile --apply
 
 if [ "${DEMO_KEEP:-0}" = 1 ]; then
     say "the S3 server keeps running (DEMO_KEEP=1)"

@@ -86,6 +86,9 @@ fn main() -> ProcessExit {
             Command::Doctor(args) => commands::doctor::run(&cli.env_file, args, cli.quiet).await,
             Command::Du(args) => commands::du::run(&cli.env_file, args, cli.quiet).await,
             Command::Orphans(args) => commands::orphans::run(&cli.env_file, args, cli.quiet).await,
+            Command::Reconcile(args) => {
+                commands::reconcile::run(&cli.env_file, args, cli.quiet).await
+            }
             Command::Config(args) => commands::config::run(&cli.env_file, args, cli.quiet).await,
             Command::Completions(args) => commands::docs::completions(args),
             Command::Man(args) => commands::docs::man(args),

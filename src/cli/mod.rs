@@ -9,6 +9,7 @@ pub mod du;
 pub mod migrate;
 pub mod orphans;
 pub mod prune;
+pub mod reconcile;
 
 use std::path::PathBuf;
 
@@ -114,6 +115,9 @@ pub enum Command {
     /// Find objects no database row owns (orphans, stale copies, unrecognised keys);
     /// report only, or --delete them in batches through the dry-run gate; resumable.
     Orphans(orphans::Args),
+    /// Find rows whose stored file is missing from the storage, per category; with --apply
+    /// clear the remote ones as prune does (Mastodon re-fetches them); local ones are listed.
+    Reconcile(reconcile::Args),
     /// The custom media domain's certificate: `cert renew` (Let's Encrypt, installed on the
     /// Linode bucket, only when due; cron-safe) and `cert status`.
     Cert(cert::Args),
@@ -138,6 +142,7 @@ impl Command {
             Command::Migrate(_) => "migrate",
             Command::Du(_) => "du",
             Command::Orphans(_) => "orphans",
+            Command::Reconcile(_) => "reconcile",
             Command::Cert(_) => "cert",
             Command::Doctor(_) => "doctor",
             Command::Config(_) => "config",
@@ -154,6 +159,7 @@ impl Command {
             Command::Migrate(a) => a.json,
             Command::Du(a) => a.json,
             Command::Orphans(a) => a.json,
+            Command::Reconcile(a) => a.json,
             Command::Doctor(a) => a.json,
             Command::Config(a) => a.json,
             Command::Cert(a) => match &a.command {

@@ -75,6 +75,14 @@ pub struct Args {
     #[arg(long = "exclude-domain", value_name = "DOMAIN", value_parser = domain_arg)]
     pub exclude_domain: Vec<String>,
 
+    /// Prune the cache down to SIZE: measure what the remote rows of the kinds pruned
+    /// really hold in the storage, then remove the oldest first (across kinds) until it
+    /// fits. SIZE: bytes, or a number with a unit: 150GiB, 200GB, 500MB (kB/MB/GB/TB are
+    /// powers of 1000, KiB/MiB/GiB/TiB of 1024). With --days too, whichever removes more
+    /// wins; without it the budget alone decides for media and profiles.
+    #[arg(long, value_name = "SIZE", value_parser = size_arg, allow_hyphen_values = true)]
+    pub max_cache_size: Option<u64>,
+
     /// Skip the media attachments pass (run only the profile / preview card passes).
     #[arg(long)]
     pub no_media: bool,
@@ -88,4 +96,10 @@ pub struct Args {
 /// (`crate::plan::domain::parse_domain`); a bad one is a usage error (exit 2).
 fn domain_arg(s: &str) -> Result<String, String> {
     crate::plan::domain::parse_domain(s).map_err(|e| e.to_string())
+}
+
+/// `--max-cache-size`: [`crate::plan::budget::parse_size`]; a bad one is a usage error
+/// (exit 2) saying what is accepted.
+fn size_arg(s: &str) -> Result<u64, String> {
+    crate::plan::budget::parse_size(s).map_err(|e| e.to_string())
 }

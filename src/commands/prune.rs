@@ -17,6 +17,7 @@ use crate::mastodon::{Db, DbError};
 use crate::model::JobKey;
 use crate::plan::domain::DomainFilter;
 use crate::plan::prune::{DEFAULT_PREVIEW_CARD_DAYS, MIN_PREVIEW_CARD_DAYS, effective_days};
+use crate::pool::budget::Budget;
 use crate::pool::prune::{PruneError, PrunePlan, PruneRun, PruneScope, run_prune};
 use crate::pool::{Gate, PassOptions};
 use crate::report::Summary as _;
@@ -74,6 +75,10 @@ pub async fn run(
         },
         progress: ProgressMode::detect(quiet),
         cancel: interrupt_token(),
+        budget: args.max_cache_size.map(|max_bytes| Budget {
+            max_bytes,
+            days_floor: args.days.is_some(),
+        }),
     };
     let report = run_prune(run, open_store(&cfg, limiter))
         .await

@@ -6,8 +6,10 @@
 //! grow with the number of rows. Must not: write anything.
 
 mod bounded;
+pub mod budget;
 pub mod listing;
 pub mod owners;
+pub mod reconcile;
 mod retry;
 pub mod source;
 pub mod standing;
@@ -280,7 +282,19 @@ impl Selection {
 
     /// A keyset-paginated cursor over the selection, `page_size` rows per query.
     pub fn cursor(&self, db: &Db, page_size: i64) -> Cursor {
+        self.build_cursor(db, page_size, |spec| (String::new(), spec.filter.clone()))
+    }
+
+    /// [`Selection::cursor`] with `shape(spec)` = (extra columns after the candidate's,
+    /// each starting with `, `; the WHERE condition besides the keyset position).
+    fn build_cursor(
+        &self,
+        db: &Db,
+        page_size: i64,
+        shape: impl FnOnce(&Spec) -> (String, String),
+    ) -> Cursor {
         let spec = self.spec(db);
+        let (extra, filter) = shape(&spec);
         let schema = db.schema();
         let table = spec.table.name();
         let a = spec.alias;
@@ -295,9 +309,8 @@ impl Selection {
             ));
         }
         let sql = format!(
-            "SELECT {} FROM {table} {a} WHERE {a}.id > $1 AND {} ORDER BY {a}.id LIMIT {page_size}",
+            "SELECT {}{extra} FROM {table} {a} WHERE {a}.id > $1 AND {filter} ORDER BY {a}.id LIMIT {page_size}",
             cols.join(", "),
-            spec.filter
         );
         Cursor {
             db: db.clone(),
@@ -410,6 +423,13 @@ pub struct Cursor {
 impl Cursor {
     /// The next page of rows in id order; empty when the selection is exhausted.
     pub async fn next_page(&mut self) -> Result<Vec<CandidateRow>, DbError> {
+        let rows = self.fetch_rows().await?;
+        Ok(rows.iter().map(|r| self.parse_row(r)).collect())
+    }
+
+    /// The next page's raw rows (empty at the end); the keyset position moves on only as
+    /// they are parsed ([`Cursor::parse_row`]).
+    async fn fetch_rows(&mut self) -> Result<Vec<sqlx::postgres::PgRow>, DbError> {
         if self.done {
             return Ok(Vec::new());
         }
@@ -426,8 +446,13 @@ impl Cursor {
         if rows.is_empty() {
             self.done = true;
         }
-        let mut out = Vec::with_capacity(rows.len());
-        for r in rows {
+        Ok(rows)
+    }
+
+    /// One selected row as a [`CandidateRow`] (columns as [`Selection::cursor`] selects
+    /// them; later columns are ignored); remembers its id as the keyset position.
+    fn parse_row(&mut self, r: &sqlx::postgres::PgRow) -> CandidateRow {
+        {
             let id: i64 = r.get(0);
             self.last_id = id;
             let mut files = Vec::new();
@@ -446,15 +471,14 @@ impl Cursor {
                     });
                 }
             }
-            out.push(CandidateRow {
+            CandidateRow {
                 table: self.table,
                 id,
                 attached_to_status: r.get(1),
                 files,
                 expected_names: expected,
-            });
+            }
         }
-        Ok(out)
     }
 }
 

@@ -4,6 +4,7 @@
 //! repair decisions ([`migrate`]). Nothing here touches tokio, sqlx or the AWS SDK;
 //! everything is table-tested inline.
 
+pub mod budget;
 pub mod domain;
 pub mod headers;
 pub mod layout;
@@ -14,3 +15,4 @@ pub mod parse;
 pub mod partition;
 pub mod prune;
 pub mod ranges;
+pub mod reconcile;

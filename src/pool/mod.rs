@@ -14,11 +14,13 @@
 //! Right before each delete batch the run's advisory lock is proved held (the database
 //! side's [`HeldLock`]); once it is lost no chunk sends another delete.
 
+pub mod budget;
 pub mod copy;
 pub mod engine;
 mod gate;
 pub mod orphans;
 pub mod prune;
+pub mod reconcile;
 pub mod repair;
 mod retry;
 pub mod scan;
@@ -61,6 +63,9 @@ pub struct PassOptions {
     pub retry_base: Duration,
     /// The dry-run gate every delete and row update passes through.
     pub gate: Gate,
+    /// Sizes already listed for some rows (`prune --max-cache-size`'s sizing pass,
+    /// [`budget::KnownSizes`]): those rows are not listed again.
+    pub known_sizes: Option<Arc<budget::KnownSizes>>,
 }
 
 impl Default for PassOptions {
@@ -72,6 +77,7 @@ impl Default for PassOptions {
             key_attempts: 4,
             retry_base: Duration::from_millis(500),
             gate: Gate::new(true),
+            known_sizes: None,
         }
     }
 }
@@ -382,7 +388,7 @@ async fn process_chunk<S: Store + ?Sized, L: HeldLock>(
         _ = ctl.interrupt() => return Ok(Vec::new()),
         // Another chunk hit a fatal error or lost the lock: this one has deleted nothing.
         _ = ctl.fatal_stop() => return Err(stopped()),
-        r = stat_with_retries(store, &keys, opts) => r,
+        r = chunk_sizes(store, &chunk, &keys, opts) => r,
     };
     if ctl.interrupted() {
         return Ok(Vec::new());
@@ -489,6 +495,44 @@ async fn process_chunk<S: Store + ?Sized, L: HeldLock>(
             error: PassError::Db(e),
         }),
     }
+}
+
+/// Sizes the `keys` of `chunk` (in order): the sizes [`PassOptions::known_sizes`] holds for
+/// a row with the same keys, [`stat_with_retries`] for every other row.
+async fn chunk_sizes<S: Store + ?Sized>(
+    store: &S,
+    chunk: &Chunk,
+    keys: &[ObjectKey],
+    opts: &PassOptions,
+) -> Vec<Result<Option<u64>, StoreError>> {
+    let Some(known) = &opts.known_sizes else {
+        return stat_with_retries(store, keys, opts).await;
+    };
+    let mut out: Vec<Option<Result<Option<u64>, StoreError>>> = Vec::with_capacity(keys.len());
+    let (mut unknown, mut slots) = (Vec::new(), Vec::new());
+    for (row, row_keys) in &chunk.rows {
+        match known.get(row, row_keys) {
+            Some(sizes) => out.extend(sizes.iter().map(|s| Some(Ok(*s)))),
+            None => {
+                for k in row_keys {
+                    slots.push(out.len());
+                    unknown.push(k.clone());
+                    out.push(None);
+                }
+            }
+        }
+    }
+    if !unknown.is_empty() {
+        for (i, r) in slots
+            .into_iter()
+            .zip(stat_with_retries(store, &unknown, opts).await)
+        {
+            out[i] = Some(r);
+        }
+    }
+    out.into_iter()
+        .map(|r| r.unwrap_or_else(|| Err(StoreError::Transport("no size answer for a key".into()))))
+        .collect()
 }
 
 /// Sizes `keys` (range listings, then [`Store::stat_many`]: `first_sizes`), then sizes again the keys whose sizing failed

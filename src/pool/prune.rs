@@ -11,6 +11,7 @@ use std::time::Instant;
 use chrono::{DateTime, SecondsFormat, Utc};
 use tokio_util::sync::CancellationToken;
 
+use super::budget::Budget;
 use super::{LockedDb, PassError, PassOptions, run_pass};
 use crate::inventory::Selection;
 use crate::inventory::owners::{OwnershipError, check_no_newer_media, check_owned};
@@ -104,6 +105,9 @@ pub struct PruneRun<'a> {
     pub progress: ProgressMode,
     /// Stops intake (Ctrl-C, SIGTERM).
     pub cancel: CancellationToken,
+    /// `--max-cache-size`: measure the cache first and prune oldest first until it fits
+    /// ([`super::budget::measure`]); the plan's cutoffs become floors (see [`Budget`]).
+    pub budget: Option<Budget>,
 }
 
 /// Why a run could not start: the store check failed (after its retries), or counting the
@@ -142,7 +146,9 @@ pub async fn run_prune(
         opts,
         progress: mode,
         cancel,
+        budget,
     } = run;
+    let mut opts = opts;
     check_store(store.as_ref(), &opts)
         .await
         .map_err(PruneError::Store)?;
@@ -204,6 +210,34 @@ pub async fn run_prune(
         dry_run,
         "prune starting"
     );
+    let budgeted;
+    let plan = match budget {
+        None => plan,
+        Some(b) => {
+            let m =
+                super::budget::measure(db, store.as_ref(), plan, b, &opts, mode, &cancel).await?;
+            opts.known_sizes = Some(m.known);
+            report.budget = Some(m.report);
+            if !b.days_floor {
+                // No --days: the budget alone sets the media and profile cutoff.
+                report.days = 0;
+                report.days_source = "max_cache_size".to_owned();
+            }
+            let media_pass = m
+                .plan
+                .selections
+                .iter()
+                .any(|s| matches!(s, Selection::Media { .. } | Selection::Profiles { .. }));
+            report.cutoff = if media_pass {
+                rfc3339(m.plan.media_cutoff)
+            } else {
+                "none".to_owned()
+            };
+            report.preview_cards_cutoff = m.plan.card_cutoff.map(rfc3339);
+            budgeted = m.plan;
+            &budgeted
+        }
+    };
     for sel in &plan.selections {
         if cancel.is_cancelled() {
             break;
@@ -264,6 +298,10 @@ pub async fn run_prune(
             break;
         }
     }
+    if let Some(b) = &mut report.budget {
+        let freed: u64 = report.passes.iter().map(|p| p.bytes_freed).sum();
+        b.left_bytes = b.measured_bytes.saturating_sub(freed);
+    }
     report.interrupted = cancel.is_cancelled();
     report.set_requests(store.limiter().stats());
     report.elapsed_seconds = started.elapsed().as_secs_f64();
@@ -298,7 +336,7 @@ fn fatal_line(e: PassError) -> String {
 /// [`RetryPolicy::backoff`]) before the run gives up
 /// (`docs/reference/provider-quirks.md#t1`); anything else (credentials, missing bucket)
 /// fails at once.
-async fn check_store(store: &dyn Store, opts: &PassOptions) -> Result<(), StoreError> {
+pub(super) async fn check_store(store: &dyn Store, opts: &PassOptions) -> Result<(), StoreError> {
     let policy = RetryPolicy {
         max_attempts: opts.key_attempts,
         base: opts.retry_base,

@@ -3,6 +3,7 @@
 //!
 //! Must not: print progress to stdout, or print secrets.
 
+pub mod budget;
 pub mod cert;
 pub mod config;
 pub mod doctor;
@@ -11,9 +12,11 @@ pub mod metrics;
 pub mod migrate;
 pub mod orphans;
 mod progress;
+pub mod reconcile;
 pub mod usage;
 pub mod usage_html;
 
+pub use budget::BudgetReport;
 pub use progress::{LogWriter, Progress, ProgressMode};
 
 use std::collections::BTreeMap;
@@ -337,6 +340,10 @@ pub struct PruneReport {
     pub bucket_versioning: Option<String>,
     /// Wall time, seconds.
     pub elapsed_seconds: f64,
+    /// `--max-cache-size`: what the cache measured and what the budget implied (absent
+    /// without the flag).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub budget: Option<BudgetReport>,
 }
 
 impl PruneReport {
@@ -366,20 +373,29 @@ impl PruneReport {
     pub fn human(&self) -> String {
         let mut s = String::new();
         let verb = if self.dry_run { "would be " } else { "" };
-        let _ = writeln!(
-            s,
-            "mastomedia prune{}: {} days ({}), cutoff {}",
-            if self.dry_run {
-                " (dry run: nothing changed)"
-            } else {
-                ""
-            },
-            self.days,
-            self.days_source,
-            self.cutoff
-        );
+        let dry = if self.dry_run {
+            " (dry run: nothing changed)"
+        } else {
+            ""
+        };
+        if self.days == 0 && self.budget.is_some() {
+            let _ = writeln!(
+                s,
+                "mastomedia prune{dry}: cutoff {} (from --max-cache-size)",
+                self.cutoff
+            );
+        } else {
+            let _ = writeln!(
+                s,
+                "mastomedia prune{dry}: {} days ({}), cutoff {}",
+                self.days, self.days_source, self.cutoff
+            );
+        }
         if let Some(c) = &self.preview_cards_cutoff {
             let _ = writeln!(s, "preview cards cutoff {c}");
+        }
+        if let Some(b) = &self.budget {
+            s.push_str(&b.human(verb));
         }
         if !self.domains.is_empty() {
             let _ = writeln!(

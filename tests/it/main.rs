@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, unreachable_pub)]
 
 mod bad_input;
+mod budget;
 mod cert;
 mod cert_install;
 mod cert_tokenless;
@@ -30,6 +31,7 @@ mod provider_checksums;
 mod prune;
 mod prune_filters;
 mod prune_ranges;
+mod reconcile;
 mod store_conformance;
 mod storms;
 mod support;
