@@ -116,7 +116,7 @@ fn percent(s: &str) -> Result<f64, String> {
     }
 }
 
-fn non_negative_days(s: &str) -> Result<f64, String> {
+pub(crate) fn non_negative_days(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(d) if d.is_finite() && d >= 0.0 => Ok(d),
         _ => Err(format!("{s:?} is not a number of days (0 or more)")),

@@ -13,7 +13,8 @@ use std::num::NonZeroU32;
 /// Refuses (exit 3) a storage the database cannot own (none of its newest files there, or
 /// newer files than it knows), and --apply when more than half of the checked rows (and more
 /// than 20) miss a file, unless --force-missing. Takes prune's advisory lock with --apply.
-/// Resumable by running it again: a cleared row is no longer checked.
+/// Resumable by running it again: a cleared row is no longer checked. Rows changed in the
+/// last --min-age days are not checked: Mastodon saves a row before it stores its file.
 ///
 /// Examples:
 ///
@@ -33,6 +34,11 @@ pub struct Args {
     /// really are gone, e.g. after restoring a backup without cache/).
     #[arg(long, requires = "apply")]
     pub force_missing: bool,
+
+    /// Check only rows not changed (`updated_at`) for this many days: a row Mastodon is
+    /// fetching or uploading right now names a file that is not stored yet.
+    #[arg(long, value_name = "DAYS", default_value_t = 1.0, value_parser = super::orphans::non_negative_days)]
+    pub min_age: f64,
 
     /// Listings (and delete batches) in flight at once.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]

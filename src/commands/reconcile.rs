@@ -36,8 +36,10 @@ pub async fn run(
         .await
         .map_err(CommandError::fatal)?
         .map(Arc::new);
+    let settled_before = chrono::Utc::now()
+        - chrono::Duration::milliseconds((args.min_age.min(36_500.0) * 86_400_000.0).round() as i64);
     if args.apply {
-        for sel in reconcile_selections() {
+        for sel in reconcile_selections(settled_before) {
             let table = sel.table();
             let cols = crate::mastodon::update_columns(db.schema(), table, &sel.clear_groups());
             db.check_update_privilege(table.name(), &cols)
@@ -56,6 +58,7 @@ pub async fn run(
             ..PassOptions::default()
         },
         force_missing: args.force_missing,
+        settled_before,
         progress: ProgressMode::detect(quiet),
         cancel: interrupt_token(),
     };

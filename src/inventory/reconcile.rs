@@ -23,9 +23,12 @@ pub struct CheckedRow {
 
 /// The three kinds reconcile checks, as the prune selections that clear them: media (file
 /// and thumbnail), accounts (avatar and header, as `--prune-profiles` clears them), preview
-/// cards. No filter; the cutoffs are unused.
-pub fn reconcile_selections() -> [Selection; 3] {
-    let never = chrono::DateTime::<chrono::Utc>::UNIX_EPOCH;
+/// cards. No filter. The cutoff is `settled_before`: only rows whose `updated_at` is older
+/// are checked ([`Selection::reconcile_cursor`]), since Paperclip saves the row before it
+/// writes the file (`after_save :save_attached_files`), so a row being fetched or uploaded
+/// right now names a file that is not in the storage yet.
+pub fn reconcile_selections(settled_before: chrono::DateTime<chrono::Utc>) -> [Selection; 3] {
+    let never = settled_before;
     [
         Selection::Media {
             cutoff: never,
@@ -53,7 +56,8 @@ pub struct ReconcileCursor {
 
 impl Selection {
     /// Every row of this selection's table naming a stored file in one of its
-    /// attachments, local rows included ([`CheckedRow`]), `page_size` a page.
+    /// attachments, local rows included ([`CheckedRow`]), and not changed since the
+    /// selection's cutoff (`updated_at` before it), `page_size` a page.
     pub fn reconcile_cursor(&self, db: &Db, page_size: i64) -> ReconcileCursor {
         let groups = self.spec_groups().len();
         let inner = self.build_cursor(db, page_size, |spec| {
@@ -68,12 +72,12 @@ impl Selection {
                 Selection::Profiles { .. } => format!("{a}.domain IS NOT NULL"),
                 Selection::PreviewCards { .. } => "TRUE".to_owned(),
             };
-            // The cursor binds the cutoff ($2) and the id bound ($3, media and profiles):
-            // typed here, not used.
+            // The cursor binds the cutoff ($2, the settled-before time: rows changed since
+            // are not judged) and the id bound ($3, media and profiles: typed, not used).
             let params = if spec.bound.is_some() {
-                "$2::timestamp IS NOT NULL AND $3::bigint IS NOT NULL"
+                format!("{a}.updated_at < $2::timestamp AND $3::bigint IS NOT NULL")
             } else {
-                "$2::timestamp IS NOT NULL"
+                format!("{a}.updated_at < $2::timestamp")
             };
             (
                 format!(", ({remote}) AS reconcile_remote"),

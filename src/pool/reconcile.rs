@@ -53,6 +53,9 @@ pub struct ReconcileRun<'a> {
     pub opts: PassOptions,
     /// `--force-missing`: clear even when most rows look missing.
     pub force_missing: bool,
+    /// `now - --min-age`: rows changed since (`updated_at`) are not checked, their file may
+    /// still be on its way to the storage.
+    pub settled_before: chrono::DateTime<Utc>,
     /// Progress bar or cron status line.
     pub progress: ProgressMode,
     /// Stops the run (Ctrl-C, SIGTERM).
@@ -105,6 +108,7 @@ pub async fn run_reconcile(
         lock,
         mut opts,
         force_missing,
+        settled_before,
         progress: mode,
         cancel,
     } = run;
@@ -148,7 +152,7 @@ pub async fn run_reconcile(
             );
         }
     }
-    let selections = reconcile_selections();
+    let selections = reconcile_selections(settled_before);
     let mut broken: Vec<Vec<CandidateRow>> = vec![Vec::new(); selections.len()];
     let mut known = KnownSizes::default();
     let batch_limit = store.batch_limit().max(1);
