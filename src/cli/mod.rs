@@ -9,6 +9,7 @@ pub mod du;
 pub mod migrate;
 pub mod orphans;
 pub mod prune;
+pub mod shard;
 
 use std::path::PathBuf;
 

@@ -30,6 +30,7 @@ pub async fn run(
     quiet: bool,
 ) -> Result<ExitCode, CommandError> {
     validate(&args)?;
+    let shard = super::shard(&args.shard)?;
     let cfg = load_config(env_file)?;
     let db = Db::connect(&cfg.database, 4).await.map_err(db_error)?;
     tracing::info!(
@@ -37,16 +38,22 @@ pub async fn run(
         schema_migration = db.schema().migration_version.as_deref().unwrap_or("?"),
         "connected to Mastodon's database"
     );
-    let key = JobKey::new("prune", super::orphans::journal_target(&cfg));
+    let mut key = JobKey::new("prune", super::orphans::journal_target(&cfg));
+    if let Some(s) = shard {
+        key = key.with_shard(s);
+    }
     let lock = db
-        .lock_for(&key.lock_name(), !args.dry_run)
+        .lock_for(&key, !args.dry_run)
         .await
         .map_err(db_error)?
         .map(Arc::new);
     let setting = db.media_retention_days().await.map_err(db_error)?;
     let (days, source) = effective_days(args.days, setting);
     let now = Utc::now();
-    let plan = PrunePlan::new(scope(&args), days, now);
+    let plan = PrunePlan {
+        shard,
+        ..PrunePlan::new(scope(&args), days, now)
+    };
     for sel in &plan.selections {
         let table = sel.table();
         let cols = crate::mastodon::update_columns(db.schema(), table, &sel.clear_groups());
@@ -59,7 +66,10 @@ pub async fn run(
             Err(e) => return Err(db_error(e)),
         }
     }
-    let limiter = Limiter::new(args.rate, (args.concurrency as usize) * 2);
+    let limiter = Limiter::new(
+        super::shard_rate(args.rate, shard),
+        (args.concurrency as usize) * 2,
+    );
     let key_prefix = cfg.key_prefix();
     let run = PruneRun {
         db: &db,

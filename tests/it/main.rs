@@ -30,6 +30,7 @@ mod provider_checksums;
 mod prune;
 mod prune_filters;
 mod prune_ranges;
+mod shards;
 mod store_conformance;
 mod storms;
 mod support;
