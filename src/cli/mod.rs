@@ -10,6 +10,7 @@ pub mod migrate;
 pub mod orphans;
 pub mod prune;
 pub mod reconcile;
+pub mod shard;
 
 use std::path::PathBuf;
 

@@ -74,9 +74,15 @@ pub struct Args {
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub concurrency: u32,
 
-    /// Most storage requests per second (unlimited when not set).
+    /// Most storage requests per second (unlimited when not set). With --shard it is the
+    /// total of all N shards (the provider's limit is per bucket): each shard takes rate/N,
+    /// rounded down, at least 1.
     #[arg(long, value_name = "REQUESTS_PER_SECOND")]
     pub rate: Option<NonZeroU32>,
+
+    /// `--shard K/N`, `--shards N`.
+    #[command(flatten)]
+    pub shard: super::shard::ShardArgs,
 
     /// Print the report as JSON on stdout.
     #[arg(long)]

@@ -31,6 +31,7 @@ pub async fn run(
     args: Args,
     quiet: bool,
 ) -> Result<ExitCode, CommandError> {
+    let shard = super::shard(&args.shard)?;
     let cfg = load_config(env_file)?;
     if args.versions && matches!(cfg.storage, StorageConfig::Filesystem(_)) {
         return Err(CommandError::usage(anyhow!(
@@ -40,7 +41,13 @@ pub async fn run(
     let db = Db::connect(&cfg.database, 2)
         .await
         .map_err(CommandError::fatal)?;
-    let store = open_store(&cfg, Limiter::new(args.rate, args.concurrency as usize));
+    let store = open_store(
+        &cfg,
+        Limiter::new(
+            super::shard_rate(args.rate, shard),
+            args.concurrency as usize,
+        ),
+    );
     let cancel = interrupt_token();
     let started = Instant::now();
     store
@@ -48,6 +55,9 @@ pub async fn run(
         .await
         .map_err(store_error("checking the storage"))?;
     let key_prefix = cfg.key_prefix();
+    // A shard counts the listed keys it owns (hash of the key below S3_KEY_PREFIX); every
+    // shard lists the whole bucket, the listing is the cheap part.
+    let mine = |key: &str| shard.is_none_or(|s| s.owns_key(key_prefix.strip(key)));
     let base = key_prefix
         .as_deref()
         .map(|p| format!("{p}/"))
@@ -66,6 +76,9 @@ pub async fn run(
                 concurrency,
                 &cancel,
                 |u: &mut Usage, v| {
+                    if !mine(v.key.as_str()) {
+                        return;
+                    }
                     progress.add(1, 0, v.size);
                     u.add_version(v, &key_prefix);
                 },
@@ -80,6 +93,9 @@ pub async fn run(
                 concurrency,
                 &cancel,
                 |u: &mut Usage, o| {
+                    if !mine(o.key.as_str()) {
+                        return;
+                    }
                     progress.add(1, 0, o.size);
                     u.add_object(o.key.as_str(), o.size, &key_prefix);
                 },
@@ -93,6 +109,7 @@ pub async fn run(
     let sums = sums.map_err(CommandError::fatal)?;
     let mut report = DuReport {
         storage: store.describe(),
+        shard: shard.map(|s| s.to_string()),
         prefix: root.clone(),
         complete: walked.complete,
         ..DuReport::default()

@@ -19,6 +19,7 @@ use crate::inventory::source::{Source, SourceError};
 use crate::journal::Journal as _;
 use crate::journal::{SqliteJournal as Journal, default_path};
 use crate::mastodon::Db;
+use crate::model::JobKey;
 use crate::plan::migrate::{remove_command, target_id};
 use crate::pool::Gate;
 use crate::pool::copy::{CopyOptions, MigrateError, Migration, copy_all};
@@ -51,6 +52,8 @@ impl From<SourceError> for CommandError {
 /// Runs `migrate` and returns the exit code; prints the summary itself.
 pub async fn run(env_file: &Path, args: Args, quiet: bool) -> Result<ExitCode, CommandError> {
     let started = Instant::now();
+    let shard = super::shard(&args.shard)?;
+    let rate = super::shard_rate(args.rate, shard);
     let (cfg, vars) = Config::load_with_vars(env_file)?;
     let StorageConfig::S3(target_cfg) = &cfg.storage else {
         return Err(CommandError::usage(anyhow!(
@@ -60,7 +63,7 @@ pub async fn run(env_file: &Path, args: Args, quiet: bool) -> Result<ExitCode, C
     };
     let target = S3Store::new(
         target_cfg,
-        Limiter::new(args.rate, args.concurrency as usize * 2),
+        Limiter::new(rate, args.concurrency as usize * 2),
     );
     target.check().await.map_err(|e| {
         CommandError::fatal(anyhow!(
@@ -72,17 +75,25 @@ pub async fn run(env_file: &Path, args: Args, quiet: bool) -> Result<ExitCode, C
         target_cfg.endpoint.as_deref(),
         target_cfg.key_prefix.as_deref(),
     );
-    let target_id = target_id(endpoint, &target_cfg.bucket, prefix);
+    // The journal file is the target's (shared by the shards of one host); its rows are
+    // keyed by the shard's own name (`JobKey::journal_target`), so shards never read or
+    // overwrite each other's file records and run records.
+    let mut job_key = JobKey::new("migrate", target_id(endpoint, &target_cfg.bucket, prefix));
+    if let Some(s) = shard {
+        job_key = job_key.with_shard(s);
+    }
+    let target_id = job_key.journal_target().into_owned();
     let journal_path = args
         .journal
         .clone()
-        .unwrap_or_else(|| default_path("migrate", &target_id));
+        .unwrap_or_else(|| default_path("migrate", job_key.target()));
     let journal = Journal::open(&journal_path)
         .await
         .map_err(CommandError::usage)?;
     let mut report = MigrateReport {
         dry_run: args.dry_run,
         target: target.describe(),
+        shard: shard.map(|s| s.to_string()),
         journal: journal_path.display().to_string(),
         remove_command: remove_command(endpoint, &target_cfg.bucket, prefix),
         ..MigrateReport::default()
@@ -121,10 +132,11 @@ pub async fn run(env_file: &Path, args: Args, quiet: bool) -> Result<ExitCode, C
             concurrency: args.concurrency as usize,
             repair_acl: args.repair_acl,
             db: db.as_ref(),
+            shard,
         };
         repair(&job, &cancel, mode, &mut report).await?;
     } else {
-        let source = open_source(env_file, &vars, &args, target_cfg).await?;
+        let source = open_source(env_file, &vars, &args, rate, target_cfg).await?;
         report.source = source.describe();
         let db = if args.database {
             let what = format!(
@@ -135,7 +147,13 @@ pub async fn run(env_file: &Path, args: Args, quiet: bool) -> Result<ExitCode, C
         } else {
             None
         };
-        let (files, skipped) = source.files().await?;
+        let (mut files, mut skipped) = source.files().await?;
+        // A shard copies the source files whose key it owns (a hash of the key below the
+        // key prefix, the same in source and target).
+        if let Some(s) = shard {
+            files.retain(|f| s.owns_key(&f.key));
+            skipped.retain(|f| s.owns_key(&f.key));
+        }
         for s in skipped {
             if s.failed {
                 report.fail(&s.key, "Unreadable", s.reason);
@@ -211,6 +229,7 @@ async fn open_source(
     env_file: &Path,
     vars: &crate::config::Vars,
     args: &Args,
+    rate: Option<std::num::NonZeroU32>,
     target_cfg: &S3Config,
 ) -> Result<Source, CommandError> {
     if let Some(old_env) = &args.from_env {
@@ -232,10 +251,7 @@ async fn open_source(
                 target_cfg.bucket
             )));
         }
-        let store = S3Store::new(
-            &old_cfg,
-            Limiter::new(args.rate, args.concurrency as usize * 2),
-        );
+        let store = S3Store::new(&old_cfg, Limiter::new(rate, args.concurrency as usize * 2));
         store.check().await.map_err(|e| {
             CommandError::fatal(anyhow!(
                 "source bucket (--from-env {}): {e}",

@@ -11,11 +11,13 @@ pub mod orphans;
 pub mod prune;
 pub mod reconcile;
 
+use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, ConfigError, StorageConfig};
+use crate::model::Shard;
 use crate::report::ExitCode;
 use crate::store::fs::FsStore;
 use crate::store::s3::S3Store;
@@ -52,6 +54,37 @@ impl CommandError {
 impl From<ConfigError> for CommandError {
     fn from(e: ConfigError) -> Self {
         Self::usage(e)
+    }
+}
+
+/// The shard this run is (`None`: the whole job): `--shard K/N`, else Kubernetes'
+/// `JOB_COMPLETION_INDEX` with N from `--shards` or `MASTOMEDIA_SHARDS` (both read from
+/// the process environment only, as a Job's pod template sets them;
+/// [`crate::model::Shard::resolve`]). Errors: exit 2, saying what to set.
+pub fn shard(args: &crate::cli::shard::ShardArgs) -> Result<Option<Shard>, CommandError> {
+    let env = |name| std::env::var(name).ok();
+    Shard::resolve(
+        args.shard,
+        args.shards,
+        env("JOB_COMPLETION_INDEX").as_deref(),
+        env("MASTOMEDIA_SHARDS").as_deref(),
+    )
+    .map_err(CommandError::usage)
+}
+
+/// The request rate this process may use: `--rate` is the bucket's total, so a shard takes
+/// [`Shard::rate_share`] of it (rate/N, rounded down, at least 1); logged when split.
+pub fn shard_rate(rate: Option<NonZeroU32>, shard: Option<Shard>) -> Option<NonZeroU32> {
+    match (rate, shard) {
+        (Some(total), Some(s)) => {
+            let own = s.rate_share(total);
+            tracing::info!(
+                "shard {s}: --rate {total} is the total of {} shards, this one sends at most {own} requests per second",
+                s.count()
+            );
+            Some(own)
+        }
+        (rate, _) => rate,
     }
 }
 

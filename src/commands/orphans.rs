@@ -27,13 +27,17 @@ pub async fn run(
     args: Args,
     quiet: bool,
 ) -> Result<ExitCode, CommandError> {
+    let shard = super::shard(&args.shard)?;
     let cfg = load_config(env_file)?;
     let db = Db::connect(&cfg.database, args.concurrency + 2)
         .await
         .map_err(CommandError::fatal)?;
-    let key = JobKey::new("orphans", journal_target(&cfg));
+    let mut key = JobKey::new("orphans", journal_target(&cfg));
+    if let Some(s) = shard {
+        key = key.with_shard(s);
+    }
     let lock = db
-        .lock_for(&key.lock_name(), args.delete && !args.dry_run)
+        .lock_for(&key, args.delete && !args.dry_run)
         .await
         .map_err(CommandError::fatal)?;
     if args.delete && !args.dry_run && !has_any_rows(&db).await.map_err(CommandError::fatal)? {
@@ -41,7 +45,10 @@ pub async fn run(
             "the database has no media attachments and no accounts, so every object would look orphaned: refusing to delete. Check DATABASE_URL / DB_NAME"
         )));
     }
-    let limiter = crate::store::Limiter::new(args.rate, (args.concurrency as usize) * 2);
+    let limiter = crate::store::Limiter::new(
+        super::shard_rate(args.rate, shard),
+        (args.concurrency as usize) * 2,
+    );
     let run = OrphansRun {
         db: &db,
         lock: lock.as_ref(),

@@ -31,6 +31,13 @@ pub async fn run(
     quiet: bool,
 ) -> Result<ExitCode, CommandError> {
     validate(&args)?;
+    let shard = super::shard(&args.shard)?;
+    if shard.is_some() && args.max_cache_size.is_some() {
+        // A budget is a property of the whole cache: one shard sees only its rows.
+        return Err(CommandError::usage(anyhow::anyhow!(
+            "--max-cache-size measures and trims the whole cache, so it cannot run as one shard (--shard, JOB_COMPLETION_INDEX): run it unsharded, or shard a --days prune"
+        )));
+    }
     let cfg = load_config(env_file)?;
     let db = Db::connect(&cfg.database, 4).await.map_err(db_error)?;
     tracing::info!(
@@ -38,16 +45,22 @@ pub async fn run(
         schema_migration = db.schema().migration_version.as_deref().unwrap_or("?"),
         "connected to Mastodon's database"
     );
-    let key = JobKey::new("prune", super::orphans::journal_target(&cfg));
+    let mut key = JobKey::new("prune", super::orphans::journal_target(&cfg));
+    if let Some(s) = shard {
+        key = key.with_shard(s);
+    }
     let lock = db
-        .lock_for(&key.lock_name(), !args.dry_run)
+        .lock_for(&key, !args.dry_run)
         .await
         .map_err(db_error)?
         .map(Arc::new);
     let setting = db.media_retention_days().await.map_err(db_error)?;
     let (days, source) = effective_days(args.days, setting);
     let now = Utc::now();
-    let plan = PrunePlan::new(scope(&args), days, now);
+    let plan = PrunePlan {
+        shard,
+        ..PrunePlan::new(scope(&args), days, now)
+    };
     for sel in &plan.selections {
         let table = sel.table();
         let cols = crate::mastodon::update_columns(db.schema(), table, &sel.clear_groups());
@@ -60,7 +73,10 @@ pub async fn run(
             Err(e) => return Err(db_error(e)),
         }
     }
-    let limiter = Limiter::new(args.rate, (args.concurrency as usize) * 2);
+    let limiter = Limiter::new(
+        super::shard_rate(args.rate, shard),
+        (args.concurrency as usize) * 2,
+    );
     let key_prefix = cfg.key_prefix();
     let run = PruneRun {
         db: &db,

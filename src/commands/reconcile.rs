@@ -32,7 +32,7 @@ pub async fn run(
     // prune's lock: reconcile clears rows as prune does, so the two never overlap.
     let key = JobKey::new("prune", super::orphans::journal_target(&cfg));
     let lock = db
-        .lock_for(&key.lock_name(), args.apply)
+        .lock_for(&key, args.apply)
         .await
         .map_err(CommandError::fatal)?
         .map(Arc::new);

@@ -57,7 +57,7 @@ impl Selection {
     pub fn budget_cursor(&self, db: &Db, page_size: i64) -> BudgetCursor {
         let far = self.with_cutoff(far_future());
         let groups = far.spec_groups().len();
-        let inner = far.build_cursor(db, page_size, |spec| {
+        let inner = far.build_cursor(db, page_size, None, |spec| {
             let (owned, age) = owned_and_age(self, spec);
             (
                 // NULL (a never-webfingered account) is "not selected", as in the pass's WHERE.

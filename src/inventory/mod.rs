@@ -22,7 +22,7 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use sqlx::Row as _;
 
 use crate::mastodon::{Db, DbError};
-use crate::model::{Attachment, RowTable};
+use crate::model::{Attachment, RowTable, Shard};
 pub use crate::model::{CandidateFile, CandidateRow};
 use crate::plan::domain::DomainFilter;
 
@@ -256,9 +256,20 @@ impl Selection {
         }
     }
 
-    /// How many rows the selection matches now (for progress and ETA). One scan.
-    pub async fn count(&self, db: &Db) -> Result<i64, DbError> {
-        let spec = self.spec(db);
+    /// The selection's query parts restricted to `shard`'s rows
+    /// ([`Shard::sql_filter`]: `id mod N = K`, in the SQL, so a shard reads only its rows).
+    fn spec_of(&self, db: &Db, shard: Option<Shard>) -> Spec {
+        let mut spec = self.spec(db);
+        if let Some(s) = shard {
+            spec.filter = format!("({}) AND {}", spec.filter, s.sql_filter(spec.alias));
+        }
+        spec
+    }
+
+    /// How many rows the selection matches now (for progress and ETA), only `shard`'s when
+    /// given. One scan.
+    pub async fn count(&self, db: &Db, shard: Option<Shard>) -> Result<i64, DbError> {
+        let spec = self.spec_of(db, shard);
         // $1 (the keyset position) is not used by the count; keep parameter numbers equal.
         let sql = format!(
             "SELECT count(*) FROM {} {} WHERE $1::bigint IS NOT NULL AND {}",
@@ -280,9 +291,12 @@ impl Selection {
             .map_err(|e| DbError::query("counting candidates", e))
     }
 
-    /// A keyset-paginated cursor over the selection, `page_size` rows per query.
-    pub fn cursor(&self, db: &Db, page_size: i64) -> Cursor {
-        self.build_cursor(db, page_size, |spec| (String::new(), spec.filter.clone()))
+    /// A keyset-paginated cursor over the selection, `page_size` rows per query; only
+    /// `shard`'s rows when given.
+    pub fn cursor(&self, db: &Db, page_size: i64, shard: Option<Shard>) -> Cursor {
+        self.build_cursor(db, page_size, shard, |spec| {
+            (String::new(), spec.filter.clone())
+        })
     }
 
     /// [`Selection::cursor`] with `shape(spec)` = (extra columns after the candidate's,
@@ -291,9 +305,10 @@ impl Selection {
         &self,
         db: &Db,
         page_size: i64,
+        shard: Option<Shard>,
         shape: impl FnOnce(&Spec) -> (String, String),
     ) -> Cursor {
-        let spec = self.spec(db);
+        let spec = self.spec_of(db, shard);
         let (extra, filter) = shape(&spec);
         let schema = db.schema();
         let table = spec.table.name();

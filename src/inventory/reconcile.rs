@@ -60,7 +60,7 @@ impl Selection {
     /// selection's cutoff (`updated_at` before it), `page_size` a page.
     pub fn reconcile_cursor(&self, db: &Db, page_size: i64) -> ReconcileCursor {
         let groups = self.spec_groups().len();
-        let inner = self.build_cursor(db, page_size, |spec| {
+        let inner = self.build_cursor(db, page_size, None, |spec| {
             let a = spec.alias;
             let stored: Vec<String> = spec
                 .groups

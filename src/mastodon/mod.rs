@@ -22,6 +22,8 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Connection as _, Row as _};
 
+use crate::model::{JobKey, Shard};
+
 /// A database failure, with what we were doing. All are fatal for a run (exit 3).
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -59,6 +61,16 @@ pub enum DbError {
         table: String,
         /// The columns lacking the privilege.
         columns: String,
+    },
+    /// A run of the other kind holds the job's lock: shards (`--shard K/N`) of the job
+    /// while an unsharded run starts, the unsharded run while a shard starts, or shards
+    /// with another N.
+    #[error("cannot start mastomedia {job}: {detail}")]
+    LockConflict {
+        /// The job, with its shard (`prune shard 1/4`).
+        job: String,
+        /// Who holds what, and what to do.
+        detail: String,
     },
     /// Another run holds the advisory lock.
     #[error(
@@ -120,7 +132,9 @@ pub struct Db {
 #[derive(Debug)]
 pub struct RunLock {
     job: String,
-    key: i64,
+    /// The advisory locks this session must hold, as `pg_locks` shows them:
+    /// `(classid, objid, objsubid)` (objsubid 1: a bigint key, 2: an int4 pair).
+    held: Vec<(i64, i64, i32)>,
     /// `pg_backend_pid()` of the session that took the lock.
     pid: i32,
     /// Named prepared statements allowed on the lock's connection.
@@ -147,14 +161,27 @@ impl RunLock {
             detail,
         };
         let mut conn = self.conn.lock().await;
+        let (classids, objids, subids) = self.held.iter().fold(
+            (Vec::new(), Vec::new(), Vec::new()),
+            |(mut c, mut o, mut s), (ci, oi, si)| {
+                c.push(*ci);
+                o.push(*oi);
+                s.push(*si);
+                (c, o, s)
+            },
+        );
         let check = sqlx::query_scalar::<_, bool>(
-            "SELECT pg_backend_pid() = $1 AND EXISTS (SELECT 1 FROM pg_locks \
-             WHERE locktype = 'advisory' AND pid = $1 AND granted AND objsubid = 1 \
-             AND classid = (($2 >> 32) & 4294967295)::oid AND objid = ($2 & 4294967295)::oid \
-             AND database = (SELECT oid FROM pg_database WHERE datname = current_database()))",
+            "SELECT pg_backend_pid() = $1 AND NOT EXISTS (SELECT 1 \
+             FROM unnest($2::bigint[], $3::bigint[], $4::int[]) AS w(c, o, s) \
+             WHERE NOT EXISTS (SELECT 1 FROM pg_locks l \
+             WHERE l.locktype = 'advisory' AND l.pid = $1 AND l.granted AND l.objsubid = w.s \
+             AND l.classid = w.c::oid AND l.objid = w.o::oid \
+             AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())))",
         )
         .bind(self.pid)
-        .bind(self.key)
+        .bind(classids)
+        .bind(objids)
+        .bind(subids)
         .persistent(self.prepared)
         .fetch_one(&mut *conn);
         match tokio::time::timeout(LOCK_CHECK_TIMEOUT, check).await {
@@ -183,28 +210,168 @@ impl RunLock {
     }
 }
 
-/// Takes `job`'s lock on `conn` (a session of its own, already proved not pooled) and
-/// proves it held.
+/// The advisory locks of one job run ([`JobKey`]), and how they are taken:
+///
+/// - unsharded: the job's key (`advisory_key("prune")`, the key of every release before
+///   shards) exclusively (`pg_try_advisory_lock`);
+/// - shard K/N: the job's key in SHARED mode (`pg_try_advisory_lock_shared`), the shard's
+///   own key `advisory_key("prune#K/N")` exclusively, and the int4 pair
+///   `(low 32 bits of the job's key, N)` shared as the mark of the shard count.
+///
+/// So the shards of one job run side by side (shared locks do not conflict), two runs of
+/// the same shard exclude each other (the shard key), and an unsharded run and any shard
+/// exclude each other (exclusive against shared on the job key). Shards of another N would
+/// overlap partitions: after taking its locks a shard looks in `pg_locks` for a count mark
+/// of the job with another N and refuses when there is one (two such runs starting at the
+/// same instant may both refuse; never both go on).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct LockSpec {
+    /// For messages: `prune`, `prune shard 1/4`.
+    name: String,
+    /// The job's own name (`prune`).
+    job: String,
+    shard: Option<Shard>,
+}
+
+impl LockSpec {
+    fn of(key: &JobKey) -> Self {
+        Self {
+            name: match key.shard() {
+                None => key.job().to_owned(),
+                Some(s) => format!("{} shard {s}", key.job()),
+            },
+            job: key.job().to_owned(),
+            shard: key.shard(),
+        }
+    }
+
+    /// A bigint key as `pg_locks` shows it.
+    fn bigint(key: i64) -> (i64, i64, i32) {
+        ((key >> 32) & 0xffff_ffff, key & 0xffff_ffff, 1)
+    }
+
+    /// The int4 pair marking shard count `n` of the job.
+    fn count_mark(&self) -> (i32, i32) {
+        (
+            advisory_key(&self.job) as i32,
+            self.shard.map_or(0, |s| s.count()) as i32,
+        )
+    }
+}
+
+/// Takes `spec`'s locks on `conn` (a session of its own, already proved not pooled)
+/// without waiting, and proves them held. Errors: [`DbError::Locked`] (the same run, or
+/// the same shard, holds it), [`DbError::LockConflict`] (see [`LockSpec`]),
+/// [`DbError::LockLost`], a query error.
 async fn lock_on(
     mut conn: sqlx::PgConnection,
-    job: &str,
+    spec: &LockSpec,
     prepared: bool,
     via: Option<String>,
 ) -> Result<RunLock, DbError> {
-    let key = advisory_key(job);
-    let row = sqlx::query("SELECT pg_try_advisory_lock($1) AS got, pg_backend_pid() AS pid")
-        .bind(key)
-        .persistent(prepared)
-        .fetch_one(&mut conn)
-        .await
-        .map_err(|e| DbError::query("taking the advisory lock", e))?;
-    if !row.get::<bool, _>("got") {
-        return Err(DbError::Locked(job.to_owned()));
-    }
+    let job_key = advisory_key(&spec.job);
+    let q = |what| move |e| DbError::query(what, e);
+    let (pid, held) = match spec.shard {
+        None => {
+            let row =
+                sqlx::query("SELECT pg_try_advisory_lock($1) AS got, pg_backend_pid() AS pid")
+                    .bind(job_key)
+                    .persistent(prepared)
+                    .fetch_one(&mut conn)
+                    .await
+                    .map_err(q("taking the advisory lock"))?;
+            if !row.get::<bool, _>("got") {
+                // Held exclusively by another unsharded run, or shared by shards.
+                let (c, o, _) = LockSpec::bigint(job_key);
+                let shards: bool = sqlx::query_scalar(
+                    "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' \
+                     AND objsubid = 1 AND classid = $1::oid AND objid = $2::oid \
+                     AND mode = 'ShareLock' AND granted \
+                     AND database = (SELECT oid FROM pg_database WHERE datname = current_database()))",
+                )
+                .bind(c)
+                .bind(o)
+                .persistent(prepared)
+                .fetch_one(&mut conn)
+                .await
+                .map_err(q("reading who holds the advisory lock"))?;
+                if shards {
+                    return Err(DbError::LockConflict {
+                        job: spec.name.clone(),
+                        detail: format!(
+                            "shards of mastomedia {} (--shard K/N) are running against this database, and an unsharded run would redo their work; try again when they have finished, or run as a shard too",
+                            spec.job
+                        ),
+                    });
+                }
+                return Err(DbError::Locked(spec.name.clone()));
+            }
+            (row.get::<i32, _>("pid"), vec![LockSpec::bigint(job_key)])
+        }
+        Some(shard) => {
+            let shard_key = advisory_key(&format!("{}#{shard}", spec.job));
+            let (mark_class, mark_n) = spec.count_mark();
+            let row = sqlx::query(
+                "SELECT pg_try_advisory_lock_shared($1) AS job, pg_try_advisory_lock($2) AS shard, \
+                 pg_try_advisory_lock_shared($3, $4) AS mark, pg_backend_pid() AS pid",
+            )
+            .bind(job_key)
+            .bind(shard_key)
+            .bind(mark_class)
+            .bind(mark_n)
+            .persistent(prepared)
+            .fetch_one(&mut conn)
+            .await
+            .map_err(q("taking the advisory locks of the shard"))?;
+            // Whatever was taken is released with the session when `conn` drops.
+            if !row.get::<bool, _>("job") {
+                return Err(DbError::LockConflict {
+                    job: spec.name.clone(),
+                    detail: format!(
+                        "an unsharded mastomedia {} is running against this database (it holds the job's advisory lock); try again when it has finished",
+                        spec.job
+                    ),
+                });
+            }
+            if !row.get::<bool, _>("shard") {
+                return Err(DbError::Locked(spec.name.clone()));
+            }
+            let other: Option<i64> = sqlx::query_scalar(
+                "SELECT objid::bigint FROM pg_locks WHERE locktype = 'advisory' AND objsubid = 2 \
+                 AND classid = ($1::bigint & 4294967295)::oid AND objid <> ($2::bigint & 4294967295)::oid \
+                 AND granted \
+                 AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) LIMIT 1",
+            )
+            .bind(i64::from(mark_class))
+            .bind(i64::from(mark_n))
+            .persistent(prepared)
+            .fetch_optional(&mut conn)
+            .await
+            .map_err(q("looking for shards of another count"))?;
+            if let Some(n) = other {
+                return Err(DbError::LockConflict {
+                    job: spec.name.clone(),
+                    detail: format!(
+                        "shards of mastomedia {} with another number of shards (--shard K/{n}) are running against this database; their partitions overlap this one's, so every shard of one job must use the same N",
+                        spec.job
+                    ),
+                });
+            }
+            let mark = (
+                i64::from(mark_class) & 0xffff_ffff,
+                i64::from(mark_n) & 0xffff_ffff,
+                2,
+            );
+            (
+                row.get::<i32, _>("pid"),
+                vec![LockSpec::bigint(job_key), LockSpec::bigint(shard_key), mark],
+            )
+        }
+    };
     let lock = RunLock {
-        job: job.to_owned(),
-        key,
-        pid: row.get("pid"),
+        job: spec.name.clone(),
+        held,
+        pid,
         prepared,
         via,
         conn: tokio::sync::Mutex::new(conn),
@@ -297,8 +464,32 @@ impl Db {
     /// [`DbError::LockUnavailable`] (transaction pooling and no usable lock URL),
     /// [`DbError::Connect`] (the lock URL does not answer).
     pub async fn lock(&self, job: &str) -> Result<RunLock, DbError> {
+        self.lock_spec(&LockSpec {
+            name: job.to_owned(),
+            job: job.to_owned(),
+            shard: None,
+        })
+        .await
+    }
+
+    /// [`Db::lock`] for a job run that may be one shard: without a shard exactly
+    /// [`Db::lock`] of the job's name; with `--shard K/N` the job's lock shared plus the
+    /// shard's own exclusively, plus a shared mark of N. So shards of one job run side by
+    /// side (shared locks do not conflict); two runs of the same shard exclude each other
+    /// (the shard key); an unsharded run and any shard exclude each other (exclusive
+    /// against shared on the job key, the key every release before shards took); shards
+    /// of another N refuse (their partitions overlap): after taking its locks a shard looks
+    /// in `pg_locks` for the job's mark with another N. Keys: `advisory_key("<job>")`,
+    /// `advisory_key("<job>#K/N")`, and the int4 pair `(low 32 bits of the job's key, N)`.
+    /// Errors: [`Db::lock`]'s, and [`DbError::LockConflict`].
+    pub async fn lock_job(&self, key: &JobKey) -> Result<RunLock, DbError> {
+        self.lock_spec(&LockSpec::of(key)).await
+    }
+
+    async fn lock_spec(&self, spec: &LockSpec) -> Result<RunLock, DbError> {
+        let job = spec.name.as_str();
         if let Some(target) = &self.lock_target {
-            return self.lock_via(job, target).await;
+            return self.lock_via(spec, target).await;
         }
         if self.pooling == Pooling::Transaction {
             return Err(DbError::LockUnavailable {
@@ -312,18 +503,22 @@ impl Db {
             .await
             .map_err(|e| DbError::query("taking a connection for the advisory lock", e))?;
         // Detach: the lock lives with this session; dropping closes the connection.
-        lock_on(conn.detach(), job, self.prepared, None).await
+        lock_on(conn.detach(), spec, self.prepared, None).await
     }
 
-    /// Like [`Db::lock`], but for a run that changes nothing (`prune --dry-run`, `orphans`
+    /// Like [`Db::lock_job`], but for a run that changes nothing (`prune --dry-run`, `orphans`
     /// without `--delete`, or `--delete --dry-run`): when no lock can be had through
     /// transaction pooling ([`DbError::LockUnavailable`]), warns and returns `None`, as a
-    /// read-only run cannot harm a concurrent one. `destructive` runs get [`Db::lock`]'s
+    /// read-only run cannot harm a concurrent one. `destructive` runs get [`Db::lock_job`]'s
     /// errors.
-    pub async fn lock_for(&self, job: &str, destructive: bool) -> Result<Option<RunLock>, DbError> {
-        match self.lock(job).await {
+    pub async fn lock_for(
+        &self,
+        key: &JobKey,
+        destructive: bool,
+    ) -> Result<Option<RunLock>, DbError> {
+        match self.lock_job(key).await {
             Ok(lock) => Ok(Some(lock)),
-            Err(DbError::LockUnavailable { detail, .. }) if !destructive => {
+            Err(DbError::LockUnavailable { detail, job }) if !destructive => {
                 tracing::warn!(
                     "running mastomedia {job} without its advisory lock, as this run changes nothing: {detail}. A run that deletes needs MASTOMEDIA_LOCK_DATABASE_URL (a connection straight to PostgreSQL)"
                 );
@@ -335,7 +530,12 @@ impl Db {
 
     /// Takes the lock on `MASTOMEDIA_LOCK_DATABASE_URL` after proving that it is one
     /// session per connection and reaches the same database as the main pool.
-    async fn lock_via(&self, job: &str, target: &LockDatabaseConfig) -> Result<RunLock, DbError> {
+    async fn lock_via(
+        &self,
+        spec: &LockSpec,
+        target: &LockDatabaseConfig,
+    ) -> Result<RunLock, DbError> {
+        let job = spec.name.as_str();
         let unavailable = |detail: String| DbError::LockUnavailable {
             job: job.to_owned(),
             detail,
@@ -382,7 +582,7 @@ impl Db {
                 target.display
             )));
         }
-        lock_on(a, job, self.prepared, Some(target.display.clone())).await
+        lock_on(a, spec, self.prepared, Some(target.display.clone())).await
     }
 
     /// The instance's `media_cache_retention_period` in days, `None` when unset, empty or

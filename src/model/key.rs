@@ -49,6 +49,19 @@ impl KeyPrefix {
         self.0.as_deref()
     }
 
+    /// The inverse of [`KeyPrefix::apply`]: `key` without the prefix and its `/` (the key
+    /// as Mastodon names it, what the shard partition hashes); a key not below the prefix
+    /// is returned whole.
+    pub fn strip<'a>(&self, key: &'a str) -> &'a str {
+        match &self.0 {
+            Some(p) => key
+                .strip_prefix(p.as_str())
+                .and_then(|r| r.strip_prefix('/'))
+                .unwrap_or(key),
+            None => key,
+        }
+    }
+
     /// Prepends the prefix (and one `/`) to a key path.
     pub fn apply(&self, path: String) -> ObjectKey {
         match &self.0 {

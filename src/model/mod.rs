@@ -14,7 +14,7 @@ mod secret;
 mod standing;
 
 pub use attachment::Attachment;
-pub use job::{JobKey, Shard};
+pub use job::{JobKey, Shard, ShardError, key_hash};
 pub use key::{KeyPrefix, ObjectKey};
 pub use row::{CandidateFile, CandidateRow, RowTable};
 pub use secret::Secret;

@@ -267,6 +267,7 @@ pub async fn measure(
             selections,
             media_cutoff,
             card_cutoff,
+            shard: plan.shard,
         },
         known: Arc::new(known),
         report,

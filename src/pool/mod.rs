@@ -694,7 +694,7 @@ mod tests {
         for job in ["prune", "orphans", "migrate"] {
             let k = JobKey::new(job, "s3://media@host");
             assert_eq!(advisory_key(&k.lock_name()), advisory_key(job));
-            let sharded = k.with_shard(Shard { index: 1, count: 2 });
+            let sharded = k.with_shard(Shard::new(1, 2).unwrap());
             assert_ne!(advisory_key(&sharded.lock_name()), advisory_key(job));
         }
     }

@@ -114,7 +114,7 @@ pub async fn run_orphans(
     let journal_path = run
         .journal
         .clone()
-        .unwrap_or_else(|| default_path("orphans", &target));
+        .unwrap_or_else(|| default_path("orphans", run.key.target()));
     let journal = SqliteJournal::open(&journal_path)
         .await
         .map_err(OrphansError::JournalOpen)?;
@@ -137,6 +137,7 @@ pub async fn run_orphans(
         .await?;
         let mut report = OrphansReport {
             storage: store.describe(),
+            shard: run.key.shard().map(|s| s.to_string()),
             prefix: prefix.clone(),
             journal: journal_path.display().to_string(),
             mode: mode.to_owned(),
@@ -158,6 +159,7 @@ pub async fn run_orphans(
             gate: Gate::new(args.dry_run || !args.delete),
             concurrency: args.concurrency,
             target: target.clone(),
+            shard: run.key.shard(),
             max_ids: Arc::new(max_ids),
             started: chrono::Utc::now(),
         };

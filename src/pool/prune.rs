@@ -16,6 +16,7 @@ use super::{LockedDb, PassError, PassOptions, run_pass};
 use crate::inventory::Selection;
 use crate::inventory::owners::{OwnershipError, check_no_newer_media, check_owned};
 use crate::mastodon::{Db, DbError, RunLock};
+use crate::model::Shard;
 use crate::plan::domain::DomainFilter;
 use crate::plan::prune::{DaysSource, cutoff};
 use crate::report::{PassReport, Progress, ProgressMode, PruneReport};
@@ -49,6 +50,9 @@ pub struct PrunePlan {
     pub media_cutoff: DateTime<Utc>,
     /// The preview card cutoff, when that pass runs.
     pub card_cutoff: Option<DateTime<Utc>>,
+    /// `--shard K/N`: every pass selects only the rows with `id mod N = K`
+    /// ([`crate::model::Shard::sql_filter`]); `None`: all rows.
+    pub shard: Option<Shard>,
 }
 
 impl PrunePlan {
@@ -83,6 +87,7 @@ impl PrunePlan {
             selections,
             media_cutoff,
             card_cutoff,
+            shard: None,
         }
     }
 }
@@ -189,6 +194,7 @@ pub async fn run_prune(
             .map(|s| s.domains().exclude.clone())
             .unwrap_or_default(),
         storage: store.describe(),
+        shard: plan.shard.map(|s| s.to_string()),
         ..PruneReport::default()
     };
     // A versioned bucket keeps what prune deletes (docs/reference/provider-quirks.md#u2):
@@ -247,7 +253,7 @@ pub async fn run_prune(
             Selection::Profiles { .. } => "profiles",
             Selection::PreviewCards { .. } => "preview_cards",
         };
-        let total = match sel.count(db).await {
+        let total = match sel.count(db, plan.shard).await {
             Ok(t) => t,
             // Earlier passes may have deleted already: keep their summary.
             Err(e) if !report.passes.is_empty() => {
@@ -274,7 +280,7 @@ pub async fn run_prune(
             lock: lock.as_deref(),
         };
         let result = run_pass(
-            sel.cursor(db, opts.page_size),
+            sel.cursor(db, opts.page_size, plan.shard),
             &rows,
             store.clone(),
             sel,

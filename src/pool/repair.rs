@@ -39,6 +39,9 @@ pub struct Repair<'a> {
     pub repair_acl: bool,
     /// Mastodon's database (with `--repair-acl`).
     pub db: Option<&'a Db>,
+    /// `--shard K/N`: only the listed objects whose key (below the key prefix) this shard
+    /// owns ([`crate::model::Shard::owns_key`]).
+    pub shard: Option<crate::model::Shard>,
 }
 
 /// What was done with one object.
@@ -92,6 +95,11 @@ pub async fn repair(
                     return Ok(true);
                 };
                 let object = object.map_err(MigrateError::Listing)?;
+                if let Some(s) = job.shard
+                    && !s.owns_key(job.key_prefix.strip(object.key.as_str()))
+                {
+                    continue;
+                }
                 if !intake.send(object.key.as_str().to_owned()).await {
                     return Ok(false);
                 }

@@ -22,6 +22,7 @@ use super::{Gate, HeldLock, delete_with_retries_locked};
 use crate::inventory::owners::Owners;
 use crate::journal::{Journal, JournalError};
 use crate::mastodon::{Db, DbError};
+use crate::model::Shard;
 use crate::plan::layout::{KeyPrefix, ObjectKey};
 use crate::plan::orphans::{Class, classify, too_young};
 use crate::plan::ownership::{NEWER_KEY_GRACE_MINUTES, OwnershipStats, above_max_id, snowflake_ms};
@@ -70,8 +71,13 @@ pub struct ScanOptions {
     pub gate: Gate,
     /// Batches in flight at once.
     pub concurrency: usize,
-    /// The journal's name for the storage (`s3://bucket@host`, `file:///root`).
+    /// The journal's name for the storage (`s3://bucket@host`, `file:///root`), with the
+    /// shard (`JobKey::journal_target`).
     pub target: String,
+    /// `--shard K/N`: only listed keys this shard owns ([`Shard::owns_key`] of the key
+    /// below `S3_KEY_PREFIX`) are classified; owners are still looked up in the whole
+    /// database, so a key is never an orphan because its row falls in another shard.
+    pub shard: Option<Shard>,
     /// The highest id of each table when the scan started (`None`: empty table); keys
     /// above it count as [`OwnershipStats::newer_keys`]. Tables not in the map are not
     /// checked.
@@ -112,6 +118,7 @@ pub async fn run_scan<S: Store + ?Sized, O: OwnerLookup, L: HeldLock + Sync, J: 
     let producer = {
         let (store, prefix) = (store.clone(), opts.prefix.clone());
         let start_after = opts.start_after.clone();
+        let (shard, key_prefix) = (opts.shard, opts.key_prefix.clone());
         move |mut intake: Intake<Vec<ObjectMeta>>| async move {
             let mut token = None;
             let mut first = true;
@@ -126,7 +133,15 @@ pub async fn run_scan<S: Store + ?Sized, O: OwnerLookup, L: HeldLock + Sync, J: 
                 .await
                 .map_err(ScanError::Listing)?;
                 first = false;
-                for chunk in page.objects.chunks(batch_size) {
+                let objects = match shard {
+                    None => page.objects,
+                    Some(s) => page
+                        .objects
+                        .into_iter()
+                        .filter(|o| s.owns_key(key_prefix.strip(o.key.as_str())))
+                        .collect(),
+                };
+                for chunk in objects.chunks(batch_size) {
                     if !intake.send(chunk.to_vec()).await {
                         return Ok(false);
                     }

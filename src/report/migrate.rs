@@ -24,6 +24,8 @@ pub struct FileFailure {
 pub struct MigrateReport {
     /// Nothing was uploaded.
     pub dry_run: bool,
+    /// `--shard K/N` of this run (`"1/4"`), `None` (JSON `null`) for the whole job.
+    pub shard: Option<String>,
     /// `file:///...` or `s3://...` of the source.
     pub source: String,
     /// The target bucket.
@@ -164,6 +166,13 @@ impl MigrateReport {
             self.source,
             self.target
         );
+        if let Some(line) = super::shard_line(
+            self.shard.as_deref(),
+            "the source files whose key hashes to this shard",
+            self.requests.rate,
+        ) {
+            let _ = writeln!(s, "{line}");
+        }
         let _ = writeln!(s, "journal: {}", self.journal);
         let _ = writeln!(
             s,

@@ -219,6 +219,21 @@ macro_rules! out {
     };
 }
 
+/// The summary line of a shard run (`--shard K/N`), or `None` for the whole job: which
+/// part this is and `what` it covers, and the request rate this shard used (`--rate` is
+/// the total of all shards; each takes rate/N, at least 1).
+pub fn shard_line(shard: Option<&str>, what: &str, rate: Option<u32>) -> Option<String> {
+    let shard = shard?;
+    let n = shard.split_once('/').map_or("N", |(_, n)| n);
+    let rate = match rate {
+        Some(r) => format!(
+            "; rate {r}/s, this shard's part of --rate (the total of {n} shards, split evenly)"
+        ),
+        None => String::new(),
+    };
+    Some(format!("shard {shard}: {what} only{rate}"))
+}
+
 /// A command's final summary: human text, or JSON with `--json`.
 pub trait Summary: Serialize {
     /// The human summary.
@@ -319,6 +334,8 @@ pub struct PruneReport {
     pub exclude_domains: Vec<String>,
     /// The store (`s3://bucket at endpoint` or `file:///root`).
     pub storage: String,
+    /// `--shard K/N` of this run (`"1/4"`), `None` (JSON `null`) for the whole job.
+    pub shard: Option<String>,
     /// Requests to the store: `requests` (operations) and `attempts` per operation,
     /// `throttled` answers (flattened into the top level of the JSON).
     #[serde(flatten)]
@@ -390,6 +407,13 @@ impl PruneReport {
                 "mastomedia prune{dry}: {} days ({}), cutoff {}",
                 self.days, self.days_source, self.cutoff
             );
+        }
+        if let Some(line) = shard_line(
+            self.shard.as_deref(),
+            "the candidate rows with id mod N = K",
+            self.requests.rate,
+        ) {
+            let _ = writeln!(s, "{line}");
         }
         if let Some(c) = &self.preview_cards_cutoff {
             let _ = writeln!(s, "preview cards cutoff {c}");

@@ -109,6 +109,8 @@ pub struct KeyFailure {
 pub struct OrphansReport {
     /// The store scanned.
     pub storage: String,
+    /// `--shard K/N` of this run (`"1/4"`), `None` (JSON `null`) for the whole job.
+    pub shard: Option<String>,
     /// The listing prefix (with `S3_KEY_PREFIX`).
     pub prefix: String,
     /// The journal file.
@@ -237,6 +239,13 @@ impl OrphansReport {
             _ => "deleting orphans",
         };
         let _ = writeln!(s, "mastomedia orphans ({what}): {}", self.storage);
+        if let Some(line) = super::shard_line(
+            self.shard.as_deref(),
+            "the listed keys whose hash falls in this shard (owners looked up in the whole database)",
+            self.requests.rate,
+        ) {
+            let _ = writeln!(s, "{line}");
+        }
         if !self.prefix.is_empty() {
             let _ = writeln!(s, "prefix: {}", self.prefix);
         }

@@ -119,6 +119,8 @@ pub struct Multipart {
 pub struct DuReport {
     /// The store listed.
     pub storage: String,
+    /// `--shard K/N` of this run (`"1/4"`), `None` (JSON `null`) for the whole job.
+    pub shard: Option<String>,
     /// The listing prefix (with `S3_KEY_PREFIX`).
     pub prefix: String,
     /// Every prefix was listed to its end (false after Ctrl-C).
@@ -213,6 +215,13 @@ impl DuReport {
         let size = |b: u64| format_size(b, BINARY);
         let mut s = String::new();
         let _ = writeln!(s, "mastomedia du: {}", self.storage);
+        if let Some(line) = super::shard_line(
+            self.shard.as_deref(),
+            "the bucket columns count the listed keys whose hash falls in this shard; the database column is the whole database's",
+            self.requests.rate,
+        ) {
+            let _ = writeln!(s, "{line}");
+        }
         if !self.prefix.is_empty() {
             let _ = writeln!(s, "prefix: {}", self.prefix);
         }

@@ -68,10 +68,10 @@ fn pick(all: &Snapshot, keys: &BTreeSet<String>) -> Snapshot {
 // ------------------------------------------------------------------------ prune world
 
 /// One prune world: what prune must clear and what it must leave.
-struct PruneWorld {
-    selected: Selected,
-    protected_keys: BTreeSet<String>,
-    protected_rows: Vec<i64>,
+pub(super) struct PruneWorld {
+    pub(super) selected: Selected,
+    pub(super) protected_keys: BTreeSet<String>,
+    pub(super) protected_rows: Vec<i64>,
 }
 
 /// Seeds iteration `iter` of a prune world into `db` and `bucket` from `rng`: 8–30
@@ -79,7 +79,7 @@ struct PruneWorld {
 /// folder), and the objects prune must never touch: old local uploads, new remote media,
 /// a local emoji, unrelated keys and same-folder neighbours whose names differ from the
 /// row's by a suffix.
-async fn seed_prune_world(
+pub(super) async fn seed_prune_world(
     db: &TestDb,
     bucket: &TestBucket,
     iter: i64,
@@ -157,7 +157,7 @@ async fn seed_prune_world(
 }
 
 /// The protected snapshot and rows of a world (taken right after seeding).
-async fn protect(
+pub(super) async fn protect(
     db: &TestDb,
     bucket: &TestBucket,
     w: &PruneWorld,

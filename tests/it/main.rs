@@ -32,6 +32,7 @@ mod prune;
 mod prune_filters;
 mod prune_ranges;
 mod reconcile;
+mod shards;
 mod store_conformance;
 mod storms;
 mod support;

@@ -29,6 +29,8 @@ Proxy behaviour (everything per bucket = first path segment):
       DELETE /__faults/<bucket>   clear
       GET    /__stats/<bucket>    {"ops": {...}, "mutating": N, "total": N,
                                    "delete_keys": [keys named by DeleteObject(s)],
+                                   "put_keys": [keys of PutObject and
+                                                CreateMultipartUpload requests],
                                    "max_per_second": most requests (attempts) that
                                    arrived within any 1 s window, "injected": N,
                                    "injected_ops": {op: injected faults},
@@ -391,6 +393,7 @@ class BucketState:
         self.delete_objects_keys = 0
         self.max_delete_objects_keys = 0
         self.delete_keys = []
+        self.put_keys = []
         self.arrivals = []
         self.resets_before = 0
         self.resets_after = 0
@@ -833,6 +836,9 @@ class ProxyHandler(BaseHTTPRequestHandler):
         if op == "DeleteObject":
             with st.lock:
                 b.delete_keys.append(key)
+        if op in ("PutObject", "CreateMultipartUpload"):
+            with st.lock:
+                b.put_keys.append(key)
 
         if op == "DeleteObjects":
             self.delete_objects(b, cfg, target, body)
@@ -1220,6 +1226,7 @@ class ProxyHandler(BaseHTTPRequestHandler):
                            "delete_objects_keys": b.delete_objects_keys,
                            "max_delete_objects_keys": b.max_delete_objects_keys,
                            "delete_keys": list(b.delete_keys),
+                           "put_keys": list(b.put_keys),
                            "max_per_second": b.max_per_second(),
                            "resets_before": b.resets_before,
                            "resets_after": b.resets_after}

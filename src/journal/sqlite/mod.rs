@@ -49,10 +49,25 @@ impl SqliteJournal {
             .connect_with(opts)
             .await
             .map_err(err)?;
-        sqlx::migrate!("./migrations/sqlite")
-            .run(&pool)
-            .await
-            .map_err(|e| err(e.into()))?;
+        // Shards of one host share the file (issue 13): processes opening a new journal at
+        // the same moment each see no migration applied, and all but the first fail to
+        // record theirs (UNIQUE on `_sqlx_migrations.version`, their transaction rolled
+        // back). Another attempt then finds them applied.
+        let mut attempt = 1;
+        loop {
+            match sqlx::migrate!("./migrations/sqlite").run(&pool).await {
+                Ok(()) => break,
+                Err(e) if attempt < 5 => {
+                    tracing::debug!(
+                        "migrating the journal {}: {e}; trying again",
+                        path.display()
+                    );
+                    tokio::time::sleep(std::time::Duration::from_millis(50 * attempt)).await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(err(e.into())),
+            }
+        }
         probe_writable(&pool).await.map_err(err)?;
         Ok(Self {
             pool,
