@@ -12,13 +12,14 @@ use std::time::Instant;
 
 use anyhow::anyhow;
 
-use super::{CommandError, interrupt_token};
+use super::{CommandError, interrupt_token, journal_location};
 use crate::cli::migrate::Args;
 use crate::config::{Config, S3Config, StorageConfig, media_root};
 use crate::inventory::source::{Source, SourceError};
 use crate::journal::Journal as _;
-use crate::journal::{SqliteJournal as Journal, default_path};
+use crate::journal::{AnyJournal, JournalLocation, RunRecorder, RunTally, default_path};
 use crate::mastodon::Db;
+use crate::model::JobKey;
 use crate::plan::migrate::{remove_command, target_id};
 use crate::pool::Gate;
 use crate::pool::copy::{CopyOptions, MigrateError, Migration, copy_all};
@@ -52,6 +53,7 @@ impl From<SourceError> for CommandError {
 pub async fn run(env_file: &Path, args: Args, quiet: bool) -> Result<ExitCode, CommandError> {
     let started = Instant::now();
     let (cfg, vars) = Config::load_with_vars(env_file)?;
+    let location = journal_location(args.journal.as_ref(), cfg.journal.as_ref())?;
     let StorageConfig::S3(target_cfg) = &cfg.storage else {
         return Err(CommandError::usage(anyhow!(
             "migrate copies into the bucket of {}: set S3_ENABLED=true, S3_BUCKET, S3_ENDPOINT, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY there (the source is --from DIR or --from-env OLD_ENV)",
@@ -73,22 +75,21 @@ pub async fn run(env_file: &Path, args: Args, quiet: bool) -> Result<ExitCode, C
         target_cfg.key_prefix.as_deref(),
     );
     let target_id = target_id(endpoint, &target_cfg.bucket, prefix);
-    let journal_path = args
-        .journal
-        .clone()
-        .unwrap_or_else(|| default_path("migrate", &target_id));
-    let journal = Journal::open(&journal_path)
-        .await
-        .map_err(CommandError::usage)?;
+    let location =
+        location.unwrap_or_else(|| JournalLocation::File(default_path("migrate", &target_id)));
+    let journal = AnyJournal::open(&location).await?;
+    let key = JobKey::new("migrate", target_id.clone());
+    let target_key = key.journal_target().into_owned();
     let mut report = MigrateReport {
         dry_run: args.dry_run,
         target: target.describe(),
-        journal: journal_path.display().to_string(),
+        journal: journal.location().to_owned(),
         remove_command: remove_command(endpoint, &target_cfg.bucket, prefix),
         ..MigrateReport::default()
     };
     let gate = Gate::new(args.dry_run);
-    let mut run_id = None;
+    let mut recorder = None;
+    let tally = RunTally::default();
     let cancel = interrupt_token();
     let mode = ProgressMode::detect(quiet);
     let connect = |what: String| {
@@ -147,14 +148,13 @@ pub async fn run(env_file: &Path, args: Args, quiet: bool) -> Result<ExitCode, C
         // A real run is recorded before its first upload, so a re-run after a kill knows
         // this journal is the target's even without file records (docs/reliability.md).
         let journal_ran_before = journal
-            .started_runs("migrate", &target_id)
+            .started_runs("migrate", &target_key)
             .await
             .map_err(CommandError::fatal)?
             > 0;
         if !args.dry_run {
-            run_id = Some(
-                journal
-                    .run_started("migrate", &target_id)
+            recorder = Some(
+                RunRecorder::start(&journal, &key, tally.clone())
                     .await
                     .map_err(CommandError::fatal)?,
             );
@@ -166,7 +166,8 @@ pub async fn run(env_file: &Path, args: Args, quiet: bool) -> Result<ExitCode, C
             source: &source,
             gate,
             journal: &journal,
-            target_id: &target_id,
+            tally,
+            target_id: &target_key,
             db: db.as_ref(),
             opts: CopyOptions {
                 skip_cache: args.skip_cache,
@@ -185,15 +186,18 @@ pub async fn run(env_file: &Path, args: Args, quiet: bool) -> Result<ExitCode, C
             Ok::<(), MigrateError>(())
         }
         .await;
-        if let Some(id) = run_id {
+        // Set before the record's outcome is read, which says "interrupted" as the
+        // exit code will.
+        report.interrupted = cancel.is_cancelled();
+        if let Some(recorder) = recorder {
             let outcome = match &result {
                 Ok(()) => report.exit_code(),
                 Err(MigrateError::ForeignJournal { .. }) => ExitCode::Usage,
                 Err(_) => ExitCode::Fatal,
             };
-            if let Err(e) = journal.run_finished(id, outcome.outcome()).await {
-                tracing::warn!("{e}");
-            }
+            recorder
+                .finish(outcome.outcome(), report.run_counts())
+                .await;
         }
         result?;
     }

@@ -9,12 +9,14 @@ pub mod du;
 pub mod migrate;
 pub mod orphans;
 pub mod prune;
+pub mod status;
 
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, ConfigError, StorageConfig};
+use crate::journal::{JournalError, JournalLocation};
 use crate::report::ExitCode;
 use crate::store::fs::FsStore;
 use crate::store::s3::S3Store;
@@ -51,6 +53,32 @@ impl CommandError {
 impl From<ConfigError> for CommandError {
     fn from(e: ConfigError) -> Self {
         Self::usage(e)
+    }
+}
+
+impl From<JournalError> for CommandError {
+    /// Exit 2 for a bad or missing location or a file that cannot be opened, exit 3 for
+    /// an unreachable or refused PostgreSQL journal and failed queries
+    /// ([`JournalError::is_usage`]).
+    fn from(e: JournalError) -> Self {
+        if e.is_usage() {
+            Self::usage(e)
+        } else {
+            Self::fatal(e)
+        }
+    }
+}
+
+/// The journal a command uses: `--journal` (`arg`) when given, else `MASTOMEDIA_JOURNAL`
+/// (`configured`), else `None` (the command's default SQLite file). Errors: a `--journal`
+/// that is not a usable location (exit 2, shown without credentials).
+pub fn journal_location(
+    arg: Option<&std::ffi::OsString>,
+    configured: Option<&JournalLocation>,
+) -> Result<Option<JournalLocation>, CommandError> {
+    match arg {
+        Some(a) => Ok(Some(JournalLocation::from_arg(a)?)),
+        None => Ok(configured.cloned()),
     }
 }
 

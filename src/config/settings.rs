@@ -67,6 +67,10 @@ pub const READ_VARS: &[(&str, Option<&str>)] = &[
         Some("public/system beside the env file"),
     ),
     ("MASTOMEDIA_DELETE_CHECKSUM", Some("md5")),
+    (
+        "MASTOMEDIA_JOURNAL",
+        Some("one SQLite file per job and target under ~/.local/state/mastomedia"),
+    ),
     ("LINODE_TOKEN", None),
 ];
 
@@ -122,6 +126,12 @@ pub fn settings(
                     }))
                 }
                 Some(_) if SECRET_VARS.contains(&name) => Some("[hidden]".to_owned()),
+                // A postgres:// journal URL: rebuilt without its password (also one given
+                // as ?password=).
+                Some(v) if name == "MASTOMEDIA_JOURNAL" => Some(
+                    crate::journal::JournalLocation::parse(std::ffi::OsStr::new(v.trim()))
+                        .map_or_else(|_| "[hidden]: invalid".to_owned(), |l| l.shown()),
+                ),
                 Some(v) => Some(super::shown_value(&super::without_userinfo(v))),
                 None => default.map(str::to_owned),
             };

@@ -39,6 +39,7 @@ use chrono::{NaiveDateTime, Utc};
 
 use self::engine::{AfterFatal, Commit, Control, EngineOptions, Failed, FlushPolicy, Intake};
 use crate::inventory::{CandidateRow, Cursor, Selection};
+use crate::journal::{RunCounts, RunTally};
 use crate::mastodon::{ClearRequest, Db, DbError, RunLock};
 use crate::plan::layout::{KeyPrefix, ObjectKey};
 use crate::plan::prune::row_keys;
@@ -61,6 +62,9 @@ pub struct PassOptions {
     pub retry_base: Duration,
     /// The dry-run gate every delete and row update passes through.
     pub gate: Gate,
+    /// The run record's progress (rows cleared, objects deleted, bytes freed, rows
+    /// failed), added once per committed chunk.
+    pub tally: RunTally,
 }
 
 impl Default for PassOptions {
@@ -72,6 +76,7 @@ impl Default for PassOptions {
             key_attempts: 4,
             retry_base: Duration::from_millis(500),
             gate: Gate::new(true),
+            tally: RunTally::default(),
         }
     }
 }
@@ -222,6 +227,7 @@ pub async fn run_pass<S: Store + ?Sized, R: Rows, K: RowSink>(
         gate,
         selection,
         progress,
+        tally: &opts.tally,
         report: &mut report,
     };
     let outcome = engine::run(
@@ -250,6 +256,7 @@ struct PruneCommit<'a, K> {
     gate: Gate,
     selection: &'a Selection,
     progress: &'a Progress,
+    tally: &'a RunTally,
     report: &'a mut PassReport,
 }
 
@@ -258,6 +265,10 @@ impl<K: RowSink> Commit<Vec<RowResult>, PassError> for PruneCommit<'_, K> {
         let report = &mut *self.report;
         let mut to_clear = Vec::new();
         let (mut bytes, mut failed_rows) = (0u64, 0u64);
+        let (cleared_before, objects) = (
+            report.rows_cleared,
+            rows.iter().map(|r| r.deleted).sum::<u64>(),
+        );
         for r in &rows {
             report.objects_deleted += r.deleted;
             report.objects_already_gone += r.already_gone;
@@ -298,6 +309,12 @@ impl<K: RowSink> Commit<Vec<RowResult>, PassError> for PruneCommit<'_, K> {
                     // are found already gone by the next run).
                     report.rows_failed += to_clear.len() as u64;
                     self.progress.add(rows.len() as u64, failed_rows, bytes);
+                    self.tally.add(RunCounts {
+                        rows: 0,
+                        objects,
+                        bytes: 0,
+                        failures: failed_rows + to_clear.len() as u64,
+                    });
                     return Err(PassError::Db(e));
                 }
             };
@@ -324,6 +341,12 @@ impl<K: RowSink> Commit<Vec<RowResult>, PassError> for PruneCommit<'_, K> {
             }
         }
         self.progress.add(rows.len() as u64, failed_rows, bytes);
+        self.tally.add(RunCounts {
+            rows: report.rows_cleared - cleared_before,
+            objects,
+            bytes,
+            failures: failed_rows,
+        });
         Ok(())
     }
 
