@@ -170,4 +170,26 @@ mod tests {
         assert_eq!(l["DB_HOST"], 3);
         assert_eq!(l.len(), 2);
     }
+
+    #[test]
+    fn the_journal_url_is_shown_without_its_password() {
+        for (value, shown) in [
+            (
+                "postgres://mm:pw-123@db.example/j",
+                "postgres://mm@db.example:5432/j (schema mastomedia)",
+            ),
+            (
+                "postgresql://mm@db.example/j?password=pw-123",
+                "postgres://mm@db.example:5432/j (schema mastomedia)",
+            ),
+            ("/var/lib/mm/j.sqlite", "/var/lib/mm/j.sqlite"),
+            ("postgres://mm:pw-123@db:x/j", "[hidden]: invalid"),
+        ] {
+            let vars = Vars::from_pairs([("MASTOMEDIA_JOURNAL", value)]);
+            let all = settings(Path::new("/nonexistent/.env"), &vars, &[], None);
+            let s = all.iter().find(|s| s.name == "MASTOMEDIA_JOURNAL").unwrap();
+            assert_eq!(s.value.as_deref(), Some(shown), "{value}");
+            assert_eq!(s.origin, Origin::Environment);
+        }
+    }
 }

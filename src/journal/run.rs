@@ -171,10 +171,20 @@ impl RunRecorder {
         key: &crate::model::JobKey,
         tally: RunTally,
     ) -> Result<Self, JournalError> {
+        Self::start_every(journal, key, tally, PROGRESS_EVERY).await
+    }
+
+    /// [`RunRecorder::start`] writing progress every `every`.
+    async fn start_every(
+        journal: &AnyJournal,
+        key: &crate::model::JobKey,
+        tally: RunTally,
+        every: Duration,
+    ) -> Result<Self, JournalError> {
         let id = journal.run_started(key).await?;
         let (j, t) = (journal.clone(), tally.clone());
         let ticker = tokio::spawn(async move {
-            let mut tick = tokio::time::interval(PROGRESS_EVERY);
+            let mut tick = tokio::time::interval(every);
             tick.tick().await;
             let mut last = RunCounts::default();
             loop {
@@ -304,5 +314,50 @@ mod tests {
         let b = parse_time("2026-05-01 10:00:00").unwrap();
         assert_eq!((a - b).num_milliseconds(), 123);
         assert_eq!(parse_time("yesterday"), None);
+    }
+
+    /// The recorder writes the tally while the run goes on (here every 10 ms instead of
+    /// 5 s), then the final counts given to `finish`, and no progress after that.
+    #[tokio::test]
+    async fn the_recorder_writes_progress_then_the_final_counts() {
+        use crate::journal::SqliteJournal;
+        use crate::model::JobKey;
+        let dir = std::env::temp_dir().join(format!("mm-recorder-{}", std::process::id()));
+        let j = AnyJournal::Sqlite(SqliteJournal::open(&dir.join("j.sqlite")).await.unwrap());
+        let tally = RunTally::default();
+        let key = JobKey::new("prune", "s3://m@h");
+        let r = RunRecorder::start_every(&j, &key, tally.clone(), Duration::from_millis(10))
+            .await
+            .unwrap();
+        let batch = RunCounts {
+            rows: 2,
+            objects: 4,
+            bytes: 100,
+            failures: 1,
+        };
+        tally.add(batch);
+        let runs = || async { j.runs(&RunQuery::default()).await.unwrap() };
+        let mut seen = None;
+        for _ in 0..500 {
+            let now = runs().await;
+            if now[0].counts == batch {
+                seen = Some(now[0].clone());
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let seen = seen.expect("the progress was written");
+        assert_eq!(seen.state(), RunState::Running);
+        assert!(seen.updated_at >= seen.started_at);
+        let last = RunCounts { rows: 3, ..batch };
+        r.finish("items_failed", last).await;
+        tally.add(batch);
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let done = runs().await;
+        assert_eq!(
+            (done[0].state(), done[0].counts),
+            (RunState::Finished, last)
+        );
+        let _ = std::fs::remove_dir_all(dir);
     }
 }
