@@ -60,12 +60,12 @@ pub enum JournalError {
     )]
     Missing(PathBuf),
     /// The PostgreSQL journal cannot be reached, or its schema not created or migrated.
-    #[error("cannot open the PostgreSQL journal {shown}: {source}")]
+    #[error("cannot open the PostgreSQL journal {shown}: {cause}")]
     Connect {
         /// The location, without password.
         shown: String,
-        /// Driver error.
-        source: sqlx::Error,
+        /// Driver error (in the message, not a `source`, so it is printed once).
+        cause: sqlx::Error,
     },
     /// The PostgreSQL journal would not stay in its own schema: refused, nothing written.
     #[error("refusing the PostgreSQL journal {shown}: {reason}")]

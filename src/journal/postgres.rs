@@ -36,6 +36,10 @@ use crate::model::JobKey;
 /// The schema every table of the PostgreSQL journal lives in.
 pub const SCHEMA: &str = "mastomedia";
 
+/// How the refusal of a connection with another search_path begins (told apart from
+/// sqlx's own configuration errors by it).
+const WRONG_PATH: &str = "the connection has search_path";
+
 /// An open PostgreSQL journal.
 #[derive(Debug, Clone)]
 pub struct PgJournal {
@@ -55,9 +59,9 @@ impl PgJournal {
     /// search_path is not `mastomedia` alone), both before anything is written.
     pub async fn open(location: &PgLocation) -> Result<Self, JournalError> {
         let shown = location.shown().to_owned();
-        let connect = |source| JournalError::Connect {
+        let connect = |cause| JournalError::Connect {
             shown: shown.clone(),
-            source,
+            cause,
         };
         let options = location
             .options
@@ -76,8 +80,7 @@ impl PgJournal {
                         Ok(())
                     } else {
                         Err(sqlx::Error::Configuration(
-                            format!("the connection has search_path {path:?}, not {SCHEMA:?}")
-                                .into(),
+                            format!("{WRONG_PATH} {path:?}, not {SCHEMA:?}").into(),
                         ))
                     }
                 })
@@ -85,14 +88,29 @@ impl PgJournal {
             .connect_with(options)
             .await
             .map_err(|e| match e {
-                sqlx::Error::Configuration(reason) => JournalError::Refused {
-                    shown: shown.clone(),
-                    reason: format!(
-                        "{reason} (a connection pooler that drops startup options?), so \
+                sqlx::Error::Configuration(reason)
+                    if reason.to_string().starts_with(WRONG_PATH) =>
+                {
+                    JournalError::Refused {
+                        shown: shown.clone(),
+                        reason: format!(
+                            "{reason} (a connection pooler that drops startup options?), so \
                          migrations could write outside the schema {SCHEMA}: connect directly \
                          or through session pooling"
-                    ),
-                },
+                        ),
+                    }
+                }
+                // PgBouncer refuses the startup option outright.
+                e if e.to_string().contains("unsupported startup parameter") => {
+                    JournalError::Refused {
+                        shown: shown.clone(),
+                        reason: format!(
+                            "the server (a connection pooler?) does not take the startup option \
+                             search_path={SCHEMA} that keeps the journal in its schema ({e}): \
+                             connect directly to PostgreSQL or through session pooling"
+                        ),
+                    }
+                }
                 e => connect(e),
             })?;
         let mut conn = pool.acquire().await.map_err(connect)?;

@@ -552,6 +552,10 @@ async fn concurrent_writers_share_one_pg_journal() {
     let (ea, eb) = (migrate_env(&ba.name, &[]), migrate_env(&bb.name, &[]));
     let mut a = migrate_cmd(&ea, &ra, &jdb.url, &[]);
     let mut b = migrate_cmd(&eb, &rb, &jdb.url, &[]);
+    for c in [&mut a, &mut b] {
+        c.stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+    }
     let (pa, pb) = (a.spawn().unwrap(), b.spawn().unwrap());
     let (oa, ob) = (
         pa.wait_with_output().unwrap(),
@@ -759,4 +763,28 @@ async fn bad_and_unreachable_journals_change_nothing() {
 /// An env file whose database is never reached: a bad `--journal` stops prune first.
 fn s3_env_file_without_db(bucket: &str) -> std::path::PathBuf {
     migrate_env(bucket, &[])
+}
+
+/// Through PgBouncer in transaction pooling (which refuses the startup option setting
+/// search_path, or would drop it), the journal is refused (exit 3) before anything is
+/// written: no schema `mastomedia` appears in Mastodon's database.
+#[tokio::test]
+async fn a_pooler_that_drops_search_path_is_refused_before_any_write() {
+    let db = TestDb::new(Mastodon::V4_6, "UTC").await;
+    let url = crate::support::pgbouncer().url(&db);
+    let run = status(&["--journal", &url], &[]);
+    assert_eq!(run.code, 3, "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr.contains("refusing the PostgreSQL journal")
+            && run.stderr.contains("connect directly"),
+        "{}",
+        run.stderr
+    );
+    let schemas: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM pg_namespace WHERE nspname = 'mastomedia'")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(schemas, 0, "nothing written");
+    db.drop_db().await;
 }
