@@ -11,8 +11,8 @@ use clap::ValueEnum;
 ///
 /// Reads --journal (a SQLite file or a postgres:// URL), else MASTOMEDIA_JOURNAL, else
 /// every default journal file under ~/.local/state/mastomedia. Changes nothing but
-/// bringing an older journal's tables up to date. Exit 0; 2 when the journal given does
-/// not exist.
+/// bringing an older journal's tables up to date (a PostgreSQL journal used for the first
+/// time gets its schema mastomedia). Exit 0; 2 when the journal file given does not exist.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The journal to read: a SQLite file or a postgres:// URL (default:

@@ -183,7 +183,7 @@ impl Summary for StatusReport {
             "SHARD",
             "STATE",
             "STARTED (UTC)",
-            "LAST UPDATE",
+            "LAST UPDATE (UTC)",
             "ROWS",
             "OBJECTS",
             "BYTES",
@@ -200,7 +200,11 @@ impl Summary for StatusReport {
                     r.shard.clone().unwrap_or_else(|| "-".into()),
                     r.state.to_owned(),
                     short(&r.started_at),
-                    format!("{} ago", ago(r.seconds_since_update)),
+                    format!(
+                        "{} ({} ago)",
+                        short(&r.updated_at),
+                        ago(r.seconds_since_update)
+                    ),
                     r.rows.to_string(),
                     r.objects.to_string(),
                     format_size(r.bytes, BINARY),
