@@ -3,8 +3,9 @@
 //! `mastomedia status` shows every shard of the last runs, from one journal or several.
 //!
 //! Progress is counted in a [`RunTally`] (atomics, shared with the pipelines' commit
-//! stages) and written by a [`RunRecorder`] at most every [`PROGRESS_EVERY`], never per
-//! object; the final counts come from the run's own report ([`RunRecorder::finish`]).
+//! stages) and written by a [`RunRecorder`] at most every [`PROGRESS_EVERY`] into a
+//! PostgreSQL journal (the shared one `status` watches), never per object; the final
+//! counts come from the run's own report ([`RunRecorder::finish`]), in both backends.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -164,26 +165,34 @@ pub struct RunRecorder {
 }
 
 impl RunRecorder {
-    /// Records the start of `key`'s run in `journal` (committed before it returns) and
-    /// starts writing `tally`'s progress. Errors: the first write.
+    /// Records the start of `key`'s run in `journal` (committed before it returns) and,
+    /// for a PostgreSQL journal, starts writing `tally`'s progress every
+    /// [`PROGRESS_EVERY`]. A SQLite journal gets the counts at the end only: its writes
+    /// from a second task raced the batch writes of migrate when the disk filled (the
+    /// chaos test `journal_full_or_read_only` then found the run record gone), and one
+    /// host needs no shared progress. Errors: the first write.
     pub async fn start(
         journal: &AnyJournal,
         key: &crate::model::JobKey,
         tally: RunTally,
     ) -> Result<Self, JournalError> {
-        Self::start_every(journal, key, tally, PROGRESS_EVERY).await
+        let every = matches!(journal, AnyJournal::Postgres(_)).then_some(PROGRESS_EVERY);
+        Self::start_every(journal, key, tally, every).await
     }
 
-    /// [`RunRecorder::start`] writing progress every `every`.
+    /// [`RunRecorder::start`] writing progress every `every` (`None`: never).
     async fn start_every(
         journal: &AnyJournal,
         key: &crate::model::JobKey,
         tally: RunTally,
-        every: Duration,
+        every: Option<Duration>,
     ) -> Result<Self, JournalError> {
         let id = journal.run_started(key).await?;
         let (j, t) = (journal.clone(), tally.clone());
         let ticker = tokio::spawn(async move {
+            let Some(every) = every else {
+                return;
+            };
             let mut tick = tokio::time::interval(every);
             tick.tick().await;
             let mut last = RunCounts::default();
@@ -326,7 +335,7 @@ mod tests {
         let j = AnyJournal::Sqlite(SqliteJournal::open(&dir.join("j.sqlite")).await.unwrap());
         let tally = RunTally::default();
         let key = JobKey::new("prune", "s3://m@h");
-        let r = RunRecorder::start_every(&j, &key, tally.clone(), Duration::from_millis(10))
+        let r = RunRecorder::start_every(&j, &key, tally.clone(), Some(Duration::from_millis(10)))
             .await
             .unwrap();
         let batch = RunCounts {
