@@ -7,7 +7,8 @@ use clap::ValueEnum;
 /// Show the last runs of prune, migrate and orphans from their journals: one line per
 /// shard with its state (running, stale, finished, failed, interrupted), start, last
 /// update, rows, objects, bytes and failures. A run whose process died stays "running"
-/// with an old last update: it is shown as stale (re-run it to resume).
+/// with an old last update: in a PostgreSQL journal it is shown as stale (re-run it to
+/// resume).
 ///
 /// Reads --journal (a SQLite file or a postgres:// URL), else MASTOMEDIA_JOURNAL, else
 /// every default journal file under ~/.local/state/mastomedia. Changes nothing but
@@ -32,8 +33,9 @@ pub struct Args {
     #[arg(long)]
     pub all: bool,
 
-    /// A running record not updated for this many seconds is shown as stale (its
-    /// process most likely died). Running jobs update every few seconds.
+    /// A running record of a PostgreSQL journal not updated for this many seconds is
+    /// shown as stale (its process most likely died); running jobs update it every 5
+    /// seconds. SQLite journals get their counts at the end only: never called stale.
     #[arg(long, value_name = "SECONDS", default_value_t = 600)]
     pub stale_after: u64,
 

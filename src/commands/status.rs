@@ -40,12 +40,13 @@ pub async fn run(env_file: &Path, args: Args) -> Result<ExitCode, CommandError> 
     for location in &locations {
         let journal = AnyJournal::open_existing(location).await?;
         let shown = journal.location().to_owned();
+        let live = matches!(journal, AnyJournal::Postgres(_));
         records.extend(
             journal
                 .runs(&query)
                 .await?
                 .into_iter()
-                .map(|r| (shown.clone(), r)),
+                .map(|r| (shown.clone(), live, r)),
         );
         journals.push(shown);
     }

@@ -98,23 +98,26 @@ fn ago(secs: i64) -> String {
 }
 
 impl StatusReport {
-    /// The report of `records` (each with the journal it came from), at `now`:
-    /// staleness decided against `stale_after_seconds`, runs ordered newest of each (job,
-    /// target, shard) first (by job, target, shard), then the older ones, newest first.
+    /// The report of `records` (each with the journal it came from and whether that
+    /// journal receives progress while a run goes on: PostgreSQL does, SQLite only at
+    /// the end), at `now`: staleness decided against `stale_after_seconds` where progress
+    /// is written (elsewhere an old update says nothing), runs ordered newest of each
+    /// (job, target, shard) first (by job, target, shard), then the older ones, newest
+    /// first.
     pub fn new(
         journals: Vec<String>,
-        records: Vec<(String, RunRecord)>,
+        records: Vec<(String, bool, RunRecord)>,
         stale_after_seconds: u64,
         now: DateTime<Utc>,
     ) -> Self {
         let mut records = records;
-        records.sort_by_key(|r| std::cmp::Reverse(r.1.started_at));
+        records.sort_by_key(|r| std::cmp::Reverse(r.2.started_at));
         // Runs seen so far per (job, target, shard): the rank of the next one.
         type Group = (String, String, Option<(u32, u32)>);
         let mut seen: HashMap<Group, usize> = HashMap::new();
         let mut ranked: Vec<(usize, StatusRun)> = records
             .into_iter()
-            .map(|(journal, r)| {
+            .map(|(journal, live, r)| {
                 let shard = r.shard.map(|s| (s.index, s.count));
                 let target = r.shown_target();
                 let n = seen
@@ -124,7 +127,8 @@ impl StatusReport {
                 *n += 1;
                 let since = (now - r.updated_at).num_seconds();
                 let state = r.state();
-                let stale = state == RunState::Running
+                let stale = live
+                    && state == RunState::Running
                     && since > i64::try_from(stale_after_seconds).unwrap_or(i64::MAX);
                 let run = StatusRun {
                     job: r.job.clone(),
@@ -291,14 +295,14 @@ mod tests {
     #[test]
     fn newest_per_shard_first_and_old_running_records_are_stale() {
         let now = DateTime::from_timestamp(1_800_000_000 + 100 * 60, 0).unwrap();
+        let j = |r| ("j".to_owned(), true, r);
         let records = vec![
-            (
-                "j".to_owned(),
-                rec("migrate", Some((1, 2)), 10, 20, Some("success")),
-            ),
-            ("j".to_owned(), rec("migrate", Some((0, 2)), 50, 60, None)),
-            ("j".to_owned(), rec("migrate", Some((1, 2)), 90, 99, None)),
-            ("j".to_owned(), rec("prune", None, 80, 85, Some("fatal"))),
+            j(rec("migrate", Some((1, 2)), 10, 20, Some("success"))),
+            j(rec("migrate", Some((0, 2)), 50, 60, None)),
+            j(rec("migrate", Some((1, 2)), 90, 99, None)),
+            j(rec("prune", None, 80, 85, Some("fatal"))),
+            // A SQLite journal's record is never called stale: it has no progress.
+            ("f".to_owned(), false, rec("orphans", None, 1, 1, None)),
         ];
         let r = StatusReport::new(vec!["j".into()], records, 600, now);
         let got: Vec<(&str, Option<&str>, &str)> = r
@@ -311,6 +315,7 @@ mod tests {
             vec![
                 ("migrate", Some("0/2"), "stale"),
                 ("migrate", Some("1/2"), "running"),
+                ("orphans", None, "running"),
                 ("prune", None, "failed"),
                 ("migrate", Some("1/2"), "finished"),
             ]
