@@ -90,6 +90,7 @@ fn main() -> ProcessExit {
                 commands::reconcile::run(&cli.env_file, args, cli.quiet).await
             }
             Command::Config(args) => commands::config::run(&cli.env_file, args, cli.quiet).await,
+            Command::Status(args) => commands::status::run(&cli.env_file, args).await,
             Command::Completions(args) => commands::docs::completions(args),
             Command::Man(args) => commands::docs::man(args),
         };

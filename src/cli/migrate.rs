@@ -54,9 +54,11 @@ pub struct Args {
     #[command(flatten)]
     pub shard: super::shard::ShardArgs,
 
-    /// The journal file (default: under ~/.local/state/mastomedia, one per target bucket).
-    #[arg(long, value_name = "PATH")]
-    pub journal: Option<PathBuf>,
+    /// The journal: a SQLite file, or a postgres:// URL shared by every shard and host
+    /// (tables in its schema mastomedia). Default: MASTOMEDIA_JOURNAL, else a file under
+    /// ~/.local/state/mastomedia, one per target bucket.
+    #[arg(long, value_name = "PATH|URL")]
+    pub journal: Option<std::ffi::OsString>,
 
     /// Files above this size (bytes) go as multipart uploads with equal parts; at least
     /// 5242880 (5 MiB, S3's smallest part).

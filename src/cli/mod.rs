@@ -11,6 +11,7 @@ pub mod orphans;
 pub mod prune;
 pub mod reconcile;
 pub mod shard;
+pub mod status;
 
 use std::path::PathBuf;
 
@@ -125,6 +126,10 @@ pub enum Command {
     /// Check the whole setup (env, database, bucket, DNS, CAA, TLS, public reads), one line
     /// per check with its fix; exit 1 on any failure.
     Doctor(doctor::Args),
+    /// The last runs of prune, migrate and orphans, every shard, from their journals
+    /// (SQLite files or a shared postgres:// journal): state, last update, rows, objects,
+    /// bytes, failures; stale runs (process died) marked.
+    Status(status::Args),
     /// Show the effective configuration: each variable's value (secrets hidden) and where
     /// it came from, the storage, addressing, key prefix and the schema's Mastodon version.
     Config(config::Args),
@@ -147,6 +152,7 @@ impl Command {
             Command::Cert(_) => "cert",
             Command::Doctor(_) => "doctor",
             Command::Config(_) => "config",
+            Command::Status(_) => "status",
             Command::Completions(_) => "completions",
             Command::Man(_) => "man",
         }
@@ -163,6 +169,7 @@ impl Command {
             Command::Reconcile(a) => a.json,
             Command::Doctor(a) => a.json,
             Command::Config(a) => a.json,
+            Command::Status(a) => a.json,
             Command::Cert(a) => match &a.command {
                 cert::CertCommand::Status(s) => s.json,
                 cert::CertCommand::Renew(_) => false,

@@ -1,7 +1,6 @@
 //! `mastomedia orphans`.
 
 use std::num::NonZeroU32;
-use std::path::PathBuf;
 
 /// Arguments of `orphans`.
 ///
@@ -66,9 +65,11 @@ pub struct Args {
     #[arg(long, value_name = "PERCENT", default_value_t = crate::plan::ownership::DEFAULT_MAX_SHARE_PERCENT, value_parser = percent, requires = "delete")]
     pub max_share: f64,
 
-    /// The journal file (default: under $XDG_STATE_HOME/mastomedia, one per storage).
-    #[arg(long, value_name = "PATH")]
-    pub journal: Option<PathBuf>,
+    /// The journal: a SQLite file, or a postgres:// URL shared by every shard and host
+    /// (tables in its schema mastomedia). Default: MASTOMEDIA_JOURNAL, else a file under
+    /// $XDG_STATE_HOME/mastomedia, one per storage.
+    #[arg(long, value_name = "PATH|URL")]
+    pub journal: Option<std::ffi::OsString>,
 
     /// Batches looked up and deleted at once.
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]

@@ -93,6 +93,13 @@ pub struct Args {
     #[arg(long)]
     pub no_media: bool,
 
+    /// Where the run's record goes (state, rows, objects, bytes, failures; shown by
+    /// `mastomedia status`): a SQLite file or a postgres:// URL. Default:
+    /// MASTOMEDIA_JOURNAL, else a file under ~/.local/state/mastomedia. Dry runs are not
+    /// recorded.
+    #[arg(long, value_name = "PATH|URL")]
+    pub journal: Option<std::ffi::OsString>,
+
     /// Print the summary as JSON on stdout.
     #[arg(long)]
     pub json: bool,

@@ -12,12 +12,12 @@ use std::time::Instant;
 
 use anyhow::anyhow;
 
-use super::{CommandError, interrupt_token};
+use super::{CommandError, interrupt_token, journal_location};
 use crate::cli::migrate::Args;
 use crate::config::{Config, S3Config, StorageConfig, media_root};
 use crate::inventory::source::{Source, SourceError};
 use crate::journal::Journal as _;
-use crate::journal::{SqliteJournal as Journal, default_path};
+use crate::journal::{AnyJournal, JournalLocation, RunRecorder, RunTally, default_path};
 use crate::mastodon::Db;
 use crate::model::JobKey;
 use crate::plan::migrate::{remove_command, target_id};
@@ -55,6 +55,7 @@ pub async fn run(env_file: &Path, args: Args, quiet: bool) -> Result<ExitCode, C
     let shard = super::shard(&args.shard)?;
     let rate = super::shard_rate(args.rate, shard);
     let (cfg, vars) = Config::load_with_vars(env_file)?;
+    let location = journal_location(args.journal.as_ref(), cfg.journal.as_ref())?;
     let StorageConfig::S3(target_cfg) = &cfg.storage else {
         return Err(CommandError::usage(anyhow!(
             "migrate copies into the bucket of {}: set S3_ENABLED=true, S3_BUCKET, S3_ENDPOINT, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY there (the source is --from DIR or --from-env OLD_ENV)",
@@ -78,28 +79,25 @@ pub async fn run(env_file: &Path, args: Args, quiet: bool) -> Result<ExitCode, C
     // The journal file is the target's (shared by the shards of one host); its rows are
     // keyed by the shard's own name (`JobKey::journal_target`), so shards never read or
     // overwrite each other's file records and run records.
-    let mut job_key = JobKey::new("migrate", target_id(endpoint, &target_cfg.bucket, prefix));
+    let mut key = JobKey::new("migrate", target_id(endpoint, &target_cfg.bucket, prefix));
     if let Some(s) = shard {
-        job_key = job_key.with_shard(s);
+        key = key.with_shard(s);
     }
-    let target_id = job_key.journal_target().into_owned();
-    let journal_path = args
-        .journal
-        .clone()
-        .unwrap_or_else(|| default_path("migrate", job_key.target()));
-    let journal = Journal::open(&journal_path)
-        .await
-        .map_err(CommandError::usage)?;
+    let target_key = key.journal_target().into_owned();
+    let location =
+        location.unwrap_or_else(|| JournalLocation::File(default_path("migrate", key.target())));
+    let journal = AnyJournal::open(&location).await?;
     let mut report = MigrateReport {
         dry_run: args.dry_run,
         target: target.describe(),
         shard: shard.map(|s| s.to_string()),
-        journal: journal_path.display().to_string(),
+        journal: journal.location().to_owned(),
         remove_command: remove_command(endpoint, &target_cfg.bucket, prefix),
         ..MigrateReport::default()
     };
     let gate = Gate::new(args.dry_run);
-    let mut run_id = None;
+    let mut recorder = None;
+    let tally = RunTally::default();
     let cancel = interrupt_token();
     let mode = ProgressMode::detect(quiet);
     let connect = |what: String| {
@@ -165,14 +163,13 @@ pub async fn run(env_file: &Path, args: Args, quiet: bool) -> Result<ExitCode, C
         // A real run is recorded before its first upload, so a re-run after a kill knows
         // this journal is the target's even without file records (docs/reliability.md).
         let journal_ran_before = journal
-            .started_runs("migrate", &target_id)
+            .started_runs("migrate", &target_key)
             .await
             .map_err(CommandError::fatal)?
             > 0;
         if !args.dry_run {
-            run_id = Some(
-                journal
-                    .run_started("migrate", &target_id)
+            recorder = Some(
+                RunRecorder::start(&journal, &key, tally.clone())
                     .await
                     .map_err(CommandError::fatal)?,
             );
@@ -184,7 +181,8 @@ pub async fn run(env_file: &Path, args: Args, quiet: bool) -> Result<ExitCode, C
             source: &source,
             gate,
             journal: &journal,
-            target_id: &target_id,
+            tally,
+            target_id: &target_key,
             db: db.as_ref(),
             opts: CopyOptions {
                 skip_cache: args.skip_cache,
@@ -203,15 +201,18 @@ pub async fn run(env_file: &Path, args: Args, quiet: bool) -> Result<ExitCode, C
             Ok::<(), MigrateError>(())
         }
         .await;
-        if let Some(id) = run_id {
+        // Set before the record's outcome is read, which says "interrupted" as the
+        // exit code will.
+        report.interrupted = cancel.is_cancelled();
+        if let Some(recorder) = recorder {
             let outcome = match &result {
                 Ok(()) => report.exit_code(),
                 Err(MigrateError::ForeignJournal { .. }) => ExitCode::Usage,
                 Err(_) => ExitCode::Fatal,
             };
-            if let Err(e) = journal.run_finished(id, outcome.outcome()).await {
-                tracing::warn!("{e}");
-            }
+            recorder
+                .finish(outcome.outcome(), report.run_counts())
+                .await;
         }
         result?;
     }

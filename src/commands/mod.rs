@@ -10,6 +10,7 @@ pub mod migrate;
 pub mod orphans;
 pub mod prune;
 pub mod reconcile;
+pub mod status;
 
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, ConfigError, StorageConfig};
+use crate::journal::{JournalError, JournalLocation};
 use crate::model::Shard;
 use crate::report::ExitCode;
 use crate::store::fs::FsStore;
@@ -85,6 +87,32 @@ pub fn shard_rate(rate: Option<NonZeroU32>, shard: Option<Shard>) -> Option<NonZ
             Some(own)
         }
         (rate, _) => rate,
+    }
+}
+
+impl From<JournalError> for CommandError {
+    /// Exit 2 for a bad or missing location or a file that cannot be opened, exit 3 for
+    /// an unreachable or refused PostgreSQL journal and failed queries
+    /// ([`JournalError::is_usage`]).
+    fn from(e: JournalError) -> Self {
+        if e.is_usage() {
+            Self::usage(e)
+        } else {
+            Self::fatal(e)
+        }
+    }
+}
+
+/// The journal a command uses: `--journal` (`arg`) when given, else `MASTOMEDIA_JOURNAL`
+/// (`configured`), else `None` (the command's default SQLite file). Errors: a `--journal`
+/// that is not a usable location (exit 2, shown without credentials).
+pub fn journal_location(
+    arg: Option<&std::ffi::OsString>,
+    configured: Option<&JournalLocation>,
+) -> Result<Option<JournalLocation>, CommandError> {
+    match arg {
+        Some(a) => Ok(Some(JournalLocation::from_arg(a)?)),
+        None => Ok(configured.cloned()),
     }
 }
 

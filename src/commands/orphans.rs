@@ -9,7 +9,7 @@
 
 use anyhow::anyhow;
 
-use super::{CommandError, interrupt_token, load_config, open_store};
+use super::{CommandError, interrupt_token, journal_location, load_config, open_store};
 use crate::cli::orphans::Args;
 use crate::config::{Config, StorageConfig};
 use crate::inventory::owners::has_any_rows;
@@ -29,6 +29,7 @@ pub async fn run(
 ) -> Result<ExitCode, CommandError> {
     let shard = super::shard(&args.shard)?;
     let cfg = load_config(env_file)?;
+    let journal = journal_location(args.journal.as_ref(), cfg.journal.as_ref())?;
     let db = Db::connect(&cfg.database, args.concurrency + 2)
         .await
         .map_err(CommandError::fatal)?;
@@ -54,7 +55,7 @@ pub async fn run(
         lock: lock.as_ref(),
         key: &key,
         key_prefix: cfg.key_prefix(),
-        journal: args.journal.clone(),
+        journal,
         settings: OrphansSettings {
             delete: args.delete,
             dry_run: args.dry_run,
@@ -72,7 +73,7 @@ pub async fn run(
     let report = run_orphans(run, open_store(&cfg, limiter))
         .await
         .map_err(|e| match e {
-            OrphansError::JournalOpen(_) => CommandError::usage(e),
+            OrphansError::JournalOpen(j) => j.into(),
             e => CommandError::fatal(e),
         })?;
     report.print(args.json);

@@ -4,15 +4,18 @@
 //! check → UPDATE privilege check on every column we may clear → passes (media, then
 //! profiles, then preview cards), each through the pool and its dry-run gate → summary.
 //! Nothing is deleted before every check has passed, and no delete batch is sent unless
-//! the advisory lock's session still holds the lock (else exit 3).
+//! the advisory lock's session still holds the lock (else exit 3). A real run is recorded
+//! in the journal (`--journal`, `MASTOMEDIA_JOURNAL`, else `prune-<target>.sqlite` in the
+//! state folder) with its progress and outcome, for `mastomedia status`.
 
 use std::sync::Arc;
 
 use anyhow::anyhow;
 use chrono::Utc;
 
-use super::{CommandError, interrupt_token, load_config, open_store};
+use super::{CommandError, interrupt_token, journal_location, load_config, open_store};
 use crate::cli::prune::Args;
+use crate::journal::{AnyJournal, JournalLocation, RunRecorder, RunTally, default_path};
 use crate::mastodon::{Db, DbError};
 use crate::model::JobKey;
 use crate::plan::domain::DomainFilter;
@@ -39,6 +42,7 @@ pub async fn run(
         )));
     }
     let cfg = load_config(env_file)?;
+    let journal = journal_location(args.journal.as_ref(), cfg.journal.as_ref())?;
     let db = Db::connect(&cfg.database, 4).await.map_err(db_error)?;
     tracing::info!(
         database = %cfg.database.display,
@@ -73,6 +77,12 @@ pub async fn run(
             Err(e) => return Err(db_error(e)),
         }
     }
+    let tally = RunTally::default();
+    let recorder = if args.dry_run {
+        None
+    } else {
+        record_run(journal, &key, &tally).await?
+    };
     let limiter = Limiter::new(
         super::shard_rate(args.rate, shard),
         (args.concurrency as usize) * 2,
@@ -87,6 +97,7 @@ pub async fn run(
             concurrency: args.concurrency as usize,
             key_prefix,
             gate: Gate::new(args.dry_run),
+            tally: tally.clone(),
             ..PassOptions::default()
         },
         progress: ProgressMode::detect(quiet),
@@ -96,14 +107,46 @@ pub async fn run(
             days_floor: args.days.is_some(),
         }),
     };
-    let report = run_prune(run, open_store(&cfg, limiter))
-        .await
-        .map_err(|e| match e {
-            PruneError::Store(_) | PruneError::NotOwner(_) => CommandError::fatal(e),
-            PruneError::Db(e) => db_error(e),
-        })?;
+    let result = run_prune(run, open_store(&cfg, limiter)).await;
+    if let Some(recorder) = recorder {
+        let (outcome, counts) = match &result {
+            Ok(report) => (report.exit_code(), report.run_counts()),
+            Err(_) => (ExitCode::Fatal, tally.get()),
+        };
+        recorder.finish(outcome.outcome(), counts).await;
+    }
+    let report = result.map_err(|e| match e {
+        PruneError::Store(_) | PruneError::NotOwner(_) => CommandError::fatal(e),
+        PruneError::Db(e) => db_error(e),
+    })?;
     report.print(args.json);
     Ok(report.exit_code())
+}
+
+/// Starts the run's record. A journal asked for (`--journal`, `MASTOMEDIA_JOURNAL`) that
+/// cannot be opened stops the run before any change (exit 2 or 3); the default file
+/// failing is only a warning, as prune ran before it kept records (nothing resumes from
+/// them).
+async fn record_run(
+    location: Option<JournalLocation>,
+    key: &JobKey,
+    tally: &RunTally,
+) -> Result<Option<RunRecorder>, CommandError> {
+    let asked = location.is_some();
+    let location = location
+        .unwrap_or_else(|| JournalLocation::File(default_path("prune", &key.journal_target())));
+    let started = async {
+        let journal = AnyJournal::open(&location).await?;
+        RunRecorder::start(&journal, key, tally.clone()).await
+    };
+    match started.await {
+        Ok(r) => Ok(Some(r)),
+        Err(e) if asked => Err(e.into()),
+        Err(e) => {
+            tracing::warn!("{e}; this run is not recorded for `mastomedia status`");
+            Ok(None)
+        }
+    }
 }
 
 /// The passes `args` asks for (tootctl's order), `days` back from `now`.

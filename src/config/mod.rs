@@ -8,9 +8,11 @@
 mod linode;
 pub mod settings;
 
+use crate::journal::JournalError;
+pub use crate::journal::JournalLocation;
 use crate::mastodon::DatabaseSettings;
 pub use crate::mastodon::{DatabaseConfig, LockDatabaseConfig};
-pub use crate::model::Secret;
+pub use crate::model::{Secret, without_userinfo};
 pub use crate::store::s3::{DeleteChecksum, S3Config};
 pub use linode::LinodeConfig;
 
@@ -107,6 +109,9 @@ pub struct Config {
     pub database: DatabaseConfig,
     /// Mastodon's media storage.
     pub storage: StorageConfig,
+    /// `MASTOMEDIA_JOURNAL`: the journal of migrate, orphans and prune when `--journal` is
+    /// not given (`None`: their default SQLite files).
+    pub journal: Option<JournalLocation>,
 }
 
 /// Variables whose values are never printed.
@@ -367,6 +372,7 @@ impl Config {
             env_file: env_file.to_owned(),
             database,
             storage,
+            journal: journal_location(vars)?,
         })
     }
 }
@@ -588,17 +594,27 @@ fn s3_config(vars: &Vars) -> Result<S3Config, ConfigError> {
     })
 }
 
-/// `url` with any `user:password@` in its authority replaced by `[hidden]@`, for display
-/// (`scheme://user:pw@host/…` → `scheme://[hidden]@host/…`); other text unchanged.
-pub fn without_userinfo(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
+/// `MASTOMEDIA_JOURNAL` (env file or process environment): a SQLite file or a
+/// `postgres://` URL, the default of every `--journal`. Errors: a value that is not a
+/// usable location ([`ConfigError::Invalid`], shown without credentials).
+pub fn journal_location(vars: &Vars) -> Result<Option<JournalLocation>, ConfigError> {
+    let Some(v) = vars.get("MASTOMEDIA_JOURNAL") else {
+        return Ok(None);
     };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => format!("{scheme}://[hidden]@{}", &rest[at + 1..]),
-        None => url.to_owned(),
-    }
+    JournalLocation::parse(std::ffi::OsStr::new(v))
+        .map(Some)
+        .map_err(|e| match e {
+            JournalError::BadLocation { shown, reason } => ConfigError::Invalid {
+                var: "MASTOMEDIA_JOURNAL",
+                value: shown,
+                fix: reason,
+            },
+            other => ConfigError::Invalid {
+                var: "MASTOMEDIA_JOURNAL",
+                value: "[hidden]".into(),
+                fix: other.to_string(),
+            },
+        })
 }
 
 /// Where Mastodon keeps local media: `PAPERCLIP_ROOT_PATH` (`:rails_root` replaced by the

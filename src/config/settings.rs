@@ -67,6 +67,10 @@ pub const READ_VARS: &[(&str, Option<&str>)] = &[
         Some("public/system beside the env file"),
     ),
     ("MASTOMEDIA_DELETE_CHECKSUM", Some("md5")),
+    (
+        "MASTOMEDIA_JOURNAL",
+        Some("one SQLite file per job and target under ~/.local/state/mastomedia"),
+    ),
     ("LINODE_TOKEN", None),
 ];
 
@@ -122,6 +126,12 @@ pub fn settings(
                     }))
                 }
                 Some(_) if SECRET_VARS.contains(&name) => Some("[hidden]".to_owned()),
+                // A postgres:// journal URL: rebuilt without its password (also one given
+                // as ?password=).
+                Some(v) if name == "MASTOMEDIA_JOURNAL" => Some(
+                    crate::journal::JournalLocation::parse(std::ffi::OsStr::new(v.trim()))
+                        .map_or_else(|_| "[hidden]: invalid".to_owned(), |l| l.shown()),
+                ),
                 Some(v) => Some(super::shown_value(&super::without_userinfo(v))),
                 None => default.map(str::to_owned),
             };
@@ -159,5 +169,27 @@ mod tests {
         assert_eq!(l["S3_BUCKET"], 5);
         assert_eq!(l["DB_HOST"], 3);
         assert_eq!(l.len(), 2);
+    }
+
+    #[test]
+    fn the_journal_url_is_shown_without_its_password() {
+        for (value, shown) in [
+            (
+                "postgres://mm:pw-123@db.example/j",
+                "postgres://mm@db.example:5432/j (schema mastomedia)",
+            ),
+            (
+                "postgresql://mm@db.example/j?password=pw-123",
+                "postgres://mm@db.example:5432/j (schema mastomedia)",
+            ),
+            ("/var/lib/mm/j.sqlite", "/var/lib/mm/j.sqlite"),
+            ("postgres://mm:pw-123@db:x/j", "[hidden]: invalid"),
+        ] {
+            let vars = Vars::from_pairs([("MASTOMEDIA_JOURNAL", value)]);
+            let all = settings(Path::new("/nonexistent/.env"), &vars, &[], None);
+            let s = all.iter().find(|s| s.name == "MASTOMEDIA_JOURNAL").unwrap();
+            assert_eq!(s.value.as_deref(), Some(shown), "{value}");
+            assert_eq!(s.origin, Origin::Environment);
+        }
     }
 }

@@ -1,26 +1,41 @@
 //! The tool's own durable state, behind the [`Journal`] trait: resumption state of long
-//! jobs (migration file states, orphan scan positions) and a record of each run. One
-//! implementation today, SQLite ([`sqlite::SqliteJournal`], schema in `migrations/sqlite/`),
-//! one file per target under the user's state directory by default
-//! (`$XDG_STATE_HOME/mastomedia`, else `~/.local/state/mastomedia`).
+//! jobs (migration file states, orphan scan positions) and a record of each run with its
+//! shard, outcome and progress ([`run`]). Two implementations: SQLite
+//! ([`sqlite::SqliteJournal`], schema in `migrations/sqlite/`), one file per target under
+//! the user's state directory by default (`$XDG_STATE_HOME/mastomedia`, else
+//! `~/.local/state/mastomedia`), and PostgreSQL ([`postgres::PgJournal`], schema in
+//! `migrations/postgres/`, every table in the schema `mastomedia`), which the shards of
+//! one job on several hosts share. Commands hold either as an [`AnyJournal`], opened from a
+//! [`JournalLocation`] (`--journal PATH|postgres://…`, default `MASTOMEDIA_JOURNAL`).
 //!
 //! Owns: resumption state of long jobs, the run records.
-//! Must not: share tables with Mastodon, or be written outside the pool's gate for
-//! anything that would hide a destructive action.
+//! Must not: share tables with Mastodon (the Postgres journal never writes outside its
+//! own schema), print a journal URL's password, or be written outside the pool's gate
+//! for anything that would hide a destructive action.
 
+mod any;
+mod location;
 pub mod migrate;
 pub mod orphans;
+pub mod postgres;
+pub mod run;
 pub mod sqlite;
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
+pub use self::any::AnyJournal;
+pub use self::location::JournalLocation;
 pub use self::migrate::{FileRecord, FileState};
 pub use self::orphans::ScanPosition;
+pub use self::postgres::PgJournal;
+pub use self::run::{RunCounts, RunQuery, RunRecord, RunRecorder, RunState, RunTally};
 pub use self::sqlite::SqliteJournal;
+use crate::model::JobKey;
 
-/// A journal failure.
+/// A journal failure. [`JournalError::is_usage`] tells which are the admin's to fix in
+/// the command line (exit 2); the others are fatal (exit 3).
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
     /// The journal file cannot be opened or migrated.
@@ -30,6 +45,35 @@ pub enum JournalError {
         path: PathBuf,
         /// Driver error.
         source: sqlx::Error,
+    },
+    /// `--journal` (or `MASTOMEDIA_JOURNAL`) is not a usable location.
+    #[error("--journal {shown}: {reason}")]
+    BadLocation {
+        /// The location as given, without credentials.
+        shown: String,
+        /// What is wrong and what to pass instead.
+        reason: String,
+    },
+    /// The journal file to read does not exist (`status --journal PATH`).
+    #[error(
+        "no journal at {0}: pass --journal with the file a run wrote (migrate, orphans and prune print it)"
+    )]
+    Missing(PathBuf),
+    /// The PostgreSQL journal cannot be reached, or its schema not created or migrated.
+    #[error("cannot open the PostgreSQL journal {shown}: {cause}")]
+    Connect {
+        /// The location, without password.
+        shown: String,
+        /// Driver error (in the message, not a `source`, so it is printed once).
+        cause: sqlx::Error,
+    },
+    /// The PostgreSQL journal would not stay in its own schema: refused, nothing written.
+    #[error("refusing the PostgreSQL journal {shown}: {reason}")]
+    Refused {
+        /// The location, without password.
+        shown: String,
+        /// Why, and what to change.
+        reason: String,
     },
     /// A journal query failed.
     #[error("journal error while {what}: {source}")]
@@ -41,6 +85,18 @@ pub enum JournalError {
     },
 }
 
+impl JournalError {
+    /// Whether the fix is in the command line or configuration (exit 2): a bad or missing
+    /// location, a file that cannot be opened. An unreachable PostgreSQL server, a refusal
+    /// and a failed query are fatal (exit 3).
+    pub fn is_usage(&self) -> bool {
+        matches!(
+            self,
+            JournalError::Open { .. } | JournalError::BadLocation { .. } | JournalError::Missing(_)
+        )
+    }
+}
+
 /// The id of a run record ([`Journal::run_started`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RunId(pub i64);
@@ -48,20 +104,34 @@ pub struct RunId(pub i64);
 /// What migrate and orphans keep between runs. Every write is durable when its future
 /// resolves (a crash loses at most the writes still in flight, never corrupts the state).
 pub trait Journal {
-    /// Where the journal lives (a file path), for messages.
-    fn path(&self) -> &Path;
+    /// Where the journal lives, for messages: the file path, or the PostgreSQL location
+    /// without its password (`postgres://user@host:port/db (schema mastomedia)`).
+    fn location(&self) -> &str;
 
     /// Writes and removes one record, committed, so a journal that cannot be written (a
     /// read-only file or filesystem, a full disk) fails before anything is uploaded or
     /// deleted, not at the first progress write of a running job. Errors: the write.
     fn probe_writable(&self) -> impl Future<Output = Result<(), JournalError>> + Send;
 
-    /// Records that `command` (`orphans`, `migrate`) started against `target` now (UTC).
-    fn run_started(
+    /// Records that `key`'s job (`prune`, `orphans`, `migrate`) started against its
+    /// target (`JobKey::journal_target`) and shard (`JobKey::shard`, stored as two
+    /// columns, NULL unsharded) now (UTC), committed; state running, counts zero.
+    fn run_started(&self, key: &JobKey)
+    -> impl Future<Output = Result<RunId, JournalError>> + Send;
+
+    /// Stores run `id`'s counts so far and the time of this update (UTC). Called at most
+    /// every few seconds ([`run::PROGRESS_EVERY`]); a finished record is left alone.
+    fn run_progress(
         &self,
-        command: &str,
-        target: &str,
-    ) -> impl Future<Output = Result<RunId, JournalError>> + Send;
+        id: RunId,
+        counts: RunCounts,
+    ) -> impl Future<Output = Result<(), JournalError>> + Send;
+
+    /// The run records `query` asks for, newest first (by start).
+    fn runs(
+        &self,
+        query: &RunQuery,
+    ) -> impl Future<Output = Result<Vec<RunRecord>, JournalError>> + Send;
 
     /// How many runs of `command` against `target` this journal recorded before (`migrate`
     /// records a run, committed, before its first upload, so a journal that holds one knows
@@ -72,12 +142,14 @@ pub trait Journal {
         target: &str,
     ) -> impl Future<Output = Result<u64, JournalError>> + Send;
 
-    /// Records when run `id` finished and how (`outcome`: `success`, `items_failed`,
-    /// `usage`, `fatal`, `interrupted`; see [`crate::report::ExitCode`]).
+    /// Records when run `id` finished, how (`outcome`: `success`, `items_failed`,
+    /// `usage`, `fatal`, `interrupted`; see [`crate::report::ExitCode`]) and its final
+    /// `counts`.
     fn run_finished(
         &self,
         id: RunId,
         outcome: &str,
+        counts: RunCounts,
     ) -> impl Future<Output = Result<(), JournalError>> + Send;
 
     /// Every file recorded for migration `target`, by key.

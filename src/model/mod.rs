@@ -17,5 +17,5 @@ pub use attachment::Attachment;
 pub use job::{JobKey, Shard, ShardError, key_hash};
 pub use key::{KeyPrefix, ObjectKey};
 pub use row::{CandidateFile, CandidateRow, RowTable};
-pub use secret::Secret;
+pub use secret::{Secret, without_userinfo};
 pub use standing::Standing;

@@ -1,4 +1,5 @@
-//! [`Secret`]: a value whose `Debug` and `Display` print `[redacted]`.
+//! [`Secret`]: a value whose `Debug` and `Display` print `[redacted]`; [`without_userinfo`]:
+//! a URL for display, without its credentials.
 
 use std::fmt;
 
@@ -28,6 +29,19 @@ impl<T> fmt::Debug for Secret<T> {
 impl<T> fmt::Display for Secret<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("[redacted]")
+    }
+}
+
+/// `url` with any `user:password@` in its authority replaced by `[hidden]@`, for display
+/// (`scheme://user:pw@host/…` → `scheme://[hidden]@host/…`); other text unchanged.
+pub fn without_userinfo(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://[hidden]@{}", &rest[at + 1..]),
+        None => url.to_owned(),
     }
 }
 

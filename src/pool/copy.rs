@@ -18,7 +18,7 @@ use super::engine::{
 use crate::inventory::source::{Source, SourceFile, read_head};
 use crate::inventory::standing::{still_named, vouched_standing};
 use crate::journal::migrate::{FileRecord, FileState};
-use crate::journal::{Journal, JournalError, SqliteJournal};
+use crate::journal::{AnyJournal, Journal, JournalError, RunCounts, RunTally};
 use crate::mastodon::{Db, DbError};
 use crate::model::{KeyPrefix, Standing};
 use crate::plan::headers::{CACHE_CONTROL, content_type};
@@ -60,12 +60,12 @@ pub enum MigrateError {
     /// bucket ([`crate::plan::migrate::refuses_empty_journal`]).
     #[error(
         "the journal {} knows nothing of this target, but the bucket already holds {present} of {sampled} sampled source files (e.g. {example}): it is not the journal of the earlier copy (the default one lives under the home of the user who ran it, {}). Uploading what is missing would bring back what Mastodon deleted in the bucket since. Pass --journal with the first pass's journal, or --accept-empty-journal to upload every missing file anyway",
-        journal.display(),
+        journal,
         state_dir.display()
     )]
     ForeignJournal {
-        /// The journal file.
-        journal: PathBuf,
+        /// The journal (file path, or PostgreSQL location without password).
+        journal: String,
         /// Sampled files found in the bucket.
         present: usize,
         /// Files sampled.
@@ -109,7 +109,9 @@ pub struct Migration<'a> {
     /// The dry-run gate every upload and abort passes.
     pub gate: Gate,
     /// The journal.
-    pub journal: &'a SqliteJournal,
+    pub journal: &'a AnyJournal,
+    /// The run record's progress: files uploaded, their bytes, files failed.
+    pub tally: RunTally,
     /// The journal's name of the target (`plan::migrate::target_id`).
     pub target_id: &'a str,
     /// Mastodon's database (`--database`): suspension and moderation state.
@@ -210,7 +212,7 @@ pub async fn copy_all(
             .collect();
         if refuses_empty_journal(&present) {
             return Err(MigrateError::ForeignJournal {
-                journal: job.journal.path().to_path_buf(),
+                journal: job.journal.location().to_owned(),
                 present: present.len(),
                 sampled: sample.len(),
                 example: present[0].to_owned(),
@@ -350,6 +352,11 @@ impl Commit<(&SourceFile, Result<UploadAcl, StoreError>), MigrateError> for Uplo
                     report.source_acl_unreadable += 1;
                 }
                 self.progress.add(1, 0, f.size);
+                self.job.tally.add(RunCounts {
+                    objects: 1,
+                    bytes: f.size,
+                    ..RunCounts::default()
+                });
                 if !self.job.gate.is_dry_run() {
                     self.batch.push(FileRecord {
                         key: f.key.clone(),
@@ -367,6 +374,10 @@ impl Commit<(&SourceFile, Result<UploadAcl, StoreError>), MigrateError> for Uplo
             Err(e) => {
                 report.fail(&f.key, e.code(), e.to_string());
                 self.progress.add(1, 1, 0);
+                self.job.tally.add(RunCounts {
+                    failures: 1,
+                    ..RunCounts::default()
+                });
             }
         }
         Ok(())

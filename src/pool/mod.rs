@@ -41,6 +41,7 @@ use chrono::{NaiveDateTime, Utc};
 
 use self::engine::{AfterFatal, Commit, Control, EngineOptions, Failed, FlushPolicy, Intake};
 use crate::inventory::{CandidateRow, Cursor, Selection};
+use crate::journal::{RunCounts, RunTally};
 use crate::mastodon::{ClearRequest, Db, DbError, RunLock};
 use crate::plan::layout::{KeyPrefix, ObjectKey};
 use crate::plan::prune::row_keys;
@@ -66,6 +67,9 @@ pub struct PassOptions {
     /// Sizes already listed for some rows (`prune --max-cache-size`'s sizing pass,
     /// [`budget::KnownSizes`]): those rows are not listed again.
     pub known_sizes: Option<Arc<budget::KnownSizes>>,
+    /// The run record's progress (rows cleared, objects deleted, bytes freed, rows
+    /// failed), added once per committed chunk.
+    pub tally: RunTally,
 }
 
 impl Default for PassOptions {
@@ -78,6 +82,7 @@ impl Default for PassOptions {
             retry_base: Duration::from_millis(500),
             gate: Gate::new(true),
             known_sizes: None,
+            tally: RunTally::default(),
         }
     }
 }
@@ -228,6 +233,7 @@ pub async fn run_pass<S: Store + ?Sized, R: Rows, K: RowSink>(
         gate,
         selection,
         progress,
+        tally: &opts.tally,
         report: &mut report,
     };
     let outcome = engine::run(
@@ -256,6 +262,7 @@ struct PruneCommit<'a, K> {
     gate: Gate,
     selection: &'a Selection,
     progress: &'a Progress,
+    tally: &'a RunTally,
     report: &'a mut PassReport,
 }
 
@@ -264,6 +271,10 @@ impl<K: RowSink> Commit<Vec<RowResult>, PassError> for PruneCommit<'_, K> {
         let report = &mut *self.report;
         let mut to_clear = Vec::new();
         let (mut bytes, mut failed_rows) = (0u64, 0u64);
+        let (cleared_before, objects) = (
+            report.rows_cleared,
+            rows.iter().map(|r| r.deleted).sum::<u64>(),
+        );
         for r in &rows {
             report.objects_deleted += r.deleted;
             report.objects_already_gone += r.already_gone;
@@ -304,6 +315,12 @@ impl<K: RowSink> Commit<Vec<RowResult>, PassError> for PruneCommit<'_, K> {
                     // are found already gone by the next run).
                     report.rows_failed += to_clear.len() as u64;
                     self.progress.add(rows.len() as u64, failed_rows, bytes);
+                    self.tally.add(RunCounts {
+                        rows: 0,
+                        objects,
+                        bytes: 0,
+                        failures: failed_rows + to_clear.len() as u64,
+                    });
                     return Err(PassError::Db(e));
                 }
             };
@@ -330,6 +347,12 @@ impl<K: RowSink> Commit<Vec<RowResult>, PassError> for PruneCommit<'_, K> {
             }
         }
         self.progress.add(rows.len() as u64, failed_rows, bytes);
+        self.tally.add(RunCounts {
+            rows: report.rows_cleared - cleared_before,
+            objects,
+            bytes,
+            failures: failed_rows,
+        });
         Ok(())
     }
 

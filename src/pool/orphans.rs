@@ -6,7 +6,6 @@
 //! store to it.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -15,7 +14,9 @@ use tokio_util::sync::CancellationToken;
 use super::Gate;
 use super::scan::{ScanOptions, run_scan};
 use crate::inventory::owners::{OwnershipError, check_owned};
-use crate::journal::{Journal, JournalError, SqliteJournal, default_path};
+use crate::journal::{
+    AnyJournal, Journal, JournalError, JournalLocation, RunRecorder, RunTally, default_path,
+};
 use crate::mastodon::{Db, DbError, RunLock};
 use crate::model::{JobKey, KeyPrefix};
 use crate::plan::ownership::{OwnershipRisk, assess, refusal};
@@ -57,8 +58,9 @@ pub struct OrphansRun<'a> {
     pub key: &'a JobKey,
     /// `S3_KEY_PREFIX` (none on the filesystem).
     pub key_prefix: KeyPrefix,
-    /// `--journal` (default: one file per target under the state directory).
-    pub journal: Option<PathBuf>,
+    /// `--journal` or `MASTOMEDIA_JOURNAL` (default: one SQLite file per target under the
+    /// state directory).
+    pub journal: Option<JournalLocation>,
     /// The flags.
     pub settings: OrphansSettings,
     /// Progress bar or cron status line.
@@ -68,7 +70,8 @@ pub struct OrphansRun<'a> {
 }
 
 /// Why a run stopped before its report. `JournalOpen` is a usage error (exit 2: the
-/// `--journal` path); every other one is fatal (exit 3).
+/// `--journal` path or URL) unless the journal's server is unreachable or refused
+/// ([`JournalError::is_usage`]); every other one is fatal (exit 3).
 #[derive(Debug, thiserror::Error)]
 pub enum OrphansError {
     /// The storage check before any change.
@@ -111,14 +114,15 @@ pub async fn run_orphans(
         .unwrap_or_default();
     let prefix = format!("{base}{}", args.prefix);
     let target = run.key.journal_target().into_owned();
-    let journal_path = run
+    let location = run
         .journal
         .clone()
-        .unwrap_or_else(|| default_path("orphans", run.key.target()));
-    let journal = SqliteJournal::open(&journal_path)
+        .unwrap_or_else(|| JournalLocation::File(default_path("orphans", run.key.target())));
+    let journal = AnyJournal::open(&location)
         .await
         .map_err(OrphansError::JournalOpen)?;
-    let run_id = journal.run_started(run.key.job(), &target).await?;
+    let tally = RunTally::default();
+    let recorder = RunRecorder::start(&journal, run.key, tally.clone()).await?;
     let result = async {
         let mode = match (args.delete, args.include_stale) {
             (false, _) => "report",
@@ -139,7 +143,7 @@ pub async fn run_orphans(
             storage: store.describe(),
             shard: run.key.shard().map(|s| s.to_string()),
             prefix: prefix.clone(),
-            journal: journal_path.display().to_string(),
+            journal: journal.location().to_owned(),
             mode: mode.to_owned(),
             dry_run: args.dry_run,
             include_stale: args.include_stale,
@@ -162,6 +166,7 @@ pub async fn run_orphans(
             shard: run.key.shard(),
             max_ids: Arc::new(max_ids),
             started: chrono::Utc::now(),
+            tally: tally.clone(),
         };
         let accepted = &args.accepted;
         let progress_mode = run.progress;
@@ -235,25 +240,26 @@ pub async fn run_orphans(
         Ok(report)
     }
     .await;
-    finish_run(&journal, run_id, &result).await;
+    finish_run(recorder, &result).await;
     result
 }
 
-/// Records how the run ended in the journal's `runs` table (the exit code's name). A
-/// failure to write it is only a warning: the work itself is done and journalled.
-async fn finish_run(
-    journal: &impl Journal,
-    run: crate::journal::RunId,
-    result: &Result<OrphansReport, OrphansError>,
-) {
-    let outcome = match result {
-        Ok(report) => report.exit_code().outcome(),
-        Err(OrphansError::JournalOpen(_)) => crate::report::ExitCode::Usage.outcome(),
-        Err(_) => crate::report::ExitCode::Fatal.outcome(),
+/// Records how the run ended in the journal's `runs` table (the exit code's name) with
+/// the report's counts (else the tally's). A failure to write it is only a warning: the
+/// work itself is done and journalled.
+async fn finish_run(recorder: RunRecorder, result: &Result<OrphansReport, OrphansError>) {
+    let (outcome, counts) = match result {
+        Ok(report) => (report.exit_code().outcome(), report.run_counts()),
+        Err(OrphansError::JournalOpen(_)) => (
+            crate::report::ExitCode::Usage.outcome(),
+            recorder.tally().get(),
+        ),
+        Err(_) => (
+            crate::report::ExitCode::Fatal.outcome(),
+            recorder.tally().get(),
+        ),
     };
-    if let Err(e) = journal.run_finished(run, outcome).await {
-        tracing::warn!("{e}");
-    }
+    recorder.finish(outcome, counts).await;
 }
 
 /// Where the listing starts: `--start-after`, else the journalled position of a scan of
@@ -276,7 +282,7 @@ async fn resume_point(
                 p.started_at,
                 p.last_key,
                 p.objects,
-                journal.path().display()
+                journal.location()
             );
             Ok(Some(p.last_key))
         }
@@ -316,11 +322,13 @@ impl OwnershipCheck {
     ) -> Self {
         let read_only = ScanOptions {
             gate: Gate::new(true),
+            // Not the run's progress: the deleting pass counts it.
+            tally: RunTally::default(),
             ..opts.clone()
         };
         let progress =
             Progress::start_unit("orphans (ownership check)", 0, "objects", "scanned", mode);
-        let (lock, journal) = (None::<&RunLock>, None::<&SqliteJournal>);
+        let (lock, journal) = (None::<&RunLock>, None::<&AnyJournal>);
         let listed = run_scan(
             db, lock, store, journal, &read_only, &progress, cancel, report,
         )

@@ -20,7 +20,7 @@ use chrono::{DateTime, Utc};
 use super::engine::{self, AfterFatal, Commit, EngineOptions, Failed, FlushPolicy, Intake};
 use super::{Gate, HeldLock, delete_with_retries_locked};
 use crate::inventory::owners::Owners;
-use crate::journal::{Journal, JournalError};
+use crate::journal::{Journal, JournalError, RunCounts, RunTally};
 use crate::mastodon::{Db, DbError};
 use crate::model::Shard;
 use crate::plan::layout::{KeyPrefix, ObjectKey};
@@ -85,6 +85,8 @@ pub struct ScanOptions {
     /// When the scan started: objects modified within [`NEWER_KEY_GRACE_MINUTES`] before
     /// it never count as newer keys.
     pub started: DateTime<Utc>,
+    /// The run record's progress: objects and bytes scanned, failed deletes, per batch.
+    pub tally: RunTally,
 }
 
 /// Runs the scan, counting into `report` (classes, keys, deletes, failures, `last_key`,
@@ -216,6 +218,12 @@ impl<J: Journal + Sync> Commit<Batch, ScanError> for ScanCommit<'_, J> {
         }
         self.report.ownership.merge(b.ownership);
         self.progress.add(n, failed, bytes);
+        self.opts.tally.add(RunCounts {
+            rows: 0,
+            objects: n,
+            bytes,
+            failures: failed,
+        });
         let done = self.position.take().map_or(0, |(_, n)| n);
         self.position = Some((b.last_key, done + n));
         Ok(())

@@ -100,6 +100,17 @@ pub struct MigrateReport {
 }
 
 impl MigrateReport {
+    /// The run record's counts (`journal::RunCounts`): files uploaded as objects, bytes
+    /// uploaded, files failed; no rows.
+    pub fn run_counts(&self) -> crate::journal::RunCounts {
+        crate::journal::RunCounts {
+            rows: 0,
+            objects: self.files_uploaded,
+            bytes: self.bytes_uploaded,
+            failures: self.files_failed,
+        }
+    }
+
     /// Records a failure (listing at most 10,000).
     pub fn fail(&mut self, key: &str, code: &str, message: String) {
         self.files_failed += 1;

@@ -13,6 +13,7 @@ pub mod migrate;
 pub mod orphans;
 mod progress;
 pub mod reconcile;
+pub mod status;
 pub mod usage;
 pub mod usage_html;
 
@@ -364,6 +365,19 @@ pub struct PruneReport {
 }
 
 impl PruneReport {
+    /// The run record's counts (`journal::RunCounts`), over every pass: rows cleared,
+    /// objects deleted, bytes freed, rows failed.
+    pub fn run_counts(&self) -> crate::journal::RunCounts {
+        let mut c = crate::journal::RunCounts::default();
+        for p in &self.passes {
+            c.rows += p.rows_cleared;
+            c.objects += p.objects_deleted;
+            c.bytes += p.bytes_freed;
+            c.failures += p.rows_failed;
+        }
+        c
+    }
+
     /// Records the store's request counts and the ratio
     /// [`PruneReport::requests_per_deleted_key`] from them and the passes' deletes.
     pub fn set_requests(&mut self, requests: RequestStats) {

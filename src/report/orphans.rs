@@ -175,6 +175,17 @@ pub struct OrphansReport {
 pub const MAX_LISTED_KEYS: usize = 10_000;
 
 impl OrphansReport {
+    /// The run record's counts (`journal::RunCounts`): objects and bytes scanned, deletes
+    /// failed; no rows.
+    pub fn run_counts(&self) -> crate::journal::RunCounts {
+        crate::journal::RunCounts {
+            rows: 0,
+            objects: self.scanned.objects,
+            bytes: self.scanned.bytes,
+            failures: self.failed,
+        }
+    }
+
     /// Counts one classified object.
     pub fn count(&mut self, class: Class, bytes: u64) {
         self.scanned.objects += 1;

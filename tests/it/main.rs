@@ -20,6 +20,7 @@ mod du_html;
 mod du_months;
 mod du_orphans;
 mod faults;
+mod journal_pg;
 mod log_format;
 mod metrics;
 mod migrate;

@@ -16,31 +16,53 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-use super::{FileRecord, Journal, JournalError, RunId, ScanPosition};
+use super::run::{parse_time, shard_of, stored};
+use super::{
+    FileRecord, Journal, JournalError, RunCounts, RunId, RunQuery, RunRecord, ScanPosition,
+};
+use crate::model::JobKey;
 
 /// An open SQLite journal.
 #[derive(Debug, Clone)]
 pub struct SqliteJournal {
     pool: SqlitePool,
     path: PathBuf,
+    shown: String,
 }
 
 impl SqliteJournal {
     /// Opens (creating it and its folder if needed) and migrates the journal at `path`.
     /// WAL mode with `synchronous=NORMAL`: a crash loses at most the last transactions,
-    /// never corrupts the file.
+    /// never corrupts the file. Errors: [`JournalError::Open`], also when the file cannot
+    /// be written (checked by writing a probe row).
     pub async fn open(path: &Path) -> Result<Self, JournalError> {
+        Self::open_with(path, true).await
+    }
+
+    /// Opens and migrates an existing journal to read it (`status`): never creates it
+    /// (missing: [`JournalError::Missing`]) and writes no probe row.
+    pub async fn open_existing(path: &Path) -> Result<Self, JournalError> {
+        if !path.is_file() {
+            return Err(JournalError::Missing(path.to_owned()));
+        }
+        Self::open_with(path, false).await
+    }
+
+    async fn open_with(path: &Path, create: bool) -> Result<Self, JournalError> {
         let err = |source| JournalError::Open {
             path: path.to_owned(),
             source,
         };
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if let Some(dir) = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty() && create)
+        {
             std::fs::create_dir_all(dir).map_err(|e| err(sqlx::Error::Io(e)))?;
         }
         let opts = SqliteConnectOptions::from_str("sqlite://")
             .map_err(err)?
             .filename(path)
-            .create_if_missing(true)
+            .create_if_missing(create)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(std::time::Duration::from_secs(10));
@@ -68,11 +90,19 @@ impl SqliteJournal {
                 Err(e) => return Err(err(e.into())),
             }
         }
-        probe_writable(&pool).await.map_err(err)?;
+        if create {
+            probe_writable(&pool).await.map_err(err)?;
+        }
         Ok(Self {
             pool,
             path: path.to_owned(),
+            shown: path.display().to_string(),
         })
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// The SQLite pool.
@@ -87,8 +117,8 @@ fn now() -> String {
 }
 
 impl Journal for SqliteJournal {
-    fn path(&self) -> &Path {
-        &self.path
+    fn location(&self) -> &str {
+        &self.shown
     }
 
     async fn probe_writable(&self) -> Result<(), JournalError> {
@@ -100,12 +130,16 @@ impl Journal for SqliteJournal {
             })
     }
 
-    async fn run_started(&self, command: &str, target: &str) -> Result<RunId, JournalError> {
+    async fn run_started(&self, key: &JobKey) -> Result<RunId, JournalError> {
+        let shard = key.shard();
         sqlx::query_scalar(
-            "INSERT INTO runs (command, target, started_at) VALUES (?1, ?2, ?3) RETURNING id",
+            "INSERT INTO runs (command, target, shard_index, shard_count, started_at, updated_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?5) RETURNING id",
         )
-        .bind(command)
-        .bind(target)
+        .bind(key.job())
+        .bind(key.journal_target().as_ref())
+        .bind(shard.map(|s| i64::from(s.index())))
+        .bind(shard.map(|s| i64::from(s.count())))
         .bind(now())
         .fetch_one(&self.pool)
         .await
@@ -114,6 +148,45 @@ impl Journal for SqliteJournal {
             what: "recording the start of the run",
             source,
         })
+    }
+
+    async fn run_progress(&self, id: RunId, counts: RunCounts) -> Result<(), JournalError> {
+        sqlx::query(
+            "UPDATE runs SET row_count = ?2, object_count = ?3, byte_count = ?4, \
+             failure_count = ?5, updated_at = ?6 WHERE id = ?1 AND finished_at IS NULL",
+        )
+        .bind(id.0)
+        .bind(stored(counts.rows))
+        .bind(stored(counts.objects))
+        .bind(stored(counts.bytes))
+        .bind(stored(counts.failures))
+        .bind(now())
+        .execute(&self.pool)
+        .await
+        .map_err(|source| JournalError::Query {
+            what: "recording the run's progress",
+            source,
+        })?;
+        Ok(())
+    }
+
+    async fn runs(&self, query: &RunQuery) -> Result<Vec<RunRecord>, JournalError> {
+        let rows: Vec<StoredRun> = sqlx::query_as(
+            "SELECT command, target, shard_index, shard_count, outcome, started_at, updated_at, \
+             finished_at, row_count, object_count, byte_count, failure_count FROM ( \
+             SELECT r.*, row_number() OVER (PARTITION BY command, target, shard_index, shard_count \
+             ORDER BY id DESC) AS n FROM runs r WHERE command <> 'probe' \
+             AND (?1 IS NULL OR command = ?1)) WHERE ?2 IS NULL OR n <= ?2 ORDER BY id DESC",
+        )
+        .bind(query.job.as_deref())
+        .bind(query.per_target.map(stored))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|source| JournalError::Query {
+            what: "reading the run records",
+            source,
+        })?;
+        Ok(rows.into_iter().filter_map(StoredRun::record).collect())
     }
 
     async fn started_runs(&self, command: &str, target: &str) -> Result<u64, JournalError> {
@@ -129,17 +202,29 @@ impl Journal for SqliteJournal {
             })
     }
 
-    async fn run_finished(&self, id: RunId, outcome: &str) -> Result<(), JournalError> {
-        sqlx::query("UPDATE runs SET finished_at = ?2, outcome = ?3 WHERE id = ?1")
-            .bind(id.0)
-            .bind(now())
-            .bind(outcome)
-            .execute(&self.pool)
-            .await
-            .map_err(|source| JournalError::Query {
-                what: "recording the end of the run",
-                source,
-            })?;
+    async fn run_finished(
+        &self,
+        id: RunId,
+        outcome: &str,
+        counts: RunCounts,
+    ) -> Result<(), JournalError> {
+        sqlx::query(
+            "UPDATE runs SET finished_at = ?2, updated_at = ?2, outcome = ?3, row_count = ?4, \
+             object_count = ?5, byte_count = ?6, failure_count = ?7 WHERE id = ?1",
+        )
+        .bind(id.0)
+        .bind(now())
+        .bind(outcome)
+        .bind(stored(counts.rows))
+        .bind(stored(counts.objects))
+        .bind(stored(counts.bytes))
+        .bind(stored(counts.failures))
+        .execute(&self.pool)
+        .await
+        .map_err(|source| JournalError::Query {
+            what: "recording the end of the run",
+            source,
+        })?;
         Ok(())
     }
 
@@ -191,6 +276,54 @@ impl Journal for SqliteJournal {
     }
 }
 
+/// A row of `runs` as SQLite stores it (times as RFC 3339 text).
+#[derive(sqlx::FromRow)]
+struct StoredRun {
+    command: String,
+    target: String,
+    shard_index: Option<i64>,
+    shard_count: Option<i64>,
+    outcome: Option<String>,
+    started_at: String,
+    updated_at: Option<String>,
+    finished_at: Option<String>,
+    row_count: i64,
+    object_count: i64,
+    byte_count: i64,
+    failure_count: i64,
+}
+
+impl StoredRun {
+    /// The record; `None` for a row whose start time does not parse (written by hand).
+    /// A row of a version without progress columns shows its end (or start) as its last
+    /// update.
+    fn record(self) -> Option<RunRecord> {
+        let started_at = parse_time(&self.started_at)?;
+        let finished_at = self.finished_at.as_deref().and_then(parse_time);
+        let updated_at = self
+            .updated_at
+            .as_deref()
+            .and_then(parse_time)
+            .or(finished_at)
+            .unwrap_or(started_at);
+        Some(RunRecord {
+            job: self.command,
+            target: self.target,
+            shard: shard_of(self.shard_index, self.shard_count),
+            outcome: self.outcome,
+            started_at,
+            updated_at,
+            finished_at,
+            counts: RunCounts {
+                rows: self.row_count.max(0) as u64,
+                objects: self.object_count.max(0) as u64,
+                bytes: self.byte_count.max(0) as u64,
+                failures: self.failure_count.max(0) as u64,
+            },
+        })
+    }
+}
+
 /// Writes and removes one row, committed, so a journal that cannot be written (a read-only
 /// file or filesystem, a full disk) fails at open, before anything is uploaded or deleted,
 /// not at the first progress write of a running job.
@@ -211,6 +344,7 @@ async fn probe_writable(pool: &SqlitePool) -> Result<(), sqlx::Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::journal::RunState;
 
     #[tokio::test]
     async fn opens_and_migrates_twice() {
@@ -295,7 +429,7 @@ mod tests {
                 .fetch_all(j.pool())
                 .await
                 .unwrap();
-        assert_eq!(versions, (1..=6).collect::<Vec<_>>());
+        assert_eq!(versions, (1..=7).collect::<Vec<_>>());
         drop(j);
         SqliteJournal::open(&path).await.unwrap();
         let _ = std::fs::remove_dir_all(dir);
@@ -306,10 +440,15 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("mm-journal-runs-{}", std::process::id()));
         let j = SqliteJournal::open(&dir.join("j.sqlite")).await.unwrap();
         j.probe_writable().await.unwrap();
-        let a = j.run_started("orphans", "s3://a@h").await.unwrap();
-        let b = j.run_started("migrate", "b").await.unwrap();
+        let a = j
+            .run_started(&JobKey::new("orphans", "s3://a@h"))
+            .await
+            .unwrap();
+        let b = j.run_started(&JobKey::new("migrate", "b")).await.unwrap();
         assert_ne!(a, b);
-        j.run_finished(a, "interrupted").await.unwrap();
+        j.run_finished(a, "interrupted", RunCounts::default())
+            .await
+            .unwrap();
         let rows: Vec<(String, String, Option<String>, bool)> = sqlx::query_as(
             "SELECT command, target, outcome, finished_at IS NOT NULL FROM runs ORDER BY id",
         )
@@ -328,6 +467,70 @@ mod tests {
                 ("migrate".into(), "b".into(), None, false),
             ]
         );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// Shards get their own columns, progress and final counts are kept, a finished
+    /// record ignores late progress, and `runs` limits per (job, target, shard).
+    #[tokio::test]
+    async fn run_records_keep_shard_progress_and_counts() {
+        use crate::model::Shard;
+        let dir = std::env::temp_dir().join(format!("mm-journal-prog-{}", std::process::id()));
+        let j = SqliteJournal::open(&dir.join("j.sqlite")).await.unwrap();
+        let base = JobKey::new("migrate", "aws/media");
+        let shard = |index| base.clone().with_shard(Shard::new(index, 2).unwrap());
+        let old = j.run_started(&shard(0)).await.unwrap();
+        let c = |n: u64| RunCounts {
+            rows: 0,
+            objects: n,
+            bytes: n * 10,
+            failures: n % 2,
+        };
+        j.run_finished(old, "fatal", c(1)).await.unwrap();
+        let a = j.run_started(&shard(0)).await.unwrap();
+        let b = j.run_started(&shard(1)).await.unwrap();
+        let p = j
+            .run_started(&JobKey::new("prune", "s3://m@h"))
+            .await
+            .unwrap();
+        j.run_progress(a, c(5)).await.unwrap();
+        j.run_finished(b, "success", c(7)).await.unwrap();
+        j.run_progress(b, c(9)).await.unwrap();
+        j.run_finished(p, "interrupted", c(3)).await.unwrap();
+
+        let all = j.runs(&RunQuery::default()).await.unwrap();
+        assert_eq!(all.len(), 4);
+        let last = j
+            .runs(&RunQuery {
+                job: Some("migrate".into()),
+                per_target: Some(1),
+            })
+            .await
+            .unwrap();
+        let got: Vec<_> = last
+            .iter()
+            .map(|r| (r.shard, r.state(), r.counts, r.shown_target()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (
+                    Some(Shard::new(1, 2).unwrap()),
+                    RunState::Finished,
+                    c(7),
+                    "aws/media".to_owned()
+                ),
+                (
+                    Some(Shard::new(0, 2).unwrap()),
+                    RunState::Running,
+                    c(5),
+                    "aws/media".to_owned()
+                ),
+            ]
+        );
+        assert!(last.iter().all(|r| r.target.contains("#shard=")));
+        assert!(last[1].finished_at.is_none() && last[0].finished_at.is_some());
+        assert_eq!(j.started_runs("migrate", "aws/media").await.unwrap(), 0);
         let _ = std::fs::remove_dir_all(dir);
     }
 }
