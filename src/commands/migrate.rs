@@ -87,6 +87,14 @@ pub async fn run(env_file: &Path, args: Args, quiet: bool) -> Result<ExitCode, C
     let location =
         location.unwrap_or_else(|| JournalLocation::File(default_path("migrate", key.target())));
     let journal = AnyJournal::open(&location).await?;
+    // Two runs of the same migrate (or shard) would upload the same files and race on the
+    // same journal rows: the second refuses (exit 3). Dry runs write nothing and lock
+    // nothing.
+    let _run_lock = if args.dry_run {
+        None
+    } else {
+        Some(journal.lock_run(&key).await?)
+    };
     let mut report = MigrateReport {
         dry_run: args.dry_run,
         target: target.describe(),

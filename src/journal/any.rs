@@ -30,6 +30,17 @@ impl AnyJournal {
         })
     }
 
+    /// Takes the run lock of `key` where this journal lives ([`super::lock`]): lock files
+    /// beside a SQLite journal, session advisory locks in a PostgreSQL one. Without
+    /// waiting. Errors: [`JournalError::Locked`] (another run of the job or shard holds
+    /// it), a lock file that cannot be created, a connection or query error.
+    pub async fn lock_run(&self, key: &JobKey) -> Result<super::RunLock, JournalError> {
+        match self {
+            Self::Sqlite(j) => super::lock::lock_files(j.path(), key),
+            Self::Postgres(j) => super::lock::lock_postgres(j.dedicated().await?, key).await,
+        }
+    }
+
     /// Opens an existing journal to read its run records (`status`): a file that does not
     /// exist is [`JournalError::Missing`], never created.
     pub async fn open_existing(location: &JournalLocation) -> Result<Self, JournalError> {

@@ -15,6 +15,7 @@
 
 mod any;
 mod location;
+pub mod lock;
 pub mod migrate;
 pub mod orphans;
 pub mod postgres;
@@ -27,6 +28,7 @@ use std::path::PathBuf;
 
 pub use self::any::AnyJournal;
 pub use self::location::JournalLocation;
+pub use self::lock::RunLock;
 pub use self::migrate::{FileRecord, FileState};
 pub use self::orphans::ScanPosition;
 pub use self::postgres::PgJournal;
@@ -75,6 +77,10 @@ pub enum JournalError {
         /// Why, and what to change.
         reason: String,
     },
+    /// Another run of the same job or shard holds the run lock ([`RunLock`]); the message
+    /// says which and what to do. Refused before anything is written (exit 3).
+    #[error("{0}")]
+    Locked(String),
     /// A journal query failed.
     #[error("journal error while {what}: {source}")]
     Query {

@@ -52,6 +52,21 @@ fn query_err(what: &'static str) -> impl FnOnce(sqlx::Error) -> JournalError {
 }
 
 impl PgJournal {
+    /// A connection of the journal's pool taken out of it (checked as every pooled one:
+    /// search_path `mastomedia`), for the session advisory locks of [`super::RunLock`],
+    /// which must outlive any query. Errors: the pool's connect error.
+    pub(super) async fn dedicated(&self) -> Result<sqlx::PgConnection, JournalError> {
+        let conn = self
+            .pool
+            .acquire()
+            .await
+            .map_err(|source| JournalError::Query {
+                what: "connecting for the run lock",
+                source,
+            })?;
+        Ok(conn.detach())
+    }
+
     /// Connects to `location`, creates the schema `mastomedia` if absent and migrates it
     /// (`migrations/postgres/`), then proves it writable. Errors:
     /// [`JournalError::Connect`] (server unreachable, authentication, no right to create

@@ -32,16 +32,16 @@ fn admin_url() -> String {
 }
 
 /// A scratch database for a journal.
-struct JournalDb {
+pub(crate) struct JournalDb {
     name: String,
     /// Its URL, with [`PASSWORD`].
-    url: String,
+    pub(crate) url: String,
     /// A superuser pool on it (for reading the tables).
     pool: PgPool,
 }
 
 impl JournalDb {
-    async fn new() -> Self {
+    pub(crate) async fn new() -> Self {
         let admin = PgPoolOptions::new()
             .max_connections(1)
             .acquire_timeout(Duration::from_secs(10))
@@ -84,7 +84,7 @@ impl JournalDb {
         }
     }
 
-    async fn drop_db(self) {
+    pub(crate) async fn drop_db(self) {
         self.pool.close().await;
         let admin = PgPoolOptions::new()
             .max_connections(1)

@@ -471,6 +471,11 @@ fn small_tree(files: usize) -> PathBuf {
 }
 
 fn migrate_cmd(env: &Path, journal: &Path, from: &Path, extra: &[&str]) -> Command {
+    migrate_cmd_at(env, s(journal), from, extra)
+}
+
+/// [`migrate_cmd`] with the journal as `--journal` takes it (a path or a postgres:// URL).
+fn migrate_cmd_at(env: &Path, journal: &str, from: &Path, extra: &[&str]) -> Command {
     let mut args = vec![
         "--env-file",
         s(env),
@@ -478,7 +483,7 @@ fn migrate_cmd(env: &Path, journal: &Path, from: &Path, extra: &[&str]) -> Comma
         "--from",
         s(from),
         "--journal",
-        s(journal),
+        journal,
         "--json",
     ];
     args.extend_from_slice(extra);
@@ -653,4 +658,82 @@ async fn four_orphans_shards_delete_what_one_run_deletes_once_each() {
     );
     one.db.drop_db().await;
     sharded.db.drop_db().await;
+}
+
+/// Two processes of the same migrate shard: the second refuses (exit 3) before it uploads
+/// anything, and so does an unsharded migrate beside shards, while another shard runs
+/// side by side. migrate may run without a Mastodon database, so the lock lives with the
+/// journal (`journal::RunLock`): lock files beside a SQLite journal, advisory locks in a
+/// PostgreSQL one.
+async fn the_same_migrate_shard_twice_refuses(journal: &str) {
+    let tree = small_tree(40);
+    let bucket = TestBucket::new().await;
+    let env = env_file(&bucket.name, &[]);
+    bucket.reset_stats();
+    // Shard 1/4 at 4/4 = 1 request per second, one at a time: holds its lock a while.
+    let slow_args = ["--shard", "1/4", "--rate", "4", "--concurrency", "1"];
+    let mut slow = spawn(&mut migrate_cmd_at(&env, journal, &tree, &slow_args));
+    // Its first upload comes after its lock.
+    let started = Instant::now();
+    while bucket.stats()["put_keys"]
+        .as_array()
+        .is_none_or(|a| a.is_empty())
+    {
+        assert!(
+            slow.try_wait().unwrap().is_none(),
+            "the slow shard ended early"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no upload in 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (code, out, err) = finish(spawn(&mut migrate_cmd_at(
+        &env,
+        journal,
+        &tree,
+        &["--shard", "1/4"],
+    )));
+    assert_eq!(code, 3, "the same shard twice\n{out}\n{err}");
+    assert!(
+        err.contains("another mastomedia migrate of shard 1/4 is running"),
+        "{err}"
+    );
+    let (code, out, err) = finish(spawn(&mut migrate_cmd_at(&env, journal, &tree, &[])));
+    assert_eq!(code, 3, "unsharded beside a shard\n{out}\n{err}");
+    assert!(
+        err.contains("another mastomedia migrate (or a shard of it"),
+        "{err}"
+    );
+    let (code, out, err) = finish(spawn(&mut migrate_cmd_at(
+        &env,
+        journal,
+        &tree,
+        &["--shard", "3/4"],
+    )));
+    assert_eq!(code, 0, "shard 3/4 beside 1/4\n{out}\n{err}");
+    assert!(json(&out, &err)["files_uploaded"].as_u64().unwrap() > 0);
+    let _ = slow.kill();
+    let _ = slow.wait();
+    // Killed, its lock is gone with it: the shard runs again.
+    let (code, out, err) = finish(spawn(&mut migrate_cmd_at(
+        &env,
+        journal,
+        &tree,
+        &["--shard", "1/4"],
+    )));
+    assert_eq!(code, 0, "shard 1/4 after the kill\n{out}\n{err}");
+}
+
+#[tokio::test]
+async fn the_same_migrate_shard_twice_refuses_with_a_sqlite_journal() {
+    the_same_migrate_shard_twice_refuses(s(&journal())).await;
+}
+
+#[tokio::test]
+async fn the_same_migrate_shard_twice_refuses_with_a_postgres_journal() {
+    let jdb = crate::journal_pg::JournalDb::new().await;
+    the_same_migrate_shard_twice_refuses(&jdb.url).await;
+    jdb.drop_db().await;
 }
