@@ -23,6 +23,36 @@ for v in "$K8S_VERSION" "$K8S_VALIDATE_VERSION"; do
     "$venv/bin/kubernetes-validate" --strict -k "$v" deploy/kubernetes/*.yaml
 done
 
+# The chart's Secrets, by the key names of mastodon/helm-charts (charts/mastodon/
+# templates/_secrets.tpl and values.yaml's existingSecretKeys): DB_USER is in
+# <release>-postgres-auth beside the password, not in the <release>-env ConfigMap; a pod
+# without it would log in as mastomedia's default user "mastodon" (the chart's default
+# user is another one). Every container must take each of these from its Secret and key.
+"$venv/bin/python" - deploy/kubernetes/*.yaml <<'PYEOF'
+import sys, yaml
+want = {
+    "DB_USER": ("-postgres-auth", "username"),
+    "DB_PASS": ("-postgres-auth", "password"),
+    "AWS_ACCESS_KEY_ID": ("-s3-auth", "access-key-id"),
+    "AWS_SECRET_ACCESS_KEY": ("-s3-auth", "secret-access-key"),
+}
+bad = []
+for path in sys.argv[1:]:
+    for doc in yaml.safe_load_all(open(path)):
+        spec = doc["spec"]
+        if doc["kind"] == "CronJob":
+            spec = spec["jobTemplate"]["spec"]
+        for c in spec["template"]["spec"]["containers"]:
+            env = {e["name"]: e for e in c.get("env", [])}
+            for var, (suffix, key) in want.items():
+                ref = env.get(var, {}).get("valueFrom", {}).get("secretKeyRef", {})
+                if not (ref.get("name", "").endswith(suffix) and ref.get("key") == key):
+                    bad.append(f"{path}: container {c['name']}: {var} must come from Secret <release>{suffix}, key {key}")
+if bad:
+    print("\n".join(["check-deploy: the manifests do not read the chart's Secrets as it writes them:"] + bad), file=sys.stderr)
+    sys.exit(1)
+PYEOF
+
 command -v systemd-analyze >/dev/null 2>&1 || {
     env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends systemd >/dev/null
 }

@@ -61,7 +61,8 @@ pub struct Args {
     #[arg(long, default_value_t = 180, requires = "preview_cards", value_parser = clap::value_parser!(u32).range(1..=36500))]
     pub preview_cards_days: u32,
 
-    /// Allow --preview-cards-days below 14 (cards are re-fetched only after two weeks).
+    /// Allow --preview-cards-days below 14, and --max-cache-size to take card images
+    /// younger than 14 days (cards are re-fetched only after two weeks).
     #[arg(long)]
     pub force: bool,
 
@@ -85,7 +86,8 @@ pub struct Args {
     /// really hold in the storage, then remove the oldest first (across kinds) until it
     /// fits. SIZE: bytes, or a number with a unit: 150GiB, 200GB, 500MB (kB/MB/GB/TB are
     /// powers of 1000, KiB/MiB/GiB/TiB of 1024). With --days too, whichever removes more
-    /// wins; without it the budget alone decides for media and profiles.
+    /// wins; without it the budget alone decides for media and profiles. Card images
+    /// younger than 14 days stay (and count) unless --force.
     #[arg(long, value_name = "SIZE", value_parser = size_arg, allow_hyphen_values = true)]
     pub max_cache_size: Option<u64>,
 

@@ -105,6 +105,8 @@ pub async fn run(
         budget: args.max_cache_size.map(|max_bytes| Budget {
             max_bytes,
             days_floor: args.days.is_some(),
+            card_ceiling: (!args.force)
+                .then(|| now - chrono::Duration::days(i64::from(MIN_PREVIEW_CARD_DAYS))),
         }),
     };
     let result = run_prune(run, open_store(&cfg, limiter)).await;

@@ -41,6 +41,12 @@ pub struct Budget {
     /// (whichever removes more wins). Without it the budget alone decides for them.
     /// Preview cards always keep their own `--preview-cards-days` floor.
     pub days_floor: bool,
+    /// Card images updated at or after this moment are never taken by the budget (`None`:
+    /// `--force`): `now − 14 days` ([`crate::plan::prune::MIN_PREVIEW_CARD_DAYS`]), the
+    /// same guard as `--preview-cards-days` below 14 without `--force`, since Mastodon
+    /// fetches a card's image again only when its link is shared after two weeks
+    /// (`docs/reference/prune-filters.md#budget`). Such cards still count toward the size.
+    pub card_ceiling: Option<DateTime<Utc>>,
 }
 
 /// Sizes the sizing pass listed, per row, for the rows the passes will take: the delete
@@ -201,12 +207,26 @@ pub async fn measure(
             }
         })
         .collect();
+    // Ceilings: the latest inclusive cutoff a kind may reach (cards: younger than two
+    // weeks stay without --force; strict `updated_at < ceiling` is `<= ceiling − 1 µs`).
+    let ceilings: Vec<Option<NaiveDateTime>> = plan
+        .selections
+        .iter()
+        .map(|s| match s {
+            Selection::PreviewCards { .. } => budget
+                .card_ceiling
+                .map(|c| c.naive_utc() - Duration::microseconds(1)),
+            Selection::Media { .. } | Selection::Profiles { .. } => None,
+        })
+        .collect();
+    let below_ceiling = |kind: usize, age: NaiveDateTime| ceilings[kind].is_none_or(|c| age <= c);
     let rows: Vec<BudgetRow> = sized
         .iter()
         .map(|s| BudgetRow {
             kind: s.kind,
             age: s.row.age,
-            prunable: s.row.prunable,
+            // A row above its kind's ceiling is kept, like a row the filters keep.
+            prunable: s.row.prunable && below_ceiling(s.kind, s.row.age),
             bytes: s.sizes.iter().flatten().sum(),
         })
         .collect();
@@ -231,6 +251,7 @@ pub async fn measure(
     for (kind, sel) in plan.selections.iter().enumerate() {
         let Some(c) = decision
             .kind_cutoff(floors[kind])
+            .map(|c| ceilings[kind].map_or(c, |ceiling| c.min(ceiling)))
             .filter(|_| !report.interrupted)
         else {
             kind_cutoffs.push(None);

@@ -522,3 +522,60 @@ async fn s3_the_order_runs_across_kinds() {
 async fn fs_the_order_runs_across_kinds() {
     the_order_runs_across_kinds(Backend::Fs(temp_dir("system"))).await;
 }
+
+/// The budget never takes a card image younger than two weeks without `--force`, as
+/// `--preview-cards-days` below 14 needs `--force` (Mastodon re-fetches a card's image only
+/// when its link is shared again after two weeks: `docs/reference/prune-filters.md#cards`).
+/// The seeded media (16,500 bytes, every row older than the card) all goes, the card stays
+/// and counts as kept; with `--force` it goes too.
+async fn young_cards_need_force(store: Backend) {
+    use crate::support::seed::insert_card;
+    let db = TestDb::new(Mastodon::V4_6, "America/New_York").await;
+    seed(&db, &store).await;
+    insert_card(&db, 31, Some("dddddddddddddddd.jpeg"), 3.0).await;
+    store
+        .put(
+            "cache/preview_cards/images/000/000/031/original/dddddddddddddddd.jpeg",
+            &vec![b'c'; 1000],
+        )
+        .await;
+    let card = || {
+        let pool = db.pool.clone();
+        async move {
+            sqlx::query_scalar::<_, Option<String>>(
+                "SELECT image_file_name FROM preview_cards WHERE id = 31",
+            )
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    let args = ["--max-cache-size", "100", "--preview-cards"];
+    let mut dry = args.to_vec();
+    dry.push("--dry-run");
+    let d = prune(&db, &store, &dry);
+    assert_eq!(d["budget"]["measured_bytes"], 17_500, "{d}");
+    assert_eq!(d["budget"]["met"], false, "{d}");
+    let s = prune(&db, &store, &args);
+    assert_eq!(s["budget"], d["budget"], "dry run and run: same budget");
+    assert_eq!(media_rows(&s), ROWS as u64 + 1, "{s}");
+    assert!(card().await.is_some(), "a 3-day-old card image went: {s}");
+    assert!(store.exists("cache/preview_cards/images/000/000/031/original/dddddddddddddddd.jpeg"));
+    let forced = prune(
+        &db,
+        &store,
+        &["--max-cache-size", "100", "--preview-cards", "--force"],
+    );
+    assert_eq!(card().await, None, "{forced}");
+    db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn s3_young_cards_need_force() {
+    young_cards_need_force(Backend::S3(TestBucket::new().await)).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fs_young_cards_need_force() {
+    young_cards_need_force(Backend::Fs(temp_dir("system"))).await;
+}
