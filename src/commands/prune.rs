@@ -107,6 +107,7 @@ pub async fn run(
             days_floor: args.days.is_some(),
             card_ceiling: (!args.force)
                 .then(|| now - chrono::Duration::days(i64::from(MIN_PREVIEW_CARD_DAYS))),
+            settled_before: now - chrono::Duration::days(crate::pool::budget::MIN_BUDGET_AGE_DAYS),
         }),
     };
     let result = run_prune(run, open_store(&cfg, limiter)).await;

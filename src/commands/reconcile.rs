@@ -31,11 +31,15 @@ pub async fn run(
         .map_err(CommandError::fatal)?;
     // prune's lock: reconcile clears rows as prune does, so the two never overlap.
     let key = JobKey::new("prune", super::orphans::journal_target(&cfg));
-    let lock = db
-        .lock_for(&key, args.apply)
-        .await
-        .map_err(CommandError::fatal)?
-        .map(Arc::new);
+    // Only --apply changes rows; a report must not keep a nightly prune out.
+    let lock = if args.apply {
+        db.lock_for(&key, true)
+            .await
+            .map_err(CommandError::fatal)?
+            .map(Arc::new)
+    } else {
+        None
+    };
     let settled_before = chrono::Utc::now()
         - chrono::Duration::milliseconds((args.min_age.min(36_500.0) * 86_400_000.0).round() as i64);
     if args.apply {

@@ -47,7 +47,15 @@ pub struct Budget {
     /// fetches a card's image again only when its link is shared after two weeks
     /// (`docs/reference/prune-filters.md#budget`). Such cards still count toward the size.
     pub card_ceiling: Option<DateTime<Utc>>,
+    /// Media and profiles fetched at or after this moment are never taken by the budget:
+    /// `now − 1 day` ([`MIN_BUDGET_AGE_DAYS`]), so a small budget does not delete what a
+    /// timeline is showing right now (Mastodon would fetch it again at once). They still
+    /// count toward the size.
+    pub settled_before: DateTime<Utc>,
 }
+
+/// The youngest media and profiles the budget may take, in days ([`Budget::settled_before`]).
+pub const MIN_BUDGET_AGE_DAYS: i64 = 1;
 
 /// Sizes the sizing pass listed, per row, for the rows the passes will take: the delete
 /// pass's sizing of those rows (one answer per key, in [`row_keys`] order).
@@ -208,7 +216,8 @@ pub async fn measure(
         })
         .collect();
     // Ceilings: the latest inclusive cutoff a kind may reach (cards: younger than two
-    // weeks stay without --force; strict `updated_at < ceiling` is `<= ceiling − 1 µs`).
+    // weeks stay without --force; media and profiles: younger than a day stay; strict
+    // `updated_at < ceiling` is `<= ceiling − 1 µs`).
     let ceilings: Vec<Option<NaiveDateTime>> = plan
         .selections
         .iter()
@@ -216,7 +225,9 @@ pub async fn measure(
             Selection::PreviewCards { .. } => budget
                 .card_ceiling
                 .map(|c| c.naive_utc() - Duration::microseconds(1)),
-            Selection::Media { .. } | Selection::Profiles { .. } => None,
+            Selection::Media { .. } | Selection::Profiles { .. } => {
+                Some(budget.settled_before.naive_utc() - Duration::microseconds(1))
+            }
         })
         .collect();
     let below_ceiling = |kind: usize, age: NaiveDateTime| ceilings[kind].is_none_or(|c| age <= c);

@@ -579,3 +579,40 @@ async fn s3_young_cards_need_force() {
 async fn fs_young_cards_need_force() {
     young_cards_need_force(Backend::Fs(temp_dir("system"))).await;
 }
+
+/// Media fetched less than a day ago stay whatever the budget: a small budget must not
+/// delete what timelines show right now (Mastodon would fetch it again at once). They
+/// count toward the size, so the summary says the budget cannot be met.
+async fn media_younger_than_a_day_stay(store: Backend) {
+    let db = TestDb::new(Mastodon::V4_6, "America/New_York").await;
+    seed(&db, &store).await;
+    let young = 20;
+    insert_media(&db, &Media::remote(BASE + young, &name(young), 0.1)).await;
+    for k in keys(young) {
+        store.put(&k, &vec![b'y'; 500]).await;
+    }
+    let s = prune(&db, &store, &["--max-cache-size", "100"]);
+    assert_eq!(s["budget"]["met"], false, "{s}");
+    assert_eq!(
+        media_rows(&s),
+        ROWS as u64 + 1,
+        "the settled rows went: {s}"
+    );
+    for k in keys(young) {
+        assert!(
+            store.exists(&k),
+            "{k} of a row fetched 2 hours ago went: {s}"
+        );
+    }
+    db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn s3_media_younger_than_a_day_stay() {
+    media_younger_than_a_day_stay(Backend::S3(TestBucket::new().await)).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fs_media_younger_than_a_day_stay() {
+    media_younger_than_a_day_stay(Backend::Fs(temp_dir("system"))).await;
+}

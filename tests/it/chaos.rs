@@ -1004,6 +1004,8 @@ fn as_unprivileged(cmd: &Command) -> Command {
         }
     }
     c.env("HOME", "/nonexistent");
+    // As before the harness set a state folder: none this user could write.
+    c.env_remove("XDG_STATE_HOME");
     c
 }
 

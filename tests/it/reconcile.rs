@@ -482,3 +482,32 @@ async fn rows_changed_within_min_age_are_not_judged() {
     );
     db.drop_db().await;
 }
+
+/// The report changes nothing and takes no lock, so it never keeps a nightly prune out;
+/// `--apply` takes prune's advisory lock and refuses (exit 3) while a prune holds it.
+#[tokio::test]
+async fn only_apply_takes_prunes_lock() {
+    let store = Backend::S3(TestBucket::new().await);
+    let db = TestDb::new(Mastodon::V4_6, "UTC").await;
+    seed(&db, &store).await;
+    let mut conn = sqlx::pool::PoolConnection::detach(db.pool.acquire().await.unwrap());
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(mastomedia::mastodon::advisory_key("prune"))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    let report = reconcile(&db, &store, &[]);
+    assert_eq!(report["rows_missing"], 6, "{report}");
+    let env = store.env(&db);
+    let before = dump_all(&db).await;
+    let run = mastomedia(&["--env-file", env.to_str().unwrap(), "reconcile", "--apply"]);
+    assert_eq!(run.code, 3, "{}\n{}", run.stdout, run.stderr);
+    assert!(run.stderr.contains("prune"), "{}", run.stderr);
+    assert_eq!(
+        dump_all(&db).await,
+        before,
+        "a refused --apply changed a row"
+    );
+    drop(conn);
+    db.drop_db().await;
+}

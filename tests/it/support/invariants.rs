@@ -226,6 +226,7 @@ pub fn command(args: &[&str], env: &[(&str, &str)]) -> Command {
         }
     }
     cmd.env("MASTOMEDIA_STATUS_INTERVAL", "3600");
+    cmd.env("XDG_STATE_HOME", super::state_home());
     for (k, v) in env {
         cmd.env(k, v);
     }

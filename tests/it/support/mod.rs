@@ -390,6 +390,14 @@ pub fn http(base: &str, method: &str, path: &str, body: Option<&str>) -> (u16, S
     (status, body)
 }
 
+/// The state folder (`XDG_STATE_HOME`) every run of [`mastomedia_env`] and
+/// `invariants::command` gets unless the test gives its own: one temporary folder per test
+/// process, so default journals and run records never land in the developer's home.
+pub fn state_home() -> &'static std::path::Path {
+    static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| temp_dir("state-home"))
+}
+
 /// A scratch folder under the system temp dir.
 pub fn temp_dir(prefix: &str) -> PathBuf {
     let d = std::env::temp_dir().join(unique(prefix));
@@ -466,6 +474,7 @@ pub fn mastomedia_env(args: &[&str], env: &[(&str, &str)]) -> Run {
         }
     }
     cmd.env("MASTOMEDIA_STATUS_INTERVAL", "3600");
+    cmd.env("XDG_STATE_HOME", state_home());
     for (k, v) in env {
         cmd.env(k, v);
     }
