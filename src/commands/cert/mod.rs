@@ -12,7 +12,9 @@ use std::path::Path;
 use anyhow::anyhow;
 use chrono::Utc;
 
-use super::{CommandError, load_config};
+mod status;
+
+use super::CommandError;
 use crate::cert::acme::Acme;
 use crate::cert::dns::Dns;
 use crate::cert::keys::KeyType;
@@ -20,15 +22,16 @@ use crate::cert::linode::Linode;
 use crate::cert::net::{Trust, http_client};
 use crate::cert::renew::{self, IssueJob};
 use crate::cert::state::StateDir;
-use crate::cert::status::{cert_line, status as cert_status};
+use crate::cert::status::cert_line;
 use crate::cert::timing::{self, Decision};
 use crate::cert::{CertError, normalize_name, split_alias_host};
-use crate::cli::cert::{Args, CertCommand, KeyTypeArg, NetArgs, RenewArgs, StatusArgs};
+use crate::cli::cert::{Args, CertCommand, KeyTypeArg, NetArgs, RenewArgs};
 use crate::config::{Config, LinodeConfig, S3Config, StorageConfig};
 use crate::pool::Gate;
 use crate::report::{ExitCode, cert as lines};
 use crate::store::Limiter;
 use crate::store::s3::S3Store;
+use status::status;
 
 /// Runs `cert renew` or `cert status`; returns the exit code.
 pub async fn run(env_file: &Path, args: Args, quiet: bool) -> Result<ExitCode, CommandError> {
@@ -222,36 +225,6 @@ async fn renew(env_file: &Path, a: RenewArgs, quiet: bool) -> Result<ExitCode, C
     let renewed = lines::renewed(&domain, &kt, &leaf_line, label, region, next);
     crate::outln!("{renewed}\n{line}");
     Ok(if probe.is_ok() {
-        ExitCode::Success
-    } else {
-        ExitCode::ItemsFailed
-    })
-}
-
-async fn status(env_file: &Path, a: StatusArgs) -> Result<ExitCode, CommandError> {
-    let cfg = load_config(env_file)?;
-    let s3 = s3_config(&cfg)?;
-    let domain = domain_of(&a.net, &s3)?;
-    let trust = Trust::load(&a.net.ca_file).map_err(fail)?;
-    let dns = match a.net.resolver {
-        Some(_) => Some(Dns::new(a.net.resolver).map_err(fail)?),
-        None => None,
-    };
-    let now = Utc::now();
-    let port = a.net.https_port;
-    let state_base = a.net.state_dir.as_deref();
-    let report = cert_status(&domain, port, &trust, dns.as_ref(), state_base, now)
-        .await
-        .map_err(fail)?;
-    if a.json {
-        crate::outln!(
-            "{}",
-            serde_json::to_string_pretty(&report).expect("report serialises")
-        );
-    } else {
-        crate::out!("{}", lines::status(&report.lines(port, now)));
-    }
-    Ok(if report.healthy() {
         ExitCode::Success
     } else {
         ExitCode::ItemsFailed
