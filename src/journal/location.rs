@@ -41,9 +41,18 @@ impl PgLocation {
 }
 
 /// The password-free form of a URL that did not parse: scheme and host only, the
-/// userinfo, path and query (which may carry `password=`) left out.
+/// userinfo, path and query (which may carry `password=`) left out. Everything up to the
+/// last `@` goes, not only up to the first `/`: an unparseable URL is often one whose
+/// password holds an unencoded `/`, `#` or `?` (`postgres://mm:pa/ss@db/j`), and there the
+/// authority seems to end inside the password.
 fn redacted(url: &str) -> String {
-    let shown = crate::model::without_userinfo(url);
+    let shown = match url.split_once("://") {
+        Some((scheme, rest)) => match rest.rfind('@') {
+            Some(at) => format!("{scheme}://[hidden]@{}", &rest[at + 1..]),
+            None => url.to_owned(),
+        },
+        None => url.to_owned(),
+    };
     match shown.split_once("://") {
         Some((scheme, rest)) => {
             let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
@@ -167,6 +176,11 @@ mod tests {
         let bad = [
             "postgres://mm:s3cret@db.example:notaport/journal",
             "postgresql://mm:s3cret@[::1/journal",
+            // A password with an unencoded `/`, `#` or `?`: the URL parser takes `s3`
+            // for the port; no part of the password may show.
+            "postgres://mm:s3cret/x@db.example:5432/journal",
+            "postgres://mm:s3cret#x@db.example:5432/journal",
+            "postgres://mm:s3cret?x@db.example:5432/journal",
             "mysql://mm:s3cret@db.example/journal",
             "",
         ];
@@ -174,7 +188,7 @@ mod tests {
             let e = JournalLocation::parse(OsStr::new(arg)).unwrap_err();
             assert!(e.is_usage(), "{arg}: {e}");
             let text = e.to_string();
-            assert!(!text.contains("s3cret"), "{text}");
+            assert!(!text.contains("s3cr"), "{text}");
             assert!(text.starts_with("--journal "), "{text}");
         }
     }
