@@ -152,8 +152,9 @@ pub struct RunQuery {
     pub per_target: Option<u64>,
 }
 
-/// A run's record while it runs: started by [`RunRecorder::start`], progress written in
-/// the background every [`PROGRESS_EVERY`] when the tally moved, ended by
+/// A run's record while it runs: started by [`RunRecorder::start`], progress (and with it
+/// the last update, the run's heartbeat) written in the background every
+/// [`PROGRESS_EVERY`] whether or not the tally moved, ended by
 /// [`RunRecorder::finish`]. A failed progress write is a warning only: the work itself is
 /// journalled elsewhere.
 #[derive(Debug)]
@@ -195,15 +196,14 @@ impl RunRecorder {
             };
             let mut tick = tokio::time::interval(every);
             tick.tick().await;
-            let mut last = RunCounts::default();
             loop {
                 tick.tick().await;
-                let now = t.get();
-                if now != last {
-                    match j.run_progress(id, now).await {
-                        Ok(()) => last = now,
-                        Err(e) => tracing::warn!("{e}"),
-                    }
+                // Every tick, moved or not: the last update is the run's heartbeat, which
+                // `status` judges staleness by, and a live run may count nothing for
+                // longer than `--stale-after` (prune's candidate count over a table of
+                // hundreds of millions of rows, a long stretch of a shard's listing).
+                if let Err(e) = j.run_progress(id, t.get()).await {
+                    tracing::warn!("{e}");
                 }
             }
         });
@@ -364,6 +364,43 @@ mod tests {
             (done[0].state(), done[0].counts),
             (RunState::Finished, last)
         );
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// A live run that counts nothing for a while (prune's candidate count, a stretch of
+    /// listing another shard's keys) still moves its last update, so `status` does not
+    /// call it stale and tell the operator its process died.
+    #[tokio::test]
+    async fn the_last_update_moves_while_the_tally_stands_still() {
+        use crate::journal::SqliteJournal;
+        use crate::model::JobKey;
+        let dir = std::env::temp_dir().join(format!("mm-heartbeat-{}", std::process::id()));
+        let j = AnyJournal::Sqlite(SqliteJournal::open(&dir.join("j.sqlite")).await.unwrap());
+        let key = JobKey::new("prune", "s3://m@h");
+        let r = RunRecorder::start_every(
+            &j,
+            &key,
+            RunTally::default(),
+            Some(Duration::from_millis(10)),
+        )
+        .await
+        .unwrap();
+        let first = j.runs(&RunQuery::default()).await.unwrap()[0].clone();
+        let mut moved = None;
+        for _ in 0..500 {
+            let now = j.runs(&RunQuery::default()).await.unwrap()[0].clone();
+            if now.updated_at > first.updated_at {
+                moved = Some(now);
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let moved = moved.expect("the last update moved although nothing was counted");
+        assert_eq!(
+            (moved.state(), moved.counts),
+            (RunState::Running, RunCounts::default())
+        );
+        r.finish("success", RunCounts::default()).await;
         let _ = std::fs::remove_dir_all(dir);
     }
 }
