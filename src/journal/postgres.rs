@@ -69,9 +69,10 @@ impl PgJournal {
 
     /// Connects to `location`, creates the schema `mastomedia` if absent and migrates it
     /// (`migrations/postgres/`), then proves it writable. Errors:
-    /// [`JournalError::Connect`] (server unreachable, authentication, no right to create
-    /// the schema, a failed migration) and [`JournalError::Refused`] (the connection's
-    /// search_path is not `mastomedia` alone), both before anything is written.
+    /// [`JournalError::Connect`] (server unreachable, authentication, a failed migration)
+    /// and [`JournalError::Refused`] (the connection's search_path is not `mastomedia`
+    /// alone; the user may not create the schema or create in it, with the statement its
+    /// owner must run), all before anything is written.
     pub async fn open(location: &PgLocation) -> Result<Self, JournalError> {
         let shown = location.shown().to_owned();
         let connect = |cause| JournalError::Connect {
@@ -128,8 +129,22 @@ impl PgJournal {
                 }
                 e => connect(e),
             })?;
+        // No right to create the schema, or to create in it: say what the owner must do.
+        let user = location.options.get_username().to_owned();
+        let create = |cause: sqlx::Error| match not_allowed(&cause) {
+            true => JournalError::Refused {
+                shown: shown.clone(),
+                reason: format!(
+                    "the user {user} may not create the schema {SCHEMA} or its tables ({cause}): \
+                     have the database's owner run `CREATE SCHEMA {SCHEMA} AUTHORIZATION {user};` \
+                     once (where the schema exists: `GRANT USAGE, CREATE ON SCHEMA {SCHEMA} TO \
+                     {user};`), or point --journal at a database of its own; nothing was written"
+                ),
+            },
+            false => connect(cause),
+        };
         let mut conn = pool.acquire().await.map_err(connect)?;
-        create_schema(&mut conn).await.map_err(connect)?;
+        create_schema(&mut conn).await.map_err(create)?;
         let mastodon: bool =
             sqlx::query_scalar("SELECT to_regclass('public.media_attachments') IS NOT NULL")
                 .fetch_one(&mut *conn)
@@ -139,7 +154,7 @@ impl PgJournal {
         sqlx::migrate!("./migrations/postgres")
             .run(&pool)
             .await
-            .map_err(|e| connect(e.into()))?;
+            .map_err(|e| create(e.into()))?;
         if mastodon {
             tracing::info!(
                 "the journal {shown} shares Mastodon's database; it writes only in its own schema {SCHEMA}"
@@ -153,6 +168,24 @@ impl PgJournal {
     /// The pool (tests read the tables directly).
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+}
+
+/// Whether `e` is PostgreSQL refusing to create: `42501` (insufficient_privilege: no
+/// CREATE on the database for `CREATE SCHEMA`) or `3F000` (invalid_schema_name: "no schema
+/// has been selected to create in", the schema exists but the user may not use it), also
+/// inside a failed migration.
+fn not_allowed(e: &sqlx::Error) -> bool {
+    use sqlx::migrate::MigrateError;
+    match e {
+        sqlx::Error::Database(d) => matches!(d.code().as_deref(), Some("42501" | "3F000")),
+        sqlx::Error::Migrate(m) => match m.as_ref() {
+            MigrateError::Execute(inner) | MigrateError::ExecuteMigration(inner, _) => {
+                not_allowed(inner)
+            }
+            _ => false,
+        },
+        _ => false,
     }
 }
 

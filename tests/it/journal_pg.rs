@@ -788,3 +788,85 @@ async fn a_pooler_that_drops_search_path_is_refused_before_any_write() {
     assert_eq!(schemas, 0, "nothing written");
     db.drop_db().await;
 }
+
+/// A journal user that may not create the schema `mastomedia` (no CREATE on the database,
+/// as in Mastodon's own database with its app user), or may not use one a DBA created for
+/// someone else: refused (exit 3) with the statement the owner must run, nothing created
+/// anywhere, the password never printed; once the owner ran it, the journal opens.
+#[tokio::test]
+async fn a_user_that_may_not_create_the_schema_is_told_what_to_ask_for() {
+    let db = JournalDb::new().await;
+    let role = unique("mmlow").replace('-', "_");
+    for sql in [
+        format!("CREATE ROLE {role} LOGIN PASSWORD '{PASSWORD}'"),
+        format!("REVOKE CREATE ON DATABASE {} FROM PUBLIC", db.name),
+    ] {
+        db.pool.execute(sql.as_str()).await.unwrap();
+    }
+    let opts: PgConnectOptions = admin_url().parse().unwrap();
+    let url = format!(
+        "postgres://{role}:{PASSWORD}@{}:{}/{}",
+        opts.get_host(),
+        opts.get_port(),
+        db.name
+    );
+    let tables = || async {
+        sqlx::query_scalar::<_, String>(
+            "SELECT n.nspname FROM pg_namespace n WHERE n.nspname NOT LIKE 'pg\\_%' \
+             AND n.nspname NOT IN ('information_schema', 'public') \
+             UNION ALL SELECT schemaname || '.' || tablename FROM pg_tables \
+             WHERE schemaname NOT IN ('pg_catalog', 'information_schema')",
+        )
+        .fetch_all(&db.pool)
+        .await
+        .unwrap()
+    };
+    let refused = |what: &str, run: &Run| {
+        no_password(what, run);
+        assert_eq!(run.code, 3, "{what}: {}", run.stderr);
+        assert!(
+            run.stderr
+                .contains(&format!("CREATE SCHEMA mastomedia AUTHORIZATION {role};"))
+                && run.stderr.contains("nothing was written"),
+            "{what}: {}",
+            run.stderr
+        );
+    };
+    let run = status(&["--env-file", "/dev/null", "--journal", &url], &[]);
+    refused("no CREATE on the database", &run);
+    assert_eq!(tables().await, Vec::<String>::new());
+
+    // A schema of another owner, without USAGE for the journal user.
+    db.pool.execute("CREATE SCHEMA mastomedia").await.unwrap();
+    let run = status(&["--env-file", "/dev/null", "--journal", &url], &[]);
+    refused("a schema it may not use", &run);
+    assert_eq!(tables().await, vec!["mastomedia".to_owned()]);
+
+    // What the message asks for.
+    db.pool.execute("DROP SCHEMA mastomedia").await.unwrap();
+    db.pool
+        .execute(format!("CREATE SCHEMA mastomedia AUTHORIZATION {role}").as_str())
+        .await
+        .unwrap();
+    let run = status(&["--env-file", "/dev/null", "--journal", &url], &[]);
+    no_password("with the schema", &run);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stdout.contains("no runs recorded"), "{}", run.stdout);
+    assert!(
+        tables().await.iter().all(|t| t.starts_with("mastomedia")),
+        "{:?}",
+        tables().await
+    );
+    db.drop_db().await;
+    let _ = sqlx::query(&format!("DROP ROLE IF EXISTS {role}"))
+        .execute(&db_admin().await)
+        .await;
+}
+
+async fn db_admin() -> PgPool {
+    PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&admin_url())
+        .await
+        .unwrap()
+}
