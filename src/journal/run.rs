@@ -22,14 +22,14 @@ pub const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
 /// What a run did so far. Per job: `prune` rows cleared, objects deleted, bytes freed,
 /// rows failed; `migrate` files uploaded (objects), bytes uploaded, files failed (no rows);
-/// `orphans` objects scanned, bytes of the objects deleted, deletes failed (no rows).
+/// `orphans` objects scanned, bytes of the objects scanned, deletes failed (no rows).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct RunCounts {
     /// Database rows handled (prune: cleared).
     pub rows: u64,
     /// Objects handled (prune: deleted; migrate: uploaded; orphans: scanned).
     pub objects: u64,
-    /// Bytes (prune: freed; migrate: uploaded; orphans: deleted).
+    /// Bytes (prune: freed; migrate: uploaded; orphans: scanned).
     pub bytes: u64,
     /// Items that failed (prune: rows; migrate: files; orphans: deletes).
     pub failures: u64,
