@@ -158,6 +158,35 @@ pub enum OwnershipError {
     },
 }
 
+/// Why [`check_database_owns`] stopped: reading the database's sample, or a refusal.
+#[derive(Debug)]
+pub enum OwnerCheckError {
+    /// Reading the sample of the database's newest files ([`sample_keys`]).
+    Db(DbError),
+    /// The database cannot own this storage ([`check_owned`], [`check_no_newer_media`]).
+    NotOwner(OwnershipError),
+}
+
+/// The ownership checks prune and reconcile run before any change, dry runs included: some
+/// of the 20 newest files the database names exist in `store` ([`check_owned`]), and
+/// `store` holds no media much newer than the database knows ([`check_no_newer_media`],
+/// now). A wrong `DATABASE_URL` or bucket makes every row look as if its files were gone;
+/// a staging copy or an old restore of the right database must not pass either. Errors:
+/// [`OwnerCheckError`].
+pub async fn check_database_owns(
+    db: &Db,
+    store: &dyn Store,
+    key_prefix: &KeyPrefix,
+) -> Result<(), OwnerCheckError> {
+    let sample = sample_keys(db, 20).await.map_err(OwnerCheckError::Db)?;
+    check_owned(&sample, store, key_prefix)
+        .await
+        .map_err(OwnerCheckError::NotOwner)?;
+    check_no_newer_media(db, store, key_prefix, chrono::Utc::now().timestamp_millis())
+        .await
+        .map_err(OwnerCheckError::NotOwner)
+}
+
 /// Before any change: some of the newest files the database names ([`sample_keys`], keys
 /// without `S3_KEY_PREFIX`) must exist in `store`. A database of another instance (a
 /// staging copy, a wrong `DATABASE_URL`) owns nothing there: `orphans --delete` would see

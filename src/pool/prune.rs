@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use super::budget::Budget;
 use super::{LockedDb, PassError, PassOptions, run_pass};
 use crate::inventory::Selection;
-use crate::inventory::owners::{OwnershipError, check_no_newer_media, check_owned};
+use crate::inventory::owners::{OwnerCheckError, OwnershipError, check_database_owns};
 use crate::mastodon::{Db, DbError, RunLock};
 use crate::model::Shard;
 use crate::plan::domain::DomainFilter;
@@ -160,18 +160,12 @@ pub async fn run_prune(
     // A wrong DATABASE_URL or bucket makes every candidate look already gone, and prune
     // would clear rows whose files live elsewhere: the dry run refuses alike, so it shows
     // what the real run would do.
-    let sample = crate::inventory::owners::sample_keys(db, 20)
+    check_database_owns(db, store.as_ref(), &opts.key_prefix)
         .await
-        .map_err(PruneError::Db)?;
-    check_owned(&sample, store.as_ref(), &opts.key_prefix).await?;
-    // ...and a staging copy or old restore of the right database must not pass either.
-    check_no_newer_media(
-        db,
-        store.as_ref(),
-        &opts.key_prefix,
-        Utc::now().timestamp_millis(),
-    )
-    .await?;
+        .map_err(|e| match e {
+            OwnerCheckError::Db(e) => PruneError::Db(e),
+            OwnerCheckError::NotOwner(e) => PruneError::NotOwner(e),
+        })?;
     let dry_run = opts.gate.is_dry_run();
     let mut report = PruneReport {
         dry_run,

@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 use super::budget::KnownSizes;
 use super::{LockedDb, PassError, PassOptions, Rows, run_pass};
 use crate::inventory::CandidateRow;
-use crate::inventory::owners::{OwnershipError, check_no_newer_media, check_owned};
+use crate::inventory::owners::{OwnerCheckError, OwnershipError, check_database_owns};
 use crate::inventory::reconcile::{CheckedRow, reconcile_selections};
 use crate::mastodon::{Db, DbError, RunLock};
 use crate::plan::layout::ObjectKey;
@@ -68,7 +68,7 @@ pub enum ReconcileError {
     /// The storage check, or a fatal storage error while checking (credentials, bucket).
     #[error("checking the storage: {0}")]
     Store(StoreError),
-    /// The database cannot own this storage ([`check_owned`], [`check_no_newer_media`]).
+    /// The database cannot own this storage ([`check_database_owns`]).
     #[error(transparent)]
     NotOwner(#[from] OwnershipError),
     /// Most rows miss a file: refused without `--force-missing`. Nothing was changed.
@@ -115,17 +115,12 @@ pub async fn run_reconcile(
     super::prune::check_store(store.as_ref(), &opts)
         .await
         .map_err(ReconcileError::Store)?;
-    let sample = crate::inventory::owners::sample_keys(db, 20)
+    check_database_owns(db, store.as_ref(), &opts.key_prefix)
         .await
-        .map_err(ReconcileError::Db)?;
-    check_owned(&sample, store.as_ref(), &opts.key_prefix).await?;
-    check_no_newer_media(
-        db,
-        store.as_ref(),
-        &opts.key_prefix,
-        Utc::now().timestamp_millis(),
-    )
-    .await?;
+        .map_err(|e| match e {
+            OwnerCheckError::Db(e) => ReconcileError::Db(e),
+            OwnerCheckError::NotOwner(e) => ReconcileError::NotOwner(e),
+        })?;
     let apply = !opts.gate.is_dry_run();
     let mut report = ReconcileReport {
         apply,
