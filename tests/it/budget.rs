@@ -5,12 +5,9 @@
 //! keeps count but stay, a second run changes nothing, a dry run shows the same numbers,
 //! `--days` and the budget together take whichever removes more.
 
-use std::path::PathBuf;
-
+use crate::support::backend::Backend;
 use crate::support::seed::{Media, insert_account, insert_media, media_names};
-use crate::support::{
-    Mastodon, TestBucket, TestDb, fs_env_file, mastomedia, partition18, s3_env_file, temp_dir,
-};
+use crate::support::{Mastodon, TestBucket, TestDb, mastomedia, partition18, temp_dir};
 
 /// Media ids of this module (2022: below any cutoff's snowflake bound).
 const BASE: i64 = 109_345_678_901_230_000;
@@ -22,41 +19,6 @@ const SMALL: usize = 500;
 const ROW_BYTES: u64 = (ORIGINAL + SMALL) as u64;
 /// The bookmarked row (offset), older than every other: `--keep-interacted` keeps it.
 const KEPT: i64 = 50;
-
-enum Backend {
-    S3(TestBucket),
-    Fs(PathBuf),
-}
-
-impl Backend {
-    async fn put(&self, key: &str, body: &[u8]) {
-        match self {
-            Backend::S3(b) => b.put(key, body).await,
-            Backend::Fs(root) => {
-                let p = root.join(key);
-                std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-                std::fs::write(p, body).unwrap();
-            }
-        }
-    }
-
-    fn exists(&self, key: &str) -> bool {
-        match self {
-            Backend::S3(b) => {
-                let rt = tokio::runtime::Handle::current();
-                tokio::task::block_in_place(|| rt.block_on(b.keys())).contains(key)
-            }
-            Backend::Fs(root) => root.join(key).exists(),
-        }
-    }
-
-    fn env(&self, db: &TestDb) -> PathBuf {
-        match self {
-            Backend::S3(b) => s3_env_file(db, &b.name, &[]),
-            Backend::Fs(root) => fs_env_file(db, root),
-        }
-    }
-}
 
 fn name(offset: i64) -> String {
     format!("{:016x}.png", 0xb0_0000 + offset)

@@ -5,63 +5,16 @@
 //! while clearing is finished by the next one; the wrong storage and "most rows missing"
 //! are refused (exit 3) with nothing changed.
 
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support::backend::Backend;
 use crate::support::seed::{Media, insert_account, insert_media, media_names};
 use crate::support::{
-    Mastodon, TestBucket, TestDb, fs_env_file, mastomedia, partition18, s3_env_file, temp_dir,
+    Mastodon, TestBucket, TestDb, mastomedia, partition18, s3_env_file, temp_dir,
 };
 
 const BASE: i64 = 109_345_678_901_240_000;
-
-enum Backend {
-    S3(TestBucket),
-    Fs(PathBuf),
-}
-
-impl Backend {
-    async fn put(&self, key: &str, body: &[u8]) {
-        match self {
-            Backend::S3(b) => b.put(key, body).await,
-            Backend::Fs(root) => {
-                let p = root.join(key);
-                std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-                std::fs::write(p, body).unwrap();
-            }
-        }
-    }
-
-    async fn keys(&self) -> Vec<String> {
-        match self {
-            Backend::S3(b) => b.keys().await.into_iter().collect(),
-            Backend::Fs(root) => {
-                let mut out = Vec::new();
-                let mut dirs = vec![root.clone()];
-                while let Some(d) = dirs.pop() {
-                    for e in std::fs::read_dir(&d).unwrap() {
-                        let p = e.unwrap().path();
-                        if p.is_dir() {
-                            dirs.push(p);
-                        } else {
-                            out.push(p.strip_prefix(root).unwrap().display().to_string());
-                        }
-                    }
-                }
-                out.sort();
-                out
-            }
-        }
-    }
-
-    fn env(&self, db: &TestDb) -> PathBuf {
-        match self {
-            Backend::S3(b) => s3_env_file(db, &b.name, &[]),
-            Backend::Fs(root) => fs_env_file(db, root),
-        }
-    }
-}
 
 fn media_key(cache: bool, attachment: &str, id: i64, style: &str, name: &str) -> String {
     format!(

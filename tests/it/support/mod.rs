@@ -8,6 +8,7 @@
 
 #![allow(dead_code)]
 
+pub mod backend;
 pub mod certlab;
 pub mod invariants;
 pub mod pgcluster;
