@@ -641,23 +641,21 @@ async fn range_sizes<S: Store + ?Sized>(
     );
     let futs = plans.into_iter().map(|plan| async move {
         let mut merge = RangeMerge::new(&plan);
-        let mut token = None;
-        loop {
-            let after = token.is_none().then_some(plan.start_after.as_str());
-            let page = match store.list_page(&plan.prefix, false, after, token).await {
+        let mut pages = crate::store::pages(Some(plan.start_after.as_str()), |after, token| {
+            store.list_page(&plan.prefix, false, after, token)
+        });
+        while let Some(page) = pages.next().await {
+            let page = match page {
                 Ok(p) => p,
                 Err(e) => {
                     tracing::debug!("range listing of {} failed: {e}", plan.prefix);
                     break;
                 }
             };
-            let step = merge.feed(
-                page.objects.iter().map(|o| (o.key.as_str(), o.size)),
-                page.next.is_some(),
-            );
-            match (step, page.next) {
-                (Step::NextPage, Some(t)) => token = Some(t),
-                _ => break,
+            let more = page.next.is_some();
+            let step = merge.feed(page.objects.iter().map(|o| (o.key.as_str(), o.size)), more);
+            if !(more && matches!(step, Step::NextPage)) {
+                break;
             }
         }
         merge.answers().collect::<Vec<_>>()

@@ -122,19 +122,24 @@ pub async fn run_scan<S: Store + ?Sized, O: OwnerLookup, L: HeldLock + Sync, J: 
         let start_after = opts.start_after.clone();
         let (shard, key_prefix) = (opts.shard, opts.key_prefix.clone());
         move |mut intake: Intake<Vec<ObjectMeta>>| async move {
-            let mut token = None;
-            let mut first = true;
+            use futures::StreamExt as _;
+            let mut pages = crate::store::pages(start_after.as_deref(), |after, token| {
+                let (store, prefix) = (&store, &prefix);
+                async move {
+                    super::retry_read("listing", || {
+                        store.list_page(prefix, false, after, token.clone())
+                    })
+                    .await
+                }
+            });
             loop {
                 if intake.is_stopped() {
                     return Ok(false);
                 }
-                let after = if first { start_after.as_deref() } else { None };
-                let page = super::retry_read("listing", || {
-                    store.list_page(&prefix, false, after, token.clone())
-                })
-                .await
-                .map_err(ScanError::Listing)?;
-                first = false;
+                let Some(page) = pages.next().await else {
+                    return Ok(true);
+                };
+                let page = page.map_err(ScanError::Listing)?;
                 let objects = match shard {
                     None => page.objects,
                     Some(s) => page
@@ -147,10 +152,6 @@ pub async fn run_scan<S: Store + ?Sized, O: OwnerLookup, L: HeldLock + Sync, J: 
                     if !intake.send(chunk.to_vec()).await {
                         return Ok(false);
                     }
-                }
-                match page.next {
-                    Some(t) => token = Some(t),
-                    None => return Ok(true),
                 }
             }
         }

@@ -480,34 +480,54 @@ pub trait Store: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<(), StoreError>>;
 }
 
-/// The pages of [`Store::list`]: the `ListObjectsV2` pagination every caller wrote by
-/// hand before (continuation tokens, `start_after` on the first page only).
+/// The objects of [`Store::list`]: [`pages`] over [`Store::list_page`], flattened.
 fn paginate<'a, S: Store + ?Sized>(
     store: &'a S,
     prefix: &'a str,
     start_after: Option<&'a str>,
 ) -> ObjectStream<'a> {
+    pages(start_after, move |after, token| {
+        store.list_page(prefix, false, after, token)
+    })
+    .map_ok(|page| stream::iter(page.objects.into_iter().map(Ok)))
+    .try_flatten()
+    .boxed()
+}
+
+/// The one `ListObjectsV2` pagination loop (continuation tokens, `start_after` on the
+/// first page only) that [`Store::list`], orphans' scan and prune's range listings share:
+/// `fetch(start_after, continuation)` is called for the first page with `start_after` and
+/// no token, then with the previous page's [`ListPage::next`] until a page has none. Each
+/// page is requested only when the stream is polled for it, so dropping the stream stops
+/// the listing; an error is the stream's last item. `fetch` decides the prefix, the
+/// delimiter and any retry around one page.
+pub fn pages<'a, F, Fut>(
+    start_after: Option<&'a str>,
+    fetch: F,
+) -> BoxStream<'a, Result<ListPage, StoreError>>
+where
+    F: FnMut(Option<&'a str>, Option<String>) -> Fut + Send + 'a,
+    Fut: std::future::Future<Output = Result<ListPage, StoreError>> + Send + 'a,
+{
     enum Next {
         First,
         Token(String),
         Done,
     }
-    stream::unfold(Next::First, move |next| async move {
+    stream::unfold((Next::First, fetch), move |(next, mut fetch)| async move {
         let (after, token) = match next {
             Next::Done => return None,
             Next::First => (start_after, None),
             Next::Token(t) => (None, Some(t)),
         };
-        match store.list_page(prefix, false, after, token).await {
+        match fetch(after, token).await {
             Ok(page) => {
-                let next = page.next.map_or(Next::Done, Next::Token);
-                Some((Ok(page.objects), next))
+                let next = page.next.clone().map_or(Next::Done, Next::Token);
+                Some((Ok(page), (next, fetch)))
             }
-            Err(e) => Some((Err(e), Next::Done)),
+            Err(e) => Some((Err(e), (Next::Done, fetch))),
         }
     })
-    .map_ok(|objects| stream::iter(objects.into_iter().map(Ok)))
-    .try_flatten()
     .boxed()
 }
 
