@@ -171,22 +171,41 @@ pub fn validate_key(key: &ObjectKey) -> Result<(), StoreError> {
     let k = key.as_str();
     let why = if k.is_empty() {
         Some("it is empty")
-    } else if k.starts_with('/') {
+    } else {
+        path_problem(k, "it has an empty segment ('//' or a trailing '/')", false)
+    };
+    refuse(why, |why| {
+        format!(
+            "refusing key {k:?}: {why}, which Mastodon never writes (it could address another object or leave the storage root); the row is left as it is"
+        )
+    })
+}
+
+/// What [`validate_key`] and [`validate_prefix`] both refuse in `path`: a leading `/`, an
+/// empty segment (the last one too unless `last_may_be_empty`; `empty` is the reason
+/// given), a `.` or `..` segment. `None` when none of these.
+fn path_problem(path: &str, empty: &'static str, last_may_be_empty: bool) -> Option<&'static str> {
+    let segments: Vec<&str> = path.split('/').collect();
+    // The last piece is what follows the last '/': empty for a path ending with '/'.
+    let (last, complete) = segments.split_last().expect("split yields one piece");
+    if path.starts_with('/') {
         Some("it starts with '/'")
-    } else if k.split('/').any(str::is_empty) {
-        Some("it has an empty segment ('//' or a trailing '/')")
-    } else if k.split('/').any(|s| s == "." || s == "..") {
+    } else if complete.iter().any(|s| s.is_empty()) || (!last_may_be_empty && last.is_empty()) {
+        Some(empty)
+    } else if segments.iter().any(|s| *s == "." || *s == "..") {
         Some("it has a '.' or '..' segment")
     } else {
         None
-    };
+    }
+}
+
+/// `Ok` when there is no reason, else the `InvalidKey` error with `message(why)`.
+fn refuse(why: Option<&str>, message: impl FnOnce(&str) -> String) -> Result<(), StoreError> {
     match why {
         None => Ok(()),
         Some(why) => Err(StoreError::Other {
             code: INVALID_KEY.into(),
-            message: format!(
-                "refusing key {k:?}: {why}, which Mastodon never writes (it could address another object or leave the storage root); the row is left as it is"
-            ),
+            message: message(why),
         }),
     }
 }
@@ -197,31 +216,12 @@ pub fn validate_key(key: &ObjectKey) -> Result<(), StoreError> {
 /// --delete` consider) files outside the storage root; on S3 it names nothing Mastodon
 /// writes. Errors: `StoreError::Other` with code `InvalidKey` and the reason.
 pub fn validate_prefix(prefix: &str) -> Result<(), StoreError> {
-    let segments: Vec<&str> = prefix.split('/').collect();
-    // The last piece is what follows the last '/': empty for a prefix ending with '/'.
-    let (last, complete) = segments.split_last().expect("split yields one piece");
-    let why = if prefix.starts_with('/') {
-        Some("it starts with '/'")
-    } else if complete.iter().any(|s| s.is_empty()) {
-        Some("it has an empty segment ('//')")
-    } else if complete
-        .iter()
-        .chain(std::iter::once(last))
-        .any(|s| *s == "." || *s == "..")
-    {
-        Some("it has a '.' or '..' segment")
-    } else {
-        None
-    };
-    match why {
-        None => Ok(()),
-        Some(why) => Err(StoreError::Other {
-            code: INVALID_KEY.into(),
-            message: format!(
-                "refusing prefix {prefix:?}: {why}; give a prefix relative to the bucket or storage root (and S3_KEY_PREFIX), such as cache/ or media_attachments/files/"
-            ),
-        }),
-    }
+    let why = path_problem(prefix, "it has an empty segment ('//')", true);
+    refuse(why, |why| {
+        format!(
+            "refusing prefix {prefix:?}: {why}; give a prefix relative to the bucket or storage root (and S3_KEY_PREFIX), such as cache/ or media_attachments/files/"
+        )
+    })
 }
 
 /// The [`StoreError::code`] of a key refused by [`validate_key`] (or by the filesystem
