@@ -1,7 +1,8 @@
 //! Issue 12, the scenarios `tests/it/chaos.rs` and `tests/it/chaos_fs.rs` left open:
 //! SIGKILL at seeded moments during `migrate --verify` and `migrate --repair` (S3),
 //! during `reconcile --apply` on S3 and on the filesystem (one driver for both), and a
-//! real PostgreSQL restart (`tests/it/support/pgcluster.rs`) during an S3 prune. Every kill uses the one kill-loop driver
+//! real PostgreSQL restart (`tests/it/support/pgcluster.rs`) during an S3 prune and during
+//! `migrate --database`. Every kill uses the one kill-loop driver
 //! (`support::invariants::run_and_kill_when`) and is followed by the invariants, a clean
 //! re-run and the invariants with everything done.
 //!
@@ -21,14 +22,14 @@ use crate::chaos::{
     seed_prune_world,
 };
 use crate::chaos_fs::wait_bounded;
-use crate::migrate::{CACHE_CONTROL, GIF, JPEG, PNG, acl, bytes, get};
+use crate::migrate::{CACHE_CONTROL, GIF, JPEG, PNG, acl, bytes, get, write_file};
 use crate::support::backend::Backend;
 use crate::support::invariants::{
     Ending, Rng, Snapshot, check_prune, command, iterations, rerun, rows_json, run_and_kill,
     run_and_kill_when, seeds, snapshot,
 };
 use crate::support::pgcluster::PgCluster;
-use crate::support::seed::{Media, insert_media};
+use crate::support::seed::{Media, insert_account, insert_media};
 use crate::support::{
     Mastodon, TestBucket, TestDb, fs_env_file, partition18, s3_env_file, temp_dir,
 };
@@ -908,6 +909,152 @@ async fn prune_postgres_restarted_mid_run() {
     fig.print("prune Postgres restarted (S3)", &seeds, "rows cleared");
     for e in &endings {
         eprintln!("chaos prune Postgres restarted (S3): {e}");
+    }
+    db.drop_db().await;
+    drop(cluster);
+}
+
+/// "Postgres restarted" during `migrate --database`: 120 local media files whose rows
+/// exist, a sixth of them of a suspended account (their copies must stay private). The
+/// cluster restarts after the k-th upload: the run stops with a clear error or finishes;
+/// every object present is byte-identical and none of a suspended account is public; the
+/// re-run (exit 0) leaves every file in the bucket, byte-identical, with its Content-Type,
+/// Mastodon's Cache-Control, and public-read exactly when its account is in good standing.
+#[tokio::test]
+async fn migrate_database_postgres_restarted_mid_run() {
+    let cluster = PgCluster::start();
+    let db = TestDb::new_at(&cluster.admin_url(), Mastodon::V4_6, "Asia/Kolkata").await;
+    insert_account(&db, 11, None, None, None, Some(1), 1.0, 1.0).await;
+    insert_account(&db, 12, None, None, None, Some(1), 1.0, 1.0).await;
+    sqlx::query("UPDATE accounts SET suspended_at = now() WHERE id = 12")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let seeds = seeds(22_500, iterations(KILLS).div_ceil(10));
+    let mut fig = Figures::default();
+    let mut endings = Vec::new();
+    for (iter, &seed) in seeds.iter().enumerate() {
+        let mut rng = Rng::new(seed);
+        let root = temp_dir("chaos-src");
+        let mut tree = BTreeMap::new();
+        let mut hidden = BTreeSet::new();
+        for i in 0..120 {
+            let id = BASE_ID + 500_000 + iter as i64 * STRIDE + i;
+            let (ext, magic, ct): (&str, &[u8], &'static str) = match rng.range(0, 2) {
+                0 => ("png", PNG, "image/png"),
+                1 => ("jpeg", JPEG, "image/jpeg"),
+                _ => ("gif", GIF, "image/gif"),
+            };
+            let name = format!("{:016x}.{ext}", rng.next());
+            let suspended = i % 6 == 5;
+            let mut m = Media::local(id, &name, 10.0);
+            m.account_id = Some(if suspended { 12 } else { 11 });
+            m.content_type = Some(ct.to_owned());
+            insert_media(&db, &m).await;
+            let key = format!(
+                "media_attachments/files/{}/original/{name}",
+                partition18(id)
+            );
+            let body = bytes(
+                magic,
+                &format!("{key}{}", rng.next()),
+                rng.range(20, 3000) as usize,
+            );
+            write_file(&root, &key, &body);
+            if suspended {
+                hidden.insert(key.clone());
+            }
+            tree.insert(key, (body, ct));
+        }
+        sqlx::query("CHECKPOINT")
+            .execute(&db.pool)
+            .await
+            .expect("checkpoint the seeded world");
+        let (bucket, foreign) = migrate_bucket(&mut rng).await;
+        let env = s3_env_file(&db, &bucket.name, &[]);
+        let journal = crate::migrate::journal();
+        let mode = if iter % 3 == 1 { "immediate" } else { "fast" };
+        let what = format!(
+            "migrate --database Postgres restart -m {mode} seed {seed} (replay: MASTOMEDIA_CHAOS_SEED={seed})"
+        );
+        bucket.reset_stats();
+        let child = migrate_cmd(
+            &env,
+            &root,
+            &journal,
+            &["--database", "--rate", "40", "--concurrency", "2"],
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+        let after = rng.range(5, 60);
+        let started = Instant::now();
+        while bucket.stats()["ops"]["PutObject"].as_u64().unwrap_or(0) < after {
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "{what}: uploads did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        endings.push(restart_and_wait(&cluster, child, &what, mode));
+        fig.kills += 1;
+        let check_hidden = |stage: &str| {
+            let what = format!("{what}, {stage}");
+            let bucket = &bucket;
+            let hidden = &hidden;
+            async move {
+                let now = snapshot(bucket).await;
+                for k in hidden.iter().filter(|k| now.contains_key(*k)) {
+                    assert!(
+                        !acl(bucket, k).await,
+                        "{what}: {k} of a suspended account is public"
+                    );
+                }
+            }
+        };
+        let present = check_migrate(
+            &format!("{what}, after the restart"),
+            &bucket,
+            &tree,
+            &foreign,
+            false,
+        )
+        .await;
+        if present < tree.len() {
+            fig.partial += 1;
+        }
+        check_hidden("after the restart").await;
+        let (code, out, err) = rerun(|| migrate_cmd(&env, &root, &journal, &["--database"]));
+        fig.reruns += 1;
+        assert_eq!(code, 0, "{what}: re-run\n{out}\n{err}");
+        let now = snapshot(&bucket).await;
+        crate::support::invariants::assert_survive(&what, &foreign, &now);
+        for (k, (body, ct)) in &tree {
+            let o = get(&bucket, k).await;
+            assert!(o.body == *body, "{what}: {k}: bytes differ");
+            assert_eq!(
+                o.content_type.as_deref(),
+                Some(*ct),
+                "{what}: {k}: Content-Type"
+            );
+            assert_eq!(
+                o.cache_control.as_deref(),
+                Some(CACHE_CONTROL),
+                "{what}: {k}: Cache-Control"
+            );
+            assert_eq!(
+                acl(&bucket, k).await,
+                !hidden.contains(k),
+                "{what}: {k}: public-read exactly when its account is in good standing"
+            );
+        }
+        fig.completed += tree.len();
+        fig.checks += tree.len() + foreign.len();
+    }
+    fig.print("migrate --database Postgres restarted", &seeds, "objects");
+    for e in &endings {
+        eprintln!("chaos migrate --database Postgres restarted: {e}");
     }
     db.drop_db().await;
     drop(cluster);
