@@ -85,7 +85,9 @@ pub struct Args {
 
     /// Also read Mastodon's database (DATABASE_URL or DB_* of the env file): a copy keeps
     /// media of suspended accounts and moderated posts private (and makes a private source
-    /// object public only when its row is in good standing); --verify owes no file whose
+    /// object public only when its row is in good standing; a file whose standing the
+    /// database cannot tell, down mid-run, is not copied but listed, exit 1, and the next
+    /// run copies it); --verify owes no file whose
     /// row is gone, and fails on files a row still names but the bucket lacks;
     /// --reupload-missing then puts back only those.
     #[arg(long, conflicts_with = "repair")]

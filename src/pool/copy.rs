@@ -20,7 +20,7 @@ use crate::inventory::standing::{still_named, vouched_standing};
 use crate::journal::migrate::{FileRecord, FileState};
 use crate::journal::{AnyJournal, Journal, JournalError, RunCounts, RunTally};
 use crate::mastodon::{Db, DbError};
-use crate::model::{KeyPrefix, Standing};
+use crate::model::KeyPrefix;
 use crate::plan::headers::{CACHE_CONTROL, content_type};
 use crate::plan::migrate::{
     Diff, Journalled, SourceFacts, UploadAcl, deleted_at_source, diff, empty_journal_sample,
@@ -403,7 +403,8 @@ fn fatal_message(e: &StoreError) -> String {
 
 /// The ACL for `f` (`plan::migrate::upload_acl`): the source's privacy, narrowed (and, for
 /// a private source, widened) by the database's standing of the row when `--database` is
-/// given. Errors: the source object vanished.
+/// given. Errors: the source object vanished; the database could not answer
+/// (`DatabaseUnavailable`, a per-file failure: the file is not copied).
 async fn acl(job: &Migration<'_>, f: &SourceFile) -> Result<UploadAcl, StoreError> {
     let (public, acl_unreadable) = if job.permission.is_some() {
         job.source.is_public(f).await?
@@ -413,11 +414,20 @@ async fn acl(job: &Migration<'_>, f: &SourceFile) -> Result<UploadAcl, StoreErro
     };
     let parsed = parse_key(&f.key, &KeyPrefix::default()).ok();
     let standing = match (job.db, &parsed) {
+        // The database cannot answer (a restart, a failover): the file is not copied now.
+        // Copying it private instead would journal it as done, and no later run would
+        // publish it (the journal holds the source's privacy, not the database's
+        // answer): found by `chaos_more::migrate_database_postgres_restarted_mid_run`.
+        // As a per-file failure it is listed, not journalled, and the re-run copies it.
         (Some(db), Some(p)) if job.permission.is_some() => {
-            Some(vouched_standing(db, &f.key, p).await.unwrap_or_else(|e| {
-                tracing::warn!("{}: {e}; copied private", f.key);
-                Standing::Hidden
-            }))
+            Some(vouched_standing(db, &f.key, p).await.map_err(|e| {
+                StoreError::Other {
+                    code: "DatabaseUnavailable".to_owned(),
+                    message: format!(
+                        "the database could not tell whether this file may be public ({e}); not copied, run migrate again"
+                    ),
+                }
+            })?)
         }
         _ => None,
     };

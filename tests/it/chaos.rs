@@ -168,7 +168,7 @@ pub(super) async fn protect(
     rows.extend(rows_json(db, "media_attachments", &w.protected_rows).await);
 }
 
-fn prune_cmd(env: &Path, extra: &[&str]) -> Command {
+pub(super) fn prune_cmd(env: &Path, extra: &[&str]) -> Command {
     let mut args = vec!["--env-file", s(env), "prune", "--json"];
     args.extend_from_slice(extra);
     command(&args, &[])
@@ -618,7 +618,11 @@ async fn prune_survives_resets_and_stalls() {
 // ------------------------------------------------------------------------ migrate
 
 /// A source tree: `n` files of three types (Content-Type from the extension) and sizes.
-fn migrate_tree(root: &Path, rng: &mut Rng, n: usize) -> BTreeMap<String, (Vec<u8>, &'static str)> {
+pub(super) fn migrate_tree(
+    root: &Path,
+    rng: &mut Rng,
+    n: usize,
+) -> BTreeMap<String, (Vec<u8>, &'static str)> {
     let mut out = BTreeMap::new();
     for i in 0..n {
         let (ext, magic, ct): (&str, &[u8], &'static str) = match rng.range(0, 2) {
@@ -644,11 +648,11 @@ fn migrate_tree(root: &Path, rng: &mut Rng, n: usize) -> BTreeMap<String, (Vec<u
 }
 
 /// An env file for migrate into `bucket` (the database is never contacted).
-fn migrate_env(bucket: &str) -> PathBuf {
+pub(super) fn migrate_env(bucket: &str) -> PathBuf {
     crate::migrate::env_file(bucket, &[])
 }
 
-fn migrate_cmd(env: &Path, root: &Path, journal: &Path, extra: &[&str]) -> Command {
+pub(super) fn migrate_cmd(env: &Path, root: &Path, journal: &Path, extra: &[&str]) -> Command {
     let mut args = vec![
         "--env-file",
         s(env),
@@ -667,7 +671,7 @@ fn migrate_cmd(env: &Path, root: &Path, journal: &Path, extra: &[&str]) -> Comma
 /// byte-identical to its file (size and MD5 ETag), the foreign objects survive, and
 /// nothing else appeared. With `complete`, every file is there, byte-identical, with its
 /// Content-Type, Mastodon's Cache-Control and public-read.
-async fn check_migrate(
+pub(super) async fn check_migrate(
     what: &str,
     bucket: &TestBucket,
     tree: &BTreeMap<String, (Vec<u8>, &'static str)>,
@@ -769,7 +773,7 @@ fn md5_of(data: &[u8]) -> u128 {
 }
 
 /// A fresh bucket holding one foreign object migrate must leave alone.
-async fn migrate_bucket(rng: &mut Rng) -> (TestBucket, Snapshot) {
+pub(super) async fn migrate_bucket(rng: &mut Rng) -> (TestBucket, Snapshot) {
     let bucket = TestBucket::new().await;
     let k = format!("unrelated/{:x}.txt", rng.next());
     bucket.put(&k, format!("foreign {k}").as_bytes()).await;

@@ -21,7 +21,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::support::invariants::{
-    Ending, Rng, Selected, Tally, command, iterations, rerun, rows_json, seeds,
+    Ending, Rng, Selected, Tally, command, iterations, rerun, rows_json, run_and_kill_when, seeds,
 };
 use crate::support::seed::{Media, insert_emoji, insert_media};
 use crate::support::{Mastodon, TestDb, fs_env_file, partition18, temp_dir};
@@ -179,7 +179,7 @@ fn assert_survive(what: &str, protected: &Files, now: &Files) -> usize {
 }
 
 /// Waits for `child` at most `limit`; kills it and fails when it hangs.
-fn wait_bounded(mut child: Child, what: &str, limit: Duration) -> std::process::Output {
+pub(super) fn wait_bounded(mut child: Child, what: &str, limit: Duration) -> std::process::Output {
     let started = Instant::now();
     while child.try_wait().unwrap().is_none() {
         if started.elapsed() > limit {
@@ -196,40 +196,16 @@ fn wait_bounded(mut child: Child, what: &str, limit: Duration) -> std::process::
 }
 
 /// Spawns `cmd` (output discarded) and SIGKILLs it once `progress()` reaches `after`
-/// (files the run removed) plus `extra_ms`, or lets it finish if it ends first.
-fn run_and_kill(
-    mut cmd: Command,
-    progress: impl Fn() -> usize,
-    after: usize,
-    extra_ms: u64,
-) -> Ending {
-    let mut child = cmd
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn mastomedia");
-    let started = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().expect("poll the run") {
-            return Ending::Finished(status.code().unwrap_or(-1));
-        }
-        let seen = progress();
-        if seen >= after {
-            std::thread::sleep(Duration::from_millis(extra_ms));
-            let _ = child.kill();
-            let status = child.wait().expect("wait for the killed run");
-            if status.code().is_some() {
-                return Ending::Finished(status.code().unwrap_or(-1));
-            }
-            return Ending::Killed(seen as u64);
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "the run neither finished nor removed {after} files in 120 s"
-        );
-        std::thread::sleep(Duration::from_millis(2));
-    }
+/// (files the run removed) plus `extra_ms`, or lets it finish if it ends first
+/// (`support::invariants::run_and_kill_when`, polled every 2 ms).
+fn run_and_kill(cmd: Command, progress: impl Fn() -> usize, after: usize, extra_ms: u64) -> Ending {
+    run_and_kill_when(
+        cmd,
+        || progress() as u64,
+        after as u64,
+        extra_ms,
+        Duration::from_millis(2),
+    )
 }
 
 // ------------------------------------------------------------------------ prune world

@@ -12,6 +12,7 @@ mod cert_install;
 mod cert_tokenless;
 mod chaos;
 mod chaos_fs;
+mod chaos_more;
 mod closed_stdout;
 mod config_cmd;
 mod docs_cli;

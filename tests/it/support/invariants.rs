@@ -246,10 +246,32 @@ pub enum Ending {
 /// `after_requests` requests for `bucket` plus `extra_ms` milliseconds, or lets it finish
 /// if it ends first. The caller resets the bucket's stats before.
 pub fn run_and_kill(
-    mut cmd: Command,
+    cmd: Command,
     bucket: &TestBucket,
     after_requests: u64,
     extra_ms: u64,
+) -> Ending {
+    run_and_kill_when(
+        cmd,
+        || bucket.stats()["total"].as_u64().unwrap_or(0),
+        after_requests,
+        extra_ms,
+        Duration::from_millis(10),
+    )
+}
+
+/// The kill-loop driver of every SIGKILL scenario (`tests/it/chaos.rs`,
+/// `tests/it/chaos_fs.rs`, `tests/it/chaos_more.rs`): spawns `cmd` (stdout and stderr
+/// discarded), polls `progress()` every `poll` (requests the proxy saw, files gone, rows
+/// cleared: whatever the scenario counts) and SIGKILLs the run once it reaches `after`,
+/// plus `extra_ms` milliseconds; a run that ends first is [`Ending::Finished`]. Fails
+/// the test when the run neither ends nor gets there in 120 s.
+pub fn run_and_kill_when(
+    mut cmd: Command,
+    mut progress: impl FnMut() -> u64,
+    after: u64,
+    extra_ms: u64,
+    poll: Duration,
 ) -> Ending {
     let mut child: Child = cmd
         .stdin(Stdio::null())
@@ -262,8 +284,8 @@ pub fn run_and_kill(
         if let Some(status) = child.try_wait().expect("poll the run") {
             return Ending::Finished(status.code().unwrap_or(-1));
         }
-        let seen = bucket.stats()["total"].as_u64().unwrap_or(0);
-        if seen >= after_requests {
+        let seen = progress();
+        if seen >= after {
             std::thread::sleep(Duration::from_millis(extra_ms));
             let _ = child.kill();
             let status = child.wait().expect("wait for the killed run");
@@ -275,9 +297,9 @@ pub fn run_and_kill(
         }
         assert!(
             started.elapsed() < Duration::from_secs(120),
-            "the run neither finished nor reached {after_requests} requests in 120 s"
+            "the run neither finished nor reached {after} in 120 s"
         );
-        std::thread::sleep(Duration::from_millis(10));
+        std::thread::sleep(poll);
     }
 }
 
