@@ -6,7 +6,9 @@ use std::path::PathBuf;
 /// Arguments of `migrate`.
 ///
 /// Copies public/system (or another provider's bucket) into the bucket of the env file,
-/// with the ACL, Content-Type and Cache-Control Mastodon itself would have written.
+/// with the ACL, Content-Type and Cache-Control Mastodon itself would have written. When
+/// the env file keeps media on the local disk (S3_ENABLED not true), --from-env copies the
+/// old bucket into that folder instead (leaving a provider).
 /// Resumable: a journal records every file copied, so a re-run (after a crash, or as the
 /// catch-up pass before switching Mastodon over) uploads only what is new or changed.
 ///
@@ -18,6 +20,8 @@ use std::path::PathBuf;
 ///
 ///   mastomedia migrate --from-env /home/mastodon/old.env.production --rate 100
 ///
+///   mastomedia --env-file .env.disk migrate --from-env old.env.production --verify
+///
 ///   mastomedia migrate --verify --database
 ///
 ///   mastomedia migrate --repair --dry-run
@@ -25,6 +29,7 @@ use std::path::PathBuf;
 #[command(verbatim_doc_comment)]
 pub struct Args {
     /// Source folder (default: PAPERCLIP_ROOT_PATH, else public/system beside the env file).
+    /// Not with a disk target (use cp -a or rsync -a).
     #[arg(long, value_name = "DIR", conflicts_with = "from_env")]
     pub from: Option<PathBuf>,
 

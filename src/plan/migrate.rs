@@ -455,10 +455,45 @@ pub fn remove_command(endpoint: Option<&str>, bucket: &str, key_prefix: Option<&
     format!("aws{endpoint} s3 rm 's3://{bucket}/{prefix}{{}}'")
 }
 
+/// The journal's name of a folder on the local disk as a migrate target: `file://` and
+/// its path, never equal to a bucket's [`target_id`] (whose endpoint is `aws` or an
+/// `http(s)://` URL).
+pub fn disk_target_id(root: &std::path::Path) -> String {
+    format!("file://{}", root.display())
+}
+
+/// The shell command that deletes one file of a disk target, `{}` standing for the key
+/// (as [`remove_command`] for a bucket).
+pub fn remove_file_command(root: &std::path::Path) -> String {
+    format!("rm -- '{}/{{}}'", root.display())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use FileState::*;
+
+    #[test]
+    fn a_disk_target_is_never_named_like_a_bucket() {
+        let root = std::path::Path::new("/home/mastodon/live/public/system");
+        let id = disk_target_id(root);
+        assert_eq!(id, "file:///home/mastodon/live/public/system");
+        for endpoint in [
+            None,
+            Some("https://s3.example.com"),
+            Some("http://127.0.0.1:9000"),
+        ] {
+            assert_ne!(id, target_id(endpoint, "system", None));
+            assert_ne!(
+                id,
+                target_id(endpoint, "home", Some("mastodon/live/public/system"))
+            );
+        }
+        assert_eq!(
+            remove_file_command(root).replace("{}", "cache/a.png"),
+            "rm -- '/home/mastodon/live/public/system/cache/a.png'"
+        );
+    }
 
     fn rec(size: u64, version: &str, state: FileState, private: Option<bool>) -> Journalled<'_> {
         Journalled {

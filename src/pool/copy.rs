@@ -29,8 +29,7 @@ use crate::plan::migrate::{
 use crate::plan::parse::parse_key;
 use crate::report::migrate::MigrateReport;
 use crate::report::{MAX_LISTED_FAILURES, Progress, ProgressMode};
-use crate::store::StoreError;
-use crate::store::s3::{Body, ObjectHeaders, S3Store};
+use crate::store::{Body, Existing, ObjectHeaders, Store, StoreError};
 
 /// Journal writes are grouped in transactions of this many files...
 pub(super) const JOURNAL_BATCH: usize = 200;
@@ -98,11 +97,14 @@ pub struct CopyOptions {
 
 /// One migration: where from, where to, and its journal.
 pub struct Migration<'a> {
-    /// The target bucket.
-    pub target: &'a S3Store,
-    /// The target's `S3_KEY_PREFIX`.
+    /// The target: a bucket, or a folder on the local disk (bucket → disk, for admins
+    /// leaving a provider).
+    pub target: &'a dyn Store,
+    /// The target's `S3_KEY_PREFIX` (none on the local disk).
     pub key_prefix: &'a KeyPrefix,
-    /// The target's `S3_PERMISSION` (`None`: set but empty, no ACL is sent).
+    /// The target's `S3_PERMISSION` (`None`: set but empty, no ACL is sent). A disk
+    /// target passes `public-read`: the decision then says which files are private
+    /// (written 0600, `store::Store::upload`).
     pub permission: Option<&'a str>,
     /// The source.
     pub source: &'a Source,
@@ -253,7 +255,14 @@ pub async fn copy_all(
     if todo.iter().any(|f| f.size > opts.threshold) {
         abort_stale_uploads(job, &todo, cancel, report).await?;
     }
-    upload_all(job, todo, cancel, mode, report).await
+    // What the journal says this migration wrote may be replaced at the target; anything
+    // else already there is kept (`store::Existing::Keep`).
+    let ours: HashSet<&str> = todo
+        .iter()
+        .map(|f| f.key.as_str())
+        .filter(|k| known.contains_key(*k))
+        .collect();
+    upload_all(job, todo, &ours, cancel, mode, report).await
 }
 
 /// Uploads `todo` on the pipeline engine ([`engine::run`]): the files are the producer's
@@ -265,6 +274,7 @@ pub async fn copy_all(
 async fn upload_all<'f>(
     job: &Migration<'_>,
     todo: Vec<&'f SourceFile>,
+    ours: &HashSet<&str>,
     cancel: &CancellationToken,
     mode: ProgressMode,
     report: &mut MigrateReport,
@@ -300,7 +310,12 @@ async fn upload_all<'f>(
         cancel,
         producer,
         |f: &SourceFile, ctl: Control| async move {
-            let result = upload(job, f).await;
+            let existing = if ours.contains(f.key.as_str()) {
+                Existing::Replace
+            } else {
+                Existing::Keep
+            };
+            let result = upload(job, f, existing).await;
             if let Err(e) = &result
                 && stops_the_run(e)
             {
@@ -441,8 +456,13 @@ async fn acl(job: &Migration<'_>, f: &SourceFile) -> Result<UploadAcl, StoreErro
     ))
 }
 
-/// Uploads one file with Mastodon's headers through the gate.
-async fn upload(job: &Migration<'_>, f: &SourceFile) -> Result<UploadAcl, StoreError> {
+/// Uploads one file with Mastodon's headers through the gate; `existing` says whether an
+/// object already at the target key may be replaced.
+async fn upload(
+    job: &Migration<'_>,
+    f: &SourceFile,
+    existing: Existing,
+) -> Result<UploadAcl, StoreError> {
     let target_key = job.key_prefix.apply(f.key.clone());
     let (body, head) = match (job.source, &f.path, &f.source_key) {
         (Source::Dir(_), Some(path), _) => {
@@ -463,14 +483,15 @@ async fn upload(job: &Migration<'_>, f: &SourceFile) -> Result<UploadAcl, StoreE
     job.gate
         .mutate(
             job.target
-                .upload(target_key.as_str(), body, &headers, job.opts.threshold),
+                .upload(&target_key, body, &headers, existing, job.opts.threshold),
             || Ok(()),
         )
         .await?;
     Ok(uploaded)
 }
 
-/// The keys of `files` that do not exist in the target bucket (one HEAD each, 8 at a time).
+/// The keys of `files` that do not exist in the target (one HEAD, or stat, each, 8 at a
+/// time).
 /// Errors: a HEAD failed (other than "not found").
 async fn missing_in_target(
     job: &Migration<'_>,
@@ -479,7 +500,7 @@ async fn missing_in_target(
     let heads: Vec<Result<Option<String>, StoreError>> = stream::iter(files.iter().copied())
         .map(|f| async move {
             let key = job.key_prefix.apply(f.key.clone());
-            match job.target.head(key.as_str()).await {
+            match job.target.head(&key).await {
                 Ok(None) => Ok(Some(f.key.clone())),
                 Ok(Some(_)) => Ok(None),
                 Err(e) => Err(e),
@@ -501,14 +522,18 @@ async fn missing_in_target(
 /// multipart threshold, started before this run (a killed run's leftovers, billed as stored
 /// parts until aborted; `plan::migrate::is_stale_upload`): one `ListMultipartUploads`
 /// listing below the target's key prefix, then one `AbortMultipartUpload` each, through the
-/// dry-run gate. Uploads of other keys are never touched. Errors: the listing failed with a
-/// fatal error (a provider without the API only gets a warning).
+/// dry-run gate. Uploads of other keys are never touched. A disk target has no multipart
+/// uploads (its killed writes' temporary files are removed by `Store::upload`). Errors:
+/// the listing failed with a fatal error (a provider without the API only gets a warning).
 async fn abort_stale_uploads(
     job: &Migration<'_>,
     todo: &[&SourceFile],
     cancel: &CancellationToken,
     report: &mut MigrateReport,
 ) -> Result<(), MigrateError> {
+    let Some(target) = job.target.as_s3ext() else {
+        return Ok(());
+    };
     let started = chrono::Utc::now();
     let prefix = job
         .key_prefix
@@ -526,7 +551,7 @@ async fn abort_stale_uploads(
         if cancel.is_cancelled() {
             return Ok(());
         }
-        let page = match job.target.list_uploads_page(&prefix, marker).await {
+        let page = match target.list_uploads_page(&prefix, marker).await {
             Ok(p) => p,
             Err(e) if e.is_fatal() => return Err(MigrateError::ListUploads(e)),
             Err(e) => {
@@ -547,10 +572,7 @@ async fn abort_stale_uploads(
     for u in stale {
         let done = job
             .gate
-            .mutate(
-                job.target.abort_stale_upload(u.key.as_str(), &u.upload_id),
-                || Ok(()),
-            )
+            .mutate(target.abort_upload(u.key.as_str(), &u.upload_id), || Ok(()))
             .await;
         match done {
             Ok(()) => report.stale_uploads_aborted += 1,

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::copy::{JOURNAL_BATCH, JOURNAL_INTERVAL, MigrateError, Migration, journalled};
 use super::engine::{self, AfterFatal, Commit, EngineOptions, Failed, FlushPolicy, Intake};
-use crate::inventory::source::{SourceFile, md5_file};
+use crate::inventory::source::{Source, SourceFile, md5_file};
 use crate::inventory::standing::still_named;
 use crate::journal::Journal;
 use crate::journal::migrate::{FileRecord, FileState};
@@ -114,31 +114,53 @@ pub async fn verify(
 }
 
 /// Compares one journalled object with the target: `Ok` when it matches, else the failure
-/// code and message (`Missing` when it is not there).
+/// code and message (`Missing` when it is not there). Size always; the MD5 where one is
+/// known on both sides: a bucket target's ETag against the local source file, or a disk
+/// target's file against the source bucket's ETag (one source HEAD, then the file read).
 async fn check(job: &Migration<'_>, rec: &FileRecord) -> Result<(), (String, String)> {
     let path = job.source.local_path(&rec.key);
     let key = job.key_prefix.apply(rec.key.clone());
-    match job.target.head(key.as_str()).await {
-        Err(e) => Err(("HeadFailed".to_owned(), e.to_string())),
-        Ok(head) => {
-            let check = check_head(
-                head.as_ref().map(|h| (h.size, h.etag.as_deref())),
-                rec.size,
-                path.is_some(),
-            );
-            let local = match (&check, &path) {
-                // The file is gone or unreadable now: the size check stands.
-                (HeadCheck::CompareMd5(_), Some(p)) => md5_file(p).await.ok(),
-                _ => None,
-            };
-            match check_failure(&check, local.as_deref()) {
-                Some(failure) => Err(failure),
-                None if check == HeadCheck::Missing => {
-                    Err(("Missing".to_owned(), "not in the bucket".to_owned()))
+    let head = match job.target.head(&key).await {
+        Err(e) => return Err(("HeadFailed".to_owned(), e.to_string())),
+        Ok(head) => head,
+    };
+    // The MD5 the target must have, and whether there is a side to compute it on.
+    let (etag, compare) = match (&head, &job.source) {
+        (Some(h), _) if h.etag.is_some() => (h.etag.clone(), path.is_some()),
+        (Some(h), Source::Bucket(src, prefix)) if h.size == rec.size => {
+            let src_key = prefix.apply(rec.key.clone());
+            match src.head(src_key.as_str()).await {
+                Ok(Some(s)) => (s.etag, true),
+                // Gone at the source, or unreachable: the size check stands.
+                Ok(None) => (None, false),
+                Err(e) => {
+                    tracing::debug!("{}: source HEAD failed ({e}); size checked only", rec.key);
+                    (None, false)
                 }
-                None => Ok(()),
             }
         }
+        _ => (None, false),
+    };
+    let check = check_head(
+        head.as_ref().map(|h| (h.size, etag.as_deref())),
+        rec.size,
+        compare,
+    );
+    let other_md5 = match (&check, &path) {
+        // The file is gone or unreadable now: the size check stands.
+        (HeadCheck::CompareMd5(_), Some(p)) => md5_file(p).await.ok(),
+        (HeadCheck::CompareMd5(_), None) => match job.target.md5(&key).await {
+            Ok(m) => m,
+            Err(e) => return Err(("ReadFailed".to_owned(), e.to_string())),
+        },
+        _ => None,
+    };
+    match check_failure(&check, other_md5.as_deref()) {
+        Some(failure) => Err(failure),
+        None if check == HeadCheck::Missing => {
+            Err(("Missing".to_owned(), "not in the target".to_owned()))
+        }
+        None => Ok(()),
     }
 }
 

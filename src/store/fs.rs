@@ -23,8 +23,8 @@ use futures::future::BoxFuture;
 use futures::stream::{self, StreamExt};
 
 use super::{
-    DeleteOutcome, HeadMeta, INVALID_KEY, Limiter, ListPage, ObjectHeaders, ObjectMeta, Store,
-    StoreError, validate_key,
+    Body, DeleteOutcome, Existing, HeadMeta, INVALID_KEY, Limiter, ListPage, ObjectHeaders,
+    ObjectMeta, Store, StoreError, TARGET_DIFFERS, validate_key,
 };
 use crate::model::ObjectKey;
 
@@ -39,6 +39,11 @@ impl FsStore {
     /// `root` must be the normalised `PAPERCLIP_ROOT_PATH` (symlinks resolved).
     pub fn new(root: PathBuf, limiter: Limiter) -> Self {
         Self { root, limiter }
+    }
+
+    /// The root folder (normalised, symlinks resolved).
+    pub fn root(&self) -> &Path {
+        &self.root
     }
 
     /// The lexical path of `key` below the root. Errors: `InvalidKey` for a key
@@ -211,7 +216,7 @@ fn write_target(root: &Path, key: &ObjectKey) -> Result<(PathBuf, std::ffi::OsSt
             Err(e) => return Err(io_error(a, &e)),
         }
     }
-    std::fs::create_dir_all(parent).map_err(|e| io_error(parent, &e))?;
+    create_folders(parent)?;
     let dir = std::fs::canonicalize(parent).map_err(|e| io_error(parent, &e))?;
     if !dir.starts_with(root) {
         return Err(outside(key, &dir));
@@ -230,8 +235,244 @@ fn write_target(root: &Path, key: &ObjectKey) -> Result<(PathBuf, std::ffi::OsSt
     }
 }
 
+/// Creates `dir` and the folders above it that are missing, each 0755 whatever the umask
+/// (as Paperclip leaves them: the web server must be able to enter them). Errors: I/O.
+fn create_folders(dir: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let mut missing = Vec::new();
+    let mut up = Some(dir);
+    while let Some(d) = up {
+        match std::fs::symlink_metadata(d) {
+            Ok(_) => break,
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                missing.push(d);
+                up = d.parent();
+            }
+            Err(e) => return Err(io_error(d, &e)),
+        }
+    }
+    for d in missing.into_iter().rev() {
+        match std::fs::DirBuilder::new().mode(0o755).create(d) {
+            Ok(()) => std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755))
+                .map_err(|e| io_error(d, &e))?,
+            // Created meanwhile by a concurrent write of a sibling key.
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io_error(d, &e)),
+        }
+    }
+    Ok(())
+}
+
 /// Temporary files of writes in flight get unique names: `.<name>.mastomedia-<pid>-<n>`.
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// The temporary name of a write of `name` in flight in this process.
+fn temp_name(name: &std::ffi::OsStr) -> String {
+    format!(
+        ".{}.mastomedia-{}-{}",
+        name.to_string_lossy(),
+        std::process::id(),
+        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Removes the temporary files of writes of `name` in `dir` that another process left
+/// (a run killed mid-write: `.<name>.mastomedia-<pid>-<n>` with a pid not ours). Only
+/// regular files with exactly that pattern are removed; errors are only logged.
+fn sweep_stale_temps(dir: &Path, name: &std::ffi::OsStr) {
+    let start = format!(".{}.mastomedia-", name.to_string_lossy());
+    let ours = format!("{start}{}-", std::process::id());
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Ok(n) = entry.file_name().into_string() else {
+            continue;
+        };
+        let Some(rest) = n.strip_prefix(&start) else {
+            continue;
+        };
+        let pattern = rest.split_once('-').is_some_and(|(pid, k)| {
+            pid.bytes().all(|b| b.is_ascii_digit()) && k.bytes().all(|b| b.is_ascii_digit())
+        });
+        if !pattern || n.starts_with(&ours) {
+            continue;
+        }
+        if entry.file_type().is_ok_and(|t| t.is_file()) {
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => tracing::info!(
+                    "removed {}, left by a run killed while writing it",
+                    entry.path().display()
+                ),
+                Err(e) => tracing::warn!("cannot remove {}: {e}", entry.path().display()),
+            }
+        }
+    }
+}
+
+/// The mode of a file [`Store::upload`] writes: 0644 as Paperclip writes media (the web
+/// server serves it), 0600 for an object whose ACL is `private` (Mastodon chmods the
+/// files of suspended accounts to 0600; backups and imports are never served).
+fn file_mode(headers: &ObjectHeaders) -> u32 {
+    if headers.acl.as_deref() == Some("private") {
+        0o600
+    } else {
+        0o644
+    }
+}
+
+/// A temporary file of an upload in flight, in the key's folder.
+struct Staged {
+    dir: PathBuf,
+    name: std::ffi::OsString,
+    tmp: PathBuf,
+    file: std::fs::File,
+}
+
+impl Staged {
+    /// Resolves `key`'s folder as [`write_target`] does (created 0755 where missing),
+    /// sweeps the temporary files of a killed run and opens a fresh temporary file.
+    fn create(root: &Path, key: &ObjectKey) -> Result<Self, StoreError> {
+        let (dir, name) = write_target(root, key)?;
+        sweep_stale_temps(&dir, &name);
+        let tmp = dir.join(temp_name(&name));
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(|e| io_error(&tmp, &e))?;
+        Ok(Self {
+            dir,
+            name,
+            tmp,
+            file,
+        })
+    }
+
+    /// Makes the written file the key's: checks that `written` bytes are the `size`
+    /// expected, fsyncs, sets `mode`, then renames it over the key ([`Existing::Replace`])
+    /// or links it to the key's name ([`Existing::Keep`], which fails when the name is
+    /// taken: identical bytes count as written, different ones are refused), and fsyncs
+    /// the folder. The temporary file is gone afterwards, whatever happened.
+    fn finish(
+        self,
+        key: &ObjectKey,
+        written: u64,
+        size: u64,
+        mode: u32,
+        existing: Existing,
+    ) -> Result<(), StoreError> {
+        let tmp = self.tmp.clone();
+        let result = self.place(key, written, size, mode, existing);
+        if result.is_err() || existing == Existing::Keep {
+            // After a rename there is nothing left at `tmp`; after a link it is the
+            // second name of the key's file.
+            let _ = std::fs::remove_file(&tmp);
+        }
+        result
+    }
+
+    fn place(
+        self,
+        key: &ObjectKey,
+        written: u64,
+        size: u64,
+        mode: u32,
+        existing: Existing,
+    ) -> Result<(), StoreError> {
+        use std::os::unix::fs::PermissionsExt;
+        if written != size {
+            return Err(StoreError::Other {
+                code: "SizeChanged".into(),
+                message: format!(
+                    "{}: the source gave {written} bytes, {size} were listed (it changed during the copy); nothing written",
+                    key.as_str()
+                ),
+            });
+        }
+        let io = |e: std::io::Error| io_error(&self.tmp, &e);
+        let mut file = self.file;
+        file.flush().map_err(io)?;
+        file.set_permissions(std::fs::Permissions::from_mode(mode))
+            .map_err(io)?;
+        file.sync_all().map_err(io)?;
+        drop(file);
+        let target = self.dir.join(&self.name);
+        match existing {
+            Existing::Replace => std::fs::rename(&self.tmp, &target).map_err(io)?,
+            Existing::Keep => match std::fs::hard_link(&self.tmp, &target) {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => {
+                    return same_bytes(&target, &self.tmp, key);
+                }
+                // A filesystem without hard links: check, then rename (not atomic).
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        ErrorKind::Unsupported | ErrorKind::PermissionDenied
+                    ) =>
+                {
+                    if std::fs::symlink_metadata(&target).is_ok() {
+                        return same_bytes(&target, &self.tmp, key);
+                    }
+                    std::fs::rename(&self.tmp, &target).map_err(io)?;
+                }
+                Err(e) => return Err(io(e)),
+            },
+        }
+        // The new name survives a crash only once the folder is on disk too.
+        if let Ok(d) = std::fs::File::open(&self.dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    }
+}
+
+/// `Ok` when the file at `target` holds the same bytes as `new`, else the
+/// [`TARGET_DIFFERS`] refusal of [`Existing::Keep`].
+fn same_bytes(target: &Path, new: &Path, key: &ObjectKey) -> Result<(), StoreError> {
+    let differs = || StoreError::Other {
+        code: TARGET_DIFFERS.into(),
+        message: format!(
+            "{} already exists with other bytes, and the journal does not say migrate wrote it: not overwritten (move it away and run again to copy the source's)",
+            target.display()
+        ),
+    };
+    match std::fs::symlink_metadata(target) {
+        Ok(m) if m.is_file() => {}
+        Ok(_) => return Err(differs()),
+        Err(e) => return Err(io_error(target, &e)),
+    }
+    let a = std::fs::read(target).map_err(|e| io_error(target, &e))?;
+    let b = std::fs::read(new).map_err(|e| io_error(new, &e))?;
+    if a == b {
+        tracing::debug!("{}: already there with the same bytes", key.as_str());
+        Ok(())
+    } else {
+        Err(differs())
+    }
+}
+
+/// The MD5 of the file at `path`, 32 lowercase hex digits, read in 256 KiB blocks.
+fn md5_of(path: &Path) -> std::io::Result<String> {
+    use md5::{Digest, Md5};
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = Md5::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
 
 /// Writes `key` atomically: `fill` writes the bytes into a fresh temporary file in the
 /// key's folder, which is then flushed to disk and renamed over the key. The temporary
@@ -242,12 +483,7 @@ fn write_atomic(
     fill: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
 ) -> Result<(), StoreError> {
     let (dir, name) = write_target(root, key)?;
-    let tmp = dir.join(format!(
-        ".{}.mastomedia-{}-{}",
-        name.to_string_lossy(),
-        std::process::id(),
-        TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
+    let tmp = dir.join(temp_name(&name));
     let written = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -374,6 +610,48 @@ fn io_error(path: &Path, e: &std::io::Error) -> StoreError {
     }
 }
 
+/// Streams the object `src_key` of the source bucket `src` into the staged file: the
+/// staged file back, with `(bytes written, size expected)` or the error that stopped it.
+async fn fill_from(
+    staged: Staged,
+    src: &super::s3::S3Store,
+    src_key: &str,
+    size: u64,
+) -> (Staged, Result<(u64, u64), StoreError>) {
+    use futures::TryStreamExt;
+    use tokio::io::AsyncWriteExt;
+    let Staged {
+        dir,
+        name,
+        tmp,
+        file,
+    } = staged;
+    let mut out = tokio::fs::File::from_std(file);
+    let result = async {
+        let mut chunks = src.get_chunks(src_key).await?;
+        let mut written = 0u64;
+        while let Some(chunk) = chunks.try_next().await? {
+            out.write_all(&chunk)
+                .await
+                .map_err(|e| io_error(&tmp, &e))?;
+            written += chunk.len() as u64;
+        }
+        out.flush().await.map_err(|e| io_error(&tmp, &e))?;
+        Ok((written, size))
+    }
+    .await;
+    let file = out.into_std().await;
+    (
+        Staged {
+            dir,
+            name,
+            tmp,
+            file,
+        },
+        result,
+    )
+}
+
 /// The object-level calls (the [`Store`] trait, boxed for `dyn Store`).
 impl FsStore {
     async fn check_root(&self) -> Result<(), StoreError> {
@@ -411,6 +689,62 @@ impl FsStore {
         })
         .await
         .map_err(|e| StoreError::Transport(format!("listing task failed: {e}")))?
+    }
+
+    /// [`Store::upload`] on the filesystem: stage a temporary file (one `write` call),
+    /// fill it from the file or the source bucket's GET stream, then place it (one
+    /// `rename` call).
+    async fn upload_body(
+        &self,
+        key: &ObjectKey,
+        body: Body<'_>,
+        headers: &ObjectHeaders,
+        existing: Existing,
+    ) -> Result<(), StoreError> {
+        let mode = file_mode(headers);
+        let k = key.clone();
+        let staged = self
+            .blocking("write", key, move |root| Staged::create(root, &k))
+            .await?;
+        let tmp = staged.tmp.clone();
+        let filled = match body {
+            Body::File(path, size) => {
+                let path = path.to_owned();
+                tokio::task::spawn_blocking(move || {
+                    let mut staged = staged;
+                    let copied = std::fs::File::open(&path)
+                        .and_then(|mut input| std::io::copy(&mut input, &mut staged.file))
+                        .map_err(|e| StoreError::Other {
+                            code: "ReadFailed".into(),
+                            message: format!("{}: {e}", path.display()),
+                        });
+                    (staged, copied.map(|n| (n, size)))
+                })
+                .await
+                .map_err(|e| StoreError::Transport(format!("write task failed: {e}")))
+            }
+            Body::Object(src, src_key, size) => Ok(fill_from(staged, src, src_key, size).await),
+        };
+        let (staged, copied) = match filled {
+            Ok(done) => done,
+            Err(e) => {
+                let _ = tokio::fs::remove_file(&tmp).await;
+                return Err(e);
+            }
+        };
+        let (written, size) = match copied {
+            Ok(n) => n,
+            Err(e) => {
+                drop(staged);
+                let _ = tokio::fs::remove_file(&tmp).await;
+                return Err(e);
+            }
+        };
+        let k = key.clone();
+        let _permit = self.limiter.acquire("rename").await;
+        tokio::task::spawn_blocking(move || staged.finish(&k, written, size, mode, existing))
+            .await
+            .map_err(|e| StoreError::Transport(format!("write task failed: {e}")))?
     }
 
     /// Runs the blocking `op` (one counted filesystem call, `what` for messages) on the
@@ -512,6 +846,32 @@ impl Store for FsStore {
                     cache_control: None,
                 }))
         }))
+    }
+
+    /// The headers are not kept, except the ACL as the file's mode (`private`: 0600, else
+    /// 0644); `multipart_threshold` does not apply.
+    fn upload<'a>(
+        &'a self,
+        key: &'a ObjectKey,
+        body: Body<'a>,
+        headers: &'a ObjectHeaders,
+        existing: Existing,
+        multipart_threshold: u64,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        let _ = multipart_threshold;
+        Box::pin(self.upload_body(key, body, headers, existing))
+    }
+
+    fn md5<'a>(&'a self, key: &'a ObjectKey) -> BoxFuture<'a, Result<Option<String>, StoreError>> {
+        let k = key.clone();
+        Box::pin(
+            self.blocking("read", key, move |root| match resolve_blocking(root, &k)? {
+                Some(r) if r.size.is_some() => {
+                    md5_of(&r.path).map(Some).map_err(|e| io_error(&r.path, &e))
+                }
+                _ => Ok(None),
+            }),
+        )
     }
 
     fn copy<'a>(

@@ -19,6 +19,7 @@ use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
 use crate::model::ObjectKey;
 
 pub use limited::{AttemptError, Limiter, RequestCounts, RequestStats, RetryPolicy};
+pub use s3::Body;
 
 /// A storage failure, classified so callers can decide: retry, count as failed, or stop.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -355,6 +356,29 @@ pub struct HeadMeta {
     pub cache_control: Option<String>,
 }
 
+/// What [`Store::upload`] does with an object already stored at the key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Existing {
+    /// Replace it: the caller knows it wrote that object (migrate's journal says so).
+    Replace,
+    /// Keep an object whose bytes differ (the upload fails with code [`TARGET_DIFFERS`]);
+    /// one with the same bytes counts as written. The filesystem checks this atomically
+    /// (the new file is hard-linked to its name, which fails when the name is taken);
+    /// S3 has no check as cheap and replaces, as before (the bucket path is guarded by
+    /// the journal and the empty-journal refusal, docs/ARCHITECTURE.md invariant 11).
+    Keep,
+}
+
+/// The [`StoreError::code`] of an upload that [`Existing::Keep`] refused: a different
+/// object is already at the key.
+pub const TARGET_DIFFERS: &str = "TargetDiffers";
+
+/// Whether an ETag is a plain MD5 hex digest (32 hex digits: a single-part upload; a
+/// multipart ETag ends with `-<parts>`).
+pub fn is_md5_etag(etag: &str) -> bool {
+    etag.len() == 32 && etag.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 /// A stream of listed objects, in key order, as [`Store::list`] returns it.
 pub type ObjectStream<'a> = BoxStream<'a, Result<ObjectMeta, StoreError>>;
 
@@ -467,6 +491,34 @@ pub trait Store: Send + Sync + 'static {
         &'a self,
         key: &'a ObjectKey,
     ) -> BoxFuture<'a, Result<Option<HeadMeta>, StoreError>>;
+
+    /// Writes `body` (a local file, or an object of a source bucket streamed from it,
+    /// never held whole in memory) at `key`, for `migrate`. `existing` says what to do
+    /// with an object already there ([`Existing`]). S3: one PutObject with `headers` up
+    /// to `multipart_threshold` bytes, else a multipart upload with equal parts, aborted
+    /// when a part fails (`docs/reference/provider-quirks.md#m1`). Filesystem: the bytes
+    /// go to a temporary file in the key's folder (folders created 0755), which is
+    /// fsynced, given mode 0644 (0600 when `headers.acl` is `private`, as Mastodon
+    /// chmods the files of suspended accounts; `docs/reference/key-layout.md#files-on-disk`)
+    /// and renamed (or linked) to the key: never a partial file under the final name;
+    /// temporary files a killed run left beside the key are removed first. Errors:
+    /// `InvalidKey`; the body's size is not the `u64` it names (`SizeChanged`, nothing
+    /// written); [`TARGET_DIFFERS`]; `AccessControlListNotSupported` (S3,
+    /// `docs/reference/provider-quirks.md#a1`); the request failed.
+    fn upload<'a>(
+        &'a self,
+        key: &'a ObjectKey,
+        body: Body<'a>,
+        headers: &'a ObjectHeaders,
+        existing: Existing,
+        multipart_threshold: u64,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// The MD5 of the object's bytes, 32 lowercase hex digits, for `migrate --verify`:
+    /// S3 answers with one HEAD, `Some` only when the ETag is a plain MD5 (a single-part
+    /// upload); the filesystem reads the file. `None` also when the object does not
+    /// exist. Errors: `InvalidKey`, the request (read) failed.
+    fn md5<'a>(&'a self, key: &'a ObjectKey) -> BoxFuture<'a, Result<Option<String>, StoreError>>;
 
     /// Copies `from` to `to` inside this store, replacing `to` (S3: one `CopyObject`,
     /// Content-Type and Cache-Control kept, the ACL not: the copy gets the bucket's

@@ -48,8 +48,8 @@ use md5::{Digest, Md5};
 
 use super::limited::Gated;
 use super::{
-    AttemptError, DeleteOutcome, Limiter, ListMarker, ListPage, ObjectMeta, RetryPolicy, S3Ext,
-    Store, StoreError, UploadPage, VersionPage, validate_key,
+    AttemptError, DeleteOutcome, Existing, Limiter, ListMarker, ListPage, ObjectMeta, RetryPolicy,
+    S3Ext, Store, StoreError, UploadPage, VersionPage, is_md5_etag, validate_key,
 };
 use crate::model::ObjectKey;
 
@@ -884,6 +884,56 @@ impl Store for S3Store {
         to: &'a ObjectKey,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(self.copy_object(from, to))
+    }
+
+    /// [`S3Store::upload`]; `existing` is not checked: S3 replaces (see [`Existing::Keep`]).
+    fn upload<'a>(
+        &'a self,
+        key: &'a ObjectKey,
+        body: Body<'a>,
+        headers: &'a ObjectHeaders,
+        existing: Existing,
+        multipart_threshold: u64,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        let _ = existing;
+        Box::pin(async move {
+            validate_key(key)?;
+            S3Store::upload(self, key.as_str(), body, headers, multipart_threshold).await
+        })
+    }
+
+    fn md5<'a>(&'a self, key: &'a ObjectKey) -> BoxFuture<'a, Result<Option<String>, StoreError>> {
+        Box::pin(async move {
+            validate_key(key)?;
+            Ok(S3Store::head(self, key.as_str())
+                .await?
+                .and_then(|h| h.etag)
+                .filter(|e| is_md5_etag(e))
+                .map(|e| e.to_ascii_lowercase()))
+        })
+    }
+}
+
+/// Streamed reads for a filesystem target of `migrate` (`store/fs.rs`), which must not
+/// see the SDK's body type.
+impl S3Store {
+    /// The whole object as a stream of byte chunks: one GetObject (retried by the retry
+    /// policy until its answer starts), then the body as it arrives. Errors: the GET
+    /// failed ([`StoreError::NotFound`] for a missing object); a broken body ends the
+    /// stream with [`StoreError::Transport`].
+    pub async fn get_chunks(
+        &self,
+        key: &str,
+    ) -> Result<futures::stream::BoxStream<'static, Result<Bytes, StoreError>>, StoreError> {
+        let body = self.get_stream(key, None).await?;
+        Ok(stream::unfold(body, |mut body| async move {
+            let chunk = body.next().await?;
+            Some((
+                chunk.map_err(|e| StoreError::Transport(format!("reading the object: {e}"))),
+                body,
+            ))
+        })
+        .boxed())
     }
 }
 

@@ -25,6 +25,7 @@ mod journal_pg;
 mod log_format;
 mod metrics;
 mod migrate;
+mod migrate_disk;
 mod migrate_privacy;
 mod orphans_ownership;
 mod parsers;

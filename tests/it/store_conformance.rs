@@ -4,7 +4,8 @@
 //! commands hold it (`commands::open_store`). They pin what both backends promise
 //! (`src/store/mod.rs`): get/put/head/copy, exact-key deletes (a missing key is already
 //! gone, a refused key is never sent), `stat_many`, the ordered `list` stream with its
-//! prefix, `start_after` and pagination, and the limiter's counts.
+//! prefix, `start_after` and pagination, the limiter's counts, and migrate's `upload`
+//! (from a file or a source bucket's GET stream) and `md5`.
 //!
 //! A missing S3 server fails the S3 half (never skipped, with `CI=true` or without):
 //! `support::s3()` panics with how to start it.
@@ -15,8 +16,13 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use mastomedia::commands::{load_config, open_store};
+use mastomedia::config::StorageConfig;
 use mastomedia::model::ObjectKey;
-use mastomedia::store::{DeleteOutcome, INVALID_KEY, Limiter, ObjectHeaders, Store, StoreError};
+use mastomedia::store::s3::S3Store;
+use mastomedia::store::{
+    Body, DeleteOutcome, Existing, INVALID_KEY, Limiter, ObjectHeaders, Store, StoreError,
+    TARGET_DIFFERS,
+};
 
 use crate::support::{TestBucket, s3, temp_dir, unique};
 
@@ -52,19 +58,7 @@ impl World {
             }
             Backend::S3 => {
                 let bucket = TestBucket::new().await;
-                (
-                    format!(
-                        "DATABASE_URL=postgres://nobody@127.0.0.1:1/none\nLOCAL_DOMAIN=example.social\n\
-                         S3_ENABLED=true\nS3_BUCKET={}\nS3_REGION=us-east-1\nS3_ENDPOINT={}\n\
-                         S3_PROTOCOL=http\nAWS_ACCESS_KEY_ID={}\nAWS_SECRET_ACCESS_KEY={}\n",
-                        bucket.name,
-                        s3().proxy,
-                        crate::support::ACCESS_KEY,
-                        crate::support::SECRET_KEY
-                    ),
-                    Some(bucket),
-                    None,
-                )
+                (s3_env_text(&bucket), Some(bucket), None)
             }
         };
         let env = dir.join(".env.production");
@@ -97,6 +91,37 @@ impl World {
             .await
             .unwrap_or_else(|e| panic!("put {key}: {e}"));
     }
+}
+
+/// An env file's text for `bucket` on the proxy.
+fn s3_env_text(bucket: &TestBucket) -> String {
+    format!(
+        "DATABASE_URL=postgres://nobody@127.0.0.1:1/none\nLOCAL_DOMAIN=example.social\n\
+         S3_ENABLED=true\nS3_BUCKET={}\nS3_REGION=us-east-1\nS3_ENDPOINT={}\n\
+         S3_PROTOCOL=http\nAWS_ACCESS_KEY_ID={}\nAWS_SECRET_ACCESS_KEY={}\n",
+        bucket.name,
+        s3().proxy,
+        crate::support::ACCESS_KEY,
+        crate::support::SECRET_KEY
+    )
+}
+
+/// A source bucket for `Body::Object`, as migrate's `--from-env` opens it.
+async fn source_store() -> (TestBucket, S3Store) {
+    let bucket = TestBucket::new().await;
+    let env = temp_dir("conformance-source").join(".env.production");
+    std::fs::write(&env, s3_env_text(&bucket)).unwrap();
+    let cfg = load_config(&env).unwrap_or_else(|e| panic!("{:#}", e.error));
+    let StorageConfig::S3(s3cfg) = &cfg.storage else {
+        panic!("an S3 env file")
+    };
+    (bucket, S3Store::new(s3cfg, Limiter::new(None, 8)))
+}
+
+/// The MD5 of `b` in lowercase hex.
+fn md5_hex(b: &[u8]) -> String {
+    use md5::{Digest, Md5};
+    Md5::digest(b).iter().map(|x| format!("{x:02x}")).collect()
 }
 
 fn k(s: &str) -> ObjectKey {
@@ -145,6 +170,8 @@ both!(
     list_is_ordered_below_a_prefix_after_start_after,
     list_paginates_past_a_thousand_keys,
     requests_are_counted_per_operation,
+    upload_streams_a_file_and_a_bucket_object,
+    upload_keep_leaves_other_bytes_on_disk_and_s3_replaces,
 );
 
 async fn put_get_head_round_trip(w: World) {
@@ -537,4 +564,145 @@ async fn requests_are_counted_per_operation(w: World) {
     }
     assert_eq!(s.throttled, start.throttled);
     let _ = unique("unused");
+}
+
+/// `--multipart-threshold` of the tests: S3's 5 MiB minimum part.
+const THRESHOLD: u64 = 5 * 1024 * 1024;
+
+async fn upload_streams_a_file_and_a_bucket_object(w: World) {
+    // From a local file, above the threshold (three parts on S3).
+    let big: Vec<u8> = (0..12 * 1024 * 1024 + 77)
+        .map(|i: usize| (i * 31 % 251) as u8)
+        .collect();
+    let file = temp_dir("conformance-body").join("big.mp4");
+    std::fs::write(&file, &big).unwrap();
+    let key = k("media_attachments/files/109/000/000/000/000/001/original/big.mp4");
+    let body = Body::File(&file, big.len() as u64);
+    w.store
+        .upload(&key, body, &headers(), Existing::Replace, THRESHOLD)
+        .await
+        .unwrap();
+    assert!(w.store.get(&key).await.unwrap() == big, "same bytes");
+    assert_eq!(
+        w.store.head(&key).await.unwrap().unwrap().size,
+        big.len() as u64
+    );
+    let md5 = w.store.md5(&key).await.unwrap();
+    match w.bucket {
+        // A multipart ETag is not an MD5: not known without reading it.
+        Some(_) => assert_eq!(md5, None),
+        None => assert_eq!(md5.as_deref(), Some(md5_hex(&big).as_str())),
+    }
+
+    // From another bucket's object, streamed; over an existing object (replaced).
+    let (source, src) = source_store().await;
+    let small = b"\x89PNG from the old provider".to_vec();
+    source.put("old/a b+ü.png", &small).await;
+    let key = k("cache/accounts/avatars/000/000/001/original/a b+ü.png");
+    w.put(key.as_str(), b"older bytes here").await;
+    let body = Body::Object(&src, "old/a b+ü.png", small.len() as u64);
+    w.store
+        .upload(&key, body, &headers(), Existing::Replace, THRESHOLD)
+        .await
+        .unwrap();
+    assert!(w.store.get(&key).await.unwrap() == small);
+    assert_eq!(
+        w.store.md5(&key).await.unwrap(),
+        Some(md5_hex(&small)),
+        "single part: known"
+    );
+    assert_eq!(w.store.md5(&k("cache/none.png")).await.unwrap(), None);
+    assert_eq!(source.stats()["mutating"], 0, "the source is only read");
+
+    // A size that is not the body's: refused, nothing under the key.
+    let key = k("cache/short.png");
+    let body = Body::Object(&src, "old/a b+ü.png", small.len() as u64 + 5);
+    let err = w
+        .store
+        .upload(&key, body, &headers(), Existing::Replace, THRESHOLD)
+        .await
+        .expect_err("short body");
+    assert!(!err.is_fatal(), "{err}");
+    assert_eq!(w.store.head(&key).await.unwrap(), None);
+
+    // A refused key is never sent.
+    let before = w.seen();
+    for bad in REFUSED {
+        let body = Body::File(&file, big.len() as u64);
+        let err = w
+            .store
+            .upload(&k(bad), body, &headers(), Existing::Replace, THRESHOLD)
+            .await
+            .expect_err(bad);
+        assert_eq!(err.code(), INVALID_KEY, "{bad:?}");
+        assert_eq!(w.store.md5(&k(bad)).await.unwrap_err().code(), INVALID_KEY);
+    }
+    assert_eq!(w.seen(), before, "nothing reached the provider");
+
+    // No temporary file is left anywhere.
+    if let Some(root) = &w.root {
+        let mut stack = vec![root.clone()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap() {
+                let e = e.unwrap();
+                let name = e.file_name().into_string().unwrap();
+                assert!(
+                    !name.starts_with('.'),
+                    "left behind: {}",
+                    e.path().display()
+                );
+                if e.file_type().unwrap().is_dir() {
+                    stack.push(e.path());
+                }
+            }
+        }
+    }
+}
+
+async fn upload_keep_leaves_other_bytes_on_disk_and_s3_replaces(w: World) {
+    let file = temp_dir("conformance-body").join("new.png");
+    std::fs::write(&file, b"the source's bytes").unwrap();
+    let key = k("media_attachments/files/1/original/kept.png");
+    let upload = |existing| {
+        let store = w.store.clone();
+        let (key, file) = (key.clone(), file.clone());
+        async move {
+            store
+                .upload(&key, Body::File(&file, 18), &headers(), existing, THRESHOLD)
+                .await
+        }
+    };
+    // Nothing there yet: written.
+    upload(Existing::Keep).await.unwrap();
+    assert_eq!(
+        w.store.get(&key).await.unwrap(),
+        Bytes::from_static(b"the source's bytes")
+    );
+    // The same bytes already there: counts as written.
+    upload(Existing::Keep).await.unwrap();
+    // Other bytes there: the filesystem keeps them; S3 has no such check and replaces.
+    w.put(key.as_str(), b"an admin's file").await;
+    match &w.root {
+        Some(_) => {
+            let err = upload(Existing::Keep).await.expect_err("kept");
+            assert_eq!(err.code(), TARGET_DIFFERS, "{err}");
+            assert_eq!(
+                w.store.get(&key).await.unwrap(),
+                Bytes::from_static(b"an admin's file")
+            );
+        }
+        None => {
+            upload(Existing::Keep).await.unwrap();
+            assert_eq!(
+                w.store.get(&key).await.unwrap(),
+                Bytes::from_static(b"the source's bytes")
+            );
+        }
+    }
+    // Replace always writes.
+    upload(Existing::Replace).await.unwrap();
+    assert_eq!(
+        w.store.get(&key).await.unwrap(),
+        Bytes::from_static(b"the source's bytes")
+    );
 }

@@ -1,7 +1,8 @@
 //! `mastomedia migrate`: copy `public/system` (or another provider's bucket) into the
-//! bucket of the env file, resumably, with Mastodon's headers; `--verify`; `--repair`.
+//! bucket of the env file, resumably, with Mastodon's headers; or a bucket into the env
+//! file's local folder (leaving a provider); `--verify`; `--repair`.
 //!
-//! Order: target config and bucket check → journal → source enumeration → plan (journal
+//! Order: target config and bucket (folder) check → journal → source enumeration → plan (journal
 //! diff) → uploads through the pool's bounded executor and the dry-run gate, journalled in
 //! batches → optional verification → summary. A provider that rejects ACLs stops the run
 //! at the first upload with the setting to change (`docs/reference/provider-quirks.md#a1`). The decisions are
@@ -13,16 +14,16 @@ use std::time::Instant;
 use anyhow::anyhow;
 
 mod source;
+mod target;
 
 use super::{CommandError, interrupt_token, journal_location};
 use crate::cli::migrate::Args;
-use crate::config::{Config, StorageConfig};
+use crate::config::Config;
 use crate::inventory::source::SourceError;
 use crate::journal::Journal as _;
 use crate::journal::{AnyJournal, JournalLocation, RunRecorder, RunTally, default_path};
 use crate::mastodon::Db;
 use crate::model::JobKey;
-use crate::plan::migrate::{remove_command, target_id};
 use crate::pool::Gate;
 use crate::pool::copy::{CopyOptions, MigrateError, Migration, copy_all};
 use crate::pool::repair::{Repair, repair};
@@ -30,9 +31,9 @@ use crate::pool::verify::verify;
 use crate::report::Summary as _;
 use crate::report::migrate::MigrateReport;
 use crate::report::{ExitCode, ProgressMode};
-use crate::store::s3::S3Store;
-use crate::store::{Limiter, Store};
+use crate::store::Limiter;
 use source::open_source;
+use target::Target;
 
 impl From<MigrateError> for CommandError {
     fn from(e: MigrateError) -> Self {
@@ -59,30 +60,12 @@ pub async fn run(env_file: &Path, args: Args, quiet: bool) -> Result<ExitCode, C
     let rate = super::shard_rate(args.rate, shard);
     let (cfg, vars) = Config::load_with_vars(env_file)?;
     let location = journal_location(args.journal.as_ref(), cfg.journal.as_ref())?;
-    let StorageConfig::S3(target_cfg) = &cfg.storage else {
-        return Err(CommandError::usage(anyhow!(
-            "migrate copies into the bucket of {}: set S3_ENABLED=true, S3_BUCKET, S3_ENDPOINT, AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY there (the source is --from DIR or --from-env OLD_ENV)",
-            env_file.display()
-        )));
-    };
-    let target = S3Store::new(
-        target_cfg,
-        Limiter::new(rate, args.concurrency as usize * 2),
-    );
-    target.check().await.map_err(|e| {
-        CommandError::fatal(anyhow!(
-            "target bucket (--env-file {}): {e}",
-            env_file.display()
-        ))
-    })?;
-    let (endpoint, prefix) = (
-        target_cfg.endpoint.as_deref(),
-        target_cfg.key_prefix.as_deref(),
-    );
+    let limiter = Limiter::new(rate, args.concurrency as usize * 2);
+    let target = Target::open(env_file, &cfg.storage, &args, limiter).await?;
     // The journal file is the target's (shared by the shards of one host); its rows are
     // keyed by the shard's own name (`JobKey::journal_target`), so shards never read or
     // overwrite each other's file records and run records.
-    let mut key = JobKey::new("migrate", target_id(endpoint, &target_cfg.bucket, prefix));
+    let mut key = JobKey::new("migrate", target.id());
     if let Some(s) = shard {
         key = key.with_shard(s);
     }
@@ -100,10 +83,10 @@ pub async fn run(env_file: &Path, args: Args, quiet: bool) -> Result<ExitCode, C
     };
     let mut report = MigrateReport {
         dry_run: args.dry_run,
-        target: target.describe(),
+        target: target.store().describe(),
         shard: shard.map(|s| s.to_string()),
         journal: journal.location().to_owned(),
-        remove_command: remove_command(endpoint, &target_cfg.bucket, prefix),
+        remove_command: target.remove_command(),
         ..MigrateReport::default()
     };
     let gate = Gate::new(args.dry_run);
@@ -121,6 +104,10 @@ pub async fn run(env_file: &Path, args: Args, quiet: bool) -> Result<ExitCode, C
     };
 
     if args.repair {
+        // A disk target refused --repair in `Target::open`.
+        let Target::Bucket(bucket, target_cfg) = &target else {
+            unreachable!("--repair with a disk target is a usage error");
+        };
         report.source = report.target.clone();
         let db = if args.repair_acl {
             Some(
@@ -134,7 +121,7 @@ pub async fn run(env_file: &Path, args: Args, quiet: bool) -> Result<ExitCode, C
             None
         };
         let job = Repair {
-            target: &target,
+            target: bucket,
             key_prefix: &target_cfg.key_prefix,
             permission: target_cfg.permission.as_deref(),
             gate,
@@ -145,7 +132,7 @@ pub async fn run(env_file: &Path, args: Args, quiet: bool) -> Result<ExitCode, C
         };
         repair(&job, &cancel, mode, &mut report).await?;
     } else {
-        let source = open_source(env_file, &vars, &args, rate, target_cfg).await?;
+        let source = open_source(env_file, &vars, &args, rate, target.bucket()).await?;
         report.source = source.describe();
         let db = if args.database {
             let what = format!(
@@ -186,9 +173,9 @@ pub async fn run(env_file: &Path, args: Args, quiet: bool) -> Result<ExitCode, C
             );
         }
         let job = Migration {
-            target: &target,
-            key_prefix: &target_cfg.key_prefix,
-            permission: target_cfg.permission.as_deref(),
+            target: target.store(),
+            key_prefix: target.key_prefix(),
+            permission: target.permission(),
             source: &source,
             gate,
             journal: &journal,
@@ -228,7 +215,7 @@ pub async fn run(env_file: &Path, args: Args, quiet: bool) -> Result<ExitCode, C
         result?;
     }
     report.interrupted = cancel.is_cancelled();
-    report.requests = target.limiter().stats();
+    report.requests = target.store().limiter().stats();
     report.finish(started.elapsed());
     report.print(args.json);
     Ok(report.exit_code())

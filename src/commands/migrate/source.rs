@@ -15,14 +15,14 @@ use crate::store::s3::S3Store;
 use crate::store::{Limiter, Store as _};
 
 /// The source: `--from-env OLD_ENV`'s bucket (checked, and refused when it is the target
-/// itself), else `--from DIR` or the env file's `public/system` folder (canonicalised).
+/// bucket `target_cfg` itself; `None` for a disk target), else `--from DIR` or the env file's `public/system` folder (canonicalised).
 /// Errors: usage (exit 2) for a wrong folder or env file, fatal for an unreachable bucket.
 pub(super) async fn open_source(
     env_file: &Path,
     vars: &crate::config::Vars,
     args: &Args,
     rate: Option<std::num::NonZeroU32>,
-    target_cfg: &S3Config,
+    target_cfg: Option<&S3Config>,
 ) -> Result<Source, CommandError> {
     if let Some(old_env) = &args.from_env {
         let old = Config::load(old_env)?;
@@ -33,7 +33,8 @@ pub(super) async fn open_source(
             )));
         };
         // Copying a bucket onto itself rewrites every object for nothing.
-        if old_cfg.endpoint == target_cfg.endpoint
+        if let Some(target_cfg) = target_cfg
+            && old_cfg.endpoint == target_cfg.endpoint
             && old_cfg.bucket == target_cfg.bucket
             && old_cfg.key_prefix == target_cfg.key_prefix
         {
