@@ -95,24 +95,32 @@ impl Source {
 
 /// The first 64 bytes of the file at `path` (fewer if it is shorter), for content-type
 /// sniffing. Errors: open or read failures as [`StoreError::Other`] (`EACCES`, …).
+///
+/// Open and reads run in one blocking call (one hop through tokio's blocking pool, not one
+/// per system call: docs/benchmarks.md's analysis).
 pub async fn read_head(path: &Path) -> Result<Vec<u8>, StoreError> {
-    let mut file = tokio::fs::File::open(path)
-        .await
-        .map_err(|e| io_failure(path, &e))?;
-    let mut buf = vec![0u8; 64];
-    let mut n = 0;
-    while n < buf.len() {
-        let read = file
-            .read(&mut buf[n..])
-            .await
-            .map_err(|e| io_failure(path, &e))?;
-        if read == 0 {
-            break;
+    let owned = path.to_path_buf();
+    let read = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
+        use std::io::Read;
+        let mut file = std::fs::File::open(&owned)?;
+        let mut buf = vec![0u8; 64];
+        let mut n = 0;
+        while n < buf.len() {
+            let read = file.read(&mut buf[n..])?;
+            if read == 0 {
+                break;
+            }
+            n += read;
         }
-        n += read;
-    }
-    buf.truncate(n);
-    Ok(buf)
+        buf.truncate(n);
+        Ok(buf)
+    })
+    .await
+    .map_err(|e| StoreError::Other {
+        code: "ReadFailed".into(),
+        message: format!("{}: {e}", path.display()),
+    })?;
+    read.map_err(|e| io_failure(path, &e))
 }
 
 fn io_failure(path: &Path, e: &std::io::Error) -> StoreError {
