@@ -23,6 +23,16 @@
 #     BUFFERS) of the candidate query on a generated media_attachments of BENCH_PLAN_ROWS).
 #  5. scripts/bench/report.py writes docs/benchmarks.md (BENCH_DOC to write elsewhere).
 #
+# A quick migrate-only run (one line, a few peers, the report written elsewhere):
+#   BENCH_LINES=migrate BENCH_MIGRATE_TOOLS="mastomedia putloop rclone" \
+#       BENCH_DOC=/tmp/migrate.md BENCH_SCALE=full bash scripts/bench/run.sh
+# BENCH_MIGRATE_TOOLS picks the migrate line's tools among mastomedia, putloop (the limit
+# line from memory), putloop-stream (its 4 KiB and 256 KiB streamed variants), rclone,
+# awscli and s3cmd (default: all); awscli and s3cmd are installed only when picked.
+# BENCH_MIGRATE_PERF=1 also records `perf record -g` of each mastomedia migrate run
+# ($BENCH_OUT/migrate-mastomedia-C.perf.data) and `strace -c -f` of a second run
+# (migrate-mastomedia-C.strace): the profile of the line, not its time.
+#
 # Sizes per scale (each can be overridden by its variable):
 #   variable               small            full
 #   BENCH_MIGRATE_FILES    1000             10000
@@ -56,6 +66,8 @@ PLAN_ROWS=${BENCH_PLAN_ROWS:-1000000}
 # missing): any of migrate (with the limit line), prune (with du), memory, plan.
 LINES=" ${BENCH_LINES:-migrate prune memory plan} "
 want() { [[ $LINES == *" $1 "* ]]; }
+TOOLS=" ${BENCH_MIGRATE_TOOLS:-mastomedia putloop putloop-stream rclone awscli s3cmd} "
+tool() { want migrate && [[ $TOOLS == *" $1 "* ]]; }
 CACHE=${HOME:-/root}/.cache/mastomedia
 PEER_VENV=${MASTOMEDIA_PEER_VENV:-$CACHE/peer-venv}
 S3S_ROOT=$CACHE/s3s-fs
@@ -90,7 +102,9 @@ if ! command -v rclone >/dev/null || [ ! -x /usr/bin/time ]; then
     log "installing rclone and GNU time (apt-get)"
     apt_install rclone time
 fi
-if ! { [ -x "$PEER_VENV/bin/aws" ] && [ -x "$PEER_VENV/bin/s3cmd" ]; }; then
+need_venv=0
+if want prune || tool awscli || tool s3cmd; then need_venv=1; fi
+if [ $need_venv = 1 ] && ! { [ -x "$PEER_VENV/bin/aws" ] && [ -x "$PEER_VENV/bin/s3cmd" ]; }; then
     log "installing awscli and s3cmd into $PEER_VENV (pip)"
     rm -rf "$PEER_VENV"
     python3 -m venv "$PEER_VENV"
@@ -114,8 +128,8 @@ S3CMD=$PEER_VENV/bin/s3cmd
     echo "rustc=$(rustc --version)"
     echo "mastomedia=$("$BIN" --version)"
     echo "rclone=$(rclone version 2>/dev/null | head -n 1)"
-    echo "awscli=$("$AWS" --version 2>&1 | head -n 1)"
-    echo "s3cmd=$("$S3CMD" --version 2>&1 | head -n 1)"
+    echo "awscli=$("$AWS" --version 2>&1 | head -n 1 || echo 'not installed')"
+    echo "s3cmd=$("$S3CMD" --version 2>&1 | head -n 1 || echo 'not installed')"
     echo "s3s-fs=0.14.1 ($S3S_BIN)"
     echo "moto=$("$PY" -c 'import moto; print(moto.__version__)')"
     echo "postgres=$(psql "$PG_BASE/postgres" -XtAc 'SHOW server_version')"
@@ -212,6 +226,7 @@ log "migrate: generating $MIG_FILES files with Mastodon's size mix"
 log "tree: $(cat "$OUT/tree.json")"
 
 for C in $CONCS; do
+    if tool mastomedia; then
     b=mig-mastomedia-$C
     s3s_bucket "$b"
     write_env "$OUT/env-$b" "$S3S" "$b" "postgres://unused@127.0.0.1:9/unused"
@@ -220,7 +235,24 @@ for C in $CONCS; do
         --journal "$OUT/journal-$C.sqlite" --concurrency "$C" --json
     s3count "$S3S" "$b" >"$OUT/migrate-mastomedia-$C.count"
     s3s_bucket "$b"
+    if [ "${BENCH_MIGRATE_PERF:-0}" = 1 ]; then
+        rm -f "$OUT/journal-$C.sqlite"*
+        log "migrate c=$C: perf record -g of mastomedia migrate"
+        perf record -g -o "$OUT/migrate-mastomedia-$C.perf.data" -- "$BIN" -q \
+            --env-file "$OUT/env-$b" migrate --from "$OUT/tree" \
+            --journal "$OUT/journal-$C.sqlite" --concurrency "$C" --json \
+            >/dev/null 2>"$OUT/migrate-mastomedia-$C.perf.err" || true
+        s3s_bucket "$b"
+        rm -f "$OUT/journal-$C.sqlite"*
+        log "migrate c=$C: strace -c -f of mastomedia migrate"
+        strace -c -f -o "$OUT/migrate-mastomedia-$C.strace" "$BIN" -q --env-file "$OUT/env-$b" \
+            migrate --from "$OUT/tree" --journal "$OUT/journal-$C.sqlite" --concurrency "$C" \
+            --json >/dev/null 2>&1 || true
+        s3s_bucket "$b"
+    fi
+    fi
 
+    if tool putloop; then
     b=mig-putloop-$C
     s3s_bucket "$b"
     log "limit c=$C: examples/put_loop"
@@ -228,9 +260,12 @@ for C in $CONCS; do
         "$PUT_LOOP" "$S3S" "$b" "$OUT/tree" "$C"
     s3count "$S3S" "$b" >"$OUT/migrate-putloop-$C.count"
     s3s_bucket "$b"
+    fi
+    b=mig-putloop-$C
     # The same loop with the body streamed from the file by the SDK, 4 KiB reads (the
     # SDK's default, what mastomedia's upload uses) and 256 KiB reads.
     for buf in 4096 262144; do
+        tool putloop-stream || continue
         log "limit c=$C: examples/put_loop, streamed in reads of $buf bytes"
         measure "migrate-putloop$buf-$C" env AWS_ACCESS_KEY_ID=$AK AWS_SECRET_ACCESS_KEY=$SK \
             "$PUT_LOOP" "$S3S" "$b" "$OUT/tree" "$C" "$buf"
@@ -238,6 +273,7 @@ for C in $CONCS; do
         s3s_bucket "$b"
     done
 
+    if tool rclone; then
     b=mig-rclone-$C
     s3s_bucket "$b"
     log "migrate c=$C: rclone copy"
@@ -247,7 +283,9 @@ for C in $CONCS; do
         --header-upload "Cache-Control: $CACHE_CONTROL" --transfers "$C" --checkers "$C"
     s3count "$S3S" "$b" >"$OUT/migrate-rclone-$C.count"
     s3s_bucket "$b"
+    fi
 
+    if tool awscli; then
     b=mig-awscli-$C
     s3s_bucket "$b"
     printf '[default]\ns3 =\n  max_concurrent_requests = %s\n' "$C" >"$OUT/aws-config-$C"
@@ -257,8 +295,10 @@ for C in $CONCS; do
         --cache-control "$CACHE_CONTROL" --only-show-errors
     s3count "$S3S" "$b" >"$OUT/migrate-awscli-$C.count"
     s3s_bucket "$b"
+    fi
 done
 # s3cmd has no concurrency setting: one upload at a time; measured once.
+if tool s3cmd; then
 b=mig-s3cmd-1
 s3s_bucket "$b"
 log "migrate: s3cmd sync (one upload at a time)"
@@ -267,6 +307,7 @@ measure "migrate-s3cmd-1" "$S3CMD" -c "$OUT/s3cfg-s3s" sync --acl-public \
     "$OUT/tree/" "s3://$b/"
 s3count "$S3S" "$b" >"$OUT/migrate-s3cmd-1.count"
 s3s_bucket "$b"
+fi
 rm -rf "$OUT/tree"
 fi
 

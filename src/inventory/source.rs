@@ -95,24 +95,32 @@ impl Source {
 
 /// The first 64 bytes of the file at `path` (fewer if it is shorter), for content-type
 /// sniffing. Errors: open or read failures as [`StoreError::Other`] (`EACCES`, …).
+///
+/// Open and reads run in one blocking call (one hop through tokio's blocking pool, not one
+/// per system call: docs/benchmarks.md's analysis).
 pub async fn read_head(path: &Path) -> Result<Vec<u8>, StoreError> {
-    let mut file = tokio::fs::File::open(path)
-        .await
-        .map_err(|e| io_failure(path, &e))?;
-    let mut buf = vec![0u8; 64];
-    let mut n = 0;
-    while n < buf.len() {
-        let read = file
-            .read(&mut buf[n..])
-            .await
-            .map_err(|e| io_failure(path, &e))?;
-        if read == 0 {
-            break;
+    let owned = path.to_path_buf();
+    let read = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
+        use std::io::Read;
+        let mut file = std::fs::File::open(&owned)?;
+        let mut buf = vec![0u8; 64];
+        let mut n = 0;
+        while n < buf.len() {
+            let read = file.read(&mut buf[n..])?;
+            if read == 0 {
+                break;
+            }
+            n += read;
         }
-        n += read;
-    }
-    buf.truncate(n);
-    Ok(buf)
+        buf.truncate(n);
+        Ok(buf)
+    })
+    .await
+    .map_err(|e| StoreError::Other {
+        code: "ReadFailed".into(),
+        message: format!("{}: {e}", path.display()),
+    })?;
+    read.map_err(|e| io_failure(path, &e))
 }
 
 fn io_failure(path: &Path, e: &std::io::Error) -> StoreError {
@@ -181,6 +189,12 @@ pub struct SkippedFile {
 /// Everything below `root`: regular files (sorted by key), and what was skipped. Symlinks
 /// are skipped with a warning; unreadable folders and files are reported as failed.
 /// Errors: the root itself is missing or not a folder.
+///
+/// The walk is depth first with each folder's entries sorted by name, a folder's name
+/// compared as `name/`: that order is the byte order of the keys themselves (a sibling
+/// `a.png` sorts before the folder `a`'s keys `a/…`, a sibling `a0` after them), so the
+/// files come out in key order without a sort of the whole list (whose merge buffer, half
+/// the list, was part of the peak memory of a large tree).
 pub fn walk_dir(root: &Path) -> Result<(Vec<SourceFile>, Vec<SkippedFile>), StoreError> {
     match std::fs::metadata(root) {
         Ok(m) if m.is_dir() => {}
@@ -202,72 +216,109 @@ pub fn walk_dir(root: &Path) -> Result<(Vec<SourceFile>, Vec<SkippedFile>), Stor
     }
     let mut files = Vec::new();
     let mut skipped = Vec::new();
-    let mut stack = vec![(root.to_path_buf(), String::new())];
-    while let Some((dir, rel)) = stack.pop() {
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(e) => e,
-            Err(e) => {
+    // One sorted entry list per open folder, innermost last.
+    let mut stack = vec![read_sorted(root, "", &mut skipped)];
+    while let Some(top) = stack.last_mut() {
+        let Some(entry) = top.pop() else {
+            stack.pop();
+            continue;
+        };
+        let Some(ft) = entry.file_type else { continue };
+        if ft.is_symlink() {
+            skipped.push(SkippedFile {
+                key: entry.key,
+                reason: "symlink (not followed)".into(),
+                failed: false,
+            });
+        } else if ft.is_dir() {
+            let rel = format!("{}/", entry.key);
+            let inner = read_sorted(&entry.path, &rel, &mut skipped);
+            stack.push(inner);
+        } else if ft.is_file() {
+            match std::fs::symlink_metadata(&entry.path) {
+                Ok(m) => {
+                    let mtime = m
+                        .modified()
+                        .ok()
+                        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                        .map_or(0, |d| d.as_nanos());
+                    files.push(SourceFile {
+                        key: entry.key,
+                        size: m.len(),
+                        version: mtime.to_string(),
+                        path: Some(entry.path),
+                        source_key: None,
+                        world_readable: Some(
+                            std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o004 != 0,
+                        ),
+                    });
+                }
+                Err(e) => skipped.push(SkippedFile {
+                    key: entry.key,
+                    reason: format!("unreadable: {e}"),
+                    failed: true,
+                }),
+            }
+        }
+    }
+    debug_assert!(files.is_sorted_by(|a, b| a.key < b.key));
+    Ok((files, skipped))
+}
+
+/// One entry of a folder being walked.
+struct WalkEntry {
+    key: String,
+    path: PathBuf,
+    /// `None`: the type could not be read (the entry is left out, as `read_dir` does).
+    file_type: Option<std::fs::FileType>,
+}
+
+/// The entries of `dir` (keys below `rel`), sorted so that popping from the end yields
+/// them in key order: by name, a folder's name as `name/` ([`walk_dir`]). Names that are
+/// not UTF-8 and an unreadable folder go to `skipped`.
+fn read_sorted(dir: &Path, rel: &str, skipped: &mut Vec<SkippedFile>) -> Vec<WalkEntry> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) => {
+            skipped.push(SkippedFile {
+                key: rel.to_owned(),
+                reason: format!("unreadable folder: {e}"),
+                failed: true,
+            });
+            return Vec::new();
+        }
+    };
+    let mut out: Vec<(String, WalkEntry)> = Vec::new();
+    for entry in entries.flatten() {
+        let name = match entry.file_name().into_string() {
+            Ok(n) => n,
+            Err(raw) => {
                 skipped.push(SkippedFile {
-                    key: rel.clone(),
-                    reason: format!("unreadable folder: {e}"),
+                    key: format!("{rel}{}", raw.to_string_lossy()),
+                    reason: "file name is not UTF-8".into(),
                     failed: true,
                 });
                 continue;
             }
         };
-        for entry in entries.flatten() {
-            let name = match entry.file_name().into_string() {
-                Ok(n) => n,
-                Err(raw) => {
-                    skipped.push(SkippedFile {
-                        key: format!("{rel}{}", raw.to_string_lossy()),
-                        reason: "file name is not UTF-8".into(),
-                        failed: true,
-                    });
-                    continue;
-                }
-            };
-            let key = format!("{rel}{name}");
-            let Ok(ft) = entry.file_type() else { continue };
-            if ft.is_symlink() {
-                skipped.push(SkippedFile {
-                    key,
-                    reason: "symlink (not followed)".into(),
-                    failed: false,
-                });
-            } else if ft.is_dir() {
-                stack.push((entry.path(), format!("{key}/")));
-            } else if ft.is_file() {
-                match entry.metadata() {
-                    Ok(m) => {
-                        let mtime = m
-                            .modified()
-                            .ok()
-                            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                            .map_or(0, |d| d.as_nanos());
-                        files.push(SourceFile {
-                            key,
-                            size: m.len(),
-                            version: mtime.to_string(),
-                            path: Some(entry.path()),
-                            source_key: None,
-                            world_readable: Some(
-                                std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o004
-                                    != 0,
-                            ),
-                        });
-                    }
-                    Err(e) => skipped.push(SkippedFile {
-                        key,
-                        reason: format!("unreadable: {e}"),
-                        failed: true,
-                    }),
-                }
-            }
-        }
+        let file_type = entry.file_type().ok();
+        let order = if file_type.is_some_and(|t| t.is_dir()) {
+            format!("{name}/")
+        } else {
+            name.clone()
+        };
+        out.push((
+            order,
+            WalkEntry {
+                key: format!("{rel}{name}"),
+                path: entry.path(),
+                file_type,
+            },
+        ));
     }
-    files.sort_by(|a, b| a.key.cmp(&b.key));
-    Ok((files, skipped))
+    // Descending, so that `pop` takes the smallest; names in one folder are unique.
+    out.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+    out.into_iter().map(|(_, e)| e).collect()
 }
 
 /// Every object of a source bucket below its `S3_KEY_PREFIX`, keys made relative to it.
@@ -307,6 +358,29 @@ pub async fn list_bucket<S: Store + ?Sized>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn walks_in_key_byte_order_without_sorting_the_list() {
+        let root = std::env::temp_dir().join(format!("mm-walk-order-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        for d in ["a", "a/b", "a-", "ab", "é"] {
+            std::fs::create_dir_all(root.join(d)).unwrap();
+        }
+        for f in [
+            "a.png", "a/x", "a/b/y", "a/b.z", "a0", "a-/q", "ab/r", "A", "é/s", "z", "a/b0",
+        ] {
+            std::fs::write(root.join(f), b"").unwrap();
+        }
+        let (files, skipped) = walk_dir(&root).unwrap();
+        assert!(skipped.is_empty());
+        let keys: Vec<&str> = files.iter().map(|f| f.key.as_str()).collect();
+        let mut sorted = keys.clone();
+        sorted.sort_unstable();
+        assert_eq!(keys, sorted);
+        assert_eq!(keys.len(), 11);
+        assert_eq!(keys[..4], ["A", "a-/q", "a.png", "a/b.z"]);
+        let _ = std::fs::remove_dir_all(&root);
+    }
 
     #[test]
     fn walks_byte_exact_keys_and_skips_symlinks() {

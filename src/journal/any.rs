@@ -3,11 +3,9 @@
 //! to clone (both hold a connection pool) so a [`super::RunRecorder`] can write progress
 //! from its own task.
 
-use std::collections::HashMap;
-
 use super::{
-    FileRecord, Journal, JournalError, JournalLocation, PgJournal, RunCounts, RunId, RunQuery,
-    RunRecord, ScanPosition, SqliteJournal,
+    FileRecord, Journal, JournalError, JournalFiles, JournalLocation, PgJournal, RunCounts, RunId,
+    RunQuery, RunRecord, ScanPosition, SqliteJournal,
 };
 use crate::model::JobKey;
 
@@ -95,10 +93,7 @@ impl Journal for AnyJournal {
         delegate!(self, j => j.run_finished(id, outcome, counts).await)
     }
 
-    async fn migrate_files(
-        &self,
-        target: &str,
-    ) -> Result<HashMap<String, FileRecord>, JournalError> {
+    async fn migrate_files(&self, target: &str) -> Result<JournalFiles, JournalError> {
         delegate!(self, j => j.migrate_files(target).await)
     }
 

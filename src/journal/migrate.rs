@@ -48,3 +48,101 @@ pub struct FileRecord {
     /// private / unreadable source ACL); `None` for rows journalled before this was kept.
     pub source_private: Option<bool>,
 }
+
+/// Rows read from the journal per query when loading a target's records (keyset pages in
+/// key order, so neither journal builds one result set of every row).
+pub const READ_PAGE: i64 = 5_000;
+
+/// Every file the journal records for one target, held once each and sorted by key (byte
+/// order), looked up by binary search: the compact form of the journal a copy, verify or
+/// repair pass reads at its start (a map by key held every key twice).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct JournalFiles {
+    records: Vec<FileRecord>,
+}
+
+impl JournalFiles {
+    /// The records, sorted by key; of two records of one key the later one stays.
+    pub fn from_records(mut records: Vec<FileRecord>) -> Self {
+        records.reverse();
+        records.sort_by(|a, b| a.key.cmp(&b.key));
+        records.dedup_by(|a, b| a.key == b.key);
+        records.shrink_to_fit();
+        Self { records }
+    }
+
+    /// How many files are recorded.
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Whether nothing is recorded.
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// The index of `key`'s record in key order, if recorded.
+    pub fn position(&self, key: &str) -> Option<usize> {
+        self.records
+            .binary_search_by(|r| r.key.as_str().cmp(key))
+            .ok()
+    }
+
+    /// The record of `key`, if any.
+    pub fn get(&self, key: &str) -> Option<&FileRecord> {
+        self.position(key).map(|i| &self.records[i])
+    }
+
+    /// Whether `key` is recorded.
+    pub fn contains_key(&self, key: &str) -> bool {
+        self.position(key).is_some()
+    }
+
+    /// The recorded keys, in key order.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.records.iter().map(|r| r.key.as_str())
+    }
+
+    /// The records, in key order.
+    pub fn values(&self) -> std::slice::Iter<'_, FileRecord> {
+        self.records.iter()
+    }
+
+    /// The records, in key order, by value.
+    pub fn into_values(self) -> std::vec::IntoIter<FileRecord> {
+        self.records.into_iter()
+    }
+}
+
+impl std::ops::Index<&str> for JournalFiles {
+    type Output = FileRecord;
+
+    /// The record of `key`. Panics when it is not recorded (as a map's index does).
+    fn index(&self, key: &str) -> &FileRecord {
+        self.get(key)
+            .unwrap_or_else(|| panic!("{key} is not in the journal"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_are_sorted_and_the_later_of_one_key_stays() {
+        let rec = |key: &str, size| FileRecord {
+            key: key.into(),
+            size,
+            version: "1".into(),
+            state: FileState::Uploaded,
+            source_private: None,
+        };
+        let j = JournalFiles::from_records(vec![rec("b", 1), rec("a/x", 2), rec("b", 3)]);
+        assert_eq!(j.keys().collect::<Vec<_>>(), ["a/x", "b"]);
+        assert_eq!(j["b"].size, 3);
+        assert_eq!(j.position("a/x"), Some(0));
+        assert!(j.get("a").is_none() && !j.contains_key("c"));
+        assert_eq!(j.len(), 2);
+        assert!(JournalFiles::default().is_empty());
+    }
+}

@@ -22,14 +22,13 @@ pub mod postgres;
 pub mod run;
 pub mod sqlite;
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
 
 pub use self::any::AnyJournal;
 pub use self::location::JournalLocation;
 pub use self::lock::RunLock;
-pub use self::migrate::{FileRecord, FileState};
+pub use self::migrate::{FileRecord, FileState, JournalFiles};
 pub use self::orphans::ScanPosition;
 pub use self::postgres::PgJournal;
 pub use self::run::{RunCounts, RunQuery, RunRecord, RunRecorder, RunState, RunTally};
@@ -158,11 +157,12 @@ pub trait Journal {
         counts: RunCounts,
     ) -> impl Future<Output = Result<(), JournalError>> + Send;
 
-    /// Every file recorded for migration `target`, by key.
+    /// Every file recorded for migration `target`, sorted by key (read in keyset pages of
+    /// [`migrate::READ_PAGE`] rows).
     fn migrate_files(
         &self,
         target: &str,
-    ) -> impl Future<Output = Result<HashMap<String, FileRecord>, JournalError>> + Send;
+    ) -> impl Future<Output = Result<JournalFiles, JournalError>> + Send;
 
     /// Records `files` for migration `target` at once (insert or replace; all or none).
     fn record_migrated(

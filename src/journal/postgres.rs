@@ -18,7 +18,6 @@
 //! Needs a session of its own (a direct connection or PgBouncer's session pooling): the
 //! startup option and sqlx's migration lock do not survive transaction pooling.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -26,10 +25,11 @@ use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::{Acquire, PgConnection};
 
 use super::location::PgLocation;
+use super::migrate::READ_PAGE;
 use super::run::{shard_of, stored};
 use super::{
-    FileRecord, FileState, Journal, JournalError, RunCounts, RunId, RunQuery, RunRecord,
-    ScanPosition,
+    FileRecord, FileState, Journal, JournalError, JournalFiles, RunCounts, RunId, RunQuery,
+    RunRecord, ScanPosition,
 };
 use crate::model::JobKey;
 
@@ -364,33 +364,38 @@ impl Journal for PgJournal {
         Ok(())
     }
 
-    async fn migrate_files(
-        &self,
-        target: &str,
-    ) -> Result<HashMap<String, FileRecord>, JournalError> {
-        let rows: Vec<(String, i64, String, String, Option<bool>)> = sqlx::query_as(
-            "SELECT key, size, version, state, source_private FROM mastomedia.migrate_files \
-             WHERE target = $1",
-        )
-        .bind(target)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(query_err("loading the migration journal"))?;
-        Ok(rows
-            .into_iter()
-            .map(|(key, size, version, state, source_private)| {
-                (
-                    key.clone(),
-                    FileRecord {
+    async fn migrate_files(&self, target: &str) -> Result<JournalFiles, JournalError> {
+        // Keyset pages along the primary key (target, key), in the database's collation;
+        // `JournalFiles` sorts them by byte order.
+        let mut records: Vec<FileRecord> = Vec::new();
+        loop {
+            let after = records.last().map(|r| r.key.as_str());
+            let rows: Vec<(String, i64, String, String, Option<bool>)> = sqlx::query_as(
+                "SELECT key, size, version, state, source_private FROM mastomedia.migrate_files \
+                 WHERE target = $1 AND ($2::text IS NULL OR key > $2) ORDER BY key LIMIT $3",
+            )
+            .bind(target)
+            .bind(after)
+            .bind(READ_PAGE)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(query_err("loading the migration journal"))?;
+            let full = rows.len() as i64 == READ_PAGE;
+            records.extend(
+                rows.into_iter()
+                    .map(|(key, size, version, state, source_private)| FileRecord {
                         key,
                         size: size.max(0) as u64,
                         version,
                         state: FileState::parse(&state),
                         source_private,
-                    },
-                )
-            })
-            .collect())
+                    }),
+            );
+            if !full {
+                break;
+            }
+        }
+        Ok(JournalFiles::from_records(records))
     }
 
     async fn record_migrated(

@@ -153,6 +153,7 @@ pub async fn copy_all(
     let opts = job.opts;
     let dry_run = job.gate.is_dry_run();
     let known = job.journal.migrate_files(job.target_id).await?;
+    // Only journalled keys: what deleted_at_source asks of it (a first pass holds none).
     let mut seen: HashSet<&str> = HashSet::new();
     let mut todo = Vec::new();
     let mut copied_before = Vec::new();
@@ -162,7 +163,9 @@ pub async fn copy_all(
             report.files_skipped_cache += 1;
             continue;
         }
-        seen.insert(f.key.as_str());
+        if known.contains_key(&f.key) {
+            seen.insert(f.key.as_str());
+        }
         report.files_total += 1;
         report.bytes_total += f.size;
         match diff(known.get(&f.key).map(journalled).as_ref(), &facts(f)) {
@@ -244,7 +247,7 @@ pub async fn copy_all(
         .take(MAX_LISTED_FAILURES)
         .map(|f| f.key.clone())
         .collect();
-    let gone = deleted_at_source(known.keys().map(String::as_str), &seen, opts.skip_cache);
+    let gone = deleted_at_source(known.keys(), &seen, opts.skip_cache);
     report.deleted_at_source = gone.len() as u64;
     report.deleted_at_source_keys = gone
         .into_iter()

@@ -304,6 +304,8 @@ where
         let mut waiting: BTreeMap<u64, Option<D>> = BTreeMap::new();
         let mut next = 0u64;
         let (mut since_flush, mut last_flush) = (0usize, Instant::now());
+        // Every started item has been yielded (the stream is not polled again).
+        let mut exhausted = false;
         loop {
             // While commits wait for their flush, the interval also runs on a timer: at a
             // low rate the next item may take long, and a kill would lose what waits.
@@ -312,37 +314,33 @@ where
                 .interval
                 .filter(|_| since_flush > 0)
                 .map(|i| last_flush + i);
-            let arrived = match deadline {
-                None => results.next().await,
-                Some(at) => tokio::select! {
-                    arrived = results.next() => arrived,
-                    _ = tokio::time::sleep_until(at.into()) => {
+            if !exhausted {
+                let arrived = match deadline {
+                    None => Some(results.next().await),
+                    Some(at) => tokio::select! {
+                        arrived = results.next() => Some(arrived),
+                        _ = tokio::time::sleep_until(at.into()) => None,
+                    },
+                };
+                match arrived {
+                    Some(Some((seq, r))) => accept::<D, E, C>(&ctl, &mut out, &mut waiting, seq, r),
+                    Some(None) => exhausted = true,
+                    None => {
                         since_flush = 0;
                         last_flush = Instant::now();
-                        match commit.flush().await {
-                            Ok(()) => out.flushes += 1,
-                            Err(e) => {
-                                ctl.stop_fatal();
-                                out.fatal.get_or_insert(e);
-                            }
-                        }
-                        continue;
+                        let flushed = flush_polling(
+                            commit,
+                            results.as_mut(),
+                            &mut exhausted,
+                            &ctl,
+                            &mut out,
+                            &mut waiting,
+                        )
+                        .await;
+                        flushed_or_fatal(flushed, &ctl, &mut out);
                     }
-                },
-            };
-            let Some((seq, r)) = arrived else { break };
-            let done = match r {
-                Ok(d) => Some(d),
-                Err(Failed { partial, error }) => {
-                    ctl.stop_fatal();
-                    match &out.fatal {
-                        Some(old) if !C::supersedes(&error, old) => {}
-                        _ => out.fatal = Some(error),
-                    }
-                    partial
                 }
-            };
-            waiting.insert(seq, done);
+            }
             // Commit in order: nothing passes an unfinished item.
             while let Some(done) = waiting.remove(&next) {
                 next += 1;
@@ -361,14 +359,22 @@ where
                 if opts.flush.due(since_flush, last_flush.elapsed()) {
                     since_flush = 0;
                     last_flush = Instant::now();
-                    match commit.flush().await {
-                        Ok(()) => out.flushes += 1,
-                        Err(e) => {
-                            ctl.stop_fatal();
-                            out.fatal.get_or_insert(e);
-                        }
-                    }
+                    // The uploads in flight go on while the journal writes: the flush
+                    // polls the stream too, and what finishes waits in `waiting`.
+                    let flushed = flush_polling(
+                        commit,
+                        results.as_mut(),
+                        &mut exhausted,
+                        &ctl,
+                        &mut out,
+                        &mut waiting,
+                    )
+                    .await;
+                    flushed_or_fatal(flushed, &ctl, &mut out);
                 }
+            }
+            if exhausted && !waiting.contains_key(&next) {
+                break;
             }
         }
         if since_flush > 0 {
@@ -390,6 +396,72 @@ where
         produced,
         fatal: tally.fatal,
         interrupted: cancel.is_cancelled(),
+    }
+}
+
+/// Takes one finished item into `waiting` (a fatal one stops the run and keeps what it
+/// had done, as its `partial`).
+fn accept<D, E, C: Commit<D, E>>(
+    ctl: &Control,
+    out: &mut Tally<E>,
+    waiting: &mut BTreeMap<u64, Option<D>>,
+    seq: u64,
+    r: Result<D, Failed<D, E>>,
+) {
+    let done = match r {
+        Ok(d) => Some(d),
+        Err(Failed { partial, error }) => {
+            ctl.stop_fatal();
+            match &out.fatal {
+                Some(old) if !C::supersedes(&error, old) => {}
+                _ => out.fatal = Some(error),
+            }
+            partial
+        }
+    };
+    waiting.insert(seq, done);
+}
+
+/// Runs `commit.flush()` while still polling `results`, so that the items in flight are
+/// not stalled by the journal write (they are polled by this one task): what finishes
+/// meanwhile goes to `waiting` and is committed after the flush, in order.
+async fn flush_polling<D, E, C, S>(
+    commit: &mut C,
+    mut results: std::pin::Pin<&mut S>,
+    exhausted: &mut bool,
+    ctl: &Control,
+    out: &mut Tally<E>,
+    waiting: &mut BTreeMap<u64, Option<D>>,
+) -> Result<(), E>
+where
+    C: Commit<D, E>,
+    S: futures::Stream<Item = (u64, Result<D, Failed<D, E>>)>,
+{
+    let flush = commit.flush();
+    let mut flush = std::pin::pin!(flush);
+    loop {
+        if *exhausted {
+            return flush.await;
+        }
+        tokio::select! {
+            biased;
+            r = &mut flush => return r,
+            arrived = results.next() => match arrived {
+                Some((seq, r)) => accept::<D, E, C>(ctl, out, waiting, seq, r),
+                None => *exhausted = true,
+            },
+        }
+    }
+}
+
+/// Counts a flush, or stops the run on its error.
+fn flushed_or_fatal<E>(flushed: Result<(), E>, ctl: &Control, out: &mut Tally<E>) {
+    match flushed {
+        Ok(()) => out.flushes += 1,
+        Err(e) => {
+            ctl.stop_fatal();
+            out.fatal.get_or_insert(e);
+        }
     }
 }
 

@@ -1,43 +1,50 @@
 //! The migration journal's table (`migrations/sqlite/0003_migrate.sql`, 0004, 0005):
 //! one row per target and key, written in one transaction per batch.
 
-use std::collections::HashMap;
-
 use chrono::Utc;
 use sqlx::sqlite::SqlitePool;
 
-use crate::journal::{FileRecord, FileState, JournalError};
+use crate::journal::migrate::READ_PAGE;
+use crate::journal::{FileRecord, FileState, JournalError, JournalFiles};
 
-/// Every file recorded for `target`, by key.
+/// Every file recorded for `target`, sorted by key: keyset pages of [`READ_PAGE`] rows
+/// along the primary key (target, key), whose BINARY collation is byte order.
 pub(super) async fn migrate_files(
     pool: &SqlitePool,
     target: &str,
-) -> Result<HashMap<String, FileRecord>, JournalError> {
-    let rows: Vec<(String, i64, String, String, Option<bool>)> = sqlx::query_as(
-        "SELECT key, size, version, state, source_private FROM migrate_files WHERE target = ?",
-    )
-    .bind(target)
-    .fetch_all(pool)
-    .await
-    .map_err(|source| JournalError::Query {
-        what: "loading the migration journal",
-        source,
-    })?;
-    Ok(rows
-        .into_iter()
-        .map(|(key, size, version, state, source_private)| {
-            (
-                key.clone(),
-                FileRecord {
+) -> Result<JournalFiles, JournalError> {
+    let mut records: Vec<FileRecord> = Vec::new();
+    loop {
+        let after = records.last().map(|r| r.key.as_str());
+        let rows: Vec<(String, i64, String, String, Option<bool>)> = sqlx::query_as(
+            "SELECT key, size, version, state, source_private FROM migrate_files \
+             WHERE target = ?1 AND (?2 IS NULL OR key > ?2) ORDER BY key LIMIT ?3",
+        )
+        .bind(target)
+        .bind(after)
+        .bind(READ_PAGE)
+        .fetch_all(pool)
+        .await
+        .map_err(|source| JournalError::Query {
+            what: "loading the migration journal",
+            source,
+        })?;
+        let full = rows.len() as i64 == READ_PAGE;
+        records.extend(
+            rows.into_iter()
+                .map(|(key, size, version, state, source_private)| FileRecord {
                     key,
                     size: size.max(0) as u64,
                     version,
                     state: FileState::parse(&state),
                     source_private,
-                },
-            )
-        })
-        .collect())
+                }),
+        );
+        if !full {
+            break;
+        }
+    }
+    Ok(JournalFiles::from_records(records))
 }
 
 /// Records `files` for `target` in one transaction (insert or replace).

@@ -7,7 +7,6 @@
 mod migrate;
 mod orphans;
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -18,7 +17,8 @@ use sqlx::sqlite::{
 
 use super::run::{parse_time, shard_of, stored};
 use super::{
-    FileRecord, Journal, JournalError, RunCounts, RunId, RunQuery, RunRecord, ScanPosition,
+    FileRecord, Journal, JournalError, JournalFiles, RunCounts, RunId, RunQuery, RunRecord,
+    ScanPosition,
 };
 use crate::model::JobKey;
 
@@ -228,10 +228,7 @@ impl Journal for SqliteJournal {
         Ok(())
     }
 
-    async fn migrate_files(
-        &self,
-        target: &str,
-    ) -> Result<HashMap<String, FileRecord>, JournalError> {
+    async fn migrate_files(&self, target: &str) -> Result<JournalFiles, JournalError> {
         migrate::migrate_files(&self.pool, target).await
     }
 

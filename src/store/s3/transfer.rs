@@ -17,6 +17,12 @@ use crate::store::{HeadMeta, ObjectHeaders, StoreError};
 
 /// Bytes read from a source file at a time while uploading it.
 const READ_BUFFER: usize = 256 * 1024;
+/// Files up to this size are read whole, in one blocking call, and sent from memory: a
+/// streamed body costs a hop through tokio's blocking pool for its open, its metadata and
+/// every read (about 40 futex calls and 4 opens per file in the profile of
+/// docs/benchmarks.md's analysis), for files that are mostly thumbnails and images of a
+/// few KiB to 500 KiB. At most `--concurrency` such buffers are held at once.
+const READ_WHOLE: u64 = 1024 * 1024;
 
 /// S3's limit on parts per multipart upload.
 const MAX_PARTS: u64 = 10_000;
@@ -45,6 +51,31 @@ impl Body<'_> {
             // 256 KiB reads instead of the SDK's 4 KiB: each read is a hop through
             // tokio's blocking pool, and at 4 KiB those hops (futex wake-ups) took most of
             // migrate's CPU (docs/benchmarks.md, "Where mastomedia loses").
+            Body::File(path, size) if offset == 0 && len == *size && len <= READ_WHOLE => {
+                let owned = path.to_path_buf();
+                let bytes = tokio::task::spawn_blocking(move || std::fs::read(owned))
+                    .await
+                    .map_err(|e| StoreError::Other {
+                        code: "ReadFailed".into(),
+                        message: format!("{}: {e}", path.display()),
+                    })?
+                    .map_err(|e| StoreError::Other {
+                        code: "ReadFailed".into(),
+                        message: format!("{}: {e}", path.display()),
+                    })?;
+                if bytes.len() as u64 != len {
+                    // Changed since the walk: the declared Content-Length would be wrong.
+                    return Err(StoreError::Other {
+                        code: "ReadFailed".into(),
+                        message: format!(
+                            "{}: {} bytes, {len} when the source was walked",
+                            path.display(),
+                            bytes.len()
+                        ),
+                    });
+                }
+                Ok(ByteStream::from(bytes))
+            }
             Body::File(path, _) => ByteStream::read_from()
                 .path(path)
                 .buffer_size(READ_BUFFER)
