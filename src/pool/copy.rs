@@ -263,7 +263,7 @@ pub async fn copy_all(
     let ours: HashSet<&str> = todo
         .iter()
         .map(|f| f.key.as_str())
-        .filter(|k| known.contains_key(*k))
+        .filter(|k| known.contains_key(k))
         .collect();
     upload_all(job, todo, &ours, cancel, mode, report).await
 }
