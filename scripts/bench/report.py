@@ -214,15 +214,17 @@ w("```\n")
 SERVER = PR.get("server", "moto behind the SigV4 proxy")
 du_seed = PR.get("du_seed")
 dseed = SEED.get(du_seed, {}) if du_seed else {}
-truth = dseed.get("candidate_objects")
-truth_bytes = dseed.get("candidate_bytes")
+truth = dseed.get("objects_uploaded")
+truth_bytes = dseed.get("bytes_uploaded")
 w("## du: one bucket, moto behind the SigV4 proxy\n")
 if timing("du-mastomedia") is None:
     w("Not run in this run.\n")
 else:
     w(f"The bucket of the prune line's {du_seed} seed before its prune: {truth} objects, "
-      f"{truth_bytes} bytes (what `scripts/seed.py` put: the {dseed.get('candidates', '?')} "
-      f"candidates' objects, {dseed.get('object_sizes', ['?', '?'])[0]}–"
+      f"{truth_bytes} bytes (what `scripts/seed.py` put: every object of "
+      f"{dseed.get('media', '?')} media rows, {dseed.get('accounts', '?')} accounts, "
+      f"{dseed.get('emoji', '?')} emoji, {dseed.get('cards', '?')} cards, "
+      f"{dseed.get('object_sizes', ['?', '?'])[0]}–"
       f"{dseed.get('object_sizes', ['?', '?'])[1]} bytes each). Server: {SERVER}. moto "
       "renders a 1000-key listing page in about 0.6 s of one core (its XML serialiser), "
       "single-threaded, so it caps any parallel speed-up. A tool whose object count is "
@@ -269,14 +271,16 @@ if not SEEDS:
     w("Not run in this run.\n")
 else:
     w(f"Server: {SERVER}; requests are counted by the proxy (every HTTP attempt). Each seed: "
-      "`scripts/seed.py --candidates N --days 7 --objects candidates --bulk-proxy … "
-      "--object-sizes 100:2000` on a fresh database and a fresh moto, the candidates' "
-      "objects only, the same set in one bucket per peer. The peers only delete objects "
+      "`scripts/seed.py --candidates N --days 7 --objects all --bulk-proxy … "
+      "--object-sizes 100:2000` on a fresh database and a fresh moto: every object of the "
+      "seed in mastomedia's bucket (prune refuses a bucket where none of the newest files "
+      "the database names exist), the candidates' objects only in one bucket per peer "
+      "(each peer deletes its whole bucket). The peers only delete objects "
       "(no database, no sizes, no \"already gone\"); mastomedia also pages the database, "
       "sizes every key from range listings and clears the rows. Its counts are checked "
       "against what the seed put: objects deleted = the candidates' objects, already gone = "
       "the candidates' small styles the seed left missing, bytes freed = the candidates' "
-      "bytes. The loop runs over every k-th key when the seed has more than "
+      "bytes, objects left = the seed's objects that are not the candidates'. The loop runs over every k-th key when the seed has more than "
       f"{PR.get('loop_keys', '?')} (`BENCH_PRUNE_LOOP_KEYS`; 0: all), and its wall time is "
       "also shown projected to every key at its measured rate. Wall time on moto is bound "
       "by moto (~100 HEAD + DELETE keys/s, ~0.6 s per 1000-key listing page here), so "
@@ -351,7 +355,9 @@ for sd in SEEDS:
               ("already gone", media.get("objects_already_gone"),
                seed.get("missing_small_candidates")),
               ("bytes freed", media.get("bytes_freed"), seed.get("candidate_bytes")),
-              ("rows cleared", media.get("rows_cleared"), seed.get("candidates"))]
+              ("rows cleared", media.get("rows_cleared"), seed.get("candidates")),
+              ("objects left", (jload(P + "-mastomedia.count") or {}).get("objects"),
+               (seed.get("objects_uploaded") or 0) - cand_objs)]
     exact = all(g == e for _, g, e in checks)
     w("- exact against the seed: " + "; ".join(
         f"{k} {g} {'=' if g == e else '≠'} {e}" for k, g, e in checks)

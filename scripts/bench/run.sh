@@ -327,10 +327,13 @@ fi
 #   busy    scripts/seed.py --media-days 7:8: every media row created within one day just
 #           past the 7-day cutoff (issue 11's "10k+ candidates created within a day");
 #   sparse  seed.py's usual spread over 0-420 days (scripts/bench-prune.sh's shape).
-# Only the candidates' objects are stored, 100-2000 bytes each, put straight into moto's
-# backend through the proxy's control API (seed.py --bulk-proxy: ~5000 objects/s instead
-# of ~250 through PutObject), the same set in one bucket per peer. The seed's summary
-# (objects, bytes, small styles left missing) is what prune's counts are checked against.
+# mastomedia's bucket holds every object of the seed (candidates, newer and local media,
+# avatars, emoji, cards: prune refuses a bucket where none of the newest files the
+# database names exist), each peer's bucket the candidates' objects only (the peers
+# delete the whole bucket); 100-2000 bytes each, put straight into moto's backend through
+# the proxy's control API (seed.py --bulk-proxy: ~5000 objects/s instead of ~250 through
+# PutObject). The seed's summary (objects, bytes, small styles left missing) is what
+# prune's and du's counts are checked against.
 # du runs on the first seed's bucket before its prune. The loop peer runs over every
 # k-th key, at most BENCH_PRUNE_LOOP_KEYS of them (0: all): at ~100 keys/s on moto, all
 # of 200k keys would take half an hour and only repeat the same two requests per key.
@@ -356,9 +359,9 @@ for SEED in $PRUNE_SEEDS; do
     esac
     curl -sf -X POST "$MOTO/moto-api/reset" >/dev/null
     fresh_db "$DB"
-    log "prune ($SEED): seeding $PRUNE_ROWS candidate rows (scripts/seed.py ${shape[*]:-}; the candidates' objects, bulk, in three buckets)"
+    log "prune ($SEED): seeding $PRUNE_ROWS candidate rows (scripts/seed.py ${shape[*]:-}; every object, bulk; the candidates' in two more buckets)"
     "$PY" scripts/seed.py --database-url "$DB_URL" --endpoint "$MOTO" --bucket "$BUCKET" \
-        --create-bucket --candidates "$PRUNE_ROWS" --days 7 "${shape[@]}" --objects candidates \
+        --create-bucket --candidates "$PRUNE_ROWS" --days 7 "${shape[@]}" --objects all \
         --seed 7 --accounts 1000 --quiet --bulk-proxy "$PROXY" --object-sizes 100:2000 \
         --summary-json "$OUT/seed-$SEED.json" --keys-out "$OUT/keys-$SEED.txt" \
         --also-bucket "$BUCKET-loop" --also-bucket "$BUCKET-s3cmd" >"$OUT/seed-$SEED.out"
