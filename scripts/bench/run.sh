@@ -340,7 +340,7 @@ fi
 # S3_READ_TIMEOUT=60: moto serialises a 1000-key listing page in ~0.6 s of one core, so
 # parallel pages on a loaded machine pass the default 5 s and get retried, which counts
 # moto's slowness as requests.
-DB=mastomedia_bench_run
+DB=mastomedia_bench_run_$$  # per run: two runs on one machine must not drop each other's database
 DB_URL=$PG_BASE/$DB
 BUCKET=bench-prune
 if want prune; then
