@@ -30,8 +30,12 @@ What it writes (all counts deterministic for a given --seed; ids and times are r
 
 Object keys follow docs/mastodon-storage.md §3 (shared docs): `cache/` iff the attachment's
 storage schema version >= 1 and the record is remote; id_partition; styles chosen from the
-content type. Bodies are random bytes of 1-40 KiB, uploaded by a thread pool straight to
-the S3 endpoint given (use s3server.py's "moto" URL, not the proxy) with Content-Type set.
+content type. Bodies are random bytes of 1-40 KiB (--object-sizes), uploaded by a thread
+pool straight to the S3 endpoint given (use s3server.py's "moto" URL, not the proxy) with
+Content-Type set; or, with --bulk-proxy, put straight into moto's backend through the
+proxy's control API (about 30x faster, keys and sizes only: for prune and du benchmarks).
+--media-days LO:HI puts every media row's creation LO to HI days ago (7:8: a busy day
+of candidates) instead of the usual spread.
 
 --objects all|candidates|none: upload every object, only those of prune candidates (at
 --days), or none (rows only, e.g. for memory benchmarks).
@@ -211,6 +215,7 @@ class Gen:
         # objects: key -> (content_type, size, owner tag, is_prune_candidate)
         self.objects = {}
         self.missing = 0
+        self.missing_candidates = 0
         self.stats = {}
         self.has_thumb_version = True
 
@@ -223,7 +228,7 @@ class Gen:
                 return f"{n}.{ext}"
 
     def size(self):
-        return self.rng.randint(1024, 40 * 1024)
+        return self.rng.randint(*self.a.object_sizes)
 
     def age(self, lo, hi):
         """Days ago: an integer day plus 0.05-0.95, so that no row sits within an hour of
@@ -235,6 +240,7 @@ class Gen:
         for key, ct, style in objs:
             if drop_small and style == "small":
                 self.missing += 1
+                self.missing_candidates += int(candidate)
                 continue
             size = size_original if style == "original" else self.size()
             assert key not in self.objects, key
@@ -427,6 +433,8 @@ class Gen:
                 n17 += 1
                 created = dt.datetime(2017, 1, 1) + dt.timedelta(
                     seconds=rng.randint(0, 480 * 86400))
+            elif a.media_days:
+                created = self.age(*a.media_days)
             else:
                 r = rng.random()
                 lo, hi = ((0, 7) if r < 0.30 else (7, 14) if r < 0.42 else
@@ -668,6 +676,8 @@ def upload(args, objects, bucket):
         return pool[off:off + size]
 
     total = len(objects)
+    if args.bulk_proxy:
+        return upload_bulk(args, objects, bucket, pool)
     if args.fs_root:
         t0 = time.time()
         nbytes = 0
@@ -734,6 +744,36 @@ def upload(args, objects, bucket):
     return state["done"], state["bytes"], time.time() - t0
 
 
+def upload_bulk(args, objects, bucket, pool):
+    """Puts [(key, ct, size)] straight into moto's backend through the control API of
+    tests/support/s3server.py (`POST /__objects/<bucket>`, batches of 5000, not counted in
+    the proxy's stats). Bodies are text of the exact size (a slice of the hex of the body
+    pool); Content-Type, ACL and Cache-Control are not stored: for the prune and du
+    benchmarks, which read keys and sizes only. Returns (count, bytes, seconds)."""
+    import urllib.request
+
+    text = pool.hex()
+    t0 = time.time()
+    done = nbytes = 0
+    for i in range(0, len(objects), 5000):
+        batch = []
+        for key, _ct, size in objects[i:i + 5000]:
+            off = int.from_bytes(hashlib.blake2b(key.encode(), digest_size=4).digest(),
+                                 "big") % (1 << 20)
+            batch.append([key, text[off:off + size]])
+            nbytes += size
+        req = urllib.request.Request(
+            f"{args.bulk_proxy.rstrip('/')}/__objects/{bucket}", method="POST",
+            data=json.dumps({"objects": batch}).encode(),
+            headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req) as r:
+            done += json.loads(r.read())["put"]
+        if not args.quiet:
+            print(f"seed: put {done}/{len(objects)} objects into {bucket} (bulk)",
+                  file=sys.stderr, flush=True)
+    return done, nbytes, time.time() - t0
+
+
 def ensure_bucket(args, bucket):
     import boto3
     from botocore.exceptions import ClientError
@@ -783,12 +823,37 @@ def parse_args(argv):
     ap.add_argument("--key-prefix", default="", help="S3_KEY_PREFIX to put before every key")
     ap.add_argument("--fs-root", help="write files below this directory instead of S3")
     ap.add_argument("--threads", type=int, default=32)
+    ap.add_argument("--bulk-proxy", metavar="URL",
+                    help="put objects straight into moto's backend through this "
+                         "tests/support/s3server.py proxy's control API (POST "
+                         "/__objects/<bucket>; sizes exact, no Content-Type or ACL): "
+                         "fast seeding of 100k+ objects for the prune and du benchmarks")
+    ap.add_argument("--object-sizes", default="1024:40960", metavar="MIN:MAX",
+                    help="body size range in bytes of every object (default 1024:40960)")
+    ap.add_argument("--media-days", metavar="LO:HI",
+                    help="create every media row (but the few 17-digit ones) LO to HI days "
+                         "ago, instead of the usual spread over 0-420 days; e.g. 7:8 for "
+                         "a busy day of candidates just past --days 7")
     ap.add_argument("--retention-setting", type=int, metavar="DAYS",
                     help="also write settings.media_cache_retention_period = DAYS")
     ap.add_argument("--summary-json", metavar="FILE")
     ap.add_argument("--quiet", action="store_true", help="no upload progress on stderr")
     a = ap.parse_args(argv)
     a.key_prefix = a.key_prefix.strip("/")
+    try:
+        a.object_sizes = tuple(int(x) for x in a.object_sizes.split(":"))
+        assert len(a.object_sizes) == 2 and 0 <= a.object_sizes[0] <= a.object_sizes[1]
+        a.media_days = (tuple(int(x) for x in a.media_days.split(":")) if a.media_days
+                        else None)
+        assert a.media_days is None or (len(a.media_days) == 2
+                                        and 0 <= a.media_days[0] < a.media_days[1])
+    except (ValueError, AssertionError):
+        ap.error("--object-sizes and --media-days take MIN:MAX (integers, MIN <= MAX; "
+                 "--media-days LO < HI)")
+    if a.object_sizes[1] > (1 << 20):
+        ap.error("--object-sizes: at most 1 MiB per object")
+    if a.bulk_proxy and (a.fs_root or not a.endpoint):
+        ap.error("--bulk-proxy needs --endpoint (moto's URL, to create the buckets)")
     if a.fs_root and a.key_prefix:
         ap.error("--key-prefix applies to S3 only")
     if a.objects != "none" and not a.fs_root and not (a.endpoint and a.bucket):
@@ -835,9 +900,11 @@ def main(argv=None):
         ensure_bucket(a, a.bucket)
     if todo:
         n_up, n_bytes, t_up = upload(a, todo, a.bucket)
+    t_also = time.time()
     for extra_bucket in a.also_bucket:
         ensure_bucket(a, extra_bucket)
         upload(a, cand_objs, extra_bucket)
+    t_also = time.time() - t_also
     if a.keys_out:
         with open(a.keys_out, "w") as f:
             for k, _ct, _s in cand_objs:
@@ -857,7 +924,12 @@ def main(argv=None):
         "media_17digit": s.get("media_17digit", 0),
         "candidates": s.get("candidates", 0), "candidate_days": a.days,
         "candidate_objects": len(cand_objs),
+        "candidate_bytes": sum(sz for _k, _ct, sz in cand_objs),
         "missing_small_objects": g.missing,
+        "missing_small_candidates": g.missing_candidates,
+        "media_days": list(a.media_days) if a.media_days else None,
+        "object_sizes": list(a.object_sizes),
+        "upload": "bulk" if a.bulk_proxy else "fs" if a.fs_root else "put_object",
         "statuses": len(r["statuses"]),
         "accounts": len(r["accounts"]), "accounts_local": len(g.local_accounts),
         "avatars": s.get("avatars", 0), "headers": s.get("headers", 0),
@@ -869,6 +941,7 @@ def main(argv=None):
         "site_uploads": len(r["site_uploads"]), "orphans": s.get("orphans", 0),
         "objects_planned": len(g.objects), "objects_uploaded": n_up, "bytes_uploaded": n_bytes,
         "objects_mode": a.objects, "seconds_db": round(t_db, 1), "seconds_upload": round(t_up, 1),
+        "seconds_upload_also_buckets": round(t_also, 1),
         "target": a.fs_root or (f"s3://{a.bucket}" if a.bucket else "-"),
     }
     if a.summary_json:

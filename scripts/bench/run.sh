@@ -12,13 +12,16 @@
 #     boto3 would not accept), s3s-fs 0.14.1 (`cargo install … --root ~/.cache/mastomedia/s3s-fs`).
 #  3. Servers: s3s-fs on loopback (strict SigV4, fast: the tool is measured, not the server)
 #     for the migrate and limit lines; moto behind tests/support/s3server.py's SigV4 proxy
-#     (counts every request, keeps ACLs) for du and prune; s3s-fs for memory; Postgres from
-#     scripts/services.sh.
+#     (counts every request, keeps ACLs) for du and prune, started through
+#     scripts/bench/fastmoto.py (moto's listing answered from a sorted index: time per page,
+#     not per bucket; self-tested against moto's own method first); s3s-fs for memory;
+#     Postgres from scripts/services.sh.
 #  4. Lines: migrate (mastomedia, rclone, aws s3 sync, s3cmd sync; concurrency 8 and 32),
 #     limit (examples/put_loop.rs: from memory, and streamed from the file in 4 KiB and
-#     256 KiB reads), du (before prune, on the prune bucket: mastomedia du,
-#     rclone size, aws s3 ls --recursive --summarize), prune (mastomedia prune vs a HEAD +
-#     DELETE loop at equal concurrency vs s3cmd del), memory (peak RSS, /usr/bin/time -v,
+#     256 KiB reads), du (before prune, on the busy seed's bucket: mastomedia du,
+#     rclone size, aws s3 ls --recursive --summarize), prune (a busy and a sparse seed,
+#     each: mastomedia prune vs a HEAD + DELETE loop at equal concurrency vs s3cmd del;
+#     see the du and prune section), memory (peak RSS, /usr/bin/time -v,
 #     of prune over N candidate rows and of migrate over N files), plan (EXPLAIN (ANALYZE,
 #     BUFFERS) of the candidate query on a generated media_attachments of BENCH_PLAN_ROWS).
 #  5. scripts/bench/report.py writes docs/benchmarks.md (BENCH_DOC to write elsewhere).
@@ -37,7 +40,9 @@
 #   variable               small            full
 #   BENCH_MIGRATE_FILES    1000             10000
 #   BENCH_CONCURRENCY      "8 32"           "8 32"
-#   BENCH_PRUNE_ROWS       2000             100000   (candidate rows; objects ~2.1 per row)
+#   BENCH_PRUNE_ROWS       2000             100000   (candidate rows per seed; objects ~2 per row)
+#   BENCH_PRUNE_SEEDS      "busy sparse"    "busy sparse" (du on the first)
+#   BENCH_PRUNE_LOOP_KEYS  0 (all)          10000    (keys the HEAD + DELETE loop runs over)
 #   BENCH_MEMORY_ROWS      "10000 100000"   "10000 100000 1000000"
 #   BENCH_MEMORY_FILES     "10000"          "10000 100000" (+ 1000000 with BENCH_MEMORY_1M=1:
 #                                           1M files on disk and 1M uploads, about 20 min more)
@@ -50,8 +55,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 REPO=$PWD
 SCALE=${BENCH_SCALE:-small}
 case $SCALE in
-    small) d_files=1000 d_prune=2000 d_mem_rows="10000 100000" d_mem_files="10000" ;;
-    full) d_files=10000 d_prune=100000 d_mem_rows="10000 100000 1000000" d_mem_files="10000 100000" ;;
+    small) d_files=1000 d_prune=2000 d_loop=0 d_mem_rows="10000 100000" d_mem_files="10000" ;;
+    full) d_files=10000 d_prune=100000 d_loop=10000 d_mem_rows="10000 100000 1000000" d_mem_files="10000 100000" ;;
     *) echo "BENCH_SCALE must be small or full, not '$SCALE'" >&2; exit 2 ;;
 esac
 if [ "${BENCH_MEMORY_1M:-0}" = 1 ]; then d_mem_files="$d_mem_files 1000000"; fi
@@ -59,6 +64,8 @@ MIG_FILES=${BENCH_MIGRATE_FILES:-$d_files}
 CONCS=${BENCH_CONCURRENCY:-"8 32"}
 PRUNE_ROWS=${BENCH_PRUNE_ROWS:-$d_prune}
 PRUNE_CONC=${BENCH_PRUNE_CONCURRENCY:-8}
+PRUNE_SEEDS=${BENCH_PRUNE_SEEDS:-"busy sparse"}
+PRUNE_LOOP_KEYS=${BENCH_PRUNE_LOOP_KEYS:-$d_loop}
 MEM_ROWS=${BENCH_MEMORY_ROWS:-$d_mem_rows}
 MEM_FILES=${BENCH_MEMORY_FILES:-$d_mem_files}
 PLAN_ROWS=${BENCH_PLAN_ROWS:-1000000}
@@ -155,7 +162,10 @@ S3S_PORT=$(free_port)
     >"$OUT/s3s-fs.log" 2>&1 &
 S3S_PID=$!
 S3S=http://127.0.0.1:$S3S_PORT
-"$PY" tests/support/s3server.py --no-stdin-watch --port-file "$OUT/s3server.json" \
+# moto with its listing made proportional to the page (scripts/bench/fastmoto.py, checked
+# against moto's own method first); the proxy and everything else as in the tests.
+"$PY" scripts/bench/fastmoto.py --self-test >"$OUT/fastmoto-self-test.txt"
+"$PY" scripts/bench/fastmoto.py --no-stdin-watch --port-file "$OUT/s3server.json" \
     >"$OUT/s3server.log" 2>&1 &
 S3_PID=$!
 for _ in $(seq 1 100); do [ -s "$OUT/s3server.json" ] && break; sleep 0.2; done
@@ -312,51 +322,97 @@ rm -rf "$OUT/tree"
 fi
 
 # ---------------------------------------------------------------- du and prune (moto + proxy)
-DB=mastomedia_bench_run
+# One seed after the other (BENCH_PRUNE_SEEDS, default "busy sparse"), each on a fresh
+# database and a fresh moto (POST /moto-api/reset), PRUNE_ROWS prune candidates each:
+#   busy    scripts/seed.py --media-days 7:8: every media row created within one day just
+#           past the 7-day cutoff (issue 11's "10k+ candidates created within a day");
+#   sparse  seed.py's usual spread over 0-420 days (scripts/bench-prune.sh's shape).
+# mastomedia's bucket holds every object of the seed (candidates, newer and local media,
+# avatars, emoji, cards: prune refuses a bucket where none of the newest files the
+# database names exist), each peer's bucket the candidates' objects only (the peers
+# delete the whole bucket); 100-2000 bytes each, put straight into moto's backend through
+# the proxy's control API (seed.py --bulk-proxy: ~5000 objects/s instead of ~250 through
+# PutObject). The seed's summary (objects, bytes, small styles left missing) is what
+# prune's and du's counts are checked against.
+# du runs on the first seed's bucket before its prune. The loop peer runs over every
+# k-th key, at most BENCH_PRUNE_LOOP_KEYS of them (0: all): at ~100 keys/s on moto, all
+# of 200k keys would take half an hour and only repeat the same two requests per key.
+# S3_READ_TIMEOUT=60: moto serialises a 1000-key listing page in ~0.6 s of one core, so
+# parallel pages on a loaded machine pass the default 5 s and get retried, which counts
+# moto's slowness as requests.
+DB=mastomedia_bench_run_$$  # per run: two runs on one machine must not drop each other's database
 DB_URL=$PG_BASE/$DB
 BUCKET=bench-prune
 if want prune; then
-fresh_db "$DB"
-log "prune: seeding $PRUNE_ROWS candidate rows (scripts/seed.py; objects for candidates, copies for the peers)"
-"$PY" scripts/seed.py --database-url "$DB_URL" --endpoint "$MOTO" --bucket "$BUCKET" \
-    --create-bucket --candidates "$PRUNE_ROWS" --days 7 --objects candidates --seed 7 \
-    --accounts 1000 --quiet --summary-json "$OUT/seed.json" --keys-out "$OUT/keys.txt" \
-    --also-bucket "$BUCKET-loop" --also-bucket "$BUCKET-s3cmd" >"$OUT/seed.out"
-log "$(cat "$OUT/seed.out")"
-write_env "$OUT/env-prune" "$PROXY" "$BUCKET" "$DB_URL"
-s3count "$MOTO" "$BUCKET" >"$OUT/du-truth.count"
+{
+    echo "rows=$PRUNE_ROWS"
+    echo "seeds=$PRUNE_SEEDS"
+    echo "loop_keys=$PRUNE_LOOP_KEYS"
+    echo "du_seed=${PRUNE_SEEDS%% *}"
+    echo "server=moto $("$PY" -c 'import moto; print(moto.__version__)') (scripts/bench/fastmoto.py) behind tests/support/s3server.py's proxy"
+} >"$OUT/prune.txt"
+for SEED in $PRUNE_SEEDS; do
+    case $SEED in
+        busy) shape=(--media-days 7:8) ;;
+        sparse) shape=() ;;
+        *) echo "BENCH_PRUNE_SEEDS: busy and/or sparse, not '$SEED'" >&2; exit 2 ;;
+    esac
+    curl -sf -X POST "$MOTO/moto-api/reset" >/dev/null
+    fresh_db "$DB"
+    log "prune ($SEED): seeding $PRUNE_ROWS candidate rows (scripts/seed.py ${shape[*]:-}; every object, bulk; the candidates' in two more buckets)"
+    "$PY" scripts/seed.py --database-url "$DB_URL" --endpoint "$MOTO" --bucket "$BUCKET" \
+        --create-bucket --candidates "$PRUNE_ROWS" --days 7 "${shape[@]}" --objects all \
+        --seed 7 --accounts 1000 --quiet --bulk-proxy "$PROXY" --object-sizes 100:2000 \
+        --summary-json "$OUT/seed-$SEED.json" --keys-out "$OUT/keys-$SEED.txt" \
+        --also-bucket "$BUCKET-loop" --also-bucket "$BUCKET-s3cmd" >"$OUT/seed-$SEED.out"
+    log "$(cat "$OUT/seed-$SEED.out")"
+    write_env "$OUT/env-prune" "$PROXY" "$BUCKET" "$DB_URL"
+    echo "S3_READ_TIMEOUT=60" >>"$OUT/env-prune"
 
-log "du: mastomedia du, rclone size, aws s3 ls --recursive --summarize on s3://$BUCKET"
-stats_reset "$BUCKET"
-measure du-mastomedia "$BIN" -q --env-file "$OUT/env-prune" du --json
-stats_get "$BUCKET" du-mastomedia
-stats_reset "$BUCKET"
-rclone_env "$PROXY"
-measure du-rclone "${RCLONE_ENV[@]}" rclone size "bench:$BUCKET" --json
-stats_get "$BUCKET" du-rclone
-stats_reset "$BUCKET"
-measure du-awscli "${AWS_ENV[@]}" "$AWS" --endpoint-url "$PROXY" s3 ls "s3://$BUCKET" --recursive --summarize
-stats_get "$BUCKET" du-awscli
+    if [ "$SEED" = "${PRUNE_SEEDS%% *}" ]; then
+        log "du: mastomedia du, rclone size, aws s3 ls --recursive --summarize on s3://$BUCKET ($SEED seed)"
+        stats_reset "$BUCKET"
+        measure du-mastomedia "$BIN" -q --env-file "$OUT/env-prune" du --json
+        stats_get "$BUCKET" du-mastomedia
+        stats_reset "$BUCKET"
+        rclone_env "$PROXY"
+        measure du-rclone "${RCLONE_ENV[@]}" rclone size "bench:$BUCKET" --json
+        stats_get "$BUCKET" du-rclone
+        stats_reset "$BUCKET"
+        measure du-awscli "${AWS_ENV[@]}" "$AWS" --endpoint-url "$PROXY" s3 ls "s3://$BUCKET" \
+            --recursive --summarize
+        stats_get "$BUCKET" du-awscli
+    fi
 
-log "prune: mastomedia prune --days 7 --concurrency $PRUNE_CONC"
-stats_reset "$BUCKET"
-measure prune-mastomedia "$BIN" -q --env-file "$OUT/env-prune" prune --json --days 7 \
-    --concurrency "$PRUNE_CONC"
-stats_get "$BUCKET" prune-mastomedia
-s3count "$MOTO" "$BUCKET" >"$OUT/prune-mastomedia.count"
+    P=prune-$SEED
+    log "prune ($SEED): mastomedia prune --days 7 --concurrency $PRUNE_CONC"
+    stats_reset "$BUCKET"
+    measure "$P-mastomedia" "$BIN" -q --env-file "$OUT/env-prune" prune --json --days 7 \
+        --concurrency "$PRUNE_CONC"
+    stats_get "$BUCKET" "$P-mastomedia"
+    s3count "$MOTO" "$BUCKET" >"$OUT/$P-mastomedia.count"
 
-log "prune: HEAD + DELETE per key, $PRUNE_CONC in flight"
-stats_reset "$BUCKET-loop"
-measure prune-loop "$PY" scripts/bench/s3tool.py head-delete "$PROXY" "$BUCKET-loop" \
-    "$OUT/keys.txt" "$PRUNE_CONC"
-stats_get "$BUCKET-loop" prune-loop
-s3count "$MOTO" "$BUCKET-loop" >"$OUT/prune-loop.count"
+    all=$(wc -l <"$OUT/keys-$SEED.txt")
+    every=1
+    if [ "$PRUNE_LOOP_KEYS" -gt 0 ] && [ "$all" -gt "$PRUNE_LOOP_KEYS" ]; then
+        every=$(((all + PRUNE_LOOP_KEYS - 1) / PRUNE_LOOP_KEYS))
+    fi
+    awk -v k="$every" '(NR - 1) % k == 0' "$OUT/keys-$SEED.txt" >"$OUT/keys-$SEED-loop.txt"
+    echo "{\"keys_all\": $all, \"every\": $every, \"keys_run\": $(wc -l <"$OUT/keys-$SEED-loop.txt")}" \
+        >"$OUT/$P-loop.sample"
+    log "prune ($SEED): HEAD + DELETE per key, $PRUNE_CONC in flight, every ${every}th of $all keys"
+    stats_reset "$BUCKET-loop"
+    measure "$P-loop" "$PY" scripts/bench/s3tool.py head-delete "$PROXY" "$BUCKET-loop" \
+        "$OUT/keys-$SEED-loop.txt" "$PRUNE_CONC"
+    stats_get "$BUCKET-loop" "$P-loop"
 
-log "prune: s3cmd del --recursive (DeleteObjects, 1000 keys per request)"
-stats_reset "$BUCKET-s3cmd"
-measure prune-s3cmd "$S3CMD" -c "$OUT/s3cfg-proxy" del --recursive --force "s3://$BUCKET-s3cmd"
-stats_get "$BUCKET-s3cmd" prune-s3cmd
-s3count "$MOTO" "$BUCKET-s3cmd" >"$OUT/prune-s3cmd.count"
+    log "prune ($SEED): s3cmd del --recursive (DeleteObjects, 1000 keys per request)"
+    stats_reset "$BUCKET-s3cmd"
+    measure "$P-s3cmd" "$S3CMD" -c "$OUT/s3cfg-proxy" del --recursive --force "s3://$BUCKET-s3cmd"
+    stats_get "$BUCKET-s3cmd" "$P-s3cmd"
+    s3count "$MOTO" "$BUCKET-s3cmd" >"$OUT/$P-s3cmd.count"
+done
+curl -sf -X POST "$MOTO/moto-api/reset" >/dev/null
 fi
 
 # ---------------------------------------------------------------- memory
