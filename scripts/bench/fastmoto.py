@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """tests/support/s3server.py (moto + the SigV4-checking, counting proxy) with moto's
-ListObjectsV2 answered from a sorted index of the bucket's key names: the same answers,
-in time proportional to the page instead of the bucket.
+ListObjectsV2 and ListObjects (v1) answered from a sorted index of the bucket's key names:
+the same answers, in time proportional to the page instead of the bucket.
 
     $MASTOMEDIA_TEST_PYTHON scripts/bench/fastmoto.py [s3server.py's arguments]
     $MASTOMEDIA_TEST_PYTHON scripts/bench/fastmoto.py --self-test
@@ -9,7 +9,9 @@ in time proportional to the page instead of the bucket.
 Why: moto 5.2.5's `S3Backend.list_objects_v2` (moto/s3/models.py) builds a set of every
 key under the prefix, sorts it twice and scans it linearly for `start-after` or the
 continuation token, on every page: about 45 µs per key under the prefix on this machine,
-so 0.9 s per page at 20,000 objects and ~9 s at 200,000. No provider lists like that, and
+so 0.9 s per page at 20,000 objects and ~9 s at 200,000; its `list_objects` (v1, which
+rclone with provider Other and s3cmd call) builds and sorts the same set per page, ~2 s
+at 200,000. No provider lists like that, and
 it made the prune and du lines at 100k candidates measure moto instead of the tools (see
 scripts/bench/analysis.md). Every tool of those lines lists through the same patched
 server, so the ratios stay fair.
@@ -20,11 +22,16 @@ The patch (applied before s3server.py starts moto in-process):
   * ListObjectsV2 without a delimiter on an unversioned bucket bisects a sorted list of
     the store's names (rebuilt when the generation moved, or when more than half of its
     names were deleted since), skips names deleted since the build and delete markers, and
-    pages with moto's own `_truncate_result` (same continuation tokens). Anything else
-    (a delimiter, versioned buckets) goes to moto's original method.
-`--self-test` compares both methods on a generated bucket (prefixes, start-after,
-continuation tokens, page sizes, deletes and re-puts between pages) and exits non-zero on
-any difference; scripts/bench/run.sh runs it before starting the server.
+    pages with moto's own `_truncate_result` (same continuation tokens). ListObjects v1
+    without a delimiter on an unversioned bucket does the same from its marker (one of
+    moto's md5 NextMarker tokens, or a key name). Anything else (a delimiter, versioned
+    buckets) goes to moto's original methods;
+  * the answers of both without a delimiter are serialized directly (`list_xml`,
+    `list_xml_v1`) instead of through moto's generic serializer.
+`--self-test` compares both methods of each call on a generated bucket (prefixes,
+start-after, markers and continuation tokens, page sizes, deletes and re-puts between
+walks and between the pages of one walk) and both HTTP answers byte for byte, and exits
+non-zero on any difference; scripts/bench/run.sh runs it before starting the server.
 Standard library and moto only.
 """
 
@@ -40,8 +47,9 @@ S3SERVER = os.path.join(HERE, "..", "..", "tests", "support", "s3server.py")
 
 
 def patch():
-    """Replaces S3Backend.list_objects_v2 and S3Response.serialized (for ListObjectsV2
-    without a delimiter); returns the original methods."""
+    """Replaces S3Backend.list_objects_v2, S3Backend.list_objects and
+    S3Response.serialized (for ListObjectsV2 and ListObjects without a delimiter);
+    returns the original methods (list_objects_v2, serialized, list_objects)."""
     from moto.s3 import models, utils
 
     store_cls = utils._VersionedKeyStore
@@ -62,6 +70,7 @@ def patch():
     store_cls.__setitem__ = setitem
     store_cls.setlist = setlist
     orig_list = models.S3Backend.list_objects_v2
+    orig_list_v1 = models.S3Backend.list_objects
     lock = threading.Lock()
 
     def index(store):
@@ -73,16 +82,11 @@ def patch():
                 store.__dict__["_bench_index"] = idx
             return idx[1]
 
-    def list_objects_v2(self, bucket, prefix, delimiter, continuation_token, start_after,
-                        max_keys):
-        if (delimiter or isinstance(bucket, models.FakeTableStorageBucket)
-                or getattr(bucket, "is_versioned", False)):
-            return orig_list(self, bucket, prefix, delimiter, continuation_token,
-                             start_after, max_keys)
-        store = bucket.keys
+    def indexed(self, store, prefix, limit, max_keys):
+        """Up to max_keys + 1 live keys (latest versions, no delete markers) under prefix
+        after limit, in name order, through _truncate_result: what moto's methods return
+        for a bucket without a delimiter."""
         names = index(store)
-        limit = (self._pagination_tokens.get(continuation_token) if continuation_token
-                 else start_after)
         i = bisect.bisect_left(names, prefix or "")
         if limit:
             i = max(i, bisect.bisect_right(names, limit))
@@ -101,39 +105,99 @@ def patch():
             out.append(key)
         return self._truncate_result(out, max_keys)
 
+    def plain_bucket(bucket, delimiter):
+        return not (delimiter or isinstance(bucket, models.FakeTableStorageBucket)
+                    or getattr(bucket, "is_versioned", False))
+
+    def list_objects_v2(self, bucket, prefix, delimiter, continuation_token, start_after,
+                        max_keys):
+        if not plain_bucket(bucket, delimiter):
+            return orig_list(self, bucket, prefix, delimiter, continuation_token,
+                             start_after, max_keys)
+        limit = (self._pagination_tokens.get(continuation_token) if continuation_token
+                 else start_after)
+        return indexed(self, bucket.keys, prefix, limit, max_keys)
+
+    def list_objects(self, bucket, prefix, delimiter, marker, max_keys):
+        # ListObjects v1 (rclone's default for provider Other, s3cmd): moto's marker is
+        # one of its own md5 tokens or a key name; an empty marker is no marker.
+        if max_keys is None or not plain_bucket(bucket, delimiter):
+            return orig_list_v1(self, bucket, prefix, delimiter, marker, max_keys)
+        limit = (self._pagination_tokens.get(marker) or marker) if marker else None
+        keys, truncated, next_marker = indexed(self, bucket.keys, prefix, limit, max_keys)
+        return keys, [], truncated, next_marker
+
     models.S3Backend.list_objects_v2 = list_objects_v2
+    models.S3Backend.list_objects = list_objects
 
     from moto.s3 import responses
 
     orig_serialized = responses.S3Response.serialized
     plain = {"Key", "LastModified", "ETag", "Size", "StorageClass"}
+    # ListObjects v1 answers always carry moto's fixed owner (moto/s3/responses.py).
+    owned = plain | {"Owner"}
+
+    def fast_body(action, r):
+        if (not isinstance(r, dict) or "Delimiter" in r or "CommonPrefixes" in r):
+            return None
+        contents = r.get("Contents", [])
+        if action == "ListObjectsV2" and all(set(c) == plain for c in contents):
+            return list_xml(r)
+        if action == "ListObjects" and all(
+                set(c) == owned and set(c["Owner"]) == {"ID", "DisplayName"}
+                for c in contents):
+            return list_xml_v1(r)
+        return None
 
     def serialized(self, action_result):
-        r = action_result.result
-        if (self.data.get("Action") != "ListObjectsV2" or not isinstance(r, dict)
-                or "Delimiter" in r or "CommonPrefixes" in r
-                or any(set(c) != plain for c in r.get("Contents", []))):
+        body = fast_body(self.data.get("Action"), action_result.result)
+        if body is None:
             return orig_serialized(self, action_result)
         headers = {"Content-Type": "application/xml", "server": "amazon.com"}
         headers.update(self.response_headers)
-        return 200, headers, list_xml(r)
+        return 200, headers, body
 
     responses.S3Response.serialized = serialized
-    return orig_list, orig_serialized
+    return orig_list, orig_serialized, orig_list_v1
+
+
+def el(name, value):
+    """`<name>value</name>` as moto's serializer writes it (booleans lower case, `<name/>`
+    when empty, &, < and > escaped, quotes not)."""
+    from xml.sax.saxutils import escape
+
+    if isinstance(value, bool):
+        value = "true" if value else "false"
+    value = escape(str(value))
+    return f"<{name}>{value}</{name}>" if value else f"<{name}/>"
+
+
+def list_xml_v1(r):
+    """The body moto's serializer writes for a ListObjects (v1) result without a
+    delimiter (the same bytes: `--self-test` compares them). moto echoes no Marker."""
+    out = ['<?xml version="1.0" encoding="utf-8"?>\n'
+           '<ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">',
+           el("IsTruncated", r["IsTruncated"])]
+    if "NextMarker" in r:
+        out.append(el("NextMarker", r["NextMarker"]))
+    for c in r.get("Contents", []):
+        o = c["Owner"]
+        out.append("<Contents>" + el("Key", c["Key"]) + el("LastModified", c["LastModified"])
+                   + el("ETag", c["ETag"]) + el("Size", c["Size"])
+                   + el("StorageClass", c["StorageClass"]) + "<Owner>"
+                   + el("DisplayName", o["DisplayName"]) + el("ID", o["ID"])
+                   + "</Owner></Contents>")
+    for name in ("Name", "Prefix", "MaxKeys", "EncodingType"):
+        if name in r:
+            out.append(el(name, r[name]))
+    out.append("</ListBucketResult>")
+    return "".join(out)
 
 
 def list_xml(r):
     """The body moto's serializer writes for a ListObjectsV2 result without a delimiter,
     owners or checksums (the same bytes: `--self-test` compares them), in a fraction of
     its time (0.6 s per 1000 keys there)."""
-    from xml.sax.saxutils import escape
-
-    def el(name, value):
-        if isinstance(value, bool):
-            value = "true" if value else "false"
-        value = escape(str(value))
-        return f"<{name}>{value}</{name}>" if value else f"<{name}/>"
-
     out = ['<?xml version="1.0" encoding="utf-8"?>\n'
            '<ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">',
            el("IsTruncated", r["IsTruncated"])]
@@ -150,10 +214,11 @@ def list_xml(r):
 
 
 def self_test():
+    from moto.s3 import models
     from moto.s3.models import S3Backend
 
-    orig, orig_ser = patch()
-    fast = S3Backend.list_objects_v2
+    orig, orig_ser, orig_v1 = patch()
+    fast, fast_v1 = S3Backend.list_objects_v2, S3Backend.list_objects
     backend = S3Backend("us-east-1", "123456789012")
     backend.create_bucket("fastmoto-test", "us-east-1")
     bucket = backend.get_bucket("fastmoto-test")
@@ -178,6 +243,19 @@ def self_test():
             if not truncated or pages > 10000:
                 return out
 
+    def walk_v1(method, prefix, marker, max_keys, by_name=False):
+        # by_name: the next marker is the page's last key (what a client does without
+        # NextMarker), else moto's NextMarker token.
+        out, pages = [], 0
+        while True:
+            keys, folders, truncated, nxt = method(backend, bucket, prefix, None, marker,
+                                                   max_keys)
+            out.append((names_of(keys), list(folders), truncated))
+            pages += 1
+            if not truncated or pages > 10000:
+                return out
+            marker = keys[-1].name if by_name else nxt
+
     cases = 0
     for prefix in (None, "", "cache/", "a/b", "media_attachments/a/", "zzz"):
         for start_after in (None, "", "a/", "b/cache/5000", "cache/media_attachments"):
@@ -189,6 +267,13 @@ def self_test():
                 if a != b:
                     sys.exit(f"fastmoto self-test: differs for prefix={prefix!r} "
                              f"start_after={start_after!r} max_keys={max_keys}")
+                for by_name in (False, True):
+                    a = walk_v1(orig_v1, prefix, start_after, max_keys, by_name)
+                    b = walk_v1(fast_v1, prefix, start_after, max_keys, by_name)
+                    if a != b:
+                        sys.exit(f"fastmoto self-test: ListObjects v1 differs for "
+                                 f"prefix={prefix!r} marker={start_after!r} "
+                                 f"max_keys={max_keys} by_name={by_name}")
                 cases += 1
     # Deletes and new keys after the index was built: both methods see the same store.
     live = sorted(names)
@@ -202,19 +287,54 @@ def self_test():
         for prefix in ("cache/", None):
             if walk(orig, prefix, None, 100) != walk(fast, prefix, None, 100):
                 sys.exit(f"fastmoto self-test: differs after deletes and puts (step {step})")
+            if walk_v1(orig_v1, prefix, None, 100) != walk_v1(fast_v1, prefix, None, 100):
+                sys.exit(f"fastmoto self-test: v1 differs after deletes and puts (step {step})")
         live = [n for n in live if n not in victims]
         cases += 1
-    cases += serializer_test(orig, orig_ser)
+    # Deletes and re-puts between the pages of one walk (s3cmd del lists, then deletes;
+    # mastomedia deletes while it lists): each page of both methods on the same store.
+    for by_name in (False, True):
+        marker, token, page = None, None, 0
+        while True:
+            a = orig_v1(backend, bucket, None, None, marker, 37)
+            b = fast_v1(backend, bucket, None, None, marker, 37)
+            a2 = orig(backend, bucket, None, None, token, None, 37)
+            b2 = fast(backend, bucket, None, None, token, None, 37)
+            if (names_of(a[0]), a[1:]) != (names_of(b[0]), b[1:]) or \
+                    (names_of(a2[0]), a2[1:]) != (names_of(b2[0]), b2[1:]):
+                sys.exit(f"fastmoto self-test: page {page} differs with deletes and re-puts "
+                         f"between pages (by_name={by_name})")
+            if not a[2] and not a2[1]:
+                break
+            live = sorted(k for k, v in bucket.keys.items()
+                          if not isinstance(v, models.FakeDeleteMarker))
+            victims = rng.sample(live, min(len(live), 15))
+            for v in victims:  # behind and ahead of the page
+                backend.delete_object("fastmoto-test", v)
+            for v in victims[:5]:  # some come back
+                backend.put_object("fastmoto-test", v, b"again")
+            for j in range(3):
+                backend.put_object("fastmoto-test", f"{rng.choice(live)}-{page}-{j}", b"n")
+            page += 1
+            if a[2]:
+                marker = a[0][-1].name if by_name else a[3]
+            if a2[1]:
+                token = a2[2]
+            if page > 2000:
+                sys.exit("fastmoto self-test: walk with deletes does not end")
+        cases += 1
+    cases += serializer_test(orig, orig_v1, orig_ser)
     print(f"fastmoto self-test: {cases} cases, identical answers")
 
 
-def serializer_test(orig_list, orig_ser):
-    """The patched ListObjectsV2 answer (index and serializer) against moto's own, byte
-    for byte, through moto's WSGI app."""
+def serializer_test(orig_list, orig_v1, orig_ser):
+    """The patched ListObjectsV2 and ListObjects (v1) answers (index and serializer)
+    against moto's own, byte for byte, through moto's WSGI app."""
     from moto.s3 import models, responses
     from moto.server import create_backend_app
 
     fast_list, fast_ser = models.S3Backend.list_objects_v2, responses.S3Response.serialized
+    fast_v1 = models.S3Backend.list_objects
     app = create_backend_app("s3")
     client = app.test_client()
     client.put("/fastmoto-ser")
@@ -236,17 +356,24 @@ def serializer_test(orig_list, orig_ser):
     client.get("/fastmoto-ser?list-type=2&max-keys=7")  # registers the token
     queries.append(f"list-type=2&max-keys=7&continuation-token={token}")
     queries.append(f"list-type=2&max-keys=7&continuation-token={token}&start-after=zz")
+    # ListObjects v1: NextMarker tokens, key-name markers, prefixes, encoding, delimiter.
+    queries += ["", "max-keys=7", f"max-keys=7&marker={token}", f"marker={seventh}",
+                "marker=", "prefix=", "prefix=cache/&max-keys=5&marker=cache/m/010",
+                "prefix=a&encoding-type=url&max-keys=3", "prefix=zz", "max-keys=0",
+                "marker=zz", "delimiter=/", "prefix=cache/&delimiter=/&max-keys=2"]
     for q in queries:
         models.S3Backend.list_objects_v2 = orig_list
+        models.S3Backend.list_objects = orig_v1
         responses.S3Response.serialized = orig_ser
         a = client.get("/fastmoto-ser?" + q)
         models.S3Backend.list_objects_v2 = fast_list
+        models.S3Backend.list_objects = fast_v1
         responses.S3Response.serialized = fast_ser
         b = client.get("/fastmoto-ser?" + q)
         if a.status_code != 200 or (a.status_code, a.data) != (b.status_code, b.data):
             i = next((j for j, (x, y) in enumerate(zip(a.data, b.data)) if x != y),
                      min(len(a.data), len(b.data)))
-            sys.exit(f"fastmoto self-test: ListObjectsV2 ?{q} differs at byte {i}: "
+            sys.exit(f"fastmoto self-test: ListObjects ?{q} differs at byte {i}: "
                      f"{a.data[max(0, i - 80):i + 80]!r} vs {b.data[max(0, i - 80):i + 80]!r}")
         n += 1
     return n

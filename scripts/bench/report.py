@@ -225,9 +225,10 @@ else:
       f"{dseed.get('media', '?')} media rows, {dseed.get('accounts', '?')} accounts, "
       f"{dseed.get('emoji', '?')} emoji, {dseed.get('cards', '?')} cards, "
       f"{dseed.get('object_sizes', ['?', '?'])[0]}–"
-      f"{dseed.get('object_sizes', ['?', '?'])[1]} bytes each). Server: {SERVER}. moto "
-      "renders a 1000-key listing page in about 0.6 s of one core (its XML serialiser), "
-      "single-threaded, so it caps any parallel speed-up. A tool whose object count is "
+      f"{dseed.get('object_sizes', ['?', '?'])[1]} bytes each). Server: {SERVER}; "
+      "fastmoto answers ListObjectsV2 and ListObjects (v1, rclone's and s3cmd's call) "
+      "without a delimiter from a sorted index, a 1000-key page in a few tenths of a second "
+      "of one core, single-threaded, so it caps any parallel speed-up. A tool whose object count is "
       "not the seed's gets no time.\n")
 if timing("du-mastomedia") is not None:
     drows = []
@@ -283,7 +284,7 @@ else:
       "bytes, objects left = the seed's objects that are not the candidates'. The loop runs over every k-th key when the seed has more than "
       f"{PR.get('loop_keys', '?')} (`BENCH_PRUNE_LOOP_KEYS`; 0: all), and its wall time is "
       "also shown projected to every key at its measured rate. Wall time on moto is bound "
-      "by moto (~100 HEAD + DELETE keys/s, ~0.6 s per 1000-key listing page here), so "
+      "by moto (~100 HEAD + DELETE keys/s, a few tenths of a second per 1000-key listing page), so "
       "requests per key is the line that carries over to a provider.\n")
 verdicts = []
 for sd in SEEDS:
