@@ -18,7 +18,8 @@
 //! way would take at least two listings, and its paging stops as soon as the objects per
 //! key seen so far project more pages than the per-partition listings the rest of its keys
 //! would take ([`RangeMerge::feed`]): a quiet instance never lists more than today.
-//! This module decides; `pool::stat_with_retries` (in `src/pool/mod.rs`) sends.
+//! This module decides; `pool::send_window` (a prune window of chunks) and
+//! `pool::stat_with_retries` (in `src/pool/mod.rs`) send.
 
 use std::collections::BTreeMap;
 

@@ -177,6 +177,12 @@ impl<I> Intake<I> {
     pub fn is_stopped(&self) -> bool {
         self.ctl.intake_stopped()
     }
+
+    /// Resolves when intake stops (interrupt or fatal error): a producer's own read-only
+    /// work before its next send (prune's window listings) is abandoned on it.
+    pub async fn stopped(&self) {
+        self.ctl.stop.cancelled().await
+    }
 }
 
 /// An item that stops the run: the fatal `error`, and what the item had done before it

@@ -4,8 +4,15 @@
 //! memory stays flat whatever the number of rows:
 //!
 //! ```text
-//! rows (keyset pages) → chunks of ≤ batch-limit keys → [stat sizes → delete → retry]×concurrency → row clears (in order)
+//! rows (keyset pages) → chunks of ≤ batch-limit keys → windows of ≤ 16 chunks (range listings)
+//!   → [stat sizes → delete → retry]×concurrency → row clears (in order)
 //! ```
+//!
+//! On a store that sizes by listing, the producer gathers a window of up to
+//! [`WINDOW_CHUNKS`] chunks and lists the ranges of `plan::ranges` over the window's keys
+//! once, so each (attachment folder, id width) costs about one page per 1000 listed objects
+//! across the window instead of one listing per chunk; each chunk goes to the workers with
+//! the sizes those listings covered, and sizes every other key as before.
 //!
 //! Invariants: a row is cleared only when every one of its keys is confirmed gone (deleted
 //! or already missing); a row with a failed key is left as it was and counted. Every delete
@@ -147,10 +154,28 @@ impl RowSink for LockedDb<'_> {
     }
 }
 
-/// A chunk: rows whose keys together fit in one batch delete.
+/// A chunk: rows whose keys together fit in one batch delete, and the sizes its window's
+/// range listings covered (key → size, `None`: listed past, so gone; keys absent here are
+/// sized per partition).
+#[derive(Default)]
 struct Chunk {
     rows: Vec<(CandidateRow, Vec<ObjectKey>)>,
+    covered: Covered,
 }
+
+/// Sizes a range listing answered, by key (`None`: the listing passed the key: gone).
+type Covered = HashMap<String, Option<u64>>;
+
+/// Chunks per window of range listings (at most `16 × batch-limit` keys, 16,000 on S3).
+/// Each listed (folder, id width) class costs at most one partly filled page more than its
+/// objects need per window, so 16 chunks bring that to ≤ 1/16,000 request per key per
+/// class; the window (its rows, keys and covered sizes, a few MB) is held once, beside the
+/// `concurrency` chunks in flight, whatever the number of rows (invariant 8).
+pub const WINDOW_CHUNKS: usize = 16;
+
+/// How long a window with full chunks waits for the next rows page before it is listed
+/// and sent as it is (a slow database page must not leave the workers idle).
+pub const WINDOW_WAIT: Duration = Duration::from_secs(1);
 
 /// What happened to one row of a chunk.
 struct RowResult {
@@ -190,19 +215,58 @@ pub async fn run_pass<S: Store + ?Sized, R: Rows, K: RowSink>(
         after_fatal: AfterFatal::CommitFinished,
     };
 
-    // Stage 1: read pages and cut them into chunks of at most `batch_limit` keys.
+    // Stage 1: read pages and cut them into chunks of at most `batch_limit` keys; gather
+    // full chunks into a window, list the window's ranges once and send its chunks with
+    // the sizes the listings covered. A window is sent when it holds `WINDOW_CHUNKS`
+    // chunks, after a short (or the last) rows page, when the next page keeps it waiting
+    // `WINDOW_WAIT`, and before a failed page's error (as before, the chunks cut before
+    // it are processed). A store that does not size by listing gets each chunk at once.
     let prefix = opts.key_prefix.clone();
+    let window_chunks = if store.sizes_by_listing() {
+        WINDOW_CHUNKS
+    } else {
+        1
+    };
+    let page_size = usize::try_from(opts.page_size).unwrap_or(usize::MAX);
+    let window_store = Arc::clone(&store);
+    let known = opts.known_sizes.clone();
     let producer = |mut intake: Intake<Chunk>| async move {
-        let mut chunk = Chunk { rows: Vec::new() };
+        let store = window_store.as_ref();
+        let known = known.as_deref();
+        let mut window: Vec<Chunk> = Vec::new();
+        let mut chunk = Chunk::default();
         let mut keys_in_chunk = 0usize;
         loop {
             if intake.is_stopped() {
                 break;
             }
-            let page = rows.next_page().await.map_err(PassError::Db)?;
+            let page = {
+                let next = rows.next_page();
+                tokio::pin!(next);
+                loop {
+                    let waiting = !window.is_empty();
+                    tokio::select! {
+                        biased;
+                        page = &mut next => break page,
+                        _ = tokio::time::sleep(WINDOW_WAIT), if waiting => {
+                            if !send_window(&mut intake, store, &mut window, known).await {
+                                return Ok(false);
+                            }
+                        }
+                    }
+                }
+            };
+            let page = match page {
+                Ok(p) => p,
+                Err(e) => {
+                    send_window(&mut intake, store, &mut window, known).await;
+                    return Err(PassError::Db(e));
+                }
+            };
             if page.is_empty() {
                 break;
             }
+            let short = page.len() < page_size;
             for row in page {
                 if intake.is_stopped() {
                     // Stop intake at once: rows not yet handed to a worker stay as they are.
@@ -210,18 +274,32 @@ pub async fn run_pass<S: Store + ?Sized, R: Rows, K: RowSink>(
                 }
                 let keys = row_keys(&row, &prefix);
                 if keys_in_chunk + keys.len() > batch_limit && !chunk.rows.is_empty() {
-                    let full = std::mem::replace(&mut chunk, Chunk { rows: Vec::new() });
-                    if !intake.send(full).await {
+                    window.push(std::mem::take(&mut chunk));
+                    keys_in_chunk = 0;
+                    if window.len() >= window_chunks
+                        && !send_window(&mut intake, store, &mut window, known).await
+                    {
                         return Ok(false);
                     }
-                    keys_in_chunk = 0;
                 }
                 keys_in_chunk += keys.len();
                 chunk.rows.push((row, keys));
             }
+            if short
+                && !window.is_empty()
+                && !send_window(&mut intake, store, &mut window, known).await
+            {
+                return Ok(false);
+            }
         }
-        if !chunk.rows.is_empty() && !intake.is_stopped() {
-            intake.send(chunk).await;
+        if intake.is_stopped() {
+            return Ok(false);
+        }
+        if !chunk.rows.is_empty() {
+            window.push(chunk);
+        }
+        if !window.is_empty() {
+            send_window(&mut intake, store, &mut window, known).await;
         }
         Ok(true)
     };
@@ -253,6 +331,51 @@ pub async fn run_pass<S: Store + ?Sized, R: Rows, K: RowSink>(
         Some(e) => Err(Box::new((report, e))),
         None => Ok(report),
     }
+}
+
+/// Lists the ranges of the keys of `window`'s chunks once (on a store that
+/// [`Store::sizes_by_listing`]; rows with a key [`validate_key`] refuses and rows whose
+/// sizes `known` holds are left out, as `process_chunk` and `chunk_sizes` skip them) and
+/// sends each chunk, in order, with the sizes covering its own keys. Chunks have disjoint
+/// keys, so a key this run deletes in one chunk is never another chunk's "present".
+/// Returns `false` when intake stopped (the listing is abandoned on the stop: it only
+/// read): the chunks not sent stay as they are.
+async fn send_window<S: Store + ?Sized>(
+    intake: &mut Intake<Chunk>,
+    store: &S,
+    window: &mut Vec<Chunk>,
+    known: Option<&budget::KnownSizes>,
+) -> bool {
+    let chunks = std::mem::take(window);
+    let mut covered = if store.sizes_by_listing() {
+        let keys = chunks
+            .iter()
+            .flat_map(|c| c.rows.iter())
+            .filter(|(row, keys)| {
+                keys.iter().all(|k| validate_key(k).is_ok())
+                    && known.is_none_or(|known| known.get(row, keys).is_none())
+            })
+            .flat_map(|(_, keys)| keys.iter());
+        tokio::select! {
+            biased;
+            _ = intake.stopped() => return false,
+            covered = range_sizes(store, keys) => covered,
+        }
+    } else {
+        Covered::new()
+    };
+    for mut chunk in chunks {
+        chunk.covered = chunk
+            .rows
+            .iter()
+            .flat_map(|(_, keys)| keys.iter())
+            .filter_map(|k| covered.remove_entry(k.as_str()))
+            .collect();
+        if !intake.send(chunk).await {
+            return false;
+        }
+    }
+    true
 }
 
 /// The commit stage of a pass: counts every row of a finished chunk and clears, through
@@ -447,7 +570,15 @@ async fn process_chunk<S: Store + ?Sized, L: HeldLock>(
                 });
             }
         }
-        (Chunk { rows: kept }, keys, sizes)
+        let rows = kept;
+        (
+            Chunk {
+                rows,
+                ..Chunk::default()
+            },
+            keys,
+            sizes,
+        )
     };
     if keys.is_empty() {
         return Ok(out);
@@ -521,15 +652,18 @@ async fn process_chunk<S: Store + ?Sized, L: HeldLock>(
 }
 
 /// Sizes the `keys` of `chunk` (in order): the sizes [`PassOptions::known_sizes`] holds for
-/// a row with the same keys, [`stat_with_retries`] for every other row.
+/// a row with the same keys, the sizes its window's range listings covered
+/// (`Chunk::covered`) and [`Store::stat_many`] with its retries (`sized_with_retries`)
+/// for every other key.
 async fn chunk_sizes<S: Store + ?Sized>(
     store: &S,
     chunk: &Chunk,
     keys: &[ObjectKey],
     opts: &PassOptions,
 ) -> Vec<Result<Option<u64>, StoreError>> {
+    let covered = Some(&chunk.covered);
     let Some(known) = &opts.known_sizes else {
-        return stat_with_retries(store, keys, opts).await;
+        return sized_with_retries(store, keys, opts, covered).await;
     };
     let mut out: Vec<Option<Result<Option<u64>, StoreError>>> = Vec::with_capacity(keys.len());
     let (mut unknown, mut slots) = (Vec::new(), Vec::new());
@@ -548,7 +682,7 @@ async fn chunk_sizes<S: Store + ?Sized>(
     if !unknown.is_empty() {
         for (i, r) in slots
             .into_iter()
-            .zip(stat_with_retries(store, &unknown, opts).await)
+            .zip(sized_with_retries(store, &unknown, opts, covered).await)
         {
             out[i] = Some(r);
         }
@@ -567,7 +701,18 @@ async fn stat_with_retries<S: Store + ?Sized>(
     keys: &[ObjectKey],
     opts: &PassOptions,
 ) -> Vec<Result<Option<u64>, StoreError>> {
-    let mut sized = first_sizes(store, keys).await;
+    sized_with_retries(store, keys, opts, None).await
+}
+
+/// [`stat_with_retries`], the range listings' answers given as `covered` when a window
+/// already listed them (`None`: list the ranges of `keys` here).
+async fn sized_with_retries<S: Store + ?Sized>(
+    store: &S,
+    keys: &[ObjectKey],
+    opts: &PassOptions,
+    covered: Option<&Covered>,
+) -> Vec<Result<Option<u64>, StoreError>> {
+    let mut sized = first_sizes(store, keys, covered).await;
     for attempt in 1..opts.key_attempts {
         let again: Vec<usize> = (0..keys.len())
             .filter(|&i| matches!(&sized[i], Err(e) if e.is_retryable()))
@@ -591,16 +736,25 @@ async fn stat_with_retries<S: Store + ?Sized>(
 
 /// The first sizing of `keys`, one answer per key in order: on a store that
 /// [`Store::sizes_by_listing`], the range listings of `plan::ranges` first (keys a
-/// successful page covered are answered by it), then [`Store::stat_many`] for every key
-/// no range covered (per-partition listings on S3, a `stat` per key on the filesystem).
+/// successful page covered are answered by it; `covered`: a window's listings already
+/// answered them), then [`Store::stat_many`] for every key no range covered
+/// (per-partition listings on S3, a `stat` per key on the filesystem).
 async fn first_sizes<S: Store + ?Sized>(
     store: &S,
     keys: &[ObjectKey],
+    covered: Option<&Covered>,
 ) -> Vec<Result<Option<u64>, StoreError>> {
-    let covered = if store.sizes_by_listing() {
-        range_sizes(store, keys).await
-    } else {
-        HashMap::new()
+    let listed;
+    let covered = match covered {
+        Some(c) => c,
+        None => {
+            listed = if store.sizes_by_listing() {
+                range_sizes(store, keys).await
+            } else {
+                Covered::new()
+            };
+            &listed
+        }
     };
     let rest: Vec<ObjectKey> = keys
         .iter()
@@ -628,14 +782,14 @@ async fn first_sizes<S: Store + ?Sized>(
 /// stopped early when the range proves sparse. A failed page ends its range: the keys it
 /// would have covered stay unanswered (sized per partition by the caller), never guessed.
 /// Four ranges at a time.
-async fn range_sizes<S: Store + ?Sized>(
+async fn range_sizes<'k, S: Store + ?Sized>(
     store: &S,
-    keys: &[ObjectKey],
-) -> HashMap<String, Option<u64>> {
+    keys: impl IntoIterator<Item = &'k ObjectKey>,
+) -> Covered {
     use crate::plan::ranges::{RangeMerge, Step, plan_ranges};
     use futures::StreamExt as _;
     let plans = plan_ranges(
-        keys.iter()
+        keys.into_iter()
             .filter(|k| validate_key(k).is_ok())
             .map(ObjectKey::as_str),
     );
@@ -680,9 +834,10 @@ fn stat_prefixes(keys: &[ObjectKey]) -> Vec<String> {
 /// Splits off the rows of `chunk` with a key [`validate_key`] refuses, as failed results
 /// (the refused keys listed with their reason; the row's other keys are not touched).
 fn split_refused(chunk: Chunk) -> (Chunk, Vec<RowResult>) {
-    let mut kept = Vec::with_capacity(chunk.rows.len());
+    let Chunk { rows, covered } = chunk;
+    let mut kept = Vec::with_capacity(rows.len());
     let mut refused = Vec::new();
-    for (row, keys) in chunk.rows {
+    for (row, keys) in rows {
         let failed: Vec<(ObjectKey, StoreError)> = keys
             .iter()
             .filter_map(|k| validate_key(k).err().map(|e| (k.clone(), e)))
@@ -700,7 +855,13 @@ fn split_refused(chunk: Chunk) -> (Chunk, Vec<RowResult>) {
             });
         }
     }
-    (Chunk { rows: kept }, refused)
+    (
+        Chunk {
+            rows: kept,
+            covered,
+        },
+        refused,
+    )
 }
 
 #[cfg(test)]

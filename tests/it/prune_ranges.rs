@@ -426,3 +426,137 @@ async fn ids_of_every_width_are_each_their_own_range() {
     );
     db.drop_db().await;
 }
+
+/// A remote PNG row with an optional JPEG thumbnail: `(id, name, created seconds ago,
+/// thumbnail name, thumbnail_storage_schema_version)`.
+type ThumbRow = (i64, String, f64, Option<String>, Option<i32>);
+
+/// Inserts [`ThumbRow`]s in one statement.
+async fn insert_rows_with_thumbnails(db: &TestDb, rows: &[ThumbRow]) {
+    sqlx::query(
+        "INSERT INTO media_attachments (id, remote_url, file_file_name, file_content_type, \
+         file_file_size, file_storage_schema_version, created_at, updated_at, file_updated_at, \
+         thumbnail_file_name, thumbnail_content_type, thumbnail_file_size, \
+         thumbnail_storage_schema_version, thumbnail_remote_url, blurhash, description) \
+         SELECT id, 'https://remote.example/media/' || id || '.png', name, 'image/png', 1234, 1, \
+         (now() AT TIME ZONE 'UTC') - make_interval(secs => age), \
+         (now() AT TIME ZONE 'UTC') - make_interval(secs => age), \
+         (now() AT TIME ZONE 'UTC') - make_interval(secs => age), \
+         thumb, CASE WHEN thumb IS NULL THEN NULL ELSE 'image/jpeg' END, \
+         CASE WHEN thumb IS NULL THEN NULL ELSE 30 END, tver, \
+         CASE WHEN thumb IS NULL THEN NULL ELSE 'https://remote.example/thumbs/' || id || '.jpeg' END, \
+         'LEHV6nWB2yk8', 'd' \
+         FROM unnest($1::bigint[], $2::text[], $3::float8[], $4::text[], $5::int[]) \
+         AS t(id, name, age, thumb, tver)",
+    )
+    .bind(rows.iter().map(|r| r.0).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.1.clone()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.2).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.3.clone()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.4).collect::<Vec<_>>())
+    .execute(&db.pool)
+    .await
+    .expect("bulk insert media with thumbnails");
+}
+
+/// Issue 11's busy-seed target with the mix `scripts/seed.py` makes: 12,000 candidate
+/// rows created within one day, every 12th with a thumbnail (every 5th of those a pre-4.6
+/// one, `thumbnail_storage_schema_version` NULL, so outside `cache/`), five 17-digit
+/// (pre-2018) ids, smalls and thumbnails deleted behind prune's back, and a local upload
+/// inside the range. Per chunk of 1000 keys that is 3–4 classes of range (files,
+/// `cache/` thumbnails, old thumbnails, 17-digit files), so sizing each chunk on its own
+/// took 3–4 listings per chunk (0.0044 requests per key on main's code); the window of
+/// chunks (`pool::WINDOW_CHUNKS`) lists each class about once per 1000 objects.
+#[tokio::test]
+async fn busy_mixed_seed_prunes_at_the_request_floor() {
+    let db = TestDb::new(Mastodon::V4_6, "UTC").await;
+    let bucket = TestBucket::new().await;
+    let n = 12_000_i64;
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let start_ms = now_ms - 8 * 86_400_000 - 86_400_000;
+    let spacing_ms = 86_400_000 / n;
+    let mut rows = Vec::new();
+    let (mut objects, mut gone) = (Vec::new(), Vec::new());
+    let mut e = Expect {
+        deleted: 0,
+        already_gone: 0,
+        bytes: 0,
+        survivors: BTreeSet::new(),
+    };
+    let base17 = 10_000_000_000_000_000_i64;
+    for i in 0..n {
+        let ms = start_ms + i * spacing_ms;
+        // Five 17-digit ids, each in its own folder; the rest modern snowflakes.
+        let id = if i < 5 {
+            base17 + i * 1_000_000_000
+        } else {
+            snowflake(ms) + i % 7
+        };
+        let p = partition_of(id);
+        let name = format!("{:016x}.png", 0xb000_0000_i64 + i);
+        let thumb = (i % 12 == 11).then(|| format!("{:016x}.jpeg", 0xc000_0000_i64 + i));
+        let old_thumb = i % 60 == 59;
+        let tver = (thumb.is_some() && !old_thumb).then_some(1);
+        rows.push((
+            id,
+            name.clone(),
+            ((now_ms - ms) as f64) / 1000.0,
+            thumb.clone(),
+            tver,
+        ));
+        objects.push((format!("{FILES}/{p}/original/{name}"), vec![b'o'; 100]));
+        e.deleted += 1;
+        e.bytes += 100;
+        let small = format!("{FILES}/{p}/small/{name}");
+        objects.push((small.clone(), vec![b's'; 10]));
+        if i % 50 == 49 {
+            e.already_gone += 1;
+            gone.push(small);
+        } else {
+            e.deleted += 1;
+            e.bytes += 10;
+        }
+        if let Some(t) = thumb {
+            let folder = if old_thumb {
+                "media_attachments/thumbnails"
+            } else {
+                "cache/media_attachments/thumbnails"
+            };
+            let key = format!("{folder}/{p}/original/{t}");
+            objects.push((key.clone(), vec![b't'; 30]));
+            if i % 84 == 83 {
+                e.already_gone += 1;
+                gone.push(key);
+            } else {
+                e.deleted += 1;
+                e.bytes += 30;
+            }
+        }
+    }
+    // A local upload with an id inside the range: not a candidate, its files stay.
+    let local_id = snowflake(start_ms + 40 * spacing_ms) + 3;
+    let local_name = "0000000000000002.png";
+    crate::support::seed::insert_media(
+        &db,
+        &crate::support::seed::Media::local(local_id, local_name, 9.0),
+    )
+    .await;
+    for style in ["original", "small"] {
+        let k = format!(
+            "media_attachments/files/{}/{style}/{local_name}",
+            partition_of(local_id)
+        );
+        objects.push((k.clone(), b"local".to_vec()));
+        e.survivors.insert(k);
+    }
+    insert_rows_with_thumbnails(&db, &rows).await;
+    put_all(&bucket, &objects);
+    bucket.delete_behind_the_back(&gone).await;
+    let (total, ratio) = prune_and_check(&db, &bucket, &e, n as u64).await;
+    assert!(
+        ratio <= 0.0025,
+        "{total} requests for {} keys ({ratio})",
+        e.deleted
+    );
+    db.drop_db().await;
+}
