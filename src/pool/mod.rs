@@ -347,22 +347,18 @@ async fn send_window<S: Store + ?Sized>(
     known: Option<&budget::KnownSizes>,
 ) -> bool {
     let chunks = std::mem::take(window);
-    let mut covered = if store.sizes_by_listing() {
-        let keys = chunks
-            .iter()
-            .flat_map(|c| c.rows.iter())
-            .filter(|(row, keys)| {
-                keys.iter().all(|k| validate_key(k).is_ok())
-                    && known.is_none_or(|known| known.get(row, keys).is_none())
-            })
-            .flat_map(|(_, keys)| keys.iter());
-        tokio::select! {
-            biased;
-            _ = intake.stopped() => return false,
-            covered = range_sizes(store, keys) => covered,
-        }
-    } else {
-        Covered::new()
+    let keys = chunks
+        .iter()
+        .flat_map(|c| c.rows.iter())
+        .filter(|(row, keys)| {
+            keys.iter().all(|k| validate_key(k).is_ok())
+                && known.is_none_or(|known| known.get(row, keys).is_none())
+        })
+        .flat_map(|(_, keys)| keys.iter());
+    let mut covered = tokio::select! {
+        biased;
+        _ = intake.stopped() => return false,
+        covered = listed_sizes(store, keys) => covered,
     };
     for mut chunk in chunks {
         chunk.covered = chunk
@@ -570,15 +566,11 @@ async fn process_chunk<S: Store + ?Sized, L: HeldLock>(
                 });
             }
         }
-        let rows = kept;
-        (
-            Chunk {
-                rows,
-                ..Chunk::default()
-            },
-            keys,
-            sizes,
-        )
+        let chunk = Chunk {
+            rows: kept,
+            ..Chunk::default()
+        };
+        (chunk, keys, sizes)
     };
     if keys.is_empty() {
         return Ok(out);
@@ -661,7 +653,7 @@ async fn chunk_sizes<S: Store + ?Sized>(
     keys: &[ObjectKey],
     opts: &PassOptions,
 ) -> Vec<Result<Option<u64>, StoreError>> {
-    let covered = Some(&chunk.covered);
+    let covered = &chunk.covered;
     let Some(known) = &opts.known_sizes else {
         return sized_with_retries(store, keys, opts, covered).await;
     };
@@ -701,16 +693,17 @@ async fn stat_with_retries<S: Store + ?Sized>(
     keys: &[ObjectKey],
     opts: &PassOptions,
 ) -> Vec<Result<Option<u64>, StoreError>> {
-    sized_with_retries(store, keys, opts, None).await
+    let covered = listed_sizes(store, keys).await;
+    sized_with_retries(store, keys, opts, &covered).await
 }
 
-/// [`stat_with_retries`], the range listings' answers given as `covered` when a window
-/// already listed them (`None`: list the ranges of `keys` here).
+/// [`stat_with_retries`] with the range listings' answers given as `covered` (a window's
+/// listings, or the listings of `keys` themselves).
 async fn sized_with_retries<S: Store + ?Sized>(
     store: &S,
     keys: &[ObjectKey],
     opts: &PassOptions,
-    covered: Option<&Covered>,
+    covered: &Covered,
 ) -> Vec<Result<Option<u64>, StoreError>> {
     let mut sized = first_sizes(store, keys, covered).await;
     for attempt in 1..opts.key_attempts {
@@ -734,28 +727,28 @@ async fn sized_with_retries<S: Store + ?Sized>(
     sized
 }
 
-/// The first sizing of `keys`, one answer per key in order: on a store that
-/// [`Store::sizes_by_listing`], the range listings of `plan::ranges` first (keys a
-/// successful page covered are answered by it; `covered`: a window's listings already
-/// answered them), then [`Store::stat_many`] for every key no range covered
-/// (per-partition listings on S3, a `stat` per key on the filesystem).
+/// The range listings' answers for `keys` ([`range_sizes`]) on a store that
+/// [`Store::sizes_by_listing`]; none on another (the filesystem `stat`s each key).
+async fn listed_sizes<'k, S: Store + ?Sized>(
+    store: &S,
+    keys: impl IntoIterator<Item = &'k ObjectKey>,
+) -> Covered {
+    if store.sizes_by_listing() {
+        range_sizes(store, keys).await
+    } else {
+        Covered::new()
+    }
+}
+
+/// The first sizing of `keys`, one answer per key in order: the keys a range listing
+/// covered (`covered`, from [`listed_sizes`]) are answered by it, then
+/// [`Store::stat_many`] sizes every key no range covered (per-partition listings on S3, a
+/// `stat` per key on the filesystem).
 async fn first_sizes<S: Store + ?Sized>(
     store: &S,
     keys: &[ObjectKey],
-    covered: Option<&Covered>,
+    covered: &Covered,
 ) -> Vec<Result<Option<u64>, StoreError>> {
-    let listed;
-    let covered = match covered {
-        Some(c) => c,
-        None => {
-            listed = if store.sizes_by_listing() {
-                range_sizes(store, keys).await
-            } else {
-                Covered::new()
-            };
-            &listed
-        }
-    };
     let rest: Vec<ObjectKey> = keys
         .iter()
         .filter(|k| !covered.contains_key(k.as_str()))
