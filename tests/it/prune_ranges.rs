@@ -61,6 +61,30 @@ struct Expect {
     survivors: BTreeSet<String>,
 }
 
+impl Expect {
+    /// A candidate's object of `len` bytes of `fill`, seeded into `objects`: expected
+    /// deleted, or, when `gone`, deleted behind prune's back (listed in `gone_keys`) and
+    /// expected already gone.
+    fn candidate(
+        &mut self,
+        objects: &mut Vec<(String, Vec<u8>)>,
+        gone_keys: &mut Vec<String>,
+        key: String,
+        fill: u8,
+        len: usize,
+        gone: bool,
+    ) {
+        objects.push((key.clone(), vec![fill; len]));
+        if gone {
+            self.already_gone += 1;
+            gone_keys.push(key);
+        } else {
+            self.deleted += 1;
+            self.bytes += len as u64;
+        }
+    }
+}
+
 /// `n` candidate rows `spacing_ms` apart, the newest 8 days old; originals 100 bytes, smalls 10;
 /// every `gone_every`-th row's small is uploaded and then deleted behind prune's back
 /// (straight on moto: already gone). `noise` objects
@@ -92,17 +116,9 @@ async fn seed(
         let name = format!("{:016x}.png", 0xa000_0000_i64 + i);
         rows.push((id, name.clone(), ((now_ms - ms) as f64) / 1000.0));
         let [original, small] = keys_of(id, &name);
-        objects.push((original, vec![b'o'; 100]));
-        e.deleted += 1;
-        e.bytes += 100;
-        objects.push((small.clone(), vec![b's'; 10]));
-        if i % gone_every == gone_every - 1 {
-            e.already_gone += 1;
-            gone.push(small);
-        } else {
-            e.deleted += 1;
-            e.bytes += 10;
-        }
+        e.candidate(&mut objects, &mut gone, original, b'o', 100, false);
+        let small_gone = i % gone_every == gone_every - 1;
+        e.candidate(&mut objects, &mut gone, small, b's', 10, small_gone);
         let p = partition18(id);
         for j in 0..noise {
             let k = if j % 2 == 0 {
@@ -504,18 +520,10 @@ async fn busy_mixed_seed_prunes_at_the_request_floor() {
             thumb.clone(),
             tver,
         ));
-        objects.push((format!("{FILES}/{p}/original/{name}"), vec![b'o'; 100]));
-        e.deleted += 1;
-        e.bytes += 100;
+        let original = format!("{FILES}/{p}/original/{name}");
+        e.candidate(&mut objects, &mut gone, original, b'o', 100, false);
         let small = format!("{FILES}/{p}/small/{name}");
-        objects.push((small.clone(), vec![b's'; 10]));
-        if i % 50 == 49 {
-            e.already_gone += 1;
-            gone.push(small);
-        } else {
-            e.deleted += 1;
-            e.bytes += 10;
-        }
+        e.candidate(&mut objects, &mut gone, small, b's', 10, i % 50 == 49);
         if let Some(t) = thumb {
             let folder = if old_thumb {
                 "media_attachments/thumbnails"
@@ -523,14 +531,7 @@ async fn busy_mixed_seed_prunes_at_the_request_floor() {
                 "cache/media_attachments/thumbnails"
             };
             let key = format!("{folder}/{p}/original/{t}");
-            objects.push((key.clone(), vec![b't'; 30]));
-            if i % 84 == 83 {
-                e.already_gone += 1;
-                gone.push(key);
-            } else {
-                e.deleted += 1;
-                e.bytes += 30;
-            }
+            e.candidate(&mut objects, &mut gone, key, b't', 30, i % 84 == 83);
         }
     }
     // A local upload with an id inside the range: not a candidate, its files stay.
