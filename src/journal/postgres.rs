@@ -283,7 +283,11 @@ impl Journal for PgJournal {
 
     async fn run_started(&self, key: &JobKey) -> Result<RunId, JournalError> {
         let shard = key.shard();
-        sqlx::query_scalar(
+        let err = || query_err("recording the start of the run");
+        // Committed explicitly, as in the SQLite journal: `fetch_one` of an autocommit
+        // `INSERT … RETURNING` returns with the row and would not see a failed commit.
+        let mut tx = self.pool.begin().await.map_err(err())?;
+        let id = sqlx::query_scalar(
             "INSERT INTO mastomedia.runs (command, target, shard_index, shard_count, started_at, updated_at) \
              VALUES ($1, $2, $3, $4, now(), now()) RETURNING id",
         )
@@ -291,10 +295,11 @@ impl Journal for PgJournal {
         .bind(key.journal_target().as_ref())
         .bind(shard.and_then(|s| i32::try_from(s.index()).ok()))
         .bind(shard.and_then(|s| i32::try_from(s.count()).ok()))
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *tx)
         .await
-        .map(RunId)
-        .map_err(query_err("recording the start of the run"))
+        .map_err(err())?;
+        tx.commit().await.map_err(err())?;
+        Ok(RunId(id))
     }
 
     async fn run_progress(&self, id: RunId, counts: RunCounts) -> Result<(), JournalError> {

@@ -1024,9 +1024,12 @@ async fn journal_full_or_read_only() {
         let mut rng = Rng::new(seed);
         let root = temp_dir("chaos-src");
         let tree = migrate_tree(&root, &mut rng, 150);
-        // 0 KiB: nothing can be created; 140 KiB+: the WAL fills at or after the schema, the disk
-        // fills while files are being journalled (mid-run).
-        for limit_kib in [0u64, 140, 170, 200] {
+        // 0 KiB: nothing can be created; 120–200 KiB, a WAL frame (4 KiB) apart: the WAL fills
+        // during the last migrations of the schema, at the probe row, at the run record and
+        // while files are being journalled (mid-run). Each step hits another commit: 140 KiB
+        // once let a retried migration "succeed" on a half-migrated file, and 168 KiB lost
+        // the run record, whose failed commit `INSERT … RETURNING` never reported.
+        for limit_kib in std::iter::once(0u64).chain((120..=200).step_by(4)) {
             let (bucket, foreign) = migrate_bucket(&mut rng).await;
             let env = migrate_env(&bucket.name);
             let journal = crate::migrate::journal();

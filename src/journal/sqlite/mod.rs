@@ -73,13 +73,15 @@ impl SqliteJournal {
             .map_err(err)?;
         // Shards of one host share the file (issue 13): processes opening a new journal at
         // the same moment each see no migration applied, and all but the first fail to
-        // record theirs (UNIQUE on `_sqlx_migrations.version`, their transaction rolled
-        // back). Another attempt then finds them applied.
+        // record theirs (UNIQUE on `_sqlx_migrations.version`, or a table the first one
+        // created meanwhile; their transaction rolled back). Another attempt then finds
+        // them applied. The file's own failures (disk full, I/O, read-only) are not retried:
+        // see [`is_open_race`].
         let mut attempt = 1;
         loop {
             match sqlx::migrate!("./migrations/sqlite").run(&pool).await {
                 Ok(()) => break,
-                Err(e) if attempt < 5 => {
+                Err(e) if attempt < 5 && is_open_race(&e) => {
                     tracing::debug!(
                         "migrating the journal {}: {e}; trying again",
                         path.display()
@@ -87,7 +89,10 @@ impl SqliteJournal {
                     tokio::time::sleep(std::time::Duration::from_millis(50 * attempt)).await;
                     attempt += 1;
                 }
-                Err(e) => return Err(err(e.into())),
+                Err(e) => {
+                    pool.close().await;
+                    return Err(err(e.into()));
+                }
             }
         }
         if create {
@@ -111,6 +116,30 @@ impl SqliteJournal {
     }
 }
 
+/// SQLite's primary result codes of a file that cannot be written or read as a database
+/// (<https://sqlite.org/rescode.html>): PERM 3, READONLY 8, IOERR 10 (disk I/O error, also a
+/// file-size limit hit), CORRUPT 11, FULL 13, CANTOPEN 14, NOTADB 26.
+const FILE_FAILURES: [i32; 7] = [3, 8, 10, 11, 13, 14, 26];
+
+/// Whether a failed migration of the journal is worth another attempt: a database error
+/// other than the file's own failures ([`FILE_FAILURES`]), as when shards open a new
+/// journal at the same moment. Never after an I/O error: when a COMMIT fails that way,
+/// SQLite may keep the failed transaction's schema in that connection's cache, and the
+/// next attempt then "succeeds" on a half-migrated file whose later writes are lost (the
+/// first run said every file was journalled, the next one found the journal empty: the
+/// `chaos::journal_full_or_read_only` failure of stop 21).
+fn is_open_race(e: &sqlx::migrate::MigrateError) -> bool {
+    use sqlx::migrate::MigrateError;
+    let (MigrateError::Execute(inner) | MigrateError::ExecuteMigration(inner, _)) = e else {
+        return false;
+    };
+    let sqlx::Error::Database(db) = inner else {
+        return false;
+    };
+    let code = db.code().and_then(|c| c.parse::<i32>().ok()).unwrap_or(0);
+    !FILE_FAILURES.contains(&(code & 0xff))
+}
+
 /// Now (UTC), as the journal writes times: RFC 3339 with milliseconds.
 fn now() -> String {
     Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true)
@@ -132,7 +161,16 @@ impl Journal for SqliteJournal {
 
     async fn run_started(&self, key: &JobKey) -> Result<RunId, JournalError> {
         let shard = key.shard();
-        sqlx::query_scalar(
+        let err = |source| JournalError::Query {
+            what: "recording the start of the run",
+            source,
+        };
+        // In a transaction of its own: in autocommit, `INSERT … RETURNING` hands back the
+        // row before SQLite commits (when the statement is reset), and `fetch_one` never
+        // sees a failed commit. On a full disk the run went on with a record that was
+        // never written (`chaos::journal_full_or_read_only`).
+        let mut tx = self.pool.begin().await.map_err(err)?;
+        let id = sqlx::query_scalar(
             "INSERT INTO runs (command, target, shard_index, shard_count, started_at, updated_at) \
              VALUES (?1, ?2, ?3, ?4, ?5, ?5) RETURNING id",
         )
@@ -141,13 +179,11 @@ impl Journal for SqliteJournal {
         .bind(shard.map(|s| i64::from(s.index())))
         .bind(shard.map(|s| i64::from(s.count())))
         .bind(now())
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *tx)
         .await
-        .map(RunId)
-        .map_err(|source| JournalError::Query {
-            what: "recording the start of the run",
-            source,
-        })
+        .map_err(err)?;
+        tx.commit().await.map_err(err)?;
+        Ok(RunId(id))
     }
 
     async fn run_progress(&self, id: RunId, counts: RunCounts) -> Result<(), JournalError> {
