@@ -89,7 +89,25 @@ impl Body<'_> {
                 }),
             Body::Object(src, key, size) => {
                 let whole = offset == 0 && len == *size;
-                src.get_stream(key, (!whole).then_some((offset, len))).await
+                let (body, sent) = src
+                    .get_stream_sized(key, (!whole).then_some((offset, len)))
+                    .await?;
+                if sent != Some(len) {
+                    // Changed since it was listed (or a provider that answers a range with
+                    // other bytes): the declared Content-Length would be wrong, and the
+                    // target would wait for bytes that never come until the attempt's timeout.
+                    return Err(StoreError::Other {
+                        code: "ReadFailed".into(),
+                        message: format!(
+                            "{key}: the source sent {} bytes, {len} expected from its listing",
+                            sent.map_or_else(
+                                || "an unknown number of".to_owned(),
+                                |n| n.to_string()
+                            )
+                        ),
+                    });
+                }
+                Ok(body)
             }
         }
     }
@@ -311,6 +329,18 @@ impl S3Store {
         key: &str,
         range: Option<(u64, u64)>,
     ) -> Result<ByteStream, StoreError> {
+        self.get_stream_sized(key, range)
+            .await
+            .map(|(body, _)| body)
+    }
+
+    /// [`Self::get_stream`] with the response's Content-Length (bytes; `None` when the
+    /// provider sent none), which a copy checks against the size it declares to the target.
+    pub async fn get_stream_sized(
+        &self,
+        key: &str,
+        range: Option<(u64, u64)>,
+    ) -> Result<(ByteStream, Option<u64>), StoreError> {
         self.send("GetObject", |c| {
             let mut req = c.get_object().bucket(&self.bucket).key(key);
             if let Some((off, len)) = range {
@@ -319,7 +349,10 @@ impl S3Store {
             req.customize().config_override(self.long_timeout()).send()
         })
         .await
-        .map(|o| o.body)
+        .map(|o| {
+            let sent = o.content_length().and_then(|n| u64::try_from(n).ok());
+            (o.body, sent)
+        })
     }
 
     /// HEAD: `None` when the object does not exist.
