@@ -346,6 +346,11 @@ pub struct PruneReport {
     /// is about 0.002: one `DeleteObjects` and one listing page per 1000 keys). `None`
     /// when nothing was deleted.
     pub requests_per_deleted_key: Option<f64>,
+    /// HTTP attempts ([`RequestStats::total_attempts`], retries included: what the
+    /// provider saw and bills) per object deleted, over every pass; equal to
+    /// [`PruneReport::requests_per_deleted_key`] when nothing was retried. `None` when
+    /// nothing was deleted.
+    pub attempts_per_deleted_key: Option<f64>,
     /// The passes that ran.
     pub passes: Vec<PassReport>,
     /// Set when Ctrl-C stopped intake.
@@ -384,6 +389,8 @@ impl PruneReport {
         let deleted: u64 = self.passes.iter().map(|p| p.objects_deleted).sum();
         self.requests_per_deleted_key =
             (deleted > 0).then(|| requests.total_requests() as f64 / deleted as f64);
+        self.attempts_per_deleted_key =
+            (deleted > 0).then(|| requests.total_attempts() as f64 / deleted as f64);
         self.requests = requests;
     }
 
@@ -507,6 +514,15 @@ impl PruneReport {
         let _ = writeln!(s, "{}", requests_line(&self.requests));
         if let Some(r) = self.requests_per_deleted_key {
             let _ = writeln!(s, "requests per {verb}deleted object: {r:.4}");
+        }
+        if let Some(a) = self
+            .attempts_per_deleted_key
+            .filter(|a| Some(*a) != self.requests_per_deleted_key)
+        {
+            let _ = writeln!(
+                s,
+                "attempts per {verb}deleted object (retries included): {a:.4}"
+            );
         }
         if self.interrupted {
             let _ = writeln!(
@@ -655,6 +671,42 @@ mod tests {
         assert!(
             r.human()
                 .contains("\nrequests per deleted object: 0.0025\n"),
+            "{}",
+            r.human()
+        );
+    }
+
+    /// Retries are what the provider bills: the attempts ratio counts them, and the summary
+    /// shows it only when it differs from the requests ratio.
+    #[test]
+    fn attempts_per_deleted_key_counts_retries() {
+        let stats = |retries: u64| RequestStats {
+            requests: [("ListObjectsV2", 3), ("DeleteObjects", 2)]
+                .into_iter()
+                .collect(),
+            attempts: [("ListObjectsV2", 3u64 + retries), ("DeleteObjects", 2)]
+                .into_iter()
+                .collect(),
+            ..RequestStats::default()
+        };
+        let mut r = PruneReport::default();
+        r.passes.push(PassReport {
+            objects_deleted: 2000,
+            ..Default::default()
+        });
+        r.set_requests(stats(0));
+        assert_eq!(r.attempts_per_deleted_key, Some(0.0025));
+        assert!(!r.human().contains("attempts per"), "{}", r.human());
+        r.set_requests(stats(3));
+        assert_eq!(r.requests_per_deleted_key, Some(0.0025));
+        assert_eq!(r.attempts_per_deleted_key, Some(8.0 / 2000.0));
+        assert_eq!(
+            serde_json::to_value(&r).unwrap()["attempts_per_deleted_key"],
+            0.004
+        );
+        assert!(
+            r.human()
+                .contains("\nattempts per deleted object (retries included): 0.0040\n"),
             "{}",
             r.human()
         );

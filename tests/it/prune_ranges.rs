@@ -201,6 +201,13 @@ async fn prune_and_check(db: &TestDb, bucket: &TestBucket, e: &Expect, rows: u64
         "{ratio} {total} {}",
         e.deleted
     );
+    // What the provider saw (and bills), retries included.
+    let billed = report["attempts_per_deleted_key"].as_f64().unwrap();
+    assert!(
+        (billed - attempts as f64 / e.deleted as f64).abs() < 1e-9,
+        "{billed} {attempts} {}",
+        e.deleted
+    );
     eprintln!(
         "prune of {rows} rows: {total} requests ({}) for {} deleted keys = {ratio:.5} per key; server: {}",
         report["requests"], e.deleted, stats["ops"]
