@@ -66,9 +66,10 @@ pub struct Args {
     pub journal: Option<std::ffi::OsString>,
 
     /// Files above this size (bytes) go as multipart uploads with equal parts; at least
-    /// 5242880 (5 MiB, S3's smallest part).
-    #[arg(long, default_value_t = 8 * 1024 * 1024, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(5_242_880..))]
-    pub multipart_threshold: u64,
+    /// 5242880 (5 MiB, S3's smallest part). Default: the env file's
+    /// S3_MULTIPART_THRESHOLD, as Mastodon uploads, else Mastodon's 15728640 (15 MiB).
+    #[arg(long, value_name = "BYTES", value_parser = clap::value_parser!(u64).range(5_242_880..))]
+    pub multipart_threshold: Option<u64>,
 
     /// After copying, HEAD every migrated object and compare size (and MD5 where the ETag is one).
     #[arg(long)]

@@ -566,6 +566,10 @@ fn s3_config(vars: &Vars) -> Result<S3Config, ConfigError> {
             });
         }
     };
+    let multipart_threshold: Option<u64> = vars.number(
+        "S3_MULTIPART_THRESHOLD",
+        "use a number of bytes, e.g. 15728640 (15 MiB, Mastodon's default)",
+    )?;
     let hostname = vars
         .get("S3_HOSTNAME")
         .map(str::to_owned)
@@ -591,6 +595,7 @@ fn s3_config(vars: &Vars) -> Result<S3Config, ConfigError> {
         long_timeout,
         max_attempts: (retry_limit + 1).max(5),
         delete_checksum,
+        multipart_threshold,
     })
 }
 

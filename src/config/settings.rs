@@ -60,6 +60,7 @@ pub const READ_VARS: &[(&str, Option<&str>)] = &[
     ("S3_OPEN_TIMEOUT", Some("5")),
     ("S3_READ_TIMEOUT", Some("5")),
     ("S3_RETRY_LIMIT", Some("0")),
+    ("S3_MULTIPART_THRESHOLD", Some("15728640 (15 MiB)")),
     ("AWS_ACCESS_KEY_ID", None),
     ("AWS_SECRET_ACCESS_KEY", None),
     (

@@ -108,6 +108,23 @@ pub fn skipped_by_cache(key: &str, skip_cache: bool) -> bool {
     skip_cache && key.starts_with("cache/")
 }
 
+/// Mastodon's `S3_MULTIPART_THRESHOLD` when unset: `15.megabytes`, 15,728,640 bytes
+/// (`docs/reference/env-file.md`).
+pub const DEFAULT_MULTIPART_THRESHOLD: u64 = 15 * 1024 * 1024;
+
+/// S3's smallest part (all but the last): 5 MiB.
+pub const MIN_MULTIPART_THRESHOLD: u64 = 5 * 1024 * 1024;
+
+/// migrate's multipart threshold (bytes; files above it go up in parts): `--multipart-threshold`
+/// (`flag`), else the env file's `S3_MULTIPART_THRESHOLD` (`env`), as Mastodon uploads,
+/// else Mastodon's default [`DEFAULT_MULTIPART_THRESHOLD`]. An env value below S3's
+/// smallest part is raised to [`MIN_MULTIPART_THRESHOLD`] (the flag cannot be lower).
+pub fn multipart_threshold(flag: Option<u64>, env: Option<u64>) -> u64 {
+    flag.or(env)
+        .unwrap_or(DEFAULT_MULTIPART_THRESHOLD)
+        .max(MIN_MULTIPART_THRESHOLD)
+}
+
 /// Source files sampled in the target when the journal is empty.
 pub const SAMPLE: usize = 16;
 
@@ -471,6 +488,18 @@ pub fn remove_file_command(root: &std::path::Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn multipart_threshold_is_the_flag_then_the_env_then_mastodons_15_mib() {
+        assert_eq!(multipart_threshold(None, None), 15_728_640);
+        assert_eq!(multipart_threshold(None, Some(20_000_000)), 20_000_000);
+        assert_eq!(
+            multipart_threshold(Some(6_000_000), Some(20_000_000)),
+            6_000_000
+        );
+        // Below S3's smallest part: raised to it.
+        assert_eq!(multipart_threshold(None, Some(1_000)), 5_242_880);
+    }
     use FileState::*;
 
     #[test]

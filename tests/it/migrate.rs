@@ -1191,6 +1191,51 @@ async fn failed_multipart_upload_is_aborted_and_retried_next_run() {
     assert_tree(&bucket, &[big, small]).await;
 }
 
+/// The multipart threshold is Mastodon's: the env file's `S3_MULTIPART_THRESHOLD`, else
+/// 15 MiB (a 12 MiB video goes as one PutObject, as Mastodon uploads it), and the flag
+/// beats both.
+#[tokio::test]
+async fn multipart_threshold_follows_s3_multipart_threshold_then_mastodons_default() {
+    let root = temp_dir("system");
+    let video = entry(
+        "media_attachments/files/000/000/021/original/clip.mp4",
+        MP4,
+        12 * MIB,
+        "video/mp4",
+    );
+    write_tree(&root, std::slice::from_ref(&video));
+    let six_mib = (6 * MIB).to_string();
+    for (extra, flag, parts) in [
+        (None, None, 0),
+        (Some(six_mib.as_str()), None, 2),
+        (Some(six_mib.as_str()), Some("13000000"), 0),
+        (None, Some(THRESHOLD), 3),
+    ] {
+        let bucket = TestBucket::new().await;
+        let vars: Vec<(&str, &str)> = extra
+            .map(|v| ("S3_MULTIPART_THRESHOLD", v))
+            .into_iter()
+            .collect();
+        let env = env_file(&bucket.name, &vars);
+        let mut args = vec!["--from", s(&root)];
+        if let Some(f) = flag {
+            args.extend(["--multipart-threshold", f]);
+        }
+        let r = migrate(&env, &journal(), &args, 0);
+        assert_eq!(r["files_uploaded"], 1, "{extra:?} {flag:?}: {r:#}");
+        let stats = bucket.stats();
+        let what = format!("S3_MULTIPART_THRESHOLD {extra:?}, flag {flag:?}: {stats}");
+        assert_eq!(ops(&stats, "UploadPart"), parts, "{what}");
+        assert_eq!(
+            ops(&stats, "CreateMultipartUpload"),
+            u64::from(parts > 0),
+            "{what}"
+        );
+        assert_eq!(ops(&stats, "PutObject"), u64::from(parts == 0), "{what}");
+        assert_tree(&bucket, std::slice::from_ref(&video)).await;
+    }
+}
+
 #[tokio::test]
 async fn a_new_target_key_prefix_is_a_new_target() {
     let bucket = TestBucket::new().await;

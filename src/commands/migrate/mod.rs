@@ -24,6 +24,7 @@ use crate::journal::Journal as _;
 use crate::journal::{AnyJournal, JournalLocation, RunRecorder, RunTally, default_path};
 use crate::mastodon::Db;
 use crate::model::JobKey;
+use crate::plan::migrate::multipart_threshold;
 use crate::pool::Gate;
 use crate::pool::copy::{CopyOptions, MigrateError, Migration, copy_all};
 use crate::pool::repair::{Repair, repair};
@@ -188,7 +189,10 @@ pub async fn run(env_file: &Path, args: Args, quiet: bool) -> Result<ExitCode, C
                 accept_empty_journal: args.accept_empty_journal,
                 journal_ran_before,
                 concurrency: args.concurrency as usize,
-                threshold: args.multipart_threshold,
+                threshold: multipart_threshold(
+                    args.multipart_threshold,
+                    target.bucket().and_then(|c| c.multipart_threshold),
+                ),
             },
         };
         let result = async {

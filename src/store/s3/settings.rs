@@ -49,6 +49,10 @@ pub struct S3Config {
     /// headers of `DeleteObjects`. The store switches to the other one for the rest of the
     /// run when the provider refuses them.
     pub delete_checksum: DeleteChecksum,
+    /// `S3_MULTIPART_THRESHOLD` (bytes): above it Mastodon uploads in parts; `None` when
+    /// unset (Mastodon's default is 15 MiB). migrate's default `--multipart-threshold`
+    /// ([`crate::plan::migrate::multipart_threshold`]).
+    pub multipart_threshold: Option<u64>,
 }
 
 /// Which integrity headers a `DeleteObjects` request carries (`docs/reference/provider-quirks.md#d4`, `docs/reference/provider-quirks.md#h1`).
