@@ -34,6 +34,15 @@ pub enum SourceError {
     /// Listing the source bucket failed.
     #[error("listing the source bucket: {0}")]
     Listing(StoreError),
+    /// The source came out of key byte order (a copy pass merges it with the journal in
+    /// that order, so it stops rather than misread the journal).
+    #[error("the source listing is not in key order: {key} came after {previous}")]
+    Order {
+        /// The key before.
+        previous: String,
+        /// The key that came after it.
+        key: String,
+    },
 }
 
 impl Source {
@@ -47,6 +56,7 @@ impl Source {
 
     /// Every file to copy, sorted by key (folders: [`walk_dir`] on a blocking thread;
     /// buckets: [`list_bucket`]), and what a folder walk skipped (buckets skip nothing).
+    /// Holds the whole listing: `--verify` only; the copy pass reads [`Source::stream`].
     /// Errors: [`SourceError`].
     pub async fn files(&self) -> Result<(Vec<SourceFile>, Vec<SkippedFile>), SourceError> {
         match self {
@@ -61,6 +71,53 @@ impl Source {
                 .await
                 .map(|files| (files, Vec::new()))
                 .map_err(SourceError::Listing),
+        }
+    }
+
+    /// The source as a stream in key byte order, holding a bounded part of it at a time:
+    /// a folder is walked ([`walk_dir_each`]) on a blocking thread that hands batches of
+    /// [`WALK_BATCH`] entries over a channel of [`WALK_CHANNEL`] batches (the walk waits
+    /// while it is full); a bucket is listed one `ListObjectsV2` page at a time, each
+    /// requested when the stream reaches it. Dropping the stream stops the walk or the
+    /// listing.
+    pub fn stream(&self) -> SourceStream<'_> {
+        let inner = match self {
+            Source::Dir(dir) => {
+                let (tx, rx) = tokio::sync::mpsc::channel(WALK_CHANNEL);
+                let dir = dir.clone();
+                let walk = tokio::task::spawn_blocking(move || {
+                    let mut batch = Vec::with_capacity(WALK_BATCH);
+                    let walked = walk_dir_each(&dir, &mut |item| {
+                        batch.push(item);
+                        if batch.len() < WALK_BATCH {
+                            return true;
+                        }
+                        let full = std::mem::replace(&mut batch, Vec::with_capacity(WALK_BATCH));
+                        tx.blocking_send(Ok(full)).is_ok()
+                    });
+                    let last = match walked {
+                        Ok(()) => Ok(batch),
+                        Err(e) => Err(e),
+                    };
+                    let _ = tx.blocking_send(last);
+                });
+                Listing::Dir {
+                    rx,
+                    walk: Some(walk),
+                }
+            }
+            Source::Bucket(store, prefix) => Listing::Bucket {
+                store: store.as_ref(),
+                list_prefix: prefix
+                    .as_deref()
+                    .map(|p| format!("{p}/"))
+                    .unwrap_or_default(),
+                next: Some(None),
+            },
+        };
+        SourceStream {
+            inner,
+            buf: std::collections::VecDeque::new(),
         }
     }
 
@@ -186,6 +243,114 @@ pub struct SkippedFile {
     pub failed: bool,
 }
 
+/// One entry of a source listing, in key order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceItem {
+    /// A file to copy.
+    File(SourceFile),
+    /// An entry the walk skipped (symlink, unreadable, name not UTF-8).
+    Skipped(SkippedFile),
+}
+
+/// Entries a folder walk hands over at once ([`Source::stream`]).
+pub const WALK_BATCH: usize = 512;
+/// Batches waiting between the walk thread and the copy pass at most.
+pub const WALK_CHANNEL: usize = 8;
+
+/// The source listed as a stream in key byte order ([`Source::stream`]).
+pub struct SourceStream<'a> {
+    inner: Listing<'a>,
+    /// Entries received and not yet taken.
+    buf: std::collections::VecDeque<SourceItem>,
+}
+
+enum Listing<'a> {
+    Dir {
+        rx: tokio::sync::mpsc::Receiver<Result<Vec<SourceItem>, StoreError>>,
+        /// The walk thread, awaited once its channel closes (a panic is an error, not the
+        /// end of the tree).
+        walk: Option<tokio::task::JoinHandle<()>>,
+    },
+    Bucket {
+        store: &'a S3Store,
+        list_prefix: String,
+        /// The continuation of the next page: `Some(None)` the first, `None` after the
+        /// last.
+        next: Option<Option<String>>,
+    },
+}
+
+impl SourceStream<'_> {
+    /// The next entry in key order, `None` after the last. Errors: the walk's root is
+    /// missing or not a folder ([`SourceError::Walk`]), the walk thread died, a listing
+    /// page failed ([`SourceError::Listing`]); the stream ends after an error.
+    pub async fn next(&mut self) -> Result<Option<SourceItem>, SourceError> {
+        loop {
+            if let Some(item) = self.buf.pop_front() {
+                return Ok(Some(item));
+            }
+            match &mut self.inner {
+                Listing::Dir { rx, walk } => match rx.recv().await {
+                    Some(Ok(batch)) => self.buf.extend(batch),
+                    Some(Err(e)) => {
+                        rx.close();
+                        return Err(SourceError::Walk(e));
+                    }
+                    None => {
+                        if let Some(w) = walk.take() {
+                            w.await.map_err(|e| SourceError::Task(e.to_string()))?;
+                        }
+                        return Ok(None);
+                    }
+                },
+                Listing::Bucket {
+                    store,
+                    list_prefix,
+                    next,
+                } => {
+                    let Some(token) = next.take() else {
+                        return Ok(None);
+                    };
+                    let page = store
+                        .list_page(list_prefix, false, None, token)
+                        .await
+                        .map_err(SourceError::Listing)?;
+                    *next = page.next.map(Some);
+                    self.buf.extend(
+                        page.objects
+                            .into_iter()
+                            .filter_map(|o| bucket_file(list_prefix, o))
+                            .map(SourceItem::File),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// The source file of a listed object `o` below `list_prefix` (`S3_KEY_PREFIX/` or
+/// empty), its key made relative to it; `None` for a directory marker.
+fn bucket_file(list_prefix: &str, o: crate::store::ObjectMeta) -> Option<SourceFile> {
+    let full = o.key.as_str().to_owned();
+    let key = full[list_prefix.len()..].to_owned();
+    if key.is_empty() || key.ends_with('/') {
+        return None; // directory markers
+    }
+    Some(SourceFile {
+        key,
+        size: o.size,
+        version: format!(
+            "{}:{}",
+            o.size,
+            o.last_modified
+                .map_or(0, |t| t.timestamp_nanos_opt().unwrap_or(0))
+        ),
+        path: None,
+        source_key: Some(full),
+        world_readable: None,
+    })
+}
+
 /// Everything below `root`: regular files (sorted by key), and what was skipped. Symlinks
 /// are skipped with a warning; unreadable folders and files are reported as failed.
 /// Errors: the root itself is missing or not a folder.
@@ -196,6 +361,27 @@ pub struct SkippedFile {
 /// files come out in key order without a sort of the whole list (whose merge buffer, half
 /// the list, was part of the peak memory of a large tree).
 pub fn walk_dir(root: &Path) -> Result<(Vec<SourceFile>, Vec<SkippedFile>), StoreError> {
+    let mut files = Vec::new();
+    let mut skipped = Vec::new();
+    walk_dir_each(root, &mut |item| {
+        match item {
+            SourceItem::File(f) => files.push(f),
+            SourceItem::Skipped(s) => skipped.push(s),
+        }
+        true
+    })?;
+    debug_assert!(files.is_sorted_by(|a, b| a.key < b.key));
+    Ok((files, skipped))
+}
+
+/// The walk of [`walk_dir`], each entry handed to `emit` as it is found (files in key
+/// byte order, a skipped entry where the walk met it); `emit` returning `false` stops the
+/// walk. Holds only the sorted entry lists of the open folders. Errors: the root itself
+/// is missing or not a folder (before anything is emitted).
+pub fn walk_dir_each(
+    root: &Path,
+    emit: &mut dyn FnMut(SourceItem) -> bool,
+) -> Result<(), StoreError> {
     match std::fs::metadata(root) {
         Ok(m) if m.is_dir() => {}
         Ok(_) => {
@@ -214,26 +400,32 @@ pub fn walk_dir(root: &Path) -> Result<(Vec<SourceFile>, Vec<SkippedFile>), Stor
             });
         }
     }
-    let mut files = Vec::new();
     let mut skipped = Vec::new();
     // One sorted entry list per open folder, innermost last.
     let mut stack = vec![read_sorted(root, "", &mut skipped)];
-    while let Some(top) = stack.last_mut() {
+    loop {
+        for s in skipped.drain(..) {
+            if !emit(SourceItem::Skipped(s)) {
+                return Ok(());
+            }
+        }
+        let Some(top) = stack.last_mut() else { break };
         let Some(entry) = top.pop() else {
             stack.pop();
             continue;
         };
         let Some(ft) = entry.file_type else { continue };
-        if ft.is_symlink() {
-            skipped.push(SkippedFile {
+        let item = if ft.is_symlink() {
+            SourceItem::Skipped(SkippedFile {
                 key: entry.key,
                 reason: "symlink (not followed)".into(),
                 failed: false,
-            });
+            })
         } else if ft.is_dir() {
             let rel = format!("{}/", entry.key);
             let inner = read_sorted(&entry.path, &rel, &mut skipped);
             stack.push(inner);
+            continue;
         } else if ft.is_file() {
             match std::fs::symlink_metadata(&entry.path) {
                 Ok(m) => {
@@ -242,7 +434,7 @@ pub fn walk_dir(root: &Path) -> Result<(Vec<SourceFile>, Vec<SkippedFile>), Stor
                         .ok()
                         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
                         .map_or(0, |d| d.as_nanos());
-                    files.push(SourceFile {
+                    SourceItem::File(SourceFile {
                         key: entry.key,
                         size: m.len(),
                         version: mtime.to_string(),
@@ -251,18 +443,22 @@ pub fn walk_dir(root: &Path) -> Result<(Vec<SourceFile>, Vec<SkippedFile>), Stor
                         world_readable: Some(
                             std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o004 != 0,
                         ),
-                    });
+                    })
                 }
-                Err(e) => skipped.push(SkippedFile {
+                Err(e) => SourceItem::Skipped(SkippedFile {
                     key: entry.key,
                     reason: format!("unreadable: {e}"),
                     failed: true,
                 }),
             }
+        } else {
+            continue;
+        };
+        if !emit(item) {
+            return Ok(());
         }
     }
-    debug_assert!(files.is_sorted_by(|a, b| a.key < b.key));
-    Ok((files, skipped))
+    Ok(())
 }
 
 /// One entry of a folder being walked.
@@ -333,24 +529,7 @@ pub async fn list_bucket<S: Store + ?Sized>(
     let mut out = Vec::new();
     let mut objects = store.list(&list_prefix, None);
     while let Some(o) = objects.try_next().await? {
-        let full = o.key.as_str().to_owned();
-        let key = full[list_prefix.len()..].to_owned();
-        if key.is_empty() || key.ends_with('/') {
-            continue; // directory markers
-        }
-        out.push(SourceFile {
-            key,
-            size: o.size,
-            version: format!(
-                "{}:{}",
-                o.size,
-                o.last_modified
-                    .map_or(0, |t| t.timestamp_nanos_opt().unwrap_or(0))
-            ),
-            path: None,
-            source_key: Some(full),
-            world_readable: None,
-        });
+        out.extend(bucket_file(&list_prefix, o));
     }
     Ok(out)
 }
@@ -379,6 +558,46 @@ mod tests {
         assert_eq!(keys, sorted);
         assert_eq!(keys.len(), 11);
         assert_eq!(keys[..4], ["A", "a-/q", "a.png", "a/b.z"]);
+        let _ = std::fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn the_streamed_walk_yields_what_the_walk_does_in_key_order() {
+        let root = std::env::temp_dir().join(format!("mm-walk-stream-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        // More than a few batches, folders "a" and "a.x" side by side ("a.x" < "a/…").
+        for i in 0..(3 * WALK_BATCH + 7) {
+            let dir = root.join(format!("a/{:02}", i % 37));
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join(format!("{i}.png")), b"").unwrap();
+        }
+        std::fs::write(root.join("a.x"), b"").unwrap();
+        std::os::unix::fs::symlink(root.join("a.x"), root.join("b")).unwrap();
+        let (files, skipped) = walk_dir(&root).unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .build()
+            .unwrap();
+        let source = Source::Dir(root.clone());
+        let (streamed, streamed_skipped) = rt.block_on(async {
+            let mut stream = source.stream();
+            let (mut f, mut s) = (Vec::new(), Vec::new());
+            while let Some(item) = stream.next().await.unwrap() {
+                match item {
+                    SourceItem::File(x) => f.push(x),
+                    SourceItem::Skipped(x) => s.push(x),
+                }
+            }
+            (f, s)
+        });
+        assert_eq!(streamed, files);
+        assert_eq!(streamed_skipped, skipped);
+        assert_eq!(files.len(), 3 * WALK_BATCH + 8);
+        assert_eq!(files[0].key, "a.x");
+        assert!(files.is_sorted_by(|a, b| a.key < b.key));
+        let missing = Source::Dir(root.join("missing"));
+        let err = rt.block_on(async { missing.stream().next().await });
+        assert!(matches!(err, Err(SourceError::Walk(_))));
         let _ = std::fs::remove_dir_all(&root);
     }
 

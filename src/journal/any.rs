@@ -97,6 +97,15 @@ impl Journal for AnyJournal {
         delegate!(self, j => j.migrate_files(target).await)
     }
 
+    async fn migrate_files_page(
+        &self,
+        target: &str,
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<FileRecord>, JournalError> {
+        delegate!(self, j => j.migrate_files_page(target, after, limit).await)
+    }
+
     async fn record_migrated(
         &self,
         target: &str,

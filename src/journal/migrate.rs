@@ -53,6 +53,56 @@ pub struct FileRecord {
 /// key order, so neither journal builds one result set of every row).
 pub const READ_PAGE: i64 = 5_000;
 
+/// A forward cursor over one target's journal records in key byte order, one keyset page
+/// of [`READ_PAGE`] rows held at a time ([`super::Journal::migrate_files_page`]): the
+/// journal side of a copy pass that merges it with the source listing (in the same
+/// order) instead of loading it. A record journalled after the cursor passed its key is
+/// not seen (a copy pass journals only keys it has passed).
+pub struct FileCursor<'j, J: ?Sized> {
+    journal: &'j J,
+    target: &'j str,
+    page: std::collections::VecDeque<FileRecord>,
+    /// The last key read; the next page starts after it.
+    after: Option<String>,
+    /// The last page was short: nothing more to read.
+    exhausted: bool,
+}
+
+impl<'j, J: super::Journal + ?Sized> FileCursor<'j, J> {
+    /// A cursor before the first record of `target`.
+    pub fn new(journal: &'j J, target: &'j str) -> Self {
+        Self {
+            journal,
+            target,
+            page: std::collections::VecDeque::new(),
+            after: None,
+            exhausted: false,
+        }
+    }
+
+    /// The next record without taking it (`None` after the last), reading the next page
+    /// when this one is used up. Errors: the page query failed.
+    pub async fn peek(&mut self) -> Result<Option<&FileRecord>, super::JournalError> {
+        if self.page.is_empty() && !self.exhausted {
+            let rows = self
+                .journal
+                .migrate_files_page(self.target, self.after.as_deref(), READ_PAGE)
+                .await?;
+            self.exhausted = (rows.len() as i64) < READ_PAGE;
+            if let Some(last) = rows.last() {
+                self.after = Some(last.key.clone());
+            }
+            self.page.extend(rows);
+        }
+        Ok(self.page.front())
+    }
+
+    /// Takes the record [`FileCursor::peek`] showed.
+    pub fn take(&mut self) -> Option<FileRecord> {
+        self.page.pop_front()
+    }
+}
+
 /// Every file the journal records for one target, held once each and sorted by key (byte
 /// order), looked up by binary search: the compact form of the journal a copy, verify or
 /// repair pass reads at its start (a map by key held every key twice).

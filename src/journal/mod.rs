@@ -28,7 +28,7 @@ use std::path::PathBuf;
 pub use self::any::AnyJournal;
 pub use self::location::JournalLocation;
 pub use self::lock::RunLock;
-pub use self::migrate::{FileRecord, FileState, JournalFiles};
+pub use self::migrate::{FileCursor, FileRecord, FileState, JournalFiles};
 pub use self::orphans::ScanPosition;
 pub use self::postgres::PgJournal;
 pub use self::run::{RunCounts, RunQuery, RunRecord, RunRecorder, RunState, RunTally};
@@ -163,6 +163,18 @@ pub trait Journal {
         &self,
         target: &str,
     ) -> impl Future<Output = Result<JournalFiles, JournalError>> + Send;
+
+    /// At most `limit` files recorded for migration `target` with a key after `after`
+    /// (`None`: from the first), in key byte order (SQLite's BINARY collation, PostgreSQL's
+    /// `COLLATE "C"`): one keyset page, what a streamed copy pass merges with the source
+    /// listing (`pool/copy.rs`) so it never holds the whole journal. Errors: the query
+    /// failed.
+    fn migrate_files_page(
+        &self,
+        target: &str,
+        after: Option<&str>,
+        limit: i64,
+    ) -> impl Future<Output = Result<Vec<FileRecord>, JournalError>> + Send;
 
     /// Records `files` for migration `target` at once (insert or replace; all or none).
     fn record_migrated(

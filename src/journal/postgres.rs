@@ -370,37 +370,50 @@ impl Journal for PgJournal {
     }
 
     async fn migrate_files(&self, target: &str) -> Result<JournalFiles, JournalError> {
-        // Keyset pages along the primary key (target, key), in the database's collation;
-        // `JournalFiles` sorts them by byte order.
+        // Keyset pages in byte order (`migrate_files_page`).
         let mut records: Vec<FileRecord> = Vec::new();
         loop {
             let after = records.last().map(|r| r.key.as_str());
-            let rows: Vec<(String, i64, String, String, Option<bool>)> = sqlx::query_as(
-                "SELECT key, size, version, state, source_private FROM mastomedia.migrate_files \
-                 WHERE target = $1 AND ($2::text IS NULL OR key > $2) ORDER BY key LIMIT $3",
-            )
-            .bind(target)
-            .bind(after)
-            .bind(READ_PAGE)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(query_err("loading the migration journal"))?;
+            let rows = self.migrate_files_page(target, after, READ_PAGE).await?;
             let full = rows.len() as i64 == READ_PAGE;
-            records.extend(
-                rows.into_iter()
-                    .map(|(key, size, version, state, source_private)| FileRecord {
-                        key,
-                        size: size.max(0) as u64,
-                        version,
-                        state: FileState::parse(&state),
-                        source_private,
-                    }),
-            );
+            records.extend(rows);
             if !full {
                 break;
             }
         }
         Ok(JournalFiles::from_records(records))
+    }
+
+    async fn migrate_files_page(
+        &self,
+        target: &str,
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<FileRecord>, JournalError> {
+        // Byte order whatever the database's collation (`COLLATE "C"`), along the index
+        // of migrations/postgres/0002_migrate_files_byte_order.sql.
+        let rows: Vec<(String, i64, String, String, Option<bool>)> = sqlx::query_as(
+            "SELECT key, size, version, state, source_private FROM mastomedia.migrate_files \
+             WHERE target = $1 AND key COLLATE \"C\" > $2 \
+             ORDER BY key COLLATE \"C\" LIMIT $3",
+        )
+        .bind(target)
+        // Keys are never empty: "" is before the first.
+        .bind(after.unwrap_or(""))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(query_err("loading the migration journal"))?;
+        Ok(rows
+            .into_iter()
+            .map(|(key, size, version, state, source_private)| FileRecord {
+                key,
+                size: size.max(0) as u64,
+                version,
+                state: FileState::parse(&state),
+                source_private,
+            })
+            .collect())
     }
 
     async fn record_migrated(

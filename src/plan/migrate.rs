@@ -141,6 +141,87 @@ pub fn empty_journal_sample<T: Copy>(journal_empty: bool, accept: bool, todo: &[
     todo.iter().copied().step_by(step).take(SAMPLE).collect()
 }
 
+/// Items a [`SpreadSample`] keeps at most: twice [`SAMPLE`], so that after the last
+/// halving at least [`SAMPLE`] are left to pick from.
+pub const SAMPLE_KEPT: usize = 2 * SAMPLE;
+
+/// The empty-journal sample of a stream whose length is not known in advance
+/// ([`empty_journal_sample`]'s even spread, in O(1) memory): systematic sampling with
+/// doubling. Item `i` (from 0) is kept while `i` is a multiple of the step; when
+/// [`SAMPLE_KEPT`] are kept, every other one is dropped and the step doubles. The kept
+/// items are then every `step`-th of what was offered, from the first, covering all of
+/// it; [`SpreadSample::finish`] picks [`SAMPLE`] evenly among them. Offered items are
+/// kept or dropped at once, never buffered.
+#[derive(Debug, Clone)]
+pub struct SpreadSample<T> {
+    kept: Vec<T>,
+    step: usize,
+    offered: usize,
+}
+
+impl<T> Default for SpreadSample<T> {
+    fn default() -> Self {
+        Self {
+            kept: Vec::with_capacity(SAMPLE_KEPT),
+            step: 1,
+            offered: 0,
+        }
+    }
+}
+
+impl<T> SpreadSample<T> {
+    /// Whether the next offered item would be kept (so a caller builds it only then).
+    pub fn wants_next(&self) -> bool {
+        self.offered.is_multiple_of(self.step)
+    }
+
+    /// Offers the next item of the stream; `make` builds it only when it is kept.
+    pub fn offer_with(&mut self, make: impl FnOnce() -> T) {
+        if self.wants_next() {
+            if self.kept.len() == SAMPLE_KEPT {
+                let mut i = 0;
+                self.kept.retain(|_| {
+                    i += 1;
+                    i % 2 == 1
+                });
+                self.step *= 2;
+            }
+            // After a halving the item may no longer fall on the step.
+            if self.wants_next() {
+                self.kept.push(make());
+            }
+        }
+        self.offered += 1;
+    }
+
+    /// How many items were offered.
+    pub fn offered(&self) -> usize {
+        self.offered
+    }
+
+    /// At most [`SAMPLE`] of the kept items, spread evenly over them (so over everything
+    /// offered), in stream order, the first always among them.
+    pub fn finish(self) -> Vec<T> {
+        let n = self.kept.len();
+        if n <= SAMPLE {
+            return self.kept;
+        }
+        let mut pick = (0..SAMPLE).map(|j| j * n / SAMPLE).peekable();
+        self.kept
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, t)| {
+                if pick.peek() == Some(&i) {
+                    pick.next();
+                    Some(t)
+                } else {
+                    None
+                }
+            })
+            .collect()
+    }
+}
+
 /// Whether the run refuses (exit 2) after sampling: some sampled source files are already
 /// in the bucket (`present`), so the journal is not the one of the earlier copy and
 /// uploading what is missing would bring back what Mastodon deleted there since.
@@ -643,6 +724,40 @@ mod tests {
         assert!(empty_journal_sample::<u32>(true, false, &[]).is_empty());
         assert!(refuses_empty_journal(&["a"]));
         assert!(!refuses_empty_journal(&[]));
+    }
+
+    #[test]
+    fn a_streamed_sample_is_spread_over_the_whole_stream() {
+        for n in [
+            0usize, 1, 3, 16, 17, 31, 32, 33, 100, 1_000, 10_007, 1_000_000,
+        ] {
+            let mut sampler = SpreadSample::default();
+            let mut built = 0;
+            for i in 0..n {
+                sampler.offer_with(|| {
+                    built += 1;
+                    i
+                });
+            }
+            assert_eq!(sampler.offered(), n);
+            // Only kept items are built: the first 32, then 16 per doubling of the step.
+            let doublings = n.max(1).ilog2() as usize;
+            assert!(built <= SAMPLE_KEPT + SAMPLE * doublings, "{n}: {built}");
+            let sample = sampler.finish();
+            assert_eq!(sample.len(), n.min(SAMPLE), "{n}");
+            assert!(sample.is_sorted() && sample.iter().all(|&i| i < n));
+            if n >= SAMPLE {
+                assert_eq!(sample[0], 0);
+                // Spread: the gaps are even (within a factor of 2 of n / 16), so the last
+                // sampled item lies in the last ~1/8 of the stream, never in its first half.
+                let gap = n / SAMPLE;
+                for w in sample.windows(2) {
+                    assert!(w[1] - w[0] <= 2 * gap.max(1) + 1, "{n}: {sample:?}");
+                    assert!(w[1] - w[0] >= gap / 2, "{n}: {sample:?}");
+                }
+                assert!(*sample.last().unwrap() >= n - n / 8 - 2, "{n}: {sample:?}");
+            }
+        }
     }
 
     #[test]

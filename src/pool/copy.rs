@@ -5,7 +5,7 @@
 //! [`Gate`], journalled in batches. Fills a [`MigrateReport`] that `report/migrate.rs`
 //! formats. `--verify` is `pool/verify.rs`, `--repair` `pool/repair.rs`.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 
 use futures::stream::{self, StreamExt};
@@ -15,21 +15,23 @@ use super::Gate;
 use super::engine::{
     self, AfterFatal, Commit, Control, EngineOptions, Failed, FlushPolicy, Intake,
 };
-use crate::inventory::source::{Source, SourceFile, read_head};
+use crate::inventory::source::{
+    SkippedFile, Source, SourceError, SourceFile, SourceItem, read_head,
+};
 use crate::inventory::standing::{still_named, vouched_standing};
 use crate::journal::migrate::{FileRecord, FileState};
-use crate::journal::{AnyJournal, Journal, JournalError, RunCounts, RunTally};
+use crate::journal::{AnyJournal, FileCursor, Journal, JournalError, RunCounts, RunTally};
 use crate::mastodon::{Db, DbError};
-use crate::model::KeyPrefix;
+use crate::model::{KeyPrefix, Shard};
 use crate::plan::headers::{CACHE_CONTROL, content_type};
 use crate::plan::migrate::{
-    Diff, Journalled, SourceFacts, UploadAcl, deleted_at_source, diff, empty_journal_sample,
-    is_stale_upload, multipart_keys, owed, refuses_empty_journal, skipped_by_cache, upload_acl,
+    Diff, Journalled, SourceFacts, SpreadSample, UploadAcl, deleted_at_source, diff,
+    is_stale_upload, owed, refuses_empty_journal, skipped_by_cache, upload_acl,
 };
 use crate::plan::parse::parse_key;
 use crate::report::migrate::MigrateReport;
 use crate::report::{MAX_LISTED_FAILURES, Progress, ProgressMode};
-use crate::store::{Body, Existing, ObjectHeaders, Store, StoreError};
+use crate::store::{Body, Existing, ObjectHeaders, Store, StoreError, UploadMeta};
 
 /// Journal writes are grouped in transactions of this many files...
 pub(super) const JOURNAL_BATCH: usize = 200;
@@ -52,6 +54,9 @@ pub enum MigrateError {
     /// Listing unfinished multipart uploads failed with a fatal error.
     #[error("listing unfinished multipart uploads")]
     ListUploads(#[source] StoreError),
+    /// The source could not be enumerated (or came out of key order).
+    #[error(transparent)]
+    Source(#[from] SourceError),
     /// Listing the target bucket failed (`--repair`).
     #[error("listing the bucket: {0}")]
     Listing(StoreError),
@@ -140,151 +145,120 @@ pub(super) fn journalled(r: &FileRecord) -> Journalled<'_> {
     }
 }
 
-/// Copies every file of `files` that the journal diff says to upload; counts the rest.
-/// Per-file failures are listed in `report`; a fatal store error (or a provider without
-/// ACLs) stops intake and sets `report.fatal`. Errors: [`MigrateError`].
+/// What the producer of a copy pass counted while merging the source with the journal
+/// (folded into the report at the end).
+#[derive(Debug, Default)]
+struct PlanTally {
+    files_total: u64,
+    bytes_total: u64,
+    files_skipped_cache: u64,
+    files_unchanged: u64,
+    /// Journalled as deleted in the bucket and not uploaded again.
+    deleted_in_bucket: u64,
+    deleted_in_bucket_keys: Vec<String>,
+    deleted_at_source: u64,
+    deleted_at_source_keys: Vec<String>,
+}
+
+impl PlanTally {
+    fn deleted_in_bucket(&mut self, key: &str) {
+        self.deleted_in_bucket += 1;
+        if self.deleted_in_bucket_keys.len() < MAX_LISTED_FAILURES {
+            self.deleted_in_bucket_keys.push(key.to_owned());
+        }
+    }
+
+    /// A journalled `key` the merge found no source file for
+    /// ([`crate::plan::migrate::deleted_at_source`]'s rule: `--skip-cache` keys do not count).
+    fn journalled_only(&mut self, key: &str, skip_cache: bool) {
+        if deleted_at_source([key], &HashSet::new(), skip_cache).is_empty() {
+            return;
+        }
+        self.deleted_at_source += 1;
+        if self.deleted_at_source_keys.len() < MAX_LISTED_FAILURES {
+            self.deleted_at_source_keys.push(key.to_owned());
+        }
+    }
+}
+
+/// One item of the copy pipeline, in key order.
+enum CopyItem {
+    /// An entry the folder walk skipped: listed (unreadable) or warned of (symlink).
+    Skipped(SkippedFile),
+    /// A file the journal diff says to upload.
+    Upload {
+        file: SourceFile,
+        /// The journal records the key for this target: an object there may be replaced.
+        ours: bool,
+        /// Changed at the source since the copy ([`Diff::UploadIfPresent`]): HEAD first,
+        /// uploaded only over an object still there.
+        if_present: bool,
+        /// The journal's `source_private` (kept when journalled deleted in the bucket).
+        source_private: Option<bool>,
+    },
+}
+
+/// What the stage did with one [`CopyItem`].
+enum CopyDone {
+    Skipped(SkippedFile),
+    /// Gone from the bucket since the copy: journalled deleted in the bucket, not uploaded.
+    Gone {
+        file: SourceFile,
+        source_private: Option<bool>,
+    },
+    Uploaded {
+        file: SourceFile,
+        /// Stale multipart uploads of its key aborted first.
+        aborted: u64,
+        result: Result<UploadAcl, StoreError>,
+    },
+}
+
+/// Copies every source file that the journal diff says to upload; counts the rest.
+///
+/// The source ([`Source::stream`], key byte order, a `shard`'s own keys only) is merged
+/// with the journal read in keyset pages in the same order ([`FileCursor`]), so each
+/// file's diff ([`diff`]) needs only its own record and journalled keys no longer at the
+/// source fall out of the merge ([`deleted_at_source`]): memory is bounded by pages and
+/// the pipeline, not the tree. When the journal knows nothing of the target, a first
+/// streamed pass samples the source evenly ([`SpreadSample`]) and the run refuses before
+/// any upload if a sampled file is already in the bucket (invariant 11). The merge is the
+/// producer of the pipeline engine ([`engine::run`]); the stage HEADs the files changed
+/// at the source since the copy (uploaded only over an object still there), aborts a
+/// killed run's multipart uploads of the key, and uploads; the in-order commit counts and
+/// journals in batches (200 files or 500 ms; a dry run journals
+/// nothing). Per-file failures are listed in `report`; a fatal store error (or a provider
+/// without ACLs) stops intake and sets `report.fatal`. Errors: [`MigrateError`].
 pub async fn copy_all(
     job: &Migration<'_>,
-    files: &[SourceFile],
+    shard: Option<Shard>,
     cancel: &CancellationToken,
     mode: ProgressMode,
     report: &mut MigrateReport,
 ) -> Result<(), MigrateError> {
     let opts = job.opts;
-    let dry_run = job.gate.is_dry_run();
-    let known = job.journal.migrate_files(job.target_id).await?;
-    // Only journalled keys: what deleted_at_source asks of it (a first pass holds none).
-    let mut seen: HashSet<&str> = HashSet::new();
-    let mut todo = Vec::new();
-    let mut copied_before = Vec::new();
-    let mut deleted_in_bucket = Vec::new();
-    for f in files {
-        if skipped_by_cache(&f.key, opts.skip_cache) {
-            report.files_skipped_cache += 1;
-            continue;
-        }
-        if known.contains_key(&f.key) {
-            seen.insert(f.key.as_str());
-        }
-        report.files_total += 1;
-        report.bytes_total += f.size;
-        match diff(known.get(&f.key).map(journalled).as_ref(), &facts(f)) {
-            // Never resurrected by a catch-up pass; only --reupload-missing puts it back.
-            Diff::DeletedInBucket => deleted_in_bucket.push(f),
-            Diff::Unchanged => report.files_unchanged += 1,
-            Diff::Upload => todo.push(f),
-            Diff::UploadIfPresent => {
-                todo.push(f);
-                copied_before.push(f);
-            }
-        }
-    }
-    // Changed at the source since the copy: uploaded again only over an object still
-    // there (gone from the bucket means deleted there on purpose).
-    if !opts.reupload_missing {
-        let gone = missing_in_target(job, &copied_before).await?;
-        if !gone.is_empty() {
-            let records: Vec<FileRecord> = copied_before
-                .iter()
-                .filter(|f| gone.contains(f.key.as_str()))
-                .map(|f| FileRecord {
-                    key: f.key.clone(),
-                    size: f.size,
-                    version: f.version.clone(),
-                    state: FileState::DeletedInBucket,
-                    source_private: known.get(&f.key).and_then(|r| r.source_private),
-                })
-                .collect();
-            if !dry_run {
-                job.journal.record_migrated(job.target_id, &records).await?;
-            }
-            todo.retain(|f| !gone.contains(f.key.as_str()));
-            deleted_in_bucket.extend(
-                copied_before
-                    .into_iter()
-                    .filter(|f| gone.contains(f.key.as_str())),
-            );
-        }
-    }
-    let journal_empty = known.is_empty() && !opts.journal_ran_before;
-    let sample = empty_journal_sample(journal_empty, opts.accept_empty_journal, &todo);
-    if !sample.is_empty() {
-        let missing = missing_in_target(job, &sample).await?;
-        let present: Vec<&str> = sample
-            .iter()
-            .map(|f| f.key.as_str())
-            .filter(|k| !missing.contains(*k))
-            .collect();
-        if refuses_empty_journal(&present) {
-            return Err(MigrateError::ForeignJournal {
-                journal: job.journal.location().to_owned(),
-                present: present.len(),
-                sampled: sample.len(),
-                example: present[0].to_owned(),
-                state_dir: crate::journal::state_dir(),
-            });
-        }
-    }
-    if opts.reupload_missing && !deleted_in_bucket.is_empty() {
-        // With the database, only what a row still names is owed.
-        let named = match job.db {
-            Some(db) => {
-                let keys: Vec<&str> = deleted_in_bucket.iter().map(|f| f.key.as_str()).collect();
-                Some(still_named(db, &keys).await.map_err(MigrateError::Owners)?)
-            }
-            None => None,
-        };
-        let (back, left): (Vec<&SourceFile>, Vec<&SourceFile>) = deleted_in_bucket
-            .into_iter()
-            .partition(|f| owed(&f.key, named.as_ref()));
-        todo.extend(back);
-        deleted_in_bucket = left;
-    }
-    report.files_unchanged += deleted_in_bucket.len() as u64;
-    report.deleted_in_bucket = deleted_in_bucket.len() as u64;
-    report.deleted_in_bucket_keys = deleted_in_bucket
-        .iter()
-        .take(MAX_LISTED_FAILURES)
-        .map(|f| f.key.clone())
-        .collect();
-    let gone = deleted_at_source(known.keys(), &seen, opts.skip_cache);
-    report.deleted_at_source = gone.len() as u64;
-    report.deleted_at_source_keys = gone
-        .into_iter()
-        .take(MAX_LISTED_FAILURES)
-        .map(str::to_owned)
-        .collect();
-
-    if todo.iter().any(|f| f.size > opts.threshold) {
-        abort_stale_uploads(job, &todo, cancel, report).await?;
-    }
-    // What the journal says this migration wrote may be replaced at the target; anything
-    // else already there is kept (`store::Existing::Keep`).
-    let ours: HashSet<&str> = todo
-        .iter()
-        .map(|f| f.key.as_str())
-        .filter(|k| known.contains_key(k))
-        .collect();
-    upload_all(job, todo, &ours, cancel, mode, report).await
-}
-
-/// Uploads `todo` on the pipeline engine ([`engine::run`]): the files are the producer's
-/// items, the upload the stage (`opts.concurrency` at once), and the in-order commit counts
-/// each result and journals the uploaded files through [`Journal::record_migrated`] in
-/// batches of [`JOURNAL_BATCH`] or every [`JOURNAL_INTERVAL`] (a dry run journals nothing).
-/// A fatal store error (or a bucket refusing ACLs) stops intake; files already uploading
-/// finish and are journalled. Errors: a journal write failed.
-async fn upload_all<'f>(
-    job: &Migration<'_>,
-    todo: Vec<&'f SourceFile>,
-    ours: &HashSet<&str>,
-    cancel: &CancellationToken,
-    mode: ProgressMode,
-    report: &mut MigrateReport,
-) -> Result<(), MigrateError> {
-    let progress = Progress::start_unit("migrate", todo.len() as u64, "files", "copied", mode);
+    let started = chrono::Utc::now();
+    let journal_empty = !opts.journal_ran_before
+        && job
+            .journal
+            .migrate_files_page(job.target_id, None, 1)
+            .await?
+            .is_empty();
+    // The first pass, when it runs, counts what is to upload (everything: the journal is
+    // empty); a catch-up pass does not know it before its end (a counter, not a bar).
+    let total = if journal_empty && !opts.accept_empty_journal {
+        refuse_foreign_journal(job, shard).await?
+    } else {
+        0
+    };
+    let progress = Progress::start_unit("migrate", total, "files", "copied", mode);
+    let plan = std::sync::Mutex::new(PlanTally::default());
+    let stale = StaleUploads {
+        started,
+        listed: tokio::sync::OnceCell::new(),
+    };
     let engine = EngineOptions {
-        concurrency: job.opts.concurrency,
+        concurrency: opts.concurrency,
         // At a low --rate a batch of JOURNAL_BATCH takes long to fill, and a kill -9 would
         // lose all of it (uploaded again on the next run): the interval runs on a timer.
         flush: FlushPolicy {
@@ -294,47 +268,369 @@ async fn upload_all<'f>(
         // What was uploaded before a fatal error is journalled.
         after_fatal: AfterFatal::CommitFinished,
     };
-    let producer = |mut intake: Intake<&'f SourceFile>| async move {
-        for f in todo {
-            if !intake.send(f).await {
-                return Ok(false);
-            }
-        }
-        Ok(true)
-    };
+    let plan_ref = &plan;
+    let producer = |intake: Intake<CopyItem>| plan_copy(job, shard, intake, plan_ref);
     let mut commit = UploadCommit {
         job,
         progress: &progress,
         report,
         batch: Vec::new(),
+        gone_keys: Vec::new(),
+        gone: 0,
     };
+    let stale = &stale;
     let outcome = engine::run(
         &engine,
         cancel,
         producer,
-        |f: &SourceFile, ctl: Control| async move {
-            let existing = if ours.contains(f.key.as_str()) {
+        |item: CopyItem, ctl: Control| async move {
+            let CopyItem::Upload {
+                file,
+                ours,
+                if_present,
+                source_private,
+            } = item
+            else {
+                let CopyItem::Skipped(s) = item else {
+                    unreachable!()
+                };
+                return Ok(CopyDone::Skipped(s));
+            };
+            let fatal = |e| {
+                ctl.stop_fatal();
+                Failed::nothing(e)
+            };
+            if if_present {
+                let key = job.key_prefix.apply(file.key.clone());
+                match job.target.head(&key).await {
+                    Ok(None) => {
+                        return Ok(CopyDone::Gone {
+                            file,
+                            source_private,
+                        });
+                    }
+                    Ok(Some(_)) => {}
+                    Err(e) => return Err(fatal(MigrateError::Head(e))),
+                }
+            }
+            let aborted = if file.size > job.opts.threshold {
+                stale.abort_for(job, &file.key, &ctl).await.map_err(fatal)?
+            } else {
+                0
+            };
+            let existing = if ours {
                 Existing::Replace
             } else {
                 Existing::Keep
             };
-            let result = upload(job, f, existing).await;
+            let result = upload(job, &file, existing).await;
             if let Err(e) = &result
                 && stops_the_run(e)
             {
                 // No other upload starts; the cause is counted by the commit stage.
                 ctl.stop_fatal();
             }
-            Ok::<_, Failed<_, MigrateError>>((f, result))
+            Ok::<_, Failed<_, MigrateError>>(CopyDone::Uploaded {
+                file,
+                aborted,
+                result,
+            })
         },
         &mut commit,
     )
     .await;
+    let (gone, gone_keys) = (commit.gone, std::mem::take(&mut commit.gone_keys));
+    let plan = plan.into_inner().unwrap_or_else(|p| p.into_inner());
+    report.files_total += plan.files_total;
+    report.bytes_total += plan.bytes_total;
+    report.files_skipped_cache += plan.files_skipped_cache;
+    let deleted_in_bucket = plan.deleted_in_bucket + gone;
+    report.files_unchanged += plan.files_unchanged + deleted_in_bucket;
+    report.deleted_in_bucket = deleted_in_bucket;
+    report.deleted_in_bucket_keys = plan
+        .deleted_in_bucket_keys
+        .into_iter()
+        .chain(gone_keys)
+        .take(MAX_LISTED_FAILURES)
+        .collect();
+    report.deleted_at_source = plan.deleted_at_source;
+    report.deleted_at_source_keys = plan.deleted_at_source_keys;
     if let Some(e) = outcome.fatal {
         return Err(e);
     }
+    // The source or the journal could not be read (what was sent is done and journalled).
+    outcome.produced?;
     progress.finish();
     Ok(())
+}
+
+/// The producer of a copy pass: the source stream merged with the journal cursor, each
+/// file's [`diff`] deciding whether it is counted (unchanged, skipped, journalled deleted
+/// in the bucket) or sent to the stage; journalled keys the merge passes without a source
+/// file are deleted at the source. With `--reupload-missing`, the files journalled as
+/// deleted in the bucket are held until the end (only those), then the owed ones
+/// ([`owed`], with `--database` what a row still names) are sent last. Returns `Ok(false)`
+/// when intake stopped. Errors: the source or the journal could not be read, the source
+/// came out of key order, the database could not be asked.
+async fn plan_copy(
+    job: &Migration<'_>,
+    shard: Option<Shard>,
+    mut intake: Intake<CopyItem>,
+    plan: &std::sync::Mutex<PlanTally>,
+) -> Result<bool, MigrateError> {
+    let opts = job.opts;
+    let tally = || plan.lock().unwrap_or_else(|p| p.into_inner());
+    let mut source = job.source.stream();
+    let mut journal = FileCursor::new(job.journal, job.target_id);
+    let mut back: Vec<(SourceFile, Option<bool>)> = Vec::new();
+    let mut previous = String::new();
+    while let Some(item) = source.next().await? {
+        let f = match item {
+            SourceItem::Skipped(s) => {
+                if shard.is_none_or(|sh| sh.owns_key(&s.key))
+                    && !intake.send(CopyItem::Skipped(s)).await
+                {
+                    return Ok(false);
+                }
+                continue;
+            }
+            SourceItem::File(f) => f,
+        };
+        if shard.is_some_and(|sh| !sh.owns_key(&f.key)) {
+            continue;
+        }
+        if !previous.is_empty() && f.key.as_str() <= previous.as_str() {
+            return Err(MigrateError::Source(SourceError::Order {
+                previous,
+                key: f.key,
+            }));
+        }
+        previous.clear();
+        previous.push_str(&f.key);
+        // The journal's records before this key have no source file.
+        let rec = loop {
+            match journal.peek().await? {
+                Some(r) if r.key.as_str() < f.key.as_str() => {
+                    let r = journal.take().expect("peeked");
+                    tally().journalled_only(&r.key, opts.skip_cache);
+                }
+                Some(r) if r.key == f.key => break journal.take(),
+                _ => break None,
+            }
+        };
+        if skipped_by_cache(&f.key, opts.skip_cache) {
+            tally().files_skipped_cache += 1;
+            continue;
+        }
+        let verdict = diff(rec.as_ref().map(journalled).as_ref(), &facts(&f));
+        let source_private = rec.as_ref().and_then(|r| r.source_private);
+        let item = {
+            let mut t = tally();
+            t.files_total += 1;
+            t.bytes_total += f.size;
+            match verdict {
+                // Never resurrected by a catch-up pass; only --reupload-missing puts it back.
+                Diff::DeletedInBucket if opts.reupload_missing => {
+                    back.push((f, source_private));
+                    None
+                }
+                Diff::DeletedInBucket => {
+                    t.deleted_in_bucket(&f.key);
+                    None
+                }
+                Diff::Unchanged => {
+                    t.files_unchanged += 1;
+                    None
+                }
+                Diff::Upload => Some(CopyItem::Upload {
+                    file: f,
+                    ours: rec.is_some(),
+                    if_present: false,
+                    source_private,
+                }),
+                // Changed at the source since the copy: uploaded again only over an object
+                // still there (gone from the bucket means deleted there on purpose).
+                Diff::UploadIfPresent => Some(CopyItem::Upload {
+                    file: f,
+                    ours: true,
+                    if_present: !opts.reupload_missing,
+                    source_private,
+                }),
+            }
+        };
+        if let Some(item) = item
+            && !intake.send(item).await
+        {
+            return Ok(false);
+        }
+    }
+    while journal.peek().await?.is_some() {
+        let r = journal.take().expect("peeked");
+        tally().journalled_only(&r.key, opts.skip_cache);
+    }
+    if back.is_empty() {
+        return Ok(true);
+    }
+    // With the database, only what a row still names is owed.
+    let named = match job.db {
+        Some(db) => {
+            let keys: Vec<&str> = back.iter().map(|(f, _)| f.key.as_str()).collect();
+            Some(still_named(db, &keys).await.map_err(MigrateError::Owners)?)
+        }
+        None => None,
+    };
+    let (owed_back, left): (Vec<_>, Vec<_>) = back
+        .into_iter()
+        .partition(|(f, _)| owed(&f.key, named.as_ref()));
+    for (f, _) in &left {
+        tally().deleted_in_bucket(&f.key);
+    }
+    for (f, source_private) in owed_back {
+        let item = CopyItem::Upload {
+            file: f,
+            ours: true,
+            if_present: false,
+            source_private,
+        };
+        if !intake.send(item).await {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// The empty-journal refusal (invariant 11): a first streamed pass over the source (the
+/// shard's keys, without `--skip-cache`'s) keeps at most [`crate::plan::migrate::SAMPLE`]
+/// files spread evenly over all of it ([`SpreadSample`], O(1) memory), which are HEADed;
+/// any already in the bucket refuses the run before anything is uploaded (an interrupt
+/// meanwhile leaves the copy pass nothing to start). Returns how many files
+/// the pass saw (all to upload: the progress total). Errors:
+/// [`MigrateError::ForeignJournal`], a HEAD or the source failed.
+async fn refuse_foreign_journal(
+    job: &Migration<'_>,
+    shard: Option<Shard>,
+) -> Result<u64, MigrateError> {
+    let mut sampler = SpreadSample::default();
+    let mut source = job.source.stream();
+    while let Some(item) = source.next().await? {
+        let SourceItem::File(f) = item else { continue };
+        if shard.is_some_and(|sh| !sh.owns_key(&f.key))
+            || skipped_by_cache(&f.key, job.opts.skip_cache)
+        {
+            continue;
+        }
+        // Journal empty: every file is to upload (`Diff::Upload`).
+        sampler.offer_with(|| f);
+    }
+    let offered = sampler.offered() as u64;
+    let sample = sampler.finish();
+    if sample.is_empty() {
+        return Ok(offered);
+    }
+    let refs: Vec<&SourceFile> = sample.iter().collect();
+    let missing = missing_in_target(job, &refs).await?;
+    let present: Vec<&str> = sample
+        .iter()
+        .map(|f| f.key.as_str())
+        .filter(|k| !missing.contains(*k))
+        .collect();
+    if refuses_empty_journal(&present) {
+        return Err(MigrateError::ForeignJournal {
+            journal: job.journal.location().to_owned(),
+            present: present.len(),
+            sampled: sample.len(),
+            example: present[0].to_owned(),
+            state_dir: crate::journal::state_dir(),
+        });
+    }
+    Ok(offered)
+}
+
+/// A killed run's unfinished multipart uploads below the target's key prefix, listed once
+/// (at the first file this run uploads in parts) and aborted key by key before that key's
+/// upload.
+struct StaleUploads {
+    /// When this run started: only uploads initiated before are stale.
+    started: chrono::DateTime<chrono::Utc>,
+    /// Full target key → its stale uploads (not yet aborted).
+    listed: tokio::sync::OnceCell<std::sync::Mutex<HashMap<String, Vec<UploadMeta>>>>,
+}
+
+impl StaleUploads {
+    /// Aborts the unfinished multipart uploads of `key` (relative to the key prefix)
+    /// started before this run (`plan::migrate::is_stale_upload`; billed as stored parts
+    /// until aborted), through the dry-run gate, and returns how many. The first call
+    /// lists them all (`ListMultipartUploads`); uploads of other keys are never touched. A
+    /// disk target has none (its killed writes' temporary files are removed by
+    /// `Store::upload`). Errors: the listing failed with a fatal error (a provider without
+    /// the API only gets a warning).
+    async fn abort_for(
+        &self,
+        job: &Migration<'_>,
+        key: &str,
+        ctl: &Control,
+    ) -> Result<u64, MigrateError> {
+        let Some(target) = job.target.as_s3ext() else {
+            return Ok(0);
+        };
+        let prefix = job
+            .key_prefix
+            .as_deref()
+            .map(|p| format!("{p}/"))
+            .unwrap_or_default();
+        let listed = self
+            .listed
+            .get_or_try_init(|| async {
+                let mut marker = None;
+                let mut stale: HashMap<String, Vec<UploadMeta>> = HashMap::new();
+                loop {
+                    if ctl.intake_stopped() {
+                        break;
+                    }
+                    let page = match target.list_uploads_page(&prefix, marker).await {
+                        Ok(p) => p,
+                        Err(e) if e.is_fatal() => return Err(MigrateError::ListUploads(e)),
+                        Err(e) => {
+                            tracing::warn!(
+                                "cannot list unfinished multipart uploads ({e}); none aborted"
+                            );
+                            return Ok(std::sync::Mutex::new(HashMap::new()));
+                        }
+                    };
+                    for u in page.uploads {
+                        stale.entry(u.key.as_str().to_owned()).or_default().push(u);
+                    }
+                    match page.next {
+                        Some(m) => marker = Some(m),
+                        None => break,
+                    }
+                }
+                Ok(std::sync::Mutex::new(stale))
+            })
+            .await?;
+        let full = format!("{prefix}{key}");
+        let big = HashSet::from([full.clone()]);
+        let uploads = listed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&full)
+            .unwrap_or_default();
+        let mut aborted = 0;
+        for u in uploads {
+            if !is_stale_upload(u.key.as_str(), u.initiated, &big, self.started) {
+                continue;
+            }
+            let done = job
+                .gate
+                .mutate(target.abort_upload(u.key.as_str(), &u.upload_id), || Ok(()))
+                .await;
+            match done {
+                Ok(()) => aborted += 1,
+                Err(e) => tracing::warn!("could not abort the unfinished upload of {}: {e}", u.key),
+            }
+        }
+        Ok(aborted)
+    }
 }
 
 /// Whether an upload error stops the whole copy: the bucket refuses ACLs, or no other
@@ -349,16 +645,52 @@ struct UploadCommit<'a, 'j> {
     job: &'a Migration<'j>,
     progress: &'a Progress,
     report: &'a mut MigrateReport,
-    /// Uploaded since the last flush.
+    /// Uploaded (or found gone from the bucket) since the last flush.
     batch: Vec<FileRecord>,
+    /// Files found gone from the bucket by the stage's HEAD, and the first of their keys.
+    gone: u64,
+    gone_keys: Vec<String>,
 }
 
-impl Commit<(&SourceFile, Result<UploadAcl, StoreError>), MigrateError> for UploadCommit<'_, '_> {
-    async fn commit(
-        &mut self,
-        (f, result): (&SourceFile, Result<UploadAcl, StoreError>),
-    ) -> Result<(), MigrateError> {
+impl Commit<CopyDone, MigrateError> for UploadCommit<'_, '_> {
+    async fn commit(&mut self, done: CopyDone) -> Result<(), MigrateError> {
         let report = &mut *self.report;
+        let (f, aborted, result) = match done {
+            CopyDone::Skipped(s) => {
+                if s.failed {
+                    report.fail(&s.key, "Unreadable", s.reason);
+                } else {
+                    tracing::warn!("skipping {}: {}", s.key, s.reason);
+                    report.symlinks_skipped += 1;
+                }
+                return Ok(());
+            }
+            CopyDone::Gone {
+                file,
+                source_private,
+            } => {
+                self.gone += 1;
+                if self.gone_keys.len() < MAX_LISTED_FAILURES {
+                    self.gone_keys.push(file.key.clone());
+                }
+                if !self.job.gate.is_dry_run() {
+                    self.batch.push(FileRecord {
+                        key: file.key,
+                        size: file.size,
+                        version: file.version,
+                        state: FileState::DeletedInBucket,
+                        source_private,
+                    });
+                }
+                return Ok(());
+            }
+            CopyDone::Uploaded {
+                file,
+                aborted,
+                result,
+            } => (file, aborted, result),
+        };
+        report.stale_uploads_aborted += aborted;
         match result {
             Ok(up) => {
                 report.files_uploaded += 1;
@@ -377,9 +709,9 @@ impl Commit<(&SourceFile, Result<UploadAcl, StoreError>), MigrateError> for Uplo
                 });
                 if !self.job.gate.is_dry_run() {
                     self.batch.push(FileRecord {
-                        key: f.key.clone(),
+                        key: f.key,
                         size: f.size,
-                        version: f.version.clone(),
+                        version: f.version,
                         state: FileState::Uploaded,
                         source_private: Some(up.source_private),
                     });
@@ -519,68 +851,4 @@ async fn missing_in_target(
         }
     }
     Ok(missing)
-}
-
-/// Aborts the unfinished multipart uploads of keys this run is about to upload above the
-/// multipart threshold, started before this run (a killed run's leftovers, billed as stored
-/// parts until aborted; `plan::migrate::is_stale_upload`): one `ListMultipartUploads`
-/// listing below the target's key prefix, then one `AbortMultipartUpload` each, through the
-/// dry-run gate. Uploads of other keys are never touched. A disk target has no multipart
-/// uploads (its killed writes' temporary files are removed by `Store::upload`). Errors:
-/// the listing failed with a fatal error (a provider without the API only gets a warning).
-async fn abort_stale_uploads(
-    job: &Migration<'_>,
-    todo: &[&SourceFile],
-    cancel: &CancellationToken,
-    report: &mut MigrateReport,
-) -> Result<(), MigrateError> {
-    let Some(target) = job.target.as_s3ext() else {
-        return Ok(());
-    };
-    let started = chrono::Utc::now();
-    let prefix = job
-        .key_prefix
-        .as_deref()
-        .map(|p| format!("{p}/"))
-        .unwrap_or_default();
-    let big = multipart_keys(
-        todo.iter().map(|f| (f.key.as_str(), f.size)),
-        job.opts.threshold,
-        &prefix,
-    );
-    let mut marker = None;
-    let mut stale = Vec::new();
-    loop {
-        if cancel.is_cancelled() {
-            return Ok(());
-        }
-        let page = match target.list_uploads_page(&prefix, marker).await {
-            Ok(p) => p,
-            Err(e) if e.is_fatal() => return Err(MigrateError::ListUploads(e)),
-            Err(e) => {
-                tracing::warn!("cannot list unfinished multipart uploads ({e}); none aborted");
-                return Ok(());
-            }
-        };
-        stale.extend(
-            page.uploads
-                .into_iter()
-                .filter(|u| is_stale_upload(u.key.as_str(), u.initiated, &big, started)),
-        );
-        match page.next {
-            Some(m) => marker = Some(m),
-            None => break,
-        }
-    }
-    for u in stale {
-        let done = job
-            .gate
-            .mutate(target.abort_upload(u.key.as_str(), &u.upload_id), || Ok(()))
-            .await;
-        match done {
-            Ok(()) => report.stale_uploads_aborted += 1,
-            Err(e) => tracing::warn!("could not abort the unfinished upload of {}: {e}", u.key),
-        }
-    }
-    Ok(())
 }

@@ -1490,3 +1490,65 @@ async fn case9_7_stale_multipart_upload_of_a_key_it_writes_is_aborted() {
         .collect();
     assert_eq!(left, vec![(other.to_owned(), ids[1].clone())]);
 }
+
+/// Issue 11's streamed copy: the empty-journal sample (invariant 11) is picked while the
+/// source streams by, and must stay spread over the whole source, not its first 16 files
+/// (a rejected attempt HEADed those, all `accounts/…`). A tree whose only files already in
+/// the bucket are under `media_attachments/`, the last quarter in key order: refused with
+/// exit 2 before anything is uploaded; `--accept-empty-journal` then copies what is missing.
+#[tokio::test]
+async fn the_empty_journal_sample_spans_the_whole_source() {
+    let bucket = TestBucket::new().await;
+    let env = env_file(&bucket.name, &[]);
+    let root = temp_dir("spread");
+    let early: Vec<String> = (0..300)
+        .map(|i| format!("accounts/avatars/000/000/{i:03}/original/{i:016x}.png"))
+        .collect();
+    let late: Vec<String> = (0..100)
+        .map(|i| format!("media_attachments/files/000/000/{i:03}/original/{i:016x}.png"))
+        .collect();
+    for k in early.iter().chain(&late) {
+        write_file(&root, k, b"\x89PNG\r\n\x1a\n");
+    }
+    for k in &late {
+        bucket.put(k, b"\x89PNG\r\n\x1a\n").await;
+    }
+    bucket.reset_stats();
+    let fresh = journal();
+    let run = mastomedia(&[
+        "--env-file",
+        s(&env),
+        "migrate",
+        "--journal",
+        s(&fresh),
+        "--from",
+        s(&root),
+    ]);
+    assert_eq!(run.code, 2, "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr.contains("knows nothing of this target")
+            && run.stderr.contains("media_attachments/"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        bucket.stats()["mutating"],
+        0,
+        "nothing uploaded before the verdict"
+    );
+    assert_eq!(bucket.keys().await.len(), late.len());
+    // At most 16 HEADs: the sample, no presence check per file.
+    assert!(
+        ops(&bucket.stats(), "HeadObject") <= 16,
+        "{}",
+        bucket.stats()
+    );
+    let r = migrate(
+        &env,
+        &fresh,
+        &["--from", s(&root), "--accept-empty-journal"],
+        0,
+    );
+    assert_eq!(r["files_total"], 400, "{r:#}");
+    assert_eq!(bucket.keys().await.len(), 400);
+}

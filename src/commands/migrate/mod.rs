@@ -40,6 +40,7 @@ impl From<MigrateError> for CommandError {
     fn from(e: MigrateError) -> Self {
         match e {
             MigrateError::ForeignJournal { .. } => CommandError::usage(e),
+            MigrateError::Source(e) => e.into(),
             e => CommandError::fatal(e),
         }
     }
@@ -144,21 +145,6 @@ pub async fn run(env_file: &Path, args: Args, quiet: bool) -> Result<ExitCode, C
         } else {
             None
         };
-        let (mut files, mut skipped) = source.files().await?;
-        // A shard copies the source files whose key it owns (a hash of the key below the
-        // key prefix, the same in source and target).
-        if let Some(s) = shard {
-            files.retain(|f| s.owns_key(&f.key));
-            skipped.retain(|f| s.owns_key(&f.key));
-        }
-        for s in skipped {
-            if s.failed {
-                report.fail(&s.key, "Unreadable", s.reason);
-            } else {
-                tracing::warn!("skipping {}: {}", s.key, s.reason);
-                report.symlinks_skipped += 1;
-            }
-        }
         // A real run is recorded before its first upload, so a re-run after a kill knows
         // this journal is the target's even without file records (docs/reliability.md).
         let journal_ran_before = journal
@@ -196,8 +182,15 @@ pub async fn run(env_file: &Path, args: Args, quiet: bool) -> Result<ExitCode, C
             },
         };
         let result = async {
-            copy_all(&job, &files, &cancel, mode, &mut report).await?;
+            // The copy streams the source (a shard copies the source files whose key it
+            // owns: a hash of the key below the key prefix, the same in source and target).
+            copy_all(&job, shard, &cancel, mode, &mut report).await?;
             if args.verify && !args.dry_run && report.fatal.is_none() {
+                // --verify holds the listing (not streamed yet): enumerated again here.
+                let (mut files, _) = source.files().await?;
+                if let Some(s) = shard {
+                    files.retain(|f| s.owns_key(&f.key));
+                }
                 verify(&job, &files, &mut report).await?;
             }
             Ok::<(), MigrateError>(())

@@ -8,7 +8,7 @@ use crate::journal::migrate::READ_PAGE;
 use crate::journal::{FileRecord, FileState, JournalError, JournalFiles};
 
 /// Every file recorded for `target`, sorted by key: keyset pages of [`READ_PAGE`] rows
-/// along the primary key (target, key), whose BINARY collation is byte order.
+/// ([`migrate_files_page`]).
 pub(super) async fn migrate_files(
     pool: &SqlitePool,
     target: &str,
@@ -16,35 +16,49 @@ pub(super) async fn migrate_files(
     let mut records: Vec<FileRecord> = Vec::new();
     loop {
         let after = records.last().map(|r| r.key.as_str());
-        let rows: Vec<(String, i64, String, String, Option<bool>)> = sqlx::query_as(
-            "SELECT key, size, version, state, source_private FROM migrate_files \
-             WHERE target = ?1 AND (?2 IS NULL OR key > ?2) ORDER BY key LIMIT ?3",
-        )
-        .bind(target)
-        .bind(after)
-        .bind(READ_PAGE)
-        .fetch_all(pool)
-        .await
-        .map_err(|source| JournalError::Query {
-            what: "loading the migration journal",
-            source,
-        })?;
+        let rows = migrate_files_page(pool, target, after, READ_PAGE).await?;
         let full = rows.len() as i64 == READ_PAGE;
-        records.extend(
-            rows.into_iter()
-                .map(|(key, size, version, state, source_private)| FileRecord {
-                    key,
-                    size: size.max(0) as u64,
-                    version,
-                    state: FileState::parse(&state),
-                    source_private,
-                }),
-        );
+        records.extend(rows);
         if !full {
             break;
         }
     }
     Ok(JournalFiles::from_records(records))
+}
+
+/// At most `limit` files recorded for `target` with a key after `after`, in key order:
+/// one keyset page along the primary key (target, key), whose BINARY collation is byte
+/// order (Rust's `str` order).
+pub(super) async fn migrate_files_page(
+    pool: &SqlitePool,
+    target: &str,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Vec<FileRecord>, JournalError> {
+    let rows: Vec<(String, i64, String, String, Option<bool>)> = sqlx::query_as(
+        "SELECT key, size, version, state, source_private FROM migrate_files \
+         WHERE target = ?1 AND key > ?2 ORDER BY key LIMIT ?3",
+    )
+    .bind(target)
+    // Keys are never empty: "" is before the first.
+    .bind(after.unwrap_or(""))
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+    .map_err(|source| JournalError::Query {
+        what: "loading the migration journal",
+        source,
+    })?;
+    Ok(rows
+        .into_iter()
+        .map(|(key, size, version, state, source_private)| FileRecord {
+            key,
+            size: size.max(0) as u64,
+            version,
+            state: FileState::parse(&state),
+            source_private,
+        })
+        .collect())
 }
 
 /// Records `files` for `target` in one transaction (insert or replace).

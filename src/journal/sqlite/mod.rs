@@ -268,6 +268,15 @@ impl Journal for SqliteJournal {
         migrate::migrate_files(&self.pool, target).await
     }
 
+    async fn migrate_files_page(
+        &self,
+        target: &str,
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<FileRecord>, JournalError> {
+        migrate::migrate_files_page(&self.pool, target, after, limit).await
+    }
+
     async fn record_migrated(
         &self,
         target: &str,
