@@ -230,37 +230,52 @@ else:
       "without a delimiter from a sorted index, a 1000-key page in a few tenths of a second "
       "of one core, single-threaded, so it caps any parallel speed-up. A tool whose object count is "
       "not the seed's gets no time.\n")
-if timing("du-mastomedia") is not None:
+def du_table(pre, title):
+    """The du table of the runs named `<pre>mastomedia`, `<pre>rclone`, `<pre>awscli`."""
+    if timing(pre + "mastomedia") is None:
+        w(f"{title}: not run in this run.\n")
+        return
+    w(f"{title}:\n")
     drows = []
-    du_me = jload("du-mastomedia.out") or {}
+    du_me = jload(f"{pre}mastomedia.out") or {}
     me_n = (du_me.get("total") or {}).get("objects")
     me_b = (du_me.get("total") or {}).get("bytes")
-    rcj = jload("du-rclone.out") or {}
+    rcj = jload(f"{pre}rclone.out") or {}
     rc_n, rc_b = rcj.get("count"), rcj.get("bytes")
-    m = re.search(r"Total Objects: (\d+)", text("du-awscli.out"))
+    m = re.search(r"Total Objects: (\d+)", text(f"{pre}awscli.out"))
     aws_n = int(m.group(1)) if m else None
-    m = re.search(r"Total Size: (\d+)", text("du-awscli.out"))
+    m = re.search(r"Total Size: (\d+)", text(f"{pre}awscli.out"))
     aws_b = int(m.group(1)) if m else None
     du_t = {}
     for tool, n, nb in (("mastomedia", me_n, me_b), ("rclone", rc_n, rc_b), ("awscli", aws_n, aws_b)):
-        t = timing("du-" + tool)
-        st = jload(f"du-{tool}.stats") or {}
+        t = timing(pre + tool)
+        st = jload(f"{pre}{tool}.stats") or {}
         ok = t is not None and t[2] == 0 and n == truth
         du_t[tool] = t[0] if ok else None
         drows.append([{"mastomedia": "mastomedia du --json", "rclone": "rclone size",
                        "awscli": "aws s3 ls --recursive --summarize"}[tool], n,
                       "✓" if nb == truth_bytes and nb is not None else f"{nb} ✗",
                       f"{t[0]:.2f} s" if ok else "— (count wrong)" if t else "not run",
-                      st.get("total", "?"), load("du-" + tool)])
-    w(table(["tool", "objects counted", "bytes = seed's", "wall", "requests (proxy)",
-             "load before"], drows))
+                      st.get("total", "?"), load(pre + tool)])
+    floor = -(-truth // 1000) if isinstance(truth, int) else "?"
+    w(table(["tool", "objects counted", "bytes = seed's", "wall",
+             f"requests (proxy; floor {floor})", "load before"], drows))
     w("")
     w(f"Ratios, peer wall / mastomedia wall (above 1×: mastomedia is faster): rclone size "
       f"{ratio(du_t['rclone'], du_t['mastomedia'])}, aws s3 ls {ratio(du_t['awscli'], du_t['mastomedia'])}.\n")
     w("```")
     for tool in ("mastomedia", "rclone", "awscli"):
-        w(cmd("du-" + tool))
+        w(cmd(pre + tool))
     w("```\n")
+
+
+if timing("du-mastomedia") is not None:
+    du_table("du-", "Loopback (no added latency)")
+    lat = PR.get("du_latency_ms")
+    du_table("du-lat-", f"Through the same proxy with {lat} ms added to every request "
+             f"(`PUT /__faults/<bucket> {{\"latency_ms\": {lat}}}`: each tool pays it once per "
+             "round trip, as against a provider across the internet; parallel requests wait "
+             "it concurrently)")
 
 # ------------------------------------------------------------------ prune
 TARGET = {"busy": 0.0025, "sparse": 0.01}

@@ -19,7 +19,8 @@
 #  4. Lines: migrate (mastomedia, rclone, aws s3 sync, s3cmd sync; concurrency 8 and 32),
 #     limit (examples/put_loop.rs: from memory, and streamed from the file in 4 KiB and
 #     256 KiB reads), du (before prune, on the busy seed's bucket: mastomedia du,
-#     rclone size, aws s3 ls --recursive --summarize), prune (a busy and a sparse seed,
+#     rclone size, aws s3 ls --recursive --summarize; once on loopback, once with
+#     BENCH_DU_LATENCY_MS added to every request by the proxy), prune (a busy and a sparse seed,
 #     each: mastomedia prune vs a HEAD + DELETE loop at equal concurrency vs s3cmd del;
 #     see the du and prune section), memory (peak RSS, /usr/bin/time -v,
 #     of prune over N candidate rows and of migrate over N files), plan (EXPLAIN (ANALYZE,
@@ -47,6 +48,8 @@
 #   BENCH_MEMORY_FILES     "10000"          "10000 100000" (+ 1000000 with BENCH_MEMORY_1M=1:
 #                                           1M files on disk and 1M uploads, about 20 min more)
 #   BENCH_PLAN_ROWS        1000000          1000000
+#   BENCH_DU_LATENCY_MS    30               30       (ms the proxy adds to each request in
+#                                           the du line's second run; the first is loopback)
 # Not a test and not part of .ci/run: times on a shared machine are noisy (the load average
 # is recorded before every measurement); ratios within one run are what to read.
 set -euo pipefail
@@ -69,6 +72,7 @@ PRUNE_LOOP_KEYS=${BENCH_PRUNE_LOOP_KEYS:-$d_loop}
 MEM_ROWS=${BENCH_MEMORY_ROWS:-$d_mem_rows}
 MEM_FILES=${BENCH_MEMORY_FILES:-$d_mem_files}
 PLAN_ROWS=${BENCH_PLAN_ROWS:-1000000}
+DU_LATENCY=${BENCH_DU_LATENCY_MS:-30}
 # Which lines to run (a partial run still writes the report, with "not run" where a line is
 # missing): any of migrate (with the limit line), prune (with du), memory, plan.
 LINES=" ${BENCH_LINES:-migrate prune memory plan} "
@@ -349,6 +353,7 @@ if want prune; then
     echo "seeds=$PRUNE_SEEDS"
     echo "loop_keys=$PRUNE_LOOP_KEYS"
     echo "du_seed=${PRUNE_SEEDS%% *}"
+    echo "du_latency_ms=$DU_LATENCY"
     echo "server=moto $("$PY" -c 'import moto; print(moto.__version__)') (scripts/bench/fastmoto.py) behind tests/support/s3server.py's proxy"
 } >"$OUT/prune.txt"
 for SEED in $PRUNE_SEEDS; do
@@ -382,6 +387,22 @@ for SEED in $PRUNE_SEEDS; do
         measure du-awscli "${AWS_ENV[@]}" "$AWS" --endpoint-url "$PROXY" s3 ls "s3://$BUCKET" \
             --recursive --summarize
         stats_get "$BUCKET" du-awscli
+        # The same three through the same proxy with DU_LATENCY ms added to each request
+        # of this bucket (a provider across the internet; the per-bucket fault field
+        # latency_ms of tests/support/s3server.py), where parallel listing can pay off.
+        log "du: the same with ${DU_LATENCY} ms added per request (proxy fault latency_ms)"
+        curl -sf -X PUT "$PROXY/__faults/$BUCKET" -d "{\"latency_ms\": $DU_LATENCY}" >/dev/null
+        stats_reset "$BUCKET"
+        measure du-lat-mastomedia "$BIN" -q --env-file "$OUT/env-prune" du --json
+        stats_get "$BUCKET" du-lat-mastomedia
+        stats_reset "$BUCKET"
+        measure du-lat-rclone "${RCLONE_ENV[@]}" rclone size "bench:$BUCKET" --json
+        stats_get "$BUCKET" du-lat-rclone
+        stats_reset "$BUCKET"
+        measure du-lat-awscli "${AWS_ENV[@]}" "$AWS" --endpoint-url "$PROXY" s3 ls "s3://$BUCKET" \
+            --recursive --summarize
+        stats_get "$BUCKET" du-lat-awscli
+        curl -sf -X DELETE "$PROXY/__faults/$BUCKET" >/dev/null
     fi
 
     P=prune-$SEED

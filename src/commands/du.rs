@@ -14,14 +14,14 @@ use tokio_util::sync::CancellationToken;
 use super::{CommandError, interrupt_token, load_config, open_store};
 use crate::cli::du::Args;
 use crate::config::StorageConfig;
-use crate::inventory::listing::{Objects, Versions, walk};
+use crate::inventory::listing::{Objects, RangePlan, Versions, walk, walk_ranges};
 use crate::inventory::usage::{Usage, database_sums};
 use crate::mastodon::Db;
 use crate::pool::bounded;
 use crate::report::Summary as _;
 use crate::report::usage::{DuReport, Multipart};
 use crate::report::{ExitCode, Progress, ProgressMode};
-use crate::store::{Limiter, S3Ext, StoreError};
+use crate::store::{Limiter, ObjectMeta, S3Ext, StoreError, VersionMeta};
 
 /// Runs `du` and returns the exit code (0, or 130 when interrupted). Prints the report
 /// (stdout) itself. Errors: configuration (2); database, credentials, bucket or a listing
@@ -65,42 +65,54 @@ pub async fn run(
     let root = format!("{base}{}", args.prefix);
     let concurrency = args.concurrency as usize;
     let progress = Progress::start_unit("du", 0, "objects", "listed", ProgressMode::detect(quiet));
+    // S3 (a listing page is ~1000 keys): key ranges split while listing, no delimiter
+    // discovery, so the requests stay near one chain's ceil(objects / 1000). The
+    // filesystem: the folder walk (one page per folder, memory bounded by a folder).
+    let ranged = store.sizes_by_listing();
+    let plan = RangePlan::new(&root, base.len(), concurrency);
     let listing = async {
         let store = store.as_ref();
-        if args.versions {
-            walk(
-                store,
-                &Versions,
-                &root,
-                base.len(),
-                concurrency,
-                &cancel,
-                |u: &mut Usage, v| {
-                    if !mine(v.key.as_str()) {
-                        return;
-                    }
-                    progress.add(1, 0, v.size);
-                    u.add_version(v, &key_prefix);
-                },
-            )
-            .await
-        } else {
-            walk(
-                store,
-                &Objects,
-                &root,
-                base.len(),
-                concurrency,
-                &cancel,
-                |u: &mut Usage, o| {
-                    if !mine(o.key.as_str()) {
-                        return;
-                    }
-                    progress.add(1, 0, o.size);
-                    u.add_object(o.key.as_str(), o.size, &key_prefix);
-                },
-            )
-            .await
+        let on_version = |u: &mut Usage, v: &VersionMeta| {
+            if !mine(v.key.as_str()) {
+                return;
+            }
+            progress.add(1, 0, v.size);
+            u.add_version(v, &key_prefix);
+        };
+        let on_object = |u: &mut Usage, o: &ObjectMeta| {
+            if !mine(o.key.as_str()) {
+                return;
+            }
+            progress.add(1, 0, o.size);
+            u.add_object(o.key.as_str(), o.size, &key_prefix);
+        };
+        match (args.versions, ranged) {
+            (true, true) => walk_ranges(store, &Versions, &plan, &cancel, on_version).await,
+            (false, true) => walk_ranges(store, &Objects, &plan, &cancel, on_object).await,
+            (true, false) => {
+                walk(
+                    store,
+                    &Versions,
+                    &root,
+                    base.len(),
+                    concurrency,
+                    &cancel,
+                    on_version,
+                )
+                .await
+            }
+            (false, false) => {
+                walk(
+                    store,
+                    &Objects,
+                    &root,
+                    base.len(),
+                    concurrency,
+                    &cancel,
+                    on_object,
+                )
+                .await
+            }
         }
     };
     let (walked, sums) = tokio::join!(listing, database_sums(&db));
@@ -132,7 +144,7 @@ pub async fn run(
         }
     }
     report.complete = walked.complete && !cancel.is_cancelled();
-    tracing::info!(prefixes = walked.prefixes, "listing finished");
+    tracing::info!(listings = walked.prefixes, ranged, "listing finished");
     report.requests = store.limiter().stats();
     report.elapsed_seconds = started.elapsed().as_secs_f64();
     if let Some(path) = &args.html {

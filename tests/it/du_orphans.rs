@@ -187,10 +187,11 @@ async fn du_s3_totals_match_the_seed_and_the_database() {
         "cache/media_attachments/files/109/original/x.png"
     );
     assert!(report.get("noncurrent").is_none(), "only with --versions");
-    assert!(
-        report["requests"]["ListObjectsV2"].as_u64().unwrap() >= 10,
-        "listed per prefix"
-    );
+    // S3 is listed in key ranges (no delimiter discovery): this bucket of fewer than
+    // 1000 objects takes the store check and one chain of one page, plus at most one
+    // request per split chain (2 splits per slot at --concurrency 3).
+    let lists = report["requests"]["ListObjectsV2"].as_u64().unwrap();
+    assert!((2..=1 + 1 + 2 * 3).contains(&lists), "{lists} listings");
 
     // The human table: data on stdout, progress on stderr.
     let run = mastomedia(&["--env-file", env, "du"]);

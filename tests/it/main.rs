@@ -20,6 +20,7 @@ mod doctor;
 mod du_html;
 mod du_months;
 mod du_orphans;
+mod du_requests;
 mod faults;
 mod journal_pg;
 mod log_format;

@@ -44,6 +44,12 @@ Proxy behaviour (everything per bucket = first path segment):
       GET    /__health            {"ok": true}
     /moto-api/... is forwarded to moto without a signature check.
 
+Latency: --latency-ms N (or S3SERVER_LATENCY_MS=N) delays every S3 request by N ms
+before it is checked and forwarded (control requests and /moto-api are not delayed), like
+a provider 20-80 ms away; the per-bucket fault field "latency_ms" overrides it for one
+bucket. Requests are delayed concurrently (one thread per connection), so parallel
+clients pay the latency once per round trip, as against a real provider.
+
 Only the standard library and what moto installs are used.
 """
 
@@ -127,6 +133,9 @@ FAULT_FIELDS = {
     # it happened); "both": each reset picks one of the two from the same generator.
     # With "count", at most C resets in all.
     "reset": dict,
+    # N: every S3 request of the bucket is answered N milliseconds later than moto
+    # answers it (a provider across the internet; replaces the server's --latency-ms)
+    "latency_ms": int,
 }
 
 ERROR_STATUS = {
@@ -507,10 +516,11 @@ class ProxyServer(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 256
 
-    def __init__(self, addr, moto_addr, credentials):
+    def __init__(self, addr, moto_addr, credentials, latency_ms=0):
         super().__init__(addr, ProxyHandler)
         self.moto_addr = moto_addr
         self.credentials = credentials
+        self.latency_ms = latency_ms
         self.state = State()
         self.verbose = bool(os.environ.get("S3SERVER_VERBOSE"))
 
@@ -737,6 +747,10 @@ class ProxyHandler(BaseHTTPRequestHandler):
             if self.command in ("PUT", "POST", "DELETE"):
                 b.mutating += 1
             cfg = b.config
+
+        latency_ms = cfg.get("latency_ms", self.server.latency_ms) if cfg else self.server.latency_ms
+        if latency_ms:
+            time.sleep(latency_ms / 1000.0)
 
         try:
             self.check_auth(raw_path, params, body, cfg)
@@ -1279,6 +1293,10 @@ def main():
                     help="do not exit at EOF on stdin (run until killed)")
     ap.add_argument("--moto-port", type=int, default=0)
     ap.add_argument("--proxy-port", type=int, default=0)
+    ap.add_argument("--latency-ms", type=int,
+                    default=int(os.environ.get("S3SERVER_LATENCY_MS") or 0),
+                    help="delay every S3 request by this many milliseconds "
+                         "(default: $S3SERVER_LATENCY_MS or 0)")
     args = ap.parse_args()
 
     verbose = bool(os.environ.get("S3SERVER_VERBOSE"))
@@ -1293,7 +1311,7 @@ def main():
     moto_host, moto_port = moto.get_host_and_port()
 
     proxy = ProxyServer(("127.0.0.1", args.proxy_port), (moto_host, moto_port),
-                        load_credentials())
+                        load_credentials(), latency_ms=args.latency_ms)
     proxy_port = proxy.server_address[1]
 
     info = json.dumps({"moto": f"http://127.0.0.1:{moto_port}",
