@@ -465,6 +465,18 @@ for N in $MEM_ROWS; do
     fresh_db "$DB"
     psql "$DB_URL" -Xq -v ON_ERROR_STOP=1 -f - >/dev/null <<<"$(gen_rows_sql "$N")"
     write_env "$OUT/env-mem" "$S3S" bench-mem "$DB_URL"
+    # prune refuses a bucket where none of the newest files the database names exist
+    # (src/inventory/owners.rs, the ownership check): the originals of the 20 newest rows,
+    # none of them a candidate (they are days inside the cutoff), are put straight into
+    # s3s-fs's folder, as s3s_bucket makes the bucket.
+    psql "$DB_URL" -XtAc "SELECT CASE WHEN remote_url <> '' THEN 'cache/' ELSE '' END
+        || 'media_attachments/files/' || regexp_replace(lpad(id::text, 18, '0'), '(...)', '\1/', 'g')
+        || 'original/' || file_file_name FROM media_attachments
+        WHERE file_file_name IS NOT NULL ORDER BY id DESC LIMIT 20" |
+        while read -r key; do
+            mkdir -p "$S3S_DATA/bench-mem/$(dirname "$key")"
+            printf 'mastomedia bench\n' >"$S3S_DATA/bench-mem/$key"
+        done
     log "memory: prune over $N rows ($(psql "$DB_URL" -XtAc "SELECT count(*) FROM media_attachments WHERE remote_url <> '' AND file_file_name IS NOT NULL AND created_at < now() AT TIME ZONE 'UTC' - interval '7 days'") candidates)"
     measure "mem-prune-$N" "$BIN" -q --env-file "$OUT/env-mem" prune --json --days 7 \
         --concurrency "$PRUNE_CONC"
