@@ -66,8 +66,8 @@ pub async fn run(
     let concurrency = args.concurrency as usize;
     let progress = Progress::start_unit("du", 0, "objects", "listed", ProgressMode::detect(quiet));
     // S3 (a listing page is ~1000 keys): key ranges split while listing, no delimiter
-    // discovery, so the requests stay near one chain's ceil(objects / 1000). The
-    // filesystem: the folder walk (one page per folder, memory bounded by a folder).
+    // discovery, so the requests stay near one chain's ceil(objects / 1000); `--versions`
+    // and the filesystem: the folder walk (one page per folder, memory bounded by a folder).
     let ranged = store.sizes_by_listing();
     let plan = RangePlan::new(&root, base.len(), concurrency);
     let listing = async {
@@ -86,10 +86,12 @@ pub async fn run(
             progress.add(1, 0, o.size);
             u.add_object(o.key.as_str(), o.size, &key_prefix);
         };
+        // `--versions` keeps the folder walk (per-prefix chains listed to their end): a
+        // key's versions and delete markers can span pages, and the key-range chains lost
+        // some at a split (du_orphans::du_versions_counts_every_version_and_marker_at_any_concurrency).
         match (args.versions, ranged) {
-            (true, true) => walk_ranges(store, &Versions, &plan, &cancel, on_version).await,
             (false, true) => walk_ranges(store, &Objects, &plan, &cancel, on_object).await,
-            (true, false) => {
+            (true, _) => {
                 walk(
                     store,
                     &Versions,

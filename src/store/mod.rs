@@ -289,7 +289,7 @@ pub struct ListMarker {
 /// One page of `ListObjectVersions` below a prefix (S3 only): versions and delete markers.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct VersionPage {
-    /// Versions and delete markers of this page.
+    /// Versions and delete markers of this page, in key order.
     pub versions: Vec<VersionMeta>,
     /// With a `/` delimiter: the "sub-folders" (each ending with `/`), in order.
     pub common_prefixes: Vec<String>,

@@ -1036,6 +1036,11 @@ impl S3Store {
                 delete_marker: true,
             })
         }));
+        // S3 sends a page's versions and its delete markers as two lists; merged into key
+        // order (stable: a key's entries keep their order), as a key-range chain of `du`
+        // needs (src/inventory/listing.rs cuts a page at its bound and resumes after its
+        // last key: markers left after the versions were cut off or mispositioned).
+        versions.sort_by(|a, b| a.key.as_str().cmp(b.key.as_str()));
         let common_prefixes = page
             .common_prefixes()
             .iter()
