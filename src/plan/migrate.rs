@@ -64,10 +64,10 @@ pub enum Diff {
     /// Never copied, journalled as a mismatch, or journalled in a state that proves
     /// nothing about the bucket: uploaded.
     Upload,
-    /// Copied before (uploaded or verified) but changed at the source since (a new mtime
-    /// or size, or its privacy): uploaded again only over an object still in the bucket
-    /// (one HEAD), since gone from the bucket means deleted there on purpose. With
-    /// `--reupload-missing` uploaded without the check.
+    /// Copied before (uploaded or verified, or journalled as deleted in the bucket) but
+    /// changed at the source since (a new mtime or size, or its privacy): uploaded again
+    /// only over an object still in the bucket (one HEAD), since gone from the bucket
+    /// means deleted there on purpose. With `--reupload-missing` uploaded without the check.
     UploadIfPresent,
 }
 
@@ -84,7 +84,13 @@ pub fn diff(rec: Option<&Journalled<'_>>, f: &SourceFacts<'_>) -> Diff {
     if same && r.state != FileState::Mismatch && !privacy_changed(r.source_private, f) {
         return Diff::Unchanged;
     }
-    if matches!(r.state, FileState::Uploaded | FileState::Verified) {
+    // Deleted in the bucket and changed at the source since (a restored backup or a
+    // `touch` gives every file a new mtime): still only over an object that is there, so
+    // what Mastodon or an admin deleted stays deleted.
+    if matches!(
+        r.state,
+        FileState::Uploaded | FileState::Verified | FileState::DeletedInBucket
+    ) {
         Diff::UploadIfPresent
     } else {
         Diff::Upload
@@ -710,11 +716,13 @@ mod tests {
                 src(5, "1", Some(false)),
                 Diff::DeletedInBucket,
             ),
-            // ...but a new version at the source is uploaded
+            // ...nor after a new version at the source (a touch, a restored backup): only
+            // over an object that is back in the bucket (hostile test F3; it was Upload,
+            // which re-created what Mastodon had deleted)
             (
                 Some(rec(5, "1", DeletedInBucket, Some(false))),
                 src(5, "2", Some(true)),
-                Diff::Upload,
+                Diff::UploadIfPresent,
             ),
             // a mismatch is uploaded again, unconditionally
             (

@@ -1604,3 +1604,51 @@ async fn the_empty_journal_sample_covers_a_small_last_folder() {
         "the deleted object stays deleted"
     );
 }
+
+/// An object Mastodon deleted in the bucket stays deleted when its source file gets a new
+/// mtime (a restored backup, a `touch`): the catch-up pass HEADs it and finds it gone,
+/// on the first pass after the deletion and on every later one (the hostile test's F3: a
+/// record journalled deleted-in-bucket was uploaded again after a touch).
+#[tokio::test]
+async fn a_deleted_object_stays_deleted_when_its_source_is_touched() {
+    let bucket = TestBucket::new().await;
+    let env = env_file(&bucket.name, &[]);
+    let root = temp_dir("touched");
+    let gone = "media_attachments/files/000/002/001/original/gone.png";
+    let kept = "media_attachments/files/000/002/002/original/kept.png";
+    for k in [gone, kept] {
+        write_file(&root, k, b"\x89PNG\r\n\x1a\n");
+    }
+    let journal = journal();
+    let args = ["--from", s(&root)];
+    migrate(&env, &journal, &args, 0);
+    bucket
+        .client
+        .delete_object()
+        .bucket(&bucket.name)
+        .key(gone)
+        .send()
+        .await
+        .expect("delete");
+    let touch = |secs: u64| {
+        let t = std::time::SystemTime::now() + Duration::from_secs(secs);
+        std::fs::File::options()
+            .write(true)
+            .open(root.join(gone))
+            .unwrap()
+            .set_modified(t)
+            .unwrap();
+    };
+    for secs in [10, 20] {
+        touch(secs);
+        bucket.reset_stats();
+        let r = migrate(&env, &journal, &args, 0);
+        assert_eq!(r["files_uploaded"], 0, "after touch +{secs} s: {r:#}");
+        assert_eq!(ops(&bucket.stats(), "PutObject"), 0, "{}", bucket.stats());
+        assert_eq!(
+            bucket.keys().await,
+            BTreeSet::from([kept.to_owned()]),
+            "the deleted object stays deleted"
+        );
+    }
+}
