@@ -266,18 +266,7 @@ async fn du_versions_counts_noncurrent_versions_delete_markers_and_multipart() {
     )
     .await;
     let bucket = TestBucket::new().await;
-    bucket
-        .client
-        .put_bucket_versioning()
-        .bucket(&bucket.name)
-        .versioning_configuration(
-            aws_sdk_s3::types::VersioningConfiguration::builder()
-                .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
-                .build(),
-        )
-        .send()
-        .await
-        .expect("enable versioning");
+    bucket.enable_versioning().await;
     let p = "109/345/678/901/234/567";
     let original = format!("cache/media_attachments/files/{p}/original/8f3a2b1c4d5e6f70.png");
     let small = format!("cache/media_attachments/files/{p}/small/8f3a2b1c4d5e6f70.png");
@@ -857,18 +846,7 @@ async fn du_versions_counts_every_version_and_marker_at_any_concurrency() {
     use futures::stream::{self, StreamExt};
     let db = TestDb::new(Mastodon::V4_6, "UTC").await;
     let bucket = TestBucket::new().await;
-    bucket
-        .client
-        .put_bucket_versioning()
-        .bucket(&bucket.name)
-        .versioning_configuration(
-            aws_sdk_s3::types::VersioningConfiguration::builder()
-                .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
-                .build(),
-        )
-        .send()
-        .await
-        .expect("enable versioning");
+    bucket.enable_versioning().await;
     let keys: Vec<String> = (0..1300u64)
         .map(|i| match i % 3 {
             0 => format!(

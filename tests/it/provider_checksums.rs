@@ -111,18 +111,7 @@ async fn case9_2_crc32_setting_falls_back_once_and_remembers_it() {
 async fn case9_6_versioned_bucket_says_space_is_freed_only_when_versions_expire() {
     let db = TestDb::new(Mastodon::V4_6, "UTC").await;
     let bucket = TestBucket::new().await;
-    bucket
-        .client
-        .put_bucket_versioning()
-        .bucket(&bucket.name)
-        .versioning_configuration(
-            aws_sdk_s3::types::VersioningConfiguration::builder()
-                .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
-                .build(),
-        )
-        .send()
-        .await
-        .expect("enable versioning");
+    bucket.enable_versioning().await;
     world(&db, &bucket).await;
     let env = s3_env_file(&db, &bucket.name, &[]);
     let run =

@@ -234,6 +234,22 @@ pub struct TestBucket {
 }
 
 impl TestBucket {
+    /// Turns S3 versioning on for the bucket (deletes then keep noncurrent versions and
+    /// leave delete markers).
+    pub async fn enable_versioning(&self) {
+        self.client
+            .put_bucket_versioning()
+            .bucket(&self.name)
+            .versioning_configuration(
+                aws_sdk_s3::types::VersioningConfiguration::builder()
+                    .status(aws_sdk_s3::types::BucketVersioningStatus::Enabled)
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("enable versioning");
+    }
+
     /// Creates a uniquely named bucket.
     pub async fn new() -> Self {
         let server = s3();
