@@ -103,10 +103,13 @@ FAULT_FIELDS = {
     "stall": dict,
     # {"rate": R, "codes": [...], "seed": N, "ops": [...], "seconds": S}: each request of
     # those ops (all ops if empty) fails with probability R (0..1) with one of the codes
-    # (default SlowDown and InternalError), drawn from a generator seeded with N (default
-    # 0) so a failing run replays; with "seconds", only during the S seconds after the
-    # first request the fault applies to (a storm at the start). Answered before moto
-    # sees the request (nothing happens).
+    # (default SlowDown and InternalError). The draw is a hash of the seed N (default 0),
+    # the request (operation, key, query and body) and how many times that same request
+    # came before: a request's fate does not depend on which other requests arrived or in
+    # what order, so a run that adds or reorders requests does not move the storm onto
+    # the ones it had, and a failing run replays. With "seconds", only during the S
+    # seconds after the first request the fault applies to (a storm at the start).
+    # Answered before moto sees the request (nothing happens).
     "error_rate": dict,
     # {prefix: code}: every ListObjectsV2 whose result range could hold a key starting with
     # one of these fails with that S3 error code (a listing that keeps failing): its prefix
@@ -374,13 +377,27 @@ def classify(method, bucket, key, params, headers):
 # --------------------------------------------------------------------------- state
 
 
+def storm_draw(seed, ident, nth):
+    """(uniform draw in [0, 1), an integer) for the nth arrival of the request `ident`
+    under the error_rate storm seeded with `seed`: a pure function of the three."""
+    op, key, query, body_digest = ident
+    h = hashlib.sha256()
+    for part in (str(seed), op, key, query, str(nth)):
+        h.update(part.encode("utf-8", "surrogateescape"))
+        h.update(b"\0")
+    h.update(body_digest)
+    d = h.digest()
+    return int.from_bytes(d[:7], "big") / float(1 << 56), int.from_bytes(d[7:11], "big")
+
+
 class BucketState:
     def __init__(self):
         self.config = {}
         self.slowdown_left = 0
         self.stall_left = 0
         self.delete_error_counts = {}
-        self.error_rng = random.Random(0)
+        # error_rate: request identity -> how many times it has arrived
+        self.error_seen = {}
         self.error_started = None
         self.reset_rng = random.Random(0)
         self.resets_left = None
@@ -815,9 +832,13 @@ class ProxyHandler(BaseHTTPRequestHandler):
                             b.error_started = now
                         secs = er.get("seconds")
                         if secs is None or now - b.error_started < secs:
-                            if b.error_rng.random() < er.get("rate", 0):
+                            ident = (op, key, raw_query, hashlib.sha256(body or b"").digest())
+                            nth = b.error_seen.get(ident, 0)
+                            b.error_seen[ident] = nth + 1
+                            draw, pick = storm_draw(er.get("seed", 0), ident, nth)
+                            if draw < er.get("rate", 0):
                                 codes = er.get("codes") or ["SlowDown", "InternalError"]
-                                code = b.error_rng.choice(codes)
+                                code = codes[pick % len(codes)]
                                 b.inject(op)
                 if code:
                     raise S3Error(ERROR_STATUS[code], code, "injected (error_rate)")
@@ -1208,7 +1229,7 @@ class ProxyHandler(BaseHTTPRequestHandler):
                     b.slowdown_left = (cfg.get("slowdown") or {}).get("count", 0)
                     b.stall_left = (cfg.get("stall") or {}).get("count", 0)
                     b.delete_error_counts = {}
-                    b.error_rng = random.Random((cfg.get("error_rate") or {}).get("seed", 0))
+                    b.error_seen = {}
                     b.error_started = None
                     b.reset_rng = random.Random((cfg.get("reset") or {}).get("seed", 0))
                     b.resets_left = (cfg.get("reset") or {}).get("count")
