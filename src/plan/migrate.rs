@@ -228,6 +228,27 @@ impl<T> SpreadSample<T> {
     }
 }
 
+/// Top-level folders whose first and last files join the empty-journal sample (beside the
+/// [`SpreadSample`]): at most this many, in source order.
+pub const SAMPLE_FOLDERS: usize = 32;
+
+/// The top-level folder of a source key (relative to the source root) for the
+/// empty-journal sample's strata: its first segment, or `cache/<class>` below `cache/`;
+/// `None` for a file at the root. An even spread alone can miss a small folder that sorts
+/// last (`media_attachments/` after 500 `accounts/` files: the spread's last pick lies at
+/// about 94 % of the stream), and that folder is the one a lost journal would resurrect.
+pub fn sample_folder(key: &str) -> Option<&str> {
+    let first = key.find('/')?;
+    if &key[..first] != "cache" {
+        return Some(&key[..first]);
+    }
+    let rest = &key[first + 1..];
+    Some(match rest.find('/') {
+        Some(j) => &key[..first + 1 + j],
+        None => &key[..first],
+    })
+}
+
 /// Whether the run refuses (exit 2) after sampling: some sampled source files are already
 /// in the bucket (`present`), so the journal is not the one of the earlier copy and
 /// uploading what is missing would bring back what Mastodon deleted there since.
@@ -732,6 +753,20 @@ mod tests {
         assert!(empty_journal_sample::<u32>(true, false, &[]).is_empty());
         assert!(refuses_empty_journal(&["a"]));
         assert!(!refuses_empty_journal(&[]));
+    }
+
+    #[test]
+    fn sample_folders_are_the_class_or_the_cached_class() {
+        assert_eq!(
+            sample_folder("media_attachments/files/000/000/001/original/a.png"),
+            Some("media_attachments")
+        );
+        assert_eq!(
+            sample_folder("cache/accounts/avatars/000/original/a.png"),
+            Some("cache/accounts")
+        );
+        assert_eq!(sample_folder("cache/x.png"), Some("cache"));
+        assert_eq!(sample_folder("robots.txt"), None);
     }
 
     #[test]

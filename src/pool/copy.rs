@@ -25,8 +25,9 @@ use crate::mastodon::{Db, DbError};
 use crate::model::{KeyPrefix, Shard};
 use crate::plan::headers::{CACHE_CONTROL, content_type};
 use crate::plan::migrate::{
-    Diff, Journalled, SourceFacts, SpreadSample, UploadAcl, deleted_at_source, diff,
-    is_stale_upload, owed, refuses_empty_journal, skipped_by_cache, upload_acl,
+    Diff, Journalled, SAMPLE_FOLDERS, SourceFacts, SpreadSample, UploadAcl, deleted_at_source,
+    diff, is_stale_upload, owed, refuses_empty_journal, sample_folder, skipped_by_cache,
+    upload_acl,
 };
 use crate::plan::parse::parse_key;
 use crate::report::migrate::MigrateReport;
@@ -501,7 +502,9 @@ async fn plan_copy(
 
 /// The empty-journal refusal (invariant 11): a first streamed pass over the source (the
 /// shard's keys, without `--skip-cache`'s) keeps at most [`crate::plan::migrate::SAMPLE`]
-/// files spread evenly over all of it ([`SpreadSample`], O(1) memory), which are HEADed;
+/// files spread evenly over all of it ([`SpreadSample`], O(1) memory) and the first and
+/// last file of each top-level folder ([`sample_folder`], at most [`SAMPLE_FOLDERS`]
+/// folders), which are HEADed;
 /// any already in the bucket refuses the run before anything is uploaded (an interrupt
 /// meanwhile leaves the copy pass nothing to start). Returns how many files
 /// the pass saw (all to upload: the progress total). Errors:
@@ -511,6 +514,10 @@ async fn refuse_foreign_journal(
     shard: Option<Shard>,
 ) -> Result<u64, MigrateError> {
     let mut sampler = SpreadSample::default();
+    // The first and last file of each top-level folder, in source order.
+    let mut ends: Vec<SourceFile> = Vec::new();
+    let mut folders = 0usize;
+    let mut prev: Option<SourceFile> = None;
     let mut source = job.source.stream();
     while let Some(item) = source.next().await? {
         let SourceItem::File(f) = item else { continue };
@@ -519,11 +526,34 @@ async fn refuse_foreign_journal(
         {
             continue;
         }
+        let new_folder = prev
+            .as_ref()
+            .is_none_or(|p| sample_folder(&p.key) != sample_folder(&f.key));
+        if new_folder {
+            if let Some(last) = prev.take()
+                && folders <= SAMPLE_FOLDERS
+            {
+                ends.push(last);
+            }
+            folders += 1;
+            if folders <= SAMPLE_FOLDERS {
+                ends.push(f.clone());
+            }
+        }
         // Journal empty: every file is to upload (`Diff::Upload`).
-        sampler.offer_with(|| f);
+        sampler.offer_with(|| f.clone());
+        prev = Some(f);
+    }
+    if let Some(last) = prev
+        && folders <= SAMPLE_FOLDERS
+    {
+        ends.push(last);
     }
     let offered = sampler.offered() as u64;
-    let sample = sampler.finish();
+    let mut sample = sampler.finish();
+    sample.extend(ends);
+    sample.sort_by(|a, b| a.key.cmp(&b.key));
+    sample.dedup_by(|a, b| a.key == b.key);
     if sample.is_empty() {
         return Ok(offered);
     }

@@ -1537,9 +1537,10 @@ async fn the_empty_journal_sample_spans_the_whole_source() {
         "nothing uploaded before the verdict"
     );
     assert_eq!(bucket.keys().await.len(), late.len());
-    // At most 16 HEADs: the sample, no presence check per file.
+    // At most 16 + 2 × 2 HEADs: the spread sample and the first and last file of each
+    // top-level folder, no presence check per file.
     assert!(
-        ops(&bucket.stats(), "HeadObject") <= 16,
+        ops(&bucket.stats(), "HeadObject") <= 16 + 2 * 2,
         "{}",
         bucket.stats()
     );
@@ -1599,4 +1600,55 @@ async fn a_deleted_object_stays_deleted_when_its_source_is_touched() {
             "the deleted object stays deleted"
         );
     }
+}
+
+/// The spread alone picked nothing in the last ~6 % of the source (its last pick lies at
+/// about 94 %): 500 `accounts/` files before 40 `media_attachments/` files, only the latter
+/// already in the bucket (the journal of their copy lost), was uploaded in full, and a
+/// media file Mastodon had deleted in the bucket came back. The first and last file of
+/// every top-level folder join the sample: refused, nothing written.
+#[tokio::test]
+async fn the_empty_journal_sample_covers_a_small_last_folder() {
+    let bucket = TestBucket::new().await;
+    let env = env_file(&bucket.name, &[]);
+    let root = temp_dir("spread-tail");
+    let early: Vec<String> = (0..500)
+        .map(|i| format!("accounts/avatars/000/001/{i:03}/original/{i:016x}.png"))
+        .collect();
+    let late: Vec<String> = (0..40)
+        .map(|i| format!("media_attachments/files/000/001/{i:03}/original/m.jpg"))
+        .collect();
+    for k in early.iter().chain(&late) {
+        write_file(&root, k, b"\xff\xd8\xff\xe0");
+    }
+    // Copied before; one of them deleted since by Mastodon.
+    for k in &late[1..] {
+        bucket.put(k, b"\xff\xd8\xff\xe0").await;
+    }
+    bucket.reset_stats();
+    let run = mastomedia(&[
+        "--env-file",
+        s(&env),
+        "migrate",
+        "--journal",
+        s(&journal()),
+        "--from",
+        s(&root),
+    ]);
+    assert_eq!(run.code, 2, "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr.contains("knows nothing of this target"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        bucket.stats()["mutating"],
+        0,
+        "nothing uploaded: {}",
+        bucket.stats()
+    );
+    assert!(
+        !bucket.keys().await.contains(&late[0]),
+        "the deleted object stays deleted"
+    );
 }
