@@ -49,13 +49,17 @@ impl AnyJournal {
     }
 }
 
-/// Calls `$call` on whichever journal `$self` holds.
+/// Calls `$call` on whichever journal `$self` holds; with `?at`, a failed query's error
+/// names the journal ([`JournalError::at`]).
 macro_rules! delegate {
     ($self:ident, $j:ident => $call:expr) => {
         match $self {
             AnyJournal::Sqlite($j) => $call,
             AnyJournal::Postgres($j) => $call,
         }
+    };
+    (?at $self:ident, $j:ident => $call:expr) => {
+        delegate!($self, $j => $call).map_err(|e: JournalError| e.at($self.location()))
     };
 }
 
@@ -65,23 +69,23 @@ impl Journal for AnyJournal {
     }
 
     async fn probe_writable(&self) -> Result<(), JournalError> {
-        delegate!(self, j => j.probe_writable().await)
+        delegate!(?at self, j => j.probe_writable().await)
     }
 
     async fn run_started(&self, key: &JobKey) -> Result<RunId, JournalError> {
-        delegate!(self, j => j.run_started(key).await)
+        delegate!(?at self, j => j.run_started(key).await)
     }
 
     async fn run_progress(&self, id: RunId, counts: RunCounts) -> Result<(), JournalError> {
-        delegate!(self, j => j.run_progress(id, counts).await)
+        delegate!(?at self, j => j.run_progress(id, counts).await)
     }
 
     async fn runs(&self, query: &RunQuery) -> Result<Vec<RunRecord>, JournalError> {
-        delegate!(self, j => j.runs(query).await)
+        delegate!(?at self, j => j.runs(query).await)
     }
 
     async fn started_runs(&self, command: &str, target: &str) -> Result<u64, JournalError> {
-        delegate!(self, j => j.started_runs(command, target).await)
+        delegate!(?at self, j => j.started_runs(command, target).await)
     }
 
     async fn run_finished(
@@ -90,11 +94,11 @@ impl Journal for AnyJournal {
         outcome: &str,
         counts: RunCounts,
     ) -> Result<(), JournalError> {
-        delegate!(self, j => j.run_finished(id, outcome, counts).await)
+        delegate!(?at self, j => j.run_finished(id, outcome, counts).await)
     }
 
     async fn migrate_files(&self, target: &str) -> Result<JournalFiles, JournalError> {
-        delegate!(self, j => j.migrate_files(target).await)
+        delegate!(?at self, j => j.migrate_files(target).await)
     }
 
     async fn migrate_files_page(
@@ -103,7 +107,7 @@ impl Journal for AnyJournal {
         after: Option<&str>,
         limit: i64,
     ) -> Result<Vec<FileRecord>, JournalError> {
-        delegate!(self, j => j.migrate_files_page(target, after, limit).await)
+        delegate!(?at self, j => j.migrate_files_page(target, after, limit).await)
     }
 
     async fn record_migrated(
@@ -111,7 +115,7 @@ impl Journal for AnyJournal {
         target: &str,
         files: &[FileRecord],
     ) -> Result<(), JournalError> {
-        delegate!(self, j => j.record_migrated(target, files).await)
+        delegate!(?at self, j => j.record_migrated(target, files).await)
     }
 
     async fn orphan_scan(
@@ -119,7 +123,7 @@ impl Journal for AnyJournal {
         target: &str,
         prefix: &str,
     ) -> Result<Option<ScanPosition>, JournalError> {
-        delegate!(self, j => j.orphan_scan(target, prefix).await)
+        delegate!(?at self, j => j.orphan_scan(target, prefix).await)
     }
 
     async fn orphan_scan_start(
@@ -129,7 +133,7 @@ impl Journal for AnyJournal {
         mode: &str,
         start_after: &str,
     ) -> Result<(), JournalError> {
-        delegate!(self, j => j.orphan_scan_start(target, prefix, mode, start_after).await)
+        delegate!(?at self, j => j.orphan_scan_start(target, prefix, mode, start_after).await)
     }
 
     async fn orphan_scan_advance(
@@ -139,10 +143,10 @@ impl Journal for AnyJournal {
         last_key: &str,
         objects: u64,
     ) -> Result<(), JournalError> {
-        delegate!(self, j => j.orphan_scan_advance(target, prefix, last_key, objects).await)
+        delegate!(?at self, j => j.orphan_scan_advance(target, prefix, last_key, objects).await)
     }
 
     async fn orphan_scan_finish(&self, target: &str, prefix: &str) -> Result<(), JournalError> {
-        delegate!(self, j => j.orphan_scan_finish(target, prefix).await)
+        delegate!(?at self, j => j.orphan_scan_finish(target, prefix).await)
     }
 }

@@ -88,9 +88,37 @@ pub enum JournalError {
         /// Driver error.
         source: sqlx::Error,
     },
+    /// A [`JournalError::Query`] with the journal it ran on, as [`AnyJournal`] (what every
+    /// command holds) returns it: a write that fails mid-run (a full disk, a read-only
+    /// remount, a lost PostgreSQL server) names the file or location to fix.
+    #[error(
+        "the journal {location} failed while {what}: {source}. What was done before is journalled: fix the journal (room on its filesystem, write access, the server) and run the same command again to resume"
+    )]
+    QueryAt {
+        /// The journal: its file path, or the PostgreSQL location without password.
+        location: String,
+        /// What we were doing.
+        what: &'static str,
+        /// Driver error.
+        source: sqlx::Error,
+    },
 }
 
 impl JournalError {
+    /// This error with the journal's `location` when it is a failed query
+    /// ([`JournalError::QueryAt`]); any other error already says where, and is returned as
+    /// it is.
+    pub fn at(self, location: &str) -> Self {
+        match self {
+            JournalError::Query { what, source } => JournalError::QueryAt {
+                location: location.to_owned(),
+                what,
+                source,
+            },
+            e => e,
+        }
+    }
+
     /// Whether the fix is in the command line or configuration (exit 2): a bad or missing
     /// location, a file that cannot be opened. An unreachable PostgreSQL server, a refusal
     /// and a failed query are fatal (exit 3).

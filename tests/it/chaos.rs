@@ -1216,6 +1216,12 @@ async fn journal_full_mid_run_then_plain_rerun_resumes() {
             "{what}: the disk fills mid-run\n{}",
             String::from_utf8_lossy(&out.stderr)
         );
+        // The error names the journal to fix (it once said only "journal error while …").
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(&format!("the journal {}", journal.display())),
+            "{what}: the error names the journal\n{stderr}"
+        );
         check_migrate(&what, &bucket, &tree, &foreign, false).await;
         let (code, out, err) = rerun(|| migrate_cmd(&env, &root, &journal, &[]));
         assert_eq!(code, 0, "{what}: the plain re-run resumes\n{out}\n{err}");
