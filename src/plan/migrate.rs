@@ -134,25 +134,12 @@ pub fn multipart_threshold(flag: Option<u64>, env: Option<u64>) -> u64 {
 /// Source files sampled in the target when the journal is empty.
 pub const SAMPLE: usize = 16;
 
-/// The files of `todo` to HEAD in the target before uploading, to prove the journal is
-/// this migration's: when the journal knows nothing of the target (`journal_empty`), there
-/// is something to upload and `--accept-empty-journal` is not given, at most [`SAMPLE`]
-/// files spread evenly over `todo` (every `len / 16`-th from the first); otherwise none.
-/// If any sampled file is already in the bucket the run refuses ([`refuses_empty_journal`]).
-pub fn empty_journal_sample<T: Copy>(journal_empty: bool, accept: bool, todo: &[T]) -> Vec<T> {
-    if !journal_empty || todo.is_empty() || accept {
-        return Vec::new();
-    }
-    let step = (todo.len() / SAMPLE).max(1);
-    todo.iter().copied().step_by(step).take(SAMPLE).collect()
-}
-
 /// Items a [`SpreadSample`] keeps at most: twice [`SAMPLE`], so that after the last
 /// halving at least [`SAMPLE`] are left to pick from.
 pub const SAMPLE_KEPT: usize = 2 * SAMPLE;
 
 /// The empty-journal sample of a stream whose length is not known in advance
-/// ([`empty_journal_sample`]'s even spread, in O(1) memory): systematic sampling with
+/// (an even spread of at most [`SAMPLE`] files over all of it, in O(1) memory): systematic sampling with
 /// doubling. Item `i` (from 0) is kept while `i` is a multiple of the step; when
 /// [`SAMPLE_KEPT`] are kept, every other one is dropped and the step doubles. The kept
 /// items are then every `step`-th of what was offered, from the first, covering all of
@@ -288,23 +275,9 @@ pub fn still_named(class: &Class) -> bool {
     )
 }
 
-/// The full target keys (with `list_prefix`, the target's `S3_KEY_PREFIX` and `/`) of the
-/// files this run uploads in parts: larger than `threshold` bytes.
-pub fn multipart_keys<'a>(
-    files: impl IntoIterator<Item = (&'a str, u64)>,
-    threshold: u64,
-    list_prefix: &str,
-) -> HashSet<String> {
-    files
-        .into_iter()
-        .filter(|(_, size)| *size > threshold)
-        .map(|(key, _)| format!("{list_prefix}{key}"))
-        .collect()
-}
-
 /// Whether an unfinished multipart upload of `key` (a full target key) is a killed run's
-/// leftover to abort: its key is one this run uploads in parts (`big`,
-/// [`multipart_keys`]) and it was initiated before this run `started` (an upload without a
+/// leftover to abort: its key is one this run uploads in parts (`big`: full target keys,
+/// with the target's `S3_KEY_PREFIX`) and it was initiated before this run `started` (an upload without a
 /// start time is never touched).
 pub fn is_stale_upload(
     key: &str,
@@ -742,15 +715,7 @@ mod tests {
     }
 
     #[test]
-    fn empty_journal_sampling() {
-        let todo: Vec<u32> = (0..100).collect();
-        let sample = empty_journal_sample(true, false, &todo);
-        assert_eq!(sample.len(), SAMPLE);
-        assert_eq!(&sample[..3], &[0, 6, 12]);
-        assert_eq!(empty_journal_sample(true, false, &[1, 2, 3]), vec![1, 2, 3]);
-        assert!(empty_journal_sample(true, true, &todo).is_empty());
-        assert!(empty_journal_sample(false, false, &todo).is_empty());
-        assert!(empty_journal_sample::<u32>(true, false, &[]).is_empty());
+    fn empty_journal_refusal() {
         assert!(refuses_empty_journal(&["a"]));
         assert!(!refuses_empty_journal(&[]));
     }
@@ -840,9 +805,7 @@ mod tests {
 
     #[test]
     fn stale_uploads() {
-        let big = multipart_keys([("a", 10), ("b", 11), ("c", 12)], 10, "p/");
-        let want: HashSet<String> = ["p/b".to_owned(), "p/c".to_owned()].into_iter().collect();
-        assert_eq!(big, want);
+        let big: HashSet<String> = ["p/b".to_owned(), "p/c".to_owned()].into_iter().collect();
         let now = Utc::now();
         let before = now - chrono::Duration::seconds(1);
         assert!(is_stale_upload("p/b", Some(before), &big, now));
