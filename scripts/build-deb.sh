@@ -46,7 +46,11 @@ echo "$deb"
 # Install it and check what a user of the package gets.
 env DEBIAN_FRONTEND=noninteractive dpkg -i "$deb"
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
-/usr/bin/mastomedia --version | tee /dev/stderr | grep -q "^mastomedia $version" ||
+# Shown on stderr with echo, not `tee /dev/stderr`: tee reopens /dev/stderr, which
+# truncates the log file when stderr is redirected to one (a CI log lost all but its end).
+installed=$(/usr/bin/mastomedia --version)
+echo "$installed" >&2
+grep -q "^mastomedia $version" <<<"$installed" ||
     { echo "the installed mastomedia does not report version $version" >&2; exit 1; }
 for f in /usr/share/man/man1/mastomedia.1.gz /usr/share/man/man1/mastomedia-prune.1.gz \
     /usr/share/bash-completion/completions/mastomedia \
