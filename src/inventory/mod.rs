@@ -470,8 +470,10 @@ impl Cursor {
         {
             let id: i64 = r.get(0);
             self.last_id = id;
-            let mut files = Vec::new();
-            let mut expected = Vec::new();
+            // Exact capacities: a window holds thousands of rows, and `Vec::push` from
+            // empty reserves four elements (four CandidateFiles of ~80 bytes per row).
+            let mut files = Vec::with_capacity(self.groups.len());
+            let mut expected = Vec::with_capacity(self.groups.len());
             for (g, (att, _)) in self.groups.iter().enumerate() {
                 let base = 2 + g * 4;
                 let name: Option<String> = r.get(base);

@@ -129,10 +129,11 @@ pub enum Step {
     GiveUp,
 }
 
-/// The merge of one range's listing pages with its sorted keys.
+/// The merge of one range's listing pages with its sorted keys (borrowed from the
+/// [`RangePlan`]: a window's keys are not copied again while it is listed).
 #[derive(Debug, Clone)]
-pub struct RangeMerge {
-    keys: Vec<String>,
+pub struct RangeMerge<'p> {
+    keys: &'p [String],
     /// Per key: `None` not covered yet, `Some(size)` answered (`Some(None)`: gone).
     answers: Vec<Option<Option<u64>>>,
     /// Index of the first key not yet passed by the listing.
@@ -141,11 +142,11 @@ pub struct RangeMerge {
     listed: u64,
 }
 
-impl RangeMerge {
+impl<'p> RangeMerge<'p> {
     /// A merge of `plan`'s keys, nothing listed yet.
-    pub fn new(plan: &RangePlan) -> Self {
+    pub fn new(plan: &'p RangePlan) -> Self {
         Self {
-            keys: plan.keys.clone(),
+            keys: &plan.keys,
             answers: vec![None; plan.keys.len()],
             next: 0,
             listed: 0,
@@ -201,11 +202,18 @@ impl RangeMerge {
 
     /// The answered keys (size, or `None`: gone), in key order; keys no page covered are
     /// absent.
-    pub fn answers(self) -> impl Iterator<Item = (String, Option<u64>)> {
+    pub fn answers(self) -> impl Iterator<Item = (&'p str, Option<u64>)> {
         self.keys
-            .into_iter()
+            .iter()
+            .map(String::as_str)
             .zip(self.answers)
             .filter_map(|(k, a)| a.map(|a| (k, a)))
+    }
+
+    /// The answer for each key of the plan, in the plan's order (`None`: no page covered
+    /// it; `Some(None)`: gone), so the caller can move the plan's keys out beside them.
+    pub fn into_answers(self) -> Vec<Option<Option<u64>>> {
+        self.answers
     }
 }
 
@@ -325,7 +333,7 @@ mod tests {
         let mut m = RangeMerge::new(plan);
         let listed = [(six[0].as_str(), 9), (five[0].as_str(), 4)];
         assert_eq!(m.feed(listed, false), Step::Done);
-        let got: Vec<_> = m.answers().collect();
+        let got: Vec<_> = m.answers().map(|(k, a)| (k.to_owned(), a)).collect();
         assert_eq!(got, [(five[0].clone(), Some(4)), (five[1].clone(), None)]);
     }
 
@@ -356,7 +364,7 @@ mod tests {
         ];
         let step = m.feed(listed.iter().map(|(k, s)| (k.as_str(), *s)), true);
         assert_eq!(step, Step::Done);
-        let got: Vec<_> = m.answers().collect();
+        let got: Vec<_> = m.answers().map(|(k, a)| (k.to_owned(), a)).collect();
         assert_eq!(
             got,
             [

@@ -787,25 +787,33 @@ async fn range_sizes<'k, S: Store + ?Sized>(
             .map(ObjectKey::as_str),
     );
     let futs = plans.into_iter().map(|plan| async move {
-        let mut merge = RangeMerge::new(&plan);
-        let mut pages = crate::store::pages(Some(plan.start_after.as_str()), |after, token| {
-            store.list_page(&plan.prefix, false, after, token)
-        });
-        while let Some(page) = pages.next().await {
-            let page = match page {
-                Ok(p) => p,
-                Err(e) => {
-                    tracing::debug!("range listing of {} failed: {e}", plan.prefix);
+        let answers = {
+            let mut merge = RangeMerge::new(&plan);
+            let mut pages = crate::store::pages(Some(plan.start_after.as_str()), |after, token| {
+                store.list_page(&plan.prefix, false, after, token)
+            });
+            while let Some(page) = pages.next().await {
+                let page = match page {
+                    Ok(p) => p,
+                    Err(e) => {
+                        tracing::debug!("range listing of {} failed: {e}", plan.prefix);
+                        break;
+                    }
+                };
+                let more = page.next.is_some();
+                let step = merge.feed(page.objects.iter().map(|o| (o.key.as_str(), o.size)), more);
+                if !(more && matches!(step, Step::NextPage)) {
                     break;
                 }
-            };
-            let more = page.next.is_some();
-            let step = merge.feed(page.objects.iter().map(|o| (o.key.as_str(), o.size)), more);
-            if !(more && matches!(step, Step::NextPage)) {
-                break;
             }
-        }
-        merge.answers().collect::<Vec<_>>()
+            merge.into_answers()
+        };
+        // The plan's own copies of the keys become the covered map's (not copied again).
+        plan.keys
+            .into_iter()
+            .zip(answers)
+            .filter_map(|(k, a)| a.map(|a| (k, a)))
+            .collect::<Vec<_>>()
     });
     futures::stream::iter(futs)
         .buffer_unordered(4)
