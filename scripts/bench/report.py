@@ -96,6 +96,9 @@ def ratio(a, b):
 
 
 M = machine()
+S3S_WHERE = {"tmpfs": "in memory (a tmpfs of the run's own)",
+             "disk": "on disk (the run could not mount a tmpfs)"}.get(
+    M.get("s3s_data"), "on disk (runs before s3s_data was recorded)")
 doc = []
 w = doc.append
 w("# Benchmarks\n")
@@ -131,7 +134,7 @@ w(table(["", ""], [
     ["kernel", M.get("kernel", "?")], ["memory", M.get("mem", "?")], ["OS", M.get("os", "?")],
     ["Rust", M.get("rustc", "?")], ["mastomedia", M.get("mastomedia", "?")],
     ["rclone", M.get("rclone", "?")], ["awscli", M.get("awscli", "?")],
-    ["s3cmd", M.get("s3cmd", "?")], ["s3s-fs", M.get("s3s-fs", "?").split(" ")[0]],
+    ["s3cmd", M.get("s3cmd", "?")], ["s3s-fs", M.get("s3s-fs", "?").split(" ")[0] + f", objects {S3S_WHERE}"],
     ["moto", M.get("moto", "?")], ["PostgreSQL", M.get("postgres", "?")],
     ["load average at start / end", f"{M.get('load_start', '?')} / {M.get('load_end', '?')}"],
     ["whole run", f"{int(M.get('seconds_total', 0)) // 60} min {int(M.get('seconds_total', 0)) % 60} s"],
@@ -146,32 +149,36 @@ w(f"Tree: {files} files, {mib:.1f} MiB, Mastodon's layout and size mix "
   "(`scripts/bench/gen_tree.py`: small styles, thumbnails, avatars, headers, emojis and cards "
   "of 2–16 KiB, image originals of 50–500 KiB, 1 in 100 media a video of 10–40 MiB). Server: "
   "s3s-fs 0.14.1 on loopback (strict SigV4, no ACL storage: ACL headers are sent and "
-  "dropped). Every tool starts on an empty bucket; files/s and MiB/s are over the wall time "
+  f"dropped), its objects {S3S_WHERE}. Every tool starts on an empty bucket; files/s and MiB/s are over the wall time "
   "of the whole process (start-up, listing and journal included). `objects` is the paged "
   "ListObjectsV2 count of the bucket afterwards; a tool whose count is not the tree's gets no "
   "rate.\n")
 concs = M.get("concurrency", "8 32").split()
 rows, verdicts = [], []
 for c in concs + ["1"]:
-    for tool in ("mastomedia", "putloop", "putloop4096", "putloop262144", "rclone", "awscli",
-                 "s3cmd"):
+    for tool in ("mastomedia", "mastomedia-single", "putloop", "putloop4096", "putloop262144",
+                 "rclone", "awscli", "s3cmd"):
         name = f"migrate-{tool}-{c}"
         t = timing(name)
         if t is None:
             continue
         cnt = (jload(name + ".count") or {}).get("objects", "?")
         ok = t[2] == 0 and cnt == files
-        label = {"putloop": "limit: examples/put_loop (bare PutObject, body in memory)",
+        label = {"mastomedia": "mastomedia (multipart above Mastodon's 15 MiB)",
+                 "mastomedia-single": "mastomedia --multipart-threshold 209715200 (rclone's cutoff)",
+                 "putloop": "limit: examples/put_loop (bare PutObject, body in memory)",
                  "putloop4096": "put_loop, body streamed from the file, 4 KiB reads",
                  "putloop262144": "put_loop, body streamed from the file, 256 KiB reads",
                  }.get(tool, tool)
         us = cpu(name)
         rows.append([c, label, cnt, f"{t[0]:.1f} s" if ok else "—",
                      f"{files / t[0]:.0f}" if ok else "—", f"{mib / t[0]:.1f}" if ok else "—",
-                     f"{us[0]:.1f} + {us[1]:.1f} s", f"{t[1]:.0f} MiB", load(name),
+                     f"{us[0]:.1f} + {us[1]:.1f} s",
+                     f"{text(name + '.s3s').strip()} s" if text(name + ".s3s").strip() else "n/a",
+                     f"{t[1]:.0f} MiB", load(name),
                      "" if ok else f"exit {t[2]}, count {cnt}"])
 w(table(["concurrency", "tool", "objects", "wall", "files/s", "MiB/s", "CPU user + sys",
-         "peak RSS", "load before", "note"], rows))
+         "server CPU (s3s-fs)", "peak RSS", "load before", "note"], rows))
 w("")
 
 
@@ -187,17 +194,26 @@ def rate(name):
 w("Ratios (files/s; the same within a run as MiB/s, since every tool moves the same tree):\n")
 rrows = []
 for c in concs:
-    me = rate(f"migrate-mastomedia-{c}")
-    peers = {p: rate(f"migrate-{p}-{c}") for p in ("rclone", "awscli")}
-    peers["s3cmd (one at a time)"] = rate("migrate-s3cmd-1")
-    best = max((v, k) for k, v in peers.items() if v) if any(peers.values()) else (None, "-")
-    lim = rate(f"migrate-putloop-{c}")
-    rrows.append([c, ratio(me, peers["rclone"]), ratio(me, peers["awscli"]),
-                  ratio(me, peers["s3cmd (one at a time)"]), f"{ratio(me, best[0])} ({best[1]})",
-                  f"{100 * me / lim:.0f} %" if me and lim else "n/a"])
-w(table(["concurrency", "mastomedia / rclone", "mastomedia / aws s3 sync",
+    for tool, shape in (("mastomedia", "Mastodon's 15 MiB"),
+                        ("mastomedia-single", "200 MiB (one PUT per file)")):
+        me = rate(f"migrate-{tool}-{c}")
+        if me is None and tool != "mastomedia":
+            continue
+        peers = {p: rate(f"migrate-{p}-{c}") for p in ("rclone", "awscli")}
+        peers["s3cmd (one at a time)"] = rate("migrate-s3cmd-1")
+        best = max((v, k) for k, v in peers.items() if v) if any(peers.values()) else (None, "-")
+        lim = rate(f"migrate-putloop-{c}")
+        mine, theirs = sum(cpu(f"migrate-{tool}-{c}")), sum(cpu(f"migrate-rclone-{c}"))
+        rrows.append([c, shape, ratio(me, peers["rclone"]), ratio(me, peers["awscli"]),
+                      ratio(me, peers["s3cmd (one at a time)"]),
+                      f"{ratio(me, best[0])} ({best[1]})",
+                      f"{100 * me / lim:.0f} %" if me and lim else "n/a",
+                      ratio(theirs, mine) if me else "n/a"])
+w(table(["concurrency", "mastomedia's multipart threshold", "mastomedia / rclone",
+         "mastomedia / aws s3 sync",
          "mastomedia / s3cmd", "mastomedia / best peer (goal ≥ 1.5×)",
-         "mastomedia / limit (goal ≥ 90 %)"], rrows))
+         "mastomedia / limit (goal ≥ 90 %)",
+         "client CPU, rclone / mastomedia (user + sys)"], rrows))
 w("")
 w("Commands at the first concurrency, exactly as run (`$OUT` is the run's scratch "
   "directory, `$SECRET` the test server's secret key; the other concurrency differs only in "
@@ -205,7 +221,8 @@ w("Commands at the first concurrency, exactly as run (`$OUT` is the run's scratc
   "`$OUT/aws-config-C`):\n")
 w("```")
 for c in concs[:1]:
-    for tool in ("mastomedia", "putloop", "putloop4096", "rclone", "awscli"):
+    for tool in ("mastomedia", "mastomedia-single", "putloop", "putloop4096", "rclone",
+                 "awscli"):
         w(cmd(f"migrate-{tool}-{c}"))
 w(cmd("migrate-s3cmd-1"))
 w("```\n")

@@ -30,7 +30,8 @@
 # A quick migrate-only run (one line, a few peers, the report written elsewhere):
 #   BENCH_LINES=migrate BENCH_MIGRATE_TOOLS="mastomedia putloop rclone" \
 #       BENCH_DOC=/tmp/migrate.md BENCH_SCALE=full bash scripts/bench/run.sh
-# BENCH_MIGRATE_TOOLS picks the migrate line's tools among mastomedia, putloop (the limit
+# BENCH_MIGRATE_TOOLS picks the migrate line's tools among mastomedia, mastomedia-single
+# (the same with --multipart-threshold 209715200, rclone's cutoff), putloop (the limit
 # line from memory), putloop-stream (its 4 KiB and 256 KiB streamed variants), rclone,
 # awscli and s3cmd (default: all); awscli and s3cmd are installed only when picked.
 # BENCH_MIGRATE_PERF=1 also records `perf record -g` of each mastomedia migrate run
@@ -77,7 +78,7 @@ DU_LATENCY=${BENCH_DU_LATENCY_MS:-30}
 # missing): any of migrate (with the limit line), prune (with du), memory, plan.
 LINES=" ${BENCH_LINES:-migrate prune memory plan} "
 want() { [[ $LINES == *" $1 "* ]]; }
-TOOLS=" ${BENCH_MIGRATE_TOOLS:-mastomedia putloop putloop-stream rclone awscli s3cmd} "
+TOOLS=" ${BENCH_MIGRATE_TOOLS:-mastomedia mastomedia-single putloop putloop-stream rclone awscli s3cmd} "
 tool() { want migrate && [[ $TOOLS == *" $1 "* ]]; }
 CACHE=${HOME:-/root}/.cache/mastomedia
 PEER_VENV=${MASTOMEDIA_PEER_VENV:-$CACHE/peer-venv}
@@ -149,11 +150,30 @@ S3CMD=$PEER_VENV/bin/s3cmd
 } >"$OUT/machine.txt"
 
 # ---------------------------------------------------------------- servers
-S3S_PID= S3_PID=
+S3S_PID= S3_PID= S3S_MOUNTED=
+# s3s-fs keeps its objects in a folder. On disk (ext4 here) 32 writers contend for the
+# inode allocator and the journal, and the time of every run moves with what the runs
+# before it left behind; in memory the server costs half the CPU and the tool is what is
+# measured (docs/benchmarks.md's analysis). BENCH_S3S_DATA=tmpfs (default): a tmpfs of
+# our own, mounted as root with no inode limit (the 1M-file memory line needs about 3M
+# inodes: s3s-fs writes two JSON files per object); BENCH_S3S_DATA=disk: $OUT/s3s-data.
 S3S_DATA=$OUT/s3s-data
+S3S_WHERE=disk
+if [ "${BENCH_S3S_DATA:-tmpfs}" = tmpfs ]; then
+    mkdir -p "$S3S_DATA"
+    if mount -t tmpfs -o size=90%,nr_inodes=0,mode=0700 mastomedia-bench "$S3S_DATA" 2>/dev/null; then
+        S3S_MOUNTED=1 S3S_WHERE=tmpfs
+    else
+        echo "run.sh: cannot mount a tmpfs at $S3S_DATA (not root?); s3s-fs keeps its objects on disk" >&2
+    fi
+elif [ "${BENCH_S3S_DATA}" != disk ]; then
+    echo "BENCH_S3S_DATA must be tmpfs or disk, not '$BENCH_S3S_DATA'" >&2; exit 2
+fi
+echo "s3s_data=$S3S_WHERE" >>"$OUT/machine.txt"
 cleanup() {
-    if [ -n "$S3S_PID" ]; then kill "$S3S_PID" 2>/dev/null || true; fi
+    if [ -n "$S3S_PID" ]; then kill "$S3S_PID" 2>/dev/null || true; wait "$S3S_PID" 2>/dev/null || true; fi
     if [ -n "$S3_PID" ]; then kill "$S3_PID" 2>/dev/null || true; fi
+    if [ -n "$S3S_MOUNTED" ]; then umount "$S3S_DATA" 2>/dev/null || umount -l "$S3S_DATA" || true; fi
     rm -rf "$S3S_DATA" "$OUT/tree" "$OUT/tree-mem"
 }
 trap cleanup EXIT
@@ -180,14 +200,23 @@ for _ in $(seq 1 50); do curl -s -o /dev/null "$S3S/" && break; sleep 0.1; done
 log "servers: s3s-fs $S3S (pid $S3S_PID), moto $MOTO behind proxy $PROXY (pid $S3_PID)"
 
 # ---------------------------------------------------------------- helpers
+# s3s-fs's CPU so far in clock ticks (utime + stime of /proc/PID/stat; fields after the
+# command name, which is in parentheses).
+s3s_cpu_ticks() { sed 's/.*) //' "/proc/$S3S_PID/stat" 2>/dev/null | awk '{print $12 + $13}' || echo 0; }
 # measure NAME CMD...: runs CMD under /usr/bin/time -v; NAME.out/.err/.time/.rc/.load in $OUT.
 measure() {
     local name=$1 rc=0
     shift
     cut -d' ' -f1-3 /proc/loadavg >"$OUT/$name.load"
     printf '%q ' "$@" >"$OUT/$name.cmd"
+    local s0 s1
+    s0=$(s3s_cpu_ticks)
     /usr/bin/time -v -o "$OUT/$name.time" "$@" >"$OUT/$name.out" 2>"$OUT/$name.err" || rc=$?
+    s1=$(s3s_cpu_ticks)
     echo "$rc" >"$OUT/$name.rc"
+    # The server's CPU seconds (user + sys) during the command: on two shared cores the
+    # server's work is part of every tool's wall time.
+    echo "$s0 $s1 $(getconf CLK_TCK)" | awk '{printf "%.2f\n", ($2 - $1) / $3}' >"$OUT/$name.s3s"
     if [ "$rc" -ne 0 ]; then log "$name exited with $rc: $(tail -n 3 "$OUT/$name.err" | tr '\n' ' ')"; fi
     return 0
 }
@@ -215,7 +244,17 @@ AWS_ACCESS_KEY_ID=$AK
 AWS_SECRET_ACCESS_KEY=$SK
 EOF
 }
-s3s_bucket() { rm -rf "${S3S_DATA:?}/$1"; mkdir -p "$S3S_DATA/$1"; }
+# An empty bucket $1. s3s-fs keeps each object's metadata beside the buckets, in
+# `.bucket-<name>.object-<key>.{internal,metadata}.json` (names in unpadded URL-safe
+# base64): those go too, or the folder grows by two files per object uploaded and every
+# later tool pays for the bigger folder.
+s3s_bucket() {
+    local enc
+    enc=$(printf %s "$1" | base64 -w0 | tr '+/' '-_' | tr -d '=')
+    rm -rf "${S3S_DATA:?}/$1"
+    find "$S3S_DATA" -maxdepth 1 -name ".bucket-$enc.*" -delete
+    mkdir -p "$S3S_DATA/$1"
+}
 fresh_db() {
     psql "$PG_BASE/postgres" -Xq -v ON_ERROR_STOP=1 -c "DROP DATABASE IF EXISTS $1 WITH (FORCE)" \
         -c "CREATE DATABASE $1" 2>/dev/null
@@ -264,6 +303,23 @@ for C in $CONCS; do
             --json >/dev/null 2>&1 || true
         s3s_bucket "$b"
     fi
+    fi
+
+    # The same migrate with rclone's upload cutoff (200 MiB) as its multipart threshold:
+    # one PutObject per file, the requests rclone and the limit line send. At Mastodon's
+    # 15 MiB the tree's videos above it go as multipart uploads, which s3s-fs completes by
+    # writing and hashing every such video a second time on the same two cores.
+    if tool mastomedia-single; then
+    b=mig-mastomedia-single-$C
+    s3s_bucket "$b"
+    write_env "$OUT/env-$b" "$S3S" "$b" "postgres://unused@127.0.0.1:9/unused"
+    rm -f "$OUT/journal-single-$C.sqlite"*
+    log "migrate c=$C: mastomedia migrate --concurrency $C --multipart-threshold 209715200"
+    measure "migrate-mastomedia-single-$C" "$BIN" -q --env-file "$OUT/env-$b" migrate \
+        --from "$OUT/tree" --journal "$OUT/journal-single-$C.sqlite" --concurrency "$C" \
+        --multipart-threshold 209715200 --json
+    s3count "$S3S" "$b" >"$OUT/migrate-mastomedia-single-$C.count"
+    s3s_bucket "$b"
     fi
 
     if tool putloop; then
