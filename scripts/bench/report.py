@@ -152,18 +152,49 @@ w(f"Tree: {files} files, {mib:.1f} MiB, Mastodon's layout and size mix "
   f"dropped), its objects {S3S_WHERE}. Every tool starts on an empty bucket; files/s and MiB/s are over the wall time "
   "of the whole process (start-up, listing and journal included). `objects` is the paged "
   "ListObjectsV2 count of the bucket afterwards; a tool whose count is not the tree's gets no "
-  "rate.\n")
+  "rate." + (f" mastomedia, the limit loop and rclone ran {M.get('rounds')} rounds, one after "
+             "the other: each row is that tool's median round (every round's wall time in "
+             "the note), and the ratios are of medians." if int(M.get("rounds", "1") or 1) > 1
+             else "") + "\n")
 concs = M.get("concurrency", "8 32").split()
+ROUNDS = int(M.get("rounds", "1") or 1)
+
+
+def rounds(base):
+    """The measured runs of one tool at one concurrency: BASE (round 1), BASE-r2, …"""
+    names = [base] + [f"{base}-r{r}" for r in range(2, ROUNDS + 1)]
+    return [n for n in names if timing(n) is not None]
+
+
+def ok_wall(name):
+    """Wall seconds of a run that exited 0 with the tree's object count, else infinity."""
+    t = timing(name)
+    good = t is not None and t[2] == 0 and (jload(name + ".count") or {}).get("objects") == files
+    return t[0] if good else float("inf")
+
+
+def median(base):
+    """The run whose wall time is the median of BASE's rounds (a failed round counts as
+    the slowest; with an even count, the slower of the middle two): one slow or fast spell
+    of the shared machine does not decide a ratio."""
+    names = sorted(rounds(base), key=ok_wall)
+    return names[len(names) // 2] if names else base
+
+
 rows, verdicts = [], []
 for c in concs + ["1"]:
     for tool in ("mastomedia", "mastomedia-single", "putloop", "putloop4096", "putloop262144",
                  "rclone", "awscli", "s3cmd"):
-        name = f"migrate-{tool}-{c}"
+        name = median(f"migrate-{tool}-{c}")
         t = timing(name)
         if t is None:
             continue
         cnt = (jload(name + ".count") or {}).get("objects", "?")
         ok = t[2] == 0 and cnt == files
+        runs = rounds(f"migrate-{tool}-{c}")
+        spread = ("median of " + str(len(runs)) + " rounds: "
+                  + " / ".join(f"{ok_wall(n):.1f}" if ok_wall(n) != float("inf") else "failed"
+                               for n in runs) + " s") if len(runs) > 1 else ""
         label = {"mastomedia": "mastomedia (multipart above Mastodon's 15 MiB)",
                  "mastomedia-single": "mastomedia --multipart-threshold 209715200 (rclone's cutoff)",
                  "putloop": "limit: examples/put_loop (bare PutObject, body in memory)",
@@ -176,13 +207,14 @@ for c in concs + ["1"]:
                      f"{us[0]:.1f} + {us[1]:.1f} s",
                      f"{text(name + '.s3s').strip()} s" if text(name + ".s3s").strip() else "n/a",
                      f"{t[1]:.0f} MiB", load(name),
-                     "" if ok else f"exit {t[2]}, count {cnt}"])
+                     "; ".join(x for x in (spread, "" if ok else f"exit {t[2]}, count {cnt}") if x)])
 w(table(["concurrency", "tool", "objects", "wall", "files/s", "MiB/s", "CPU user + sys",
          "server CPU (s3s-fs)", "peak RSS", "load before", "note"], rows))
 w("")
 
 
-def rate(name):
+def rate(base):
+    name = median(base)
     t = timing(name)
     if t is None or t[2] != 0:
         return None
@@ -203,7 +235,8 @@ for c in concs:
         peers["s3cmd (one at a time)"] = rate("migrate-s3cmd-1")
         best = max((v, k) for k, v in peers.items() if v) if any(peers.values()) else (None, "-")
         lim = rate(f"migrate-putloop-{c}")
-        mine, theirs = sum(cpu(f"migrate-{tool}-{c}")), sum(cpu(f"migrate-rclone-{c}"))
+        mine = sum(cpu(median(f"migrate-{tool}-{c}")))
+        theirs = sum(cpu(median(f"migrate-rclone-{c}")))
         rrows.append([c, shape, ratio(me, peers["rclone"]), ratio(me, peers["awscli"]),
                       ratio(me, peers["s3cmd (one at a time)"]),
                       f"{ratio(me, best[0])} ({best[1]})",

@@ -42,6 +42,10 @@
 #   variable               small            full
 #   BENCH_MIGRATE_FILES    1000             10000
 #   BENCH_CONCURRENCY      "8 32"           "8 32"
+#   BENCH_MIGRATE_ROUNDS   1                3        (rounds of the migrate line's mastomedia,
+#                                           limit and rclone runs, alternating; the report
+#                                           shows each one's median round: one run on these
+#                                           shared cores moves by up to 20 %)
 #   BENCH_PRUNE_ROWS       2000             100000   (candidate rows per seed; objects ~2 per row)
 #   BENCH_PRUNE_SEEDS      "busy sparse"    "busy sparse" (du on the first)
 #   BENCH_PRUNE_LOOP_KEYS  0 (all)          10000    (keys the HEAD + DELETE loop runs over)
@@ -59,13 +63,14 @@ cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 REPO=$PWD
 SCALE=${BENCH_SCALE:-small}
 case $SCALE in
-    small) d_files=1000 d_prune=2000 d_loop=0 d_mem_rows="10000 100000" d_mem_files="10000" ;;
-    full) d_files=10000 d_prune=100000 d_loop=10000 d_mem_rows="10000 100000 1000000" d_mem_files="10000 100000" ;;
+    small) d_rounds=1 d_files=1000 d_prune=2000 d_loop=0 d_mem_rows="10000 100000" d_mem_files="10000" ;;
+    full) d_rounds=3 d_files=10000 d_prune=100000 d_loop=10000 d_mem_rows="10000 100000 1000000" d_mem_files="10000 100000" ;;
     *) echo "BENCH_SCALE must be small or full, not '$SCALE'" >&2; exit 2 ;;
 esac
 if [ "${BENCH_MEMORY_1M:-0}" = 1 ]; then d_mem_files="$d_mem_files 1000000"; fi
 MIG_FILES=${BENCH_MIGRATE_FILES:-$d_files}
 CONCS=${BENCH_CONCURRENCY:-"8 32"}
+ROUNDS=${BENCH_MIGRATE_ROUNDS:-$d_rounds}
 PRUNE_ROWS=${BENCH_PRUNE_ROWS:-$d_prune}
 PRUNE_CONC=${BENCH_PRUNE_CONCURRENCY:-8}
 PRUNE_SEEDS=${BENCH_PRUNE_SEEDS:-"busy sparse"}
@@ -278,94 +283,102 @@ log "migrate: generating $MIG_FILES files with Mastodon's size mix"
 "$PY" scripts/bench/gen_tree.py "$OUT/tree" "$MIG_FILES" >"$OUT/tree.json"
 log "tree: $(cat "$OUT/tree.json")"
 
-for C in $CONCS; do
-    if tool mastomedia; then
-    b=mig-mastomedia-$C
-    s3s_bucket "$b"
-    write_env "$OUT/env-$b" "$S3S" "$b" "postgres://unused@127.0.0.1:9/unused"
-    log "migrate c=$C: mastomedia migrate --concurrency $C"
-    measure "migrate-mastomedia-$C" "$BIN" -q --env-file "$OUT/env-$b" migrate --from "$OUT/tree" \
-        --journal "$OUT/journal-$C.sqlite" --concurrency "$C" --json
-    s3count "$S3S" "$b" >"$OUT/migrate-mastomedia-$C.count"
-    s3s_bucket "$b"
-    if [ "${BENCH_MIGRATE_PERF:-0}" = 1 ]; then
+# ROUNDS rounds, one after the other, of every tool at every concurrency: a slow spell of
+# the shared machine lands in one round of each tool, not in every run of one tool. The
+# streamed put_loop variants, aws s3 sync, s3cmd and the profiles run once (round 1).
+for R in $(seq 1 "$ROUNDS"); do
+    X=
+    if [ "$R" -gt 1 ]; then X=-r$R; fi
+    for C in $CONCS; do
+        if tool mastomedia; then
+        b=mig-mastomedia-$C
+        s3s_bucket "$b"
+        write_env "$OUT/env-$b" "$S3S" "$b" "postgres://unused@127.0.0.1:9/unused"
         rm -f "$OUT/journal-$C.sqlite"*
-        log "migrate c=$C: perf record -g of mastomedia migrate"
-        perf record -g -o "$OUT/migrate-mastomedia-$C.perf.data" -- "$BIN" -q \
-            --env-file "$OUT/env-$b" migrate --from "$OUT/tree" \
-            --journal "$OUT/journal-$C.sqlite" --concurrency "$C" --json \
-            >/dev/null 2>"$OUT/migrate-mastomedia-$C.perf.err" || true
+        log "migrate c=$C$X: mastomedia migrate --concurrency $C"
+        measure "migrate-mastomedia-$C$X" "$BIN" -q --env-file "$OUT/env-$b" migrate --from "$OUT/tree" \
+            --journal "$OUT/journal-$C.sqlite" --concurrency "$C" --json
+        s3count "$S3S" "$b" >"$OUT/migrate-mastomedia-$C$X.count"
         s3s_bucket "$b"
-        rm -f "$OUT/journal-$C.sqlite"*
-        log "migrate c=$C: strace -c -f of mastomedia migrate"
-        strace -c -f -o "$OUT/migrate-mastomedia-$C.strace" "$BIN" -q --env-file "$OUT/env-$b" \
-            migrate --from "$OUT/tree" --journal "$OUT/journal-$C.sqlite" --concurrency "$C" \
-            --json >/dev/null 2>&1 || true
-        s3s_bucket "$b"
-    fi
-    fi
+        if [ "${BENCH_MIGRATE_PERF:-0}" = 1 ] && [ "$R" = 1 ]; then
+            rm -f "$OUT/journal-$C.sqlite"*
+            log "migrate c=$C: perf record -g of mastomedia migrate"
+            perf record -g -o "$OUT/migrate-mastomedia-$C.perf.data" -- "$BIN" -q \
+                --env-file "$OUT/env-$b" migrate --from "$OUT/tree" \
+                --journal "$OUT/journal-$C.sqlite" --concurrency "$C" --json \
+                >/dev/null 2>"$OUT/migrate-mastomedia-$C.perf.err" || true
+            s3s_bucket "$b"
+            rm -f "$OUT/journal-$C.sqlite"*
+            log "migrate c=$C: strace -c -f of mastomedia migrate"
+            strace -c -f -o "$OUT/migrate-mastomedia-$C.strace" "$BIN" -q --env-file "$OUT/env-$b" \
+                migrate --from "$OUT/tree" --journal "$OUT/journal-$C.sqlite" --concurrency "$C" \
+                --json >/dev/null 2>&1 || true
+            s3s_bucket "$b"
+        fi
+        fi
 
-    # The same migrate with rclone's upload cutoff (200 MiB) as its multipart threshold:
-    # one PutObject per file, the requests rclone and the limit line send. At Mastodon's
-    # 15 MiB the tree's videos above it go as multipart uploads, which s3s-fs completes by
-    # writing and hashing every such video a second time on the same two cores.
-    if tool mastomedia-single; then
-    b=mig-mastomedia-single-$C
-    s3s_bucket "$b"
-    write_env "$OUT/env-$b" "$S3S" "$b" "postgres://unused@127.0.0.1:9/unused"
-    rm -f "$OUT/journal-single-$C.sqlite"*
-    log "migrate c=$C: mastomedia migrate --concurrency $C --multipart-threshold 209715200"
-    measure "migrate-mastomedia-single-$C" "$BIN" -q --env-file "$OUT/env-$b" migrate \
-        --from "$OUT/tree" --journal "$OUT/journal-single-$C.sqlite" --concurrency "$C" \
-        --multipart-threshold 209715200 --json
-    s3count "$S3S" "$b" >"$OUT/migrate-mastomedia-single-$C.count"
-    s3s_bucket "$b"
-    fi
-
-    if tool putloop; then
-    b=mig-putloop-$C
-    s3s_bucket "$b"
-    log "limit c=$C: examples/put_loop"
-    measure "migrate-putloop-$C" env AWS_ACCESS_KEY_ID=$AK AWS_SECRET_ACCESS_KEY=$SK \
-        "$PUT_LOOP" "$S3S" "$b" "$OUT/tree" "$C"
-    s3count "$S3S" "$b" >"$OUT/migrate-putloop-$C.count"
-    s3s_bucket "$b"
-    fi
-    b=mig-putloop-$C
-    # The same loop with the body streamed from the file by the SDK, 4 KiB reads (the
-    # SDK's default, what mastomedia's upload uses) and 256 KiB reads.
-    for buf in 4096 262144; do
-        tool putloop-stream || continue
-        log "limit c=$C: examples/put_loop, streamed in reads of $buf bytes"
-        measure "migrate-putloop$buf-$C" env AWS_ACCESS_KEY_ID=$AK AWS_SECRET_ACCESS_KEY=$SK \
-            "$PUT_LOOP" "$S3S" "$b" "$OUT/tree" "$C" "$buf"
-        s3count "$S3S" "$b" >"$OUT/migrate-putloop$buf-$C.count"
+        # The same migrate with rclone's upload cutoff (200 MiB) as its multipart threshold:
+        # one PutObject per file, the requests rclone and the limit line send. At Mastodon's
+        # 15 MiB the tree's videos above it go as multipart uploads, which s3s-fs completes by
+        # writing and hashing every such video a second time on the same two cores.
+        if tool mastomedia-single; then
+        b=mig-mastomedia-single-$C
         s3s_bucket "$b"
+        write_env "$OUT/env-$b" "$S3S" "$b" "postgres://unused@127.0.0.1:9/unused"
+        rm -f "$OUT/journal-single-$C.sqlite"*
+        log "migrate c=$C$X: mastomedia migrate --concurrency $C --multipart-threshold 209715200"
+        measure "migrate-mastomedia-single-$C$X" "$BIN" -q --env-file "$OUT/env-$b" migrate \
+            --from "$OUT/tree" --journal "$OUT/journal-single-$C.sqlite" --concurrency "$C" \
+            --multipart-threshold 209715200 --json
+        s3count "$S3S" "$b" >"$OUT/migrate-mastomedia-single-$C$X.count"
+        s3s_bucket "$b"
+        fi
+
+        if tool putloop; then
+        b=mig-putloop-$C
+        s3s_bucket "$b"
+        log "limit c=$C$X: examples/put_loop"
+        measure "migrate-putloop-$C$X" env AWS_ACCESS_KEY_ID=$AK AWS_SECRET_ACCESS_KEY=$SK \
+            "$PUT_LOOP" "$S3S" "$b" "$OUT/tree" "$C"
+        s3count "$S3S" "$b" >"$OUT/migrate-putloop-$C$X.count"
+        s3s_bucket "$b"
+        fi
+        b=mig-putloop-$C
+        # The same loop with the body streamed from the file by the SDK, 4 KiB reads (the
+        # SDK's default, what mastomedia's upload uses) and 256 KiB reads.
+        for buf in 4096 262144; do
+            tool putloop-stream && [ "$R" = 1 ] || continue
+            log "limit c=$C: examples/put_loop, streamed in reads of $buf bytes"
+            measure "migrate-putloop$buf-$C" env AWS_ACCESS_KEY_ID=$AK AWS_SECRET_ACCESS_KEY=$SK \
+                "$PUT_LOOP" "$S3S" "$b" "$OUT/tree" "$C" "$buf"
+            s3count "$S3S" "$b" >"$OUT/migrate-putloop$buf-$C.count"
+            s3s_bucket "$b"
+        done
+
+        if tool rclone; then
+        b=mig-rclone-$C
+        s3s_bucket "$b"
+        log "migrate c=$C$X: rclone copy"
+        rclone_env "$S3S"
+        measure "migrate-rclone-$C$X" "${RCLONE_ENV[@]}" rclone copy "$OUT/tree" "bench:$b" \
+            --s3-no-head --s3-no-check-bucket --s3-acl public-read \
+            --header-upload "Cache-Control: $CACHE_CONTROL" --transfers "$C" --checkers "$C"
+        s3count "$S3S" "$b" >"$OUT/migrate-rclone-$C$X.count"
+        s3s_bucket "$b"
+        fi
+
+        if tool awscli && [ "$R" = 1 ]; then
+        b=mig-awscli-$C
+        s3s_bucket "$b"
+        printf '[default]\ns3 =\n  max_concurrent_requests = %s\n' "$C" >"$OUT/aws-config-$C"
+        log "migrate c=$C: aws s3 sync (max_concurrent_requests = $C)"
+        measure "migrate-awscli-$C" "${AWS_ENV[@]}" AWS_CONFIG_FILE="$OUT/aws-config-$C" "$AWS" \
+            --endpoint-url "$S3S" s3 sync "$OUT/tree" "s3://$b" --acl public-read \
+            --cache-control "$CACHE_CONTROL" --only-show-errors
+        s3count "$S3S" "$b" >"$OUT/migrate-awscli-$C.count"
+        s3s_bucket "$b"
+        fi
     done
-
-    if tool rclone; then
-    b=mig-rclone-$C
-    s3s_bucket "$b"
-    log "migrate c=$C: rclone copy"
-    rclone_env "$S3S"
-    measure "migrate-rclone-$C" "${RCLONE_ENV[@]}" rclone copy "$OUT/tree" "bench:$b" \
-        --s3-no-head --s3-no-check-bucket --s3-acl public-read \
-        --header-upload "Cache-Control: $CACHE_CONTROL" --transfers "$C" --checkers "$C"
-    s3count "$S3S" "$b" >"$OUT/migrate-rclone-$C.count"
-    s3s_bucket "$b"
-    fi
-
-    if tool awscli; then
-    b=mig-awscli-$C
-    s3s_bucket "$b"
-    printf '[default]\ns3 =\n  max_concurrent_requests = %s\n' "$C" >"$OUT/aws-config-$C"
-    log "migrate c=$C: aws s3 sync (max_concurrent_requests = $C)"
-    measure "migrate-awscli-$C" "${AWS_ENV[@]}" AWS_CONFIG_FILE="$OUT/aws-config-$C" "$AWS" \
-        --endpoint-url "$S3S" s3 sync "$OUT/tree" "s3://$b" --acl public-read \
-        --cache-control "$CACHE_CONTROL" --only-show-errors
-    s3count "$S3S" "$b" >"$OUT/migrate-awscli-$C.count"
-    s3s_bucket "$b"
-    fi
 done
 # s3cmd has no concurrency setting: one upload at a time; measured once.
 if tool s3cmd; then
@@ -596,6 +609,7 @@ psql "$PG_BASE/postgres" -Xq -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)"
 echo "load_end=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/machine.txt"
 echo "seconds_total=$(($(date +%s) - T_START))" >>"$OUT/machine.txt"
 echo "concurrency=$CONCS" >>"$OUT/machine.txt"
+echo "rounds=$ROUNDS" >>"$OUT/machine.txt"
 echo "prune_concurrency=$PRUNE_CONC" >>"$OUT/machine.txt"
 echo "memory_rows=$MEM_ROWS" >>"$OUT/machine.txt"
 echo "memory_files=$MEM_FILES" >>"$OUT/machine.txt"
