@@ -329,6 +329,9 @@ if timing("du-mastomedia") is not None:
 
 # ------------------------------------------------------------------ prune
 TARGET = {"busy": 0.0025, "sparse": 0.01}
+# The issue names its seeds at 10k+ candidates ("a busy seed (10k+ candidates created
+# within a day)"; the sparse seed of scripts/bench-prune.sh has 10,000 rows).
+TARGET_MIN_CANDIDATES = 10000
 SHAPE = {"busy": "`--media-days 7:8`: every media row created within one day, just past "
                  "the 7-day cutoff (issue 11's busy seed)",
          "sparse": "media rows spread over 0–420 days (the shape of `scripts/bench-prune.sh`)"}
@@ -428,7 +431,16 @@ for sd in SEEDS:
     w("- exact against the seed: " + "; ".join(
         f"{k} {g} {'=' if g == e else '≠'} {e}" for k, g, e in checks)
       + (" **(exact)**" if exact else " **(NOT exact)**"))
-    if tgt is not None:
+    # Issue 11's targets are for seeds of 10k+ candidates: below that, the fixed requests
+    # (the versioning check, the ranges of other id widths) weigh more than a ratio shows.
+    judged = (seed.get("candidates") or 0) >= TARGET_MIN_CANDIDATES
+    if tgt is not None and not judged:
+        verdicts.append((sd, me_r, tgt, None, exact))
+        w(f"- target (issue 11): ≤ {tgt} requests per deleted key on the {sd} seed, for "
+          f"{TARGET_MIN_CANDIDATES}+ candidate rows; mastomedia: "
+          + (f"{me_r:.5f}" if me_r is not None else "no ratio")
+          + f" (proxy) → **not judged** at {seed.get('candidates')} rows (`BENCH_SCALE=full`)")
+    elif tgt is not None:
         ok = me_r is not None and me_r <= tgt
         verdicts.append((sd, me_r, tgt, ok, exact))
         w(f"- target (issue 11): ≤ {tgt} requests per deleted key on the {sd} seed; "
@@ -444,7 +456,9 @@ if SEEDS:
     w(f"prune concurrency {M.get('prune_concurrency', '?')} (`--concurrency`, requests in "
       "flight) and the same number of threads for the loop; s3cmd deletes one batch at a "
       "time. Targets: " + "; ".join(
-          f"{sd} {r:.5f} ≤ {tg}: {'pass' if ok else 'FAIL'}" if r is not None else f"{sd}: n/a"
+          (f"{sd} {r:.5f} (target ≤ {tg}, not judged below {TARGET_MIN_CANDIDATES} candidates)"
+           if ok is None else f"{sd} {r:.5f} ≤ {tg}: {'pass' if ok else 'FAIL'}")
+          if r is not None else f"{sd}: n/a"
           for sd, r, tg, ok, _ in verdicts) + ". Commands of the first seed:\n")
     w("```")
     for tool in ("mastomedia", "loop", "s3cmd"):
