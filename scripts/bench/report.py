@@ -144,6 +144,7 @@ w("")
 # ------------------------------------------------------------------ migrate
 tree = jload("tree.json") or {"files": 0, "bytes": 0}
 files, mib = tree["files"], tree["bytes"] / 1048576
+ROUNDS = int(M.get("rounds", "1") or 1)
 w("## migrate: public/system → bucket, on s3s-fs\n")
 w(f"Tree: {files} files, {mib:.1f} MiB, Mastodon's layout and size mix "
   "(`scripts/bench/gen_tree.py`: small styles, thumbnails, avatars, headers, emojis and cards "
@@ -152,12 +153,10 @@ w(f"Tree: {files} files, {mib:.1f} MiB, Mastodon's layout and size mix "
   f"dropped), its objects {S3S_WHERE}. Every tool starts on an empty bucket; files/s and MiB/s are over the wall time "
   "of the whole process (start-up, listing and journal included). `objects` is the paged "
   "ListObjectsV2 count of the bucket afterwards; a tool whose count is not the tree's gets no "
-  "rate." + (f" mastomedia, the limit loop and rclone ran {M.get('rounds')} rounds, one after "
+  "rate." + (f" mastomedia, the limit loop and rclone ran {ROUNDS} rounds, one after "
              "the other: each row is that tool's median round (every round's wall time in "
-             "the note), and the ratios are of medians." if int(M.get("rounds", "1") or 1) > 1
-             else "") + "\n")
+             "the note), and the ratios are of medians." if ROUNDS > 1 else "") + "\n")
 concs = M.get("concurrency", "8 32").split()
-ROUNDS = int(M.get("rounds", "1") or 1)
 
 
 def rounds(base):
@@ -192,9 +191,10 @@ for c in concs + ["1"]:
         cnt = (jload(name + ".count") or {}).get("objects", "?")
         ok = t[2] == 0 and cnt == files
         runs = rounds(f"migrate-{tool}-{c}")
+        walls = [ok_wall(n) for n in runs]
         spread = ("median of " + str(len(runs)) + " rounds: "
-                  + " / ".join(f"{ok_wall(n):.1f}" if ok_wall(n) != float("inf") else "failed"
-                               for n in runs) + " s") if len(runs) > 1 else ""
+                  + " / ".join(f"{x:.1f}" if x != float("inf") else "failed" for x in walls)
+                  + " s") if len(runs) > 1 else ""
         label = {"mastomedia": "mastomedia (multipart above Mastodon's 15 MiB)",
                  "mastomedia-single": "mastomedia --multipart-threshold 209715200 (rclone's cutoff)",
                  "putloop": "limit: examples/put_loop (bare PutObject, body in memory)",
@@ -214,13 +214,9 @@ w("")
 
 
 def rate(base):
-    name = median(base)
-    t = timing(name)
-    if t is None or t[2] != 0:
-        return None
-    if (jload(name + ".count") or {}).get("objects") != files:
-        return None
-    return files / t[0]
+    """Files/s of BASE's median round, or None when that round failed or counted wrong."""
+    wall = ok_wall(median(base))
+    return None if wall == float("inf") else files / wall
 
 
 w("Ratios (files/s; the same within a run as MiB/s, since every tool moves the same tree):\n")
